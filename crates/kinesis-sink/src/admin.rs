@@ -1,0 +1,203 @@
+//! Stream administration and reading: the calls behind `tributary streams` and `tributary tail`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::IdentityCache;
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+
+use crate::config::KinesisConfig;
+use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
+use crate::record::{ApiError, ExternalId};
+use crate::sdk::{BaseCredentials, StsAssumer, api_error, sdk_config};
+
+/// A plain Kinesis client for a destination, signing as `identity` when the destination has a role.
+pub async fn client(config: &KinesisConfig, identity: ExternalId, secret: bool, base: &BaseCredentials) -> Result<Client, ApiError> {
+    let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
+    let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
+    let mut builder = aws_sdk_kinesis::config::Builder::from(&shared);
+    if let Some(role) = &config.role_address {
+        let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(&shared));
+        let cache = Arc::new(CredentialCache::new(assumer, role.clone(), secret));
+        cache.get(&identity).await?;
+        builder = builder
+            .credentials_provider(SharedCredentialsProvider::new(CachedRoleProvider { cache, identity }))
+            .identity_cache(IdentityCache::no_cache());
+    }
+    Ok(Client::from_conf(builder.build()))
+}
+
+/// What `streams describe` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The stream's name.
+    pub name: String,
+    /// The stream's ARN.
+    pub arn: String,
+    /// `CREATING`, `ACTIVE`, `UPDATING` or `DELETING`.
+    pub status: String,
+    /// The number of open shards.
+    pub open_shards: i32,
+    /// How long records are kept.
+    pub retention_hours: i32,
+    /// The largest record the stream takes, in KiB, when the service reports it (1024 by default).
+    pub max_record_size_kib: Option<i32>,
+}
+
+/// Describes `stream` (a name or an ARN).
+pub async fn describe(client: &Client, stream: &str) -> Result<StreamSummary, ApiError> {
+    let mut request = client.describe_stream_summary();
+    request = if stream.starts_with("arn:") { request.stream_arn(stream) } else { request.stream_name(stream) };
+    let output = request.send().await.map_err(|e| api_error(&e, &format!("kinesis:DescribeStreamSummary on stream {stream}")))?;
+    let summary = output.stream_description_summary().ok_or_else(|| {
+        ApiError::classify(None, None, format!("kinesis:DescribeStreamSummary on stream {stream} returned no summary"))
+    })?;
+    Ok(StreamSummary {
+        name: summary.stream_name().to_owned(),
+        arn: summary.stream_arn().to_owned(),
+        status: summary.stream_status().as_str().to_owned(),
+        open_shards: summary.open_shard_count(),
+        retention_hours: summary.retention_period_hours(),
+        max_record_size_kib: summary.max_record_size_in_kib(),
+    })
+}
+
+/// Whether `create` made the stream or found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The stream was created.
+    New,
+    /// A stream of that name already existed.
+    Existing,
+}
+
+/// Creates `name` with `shards` shards (or finds it), then waits up to `timeout` until it is `ACTIVE`.
+pub async fn create(client: &Client, name: &str, shards: i32, timeout: Duration) -> Result<Created, ApiError> {
+    let created = match client.create_stream().stream_name(name).shard_count(shards).send().await {
+        Ok(_) => Created::New,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Created::Existing,
+        Err(e) => return Err(api_error(&e, &format!("kinesis:CreateStream of stream {name}"))),
+    };
+    wait_active(client, name, timeout).await?;
+    Ok(created)
+}
+
+/// Polls until `stream` is `ACTIVE`.
+pub async fn wait_active(client: &Client, stream: &str, timeout: Duration) -> Result<(), ApiError> {
+    let give_up = tokio::time::Instant::now() + timeout;
+    loop {
+        let summary = describe(client, stream).await;
+        match summary {
+            Ok(s) if s.status == StreamStatus::Active.as_str() => return Ok(()),
+            Ok(_) => {}
+            // A stream being created may not be visible yet.
+            Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(e),
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Err(ApiError::classify(None, None, format!("stream {stream} was not ACTIVE after {timeout:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One record read back from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    /// The shard it is in.
+    pub shard_id: String,
+    /// Its sequence number.
+    pub sequence_number: String,
+    /// Its partition key.
+    pub partition_key: String,
+    /// Its data, as a consumer receives it (the SDK has undone the wire's base64).
+    pub data: Vec<u8>,
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record kept.
+    TrimHorizon,
+    /// Only records written from now on.
+    Latest,
+}
+
+/// Reads every shard of a stream, calling `on_record` for each record.
+///
+/// With `follow` false it stops once every shard is caught up (or closed); with `follow` true it keeps polling
+/// until `on_record` returns `false`.
+pub async fn read(
+    client: &Client,
+    stream: &str,
+    start: StartAt,
+    follow: bool,
+    mut on_record: impl FnMut(ReadRecord) -> bool,
+) -> Result<(), ApiError> {
+    let named = |doing: &str| format!("{doing} on stream {stream}");
+    let mut shards = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut request = client.list_shards();
+        request = match &next {
+            Some(token) => request.next_token(token),
+            None if stream.starts_with("arn:") => request.stream_arn(stream),
+            None => request.stream_name(stream),
+        };
+        let output = request.send().await.map_err(|e| api_error(&e, &named("kinesis:ListShards")))?;
+        shards.extend(output.shards().iter().map(|s| s.shard_id().to_owned()));
+        next = output.next_token().map(str::to_owned);
+        if next.is_none() {
+            break;
+        }
+    }
+    let kind = match start {
+        StartAt::TrimHorizon => ShardIteratorType::TrimHorizon,
+        StartAt::Latest => ShardIteratorType::Latest,
+    };
+    let mut iterators = Vec::new();
+    for shard in &shards {
+        let mut request = client.get_shard_iterator().shard_id(shard).shard_iterator_type(kind.clone());
+        request = if stream.starts_with("arn:") { request.stream_arn(stream) } else { request.stream_name(stream) };
+        let output = request.send().await.map_err(|e| api_error(&e, &named("kinesis:GetShardIterator")))?;
+        iterators.push((shard.clone(), output.shard_iterator().map(str::to_owned)));
+    }
+    loop {
+        let mut all_caught_up = true;
+        for (shard, iterator) in &mut iterators {
+            let Some(current) = iterator.clone() else { continue };
+            let output = client
+                .get_records()
+                .shard_iterator(current)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| api_error(&e, &named("kinesis:GetRecords")))?;
+            let records = output.records();
+            for record in records {
+                let keep_going = on_record(ReadRecord {
+                    shard_id: shard.clone(),
+                    sequence_number: record.sequence_number().to_owned(),
+                    partition_key: record.partition_key().unwrap_or_default().to_owned(),
+                    data: record.data().as_ref().to_vec(),
+                });
+                if !keep_going {
+                    return Ok(());
+                }
+            }
+            let behind = output.millis_behind_latest().unwrap_or(0);
+            if !records.is_empty() || behind > 0 {
+                all_caught_up = false;
+            }
+            *iterator = output.next_shard_iterator().map(str::to_owned);
+        }
+        if all_caught_up {
+            if !follow {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The `[kinesis]` table of a destination file.
+
+use serde::Deserialize;
+use sink::SecretRef;
+
+/// Settings of a Kinesis destination: the ones Segment's Amazon Kinesis destination offers, plus the knobs a
+/// self-hosted sender needs.
+///
+/// ```toml
+/// [kinesis]
+/// region = "us-west-2"
+/// stream = "segment-events"
+/// role_address = "arn:aws:iam::123456789012:role/tributary-kinesis"
+/// secret_id = { env = "KINESIS_SECRET_ID" }
+/// use_message_id = false
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// The AWS region of the stream ("AWS Kinesis Stream Region" in Segment), for example `us-west-2`.
+    pub region: String,
+    /// The stream's name, or its ARN ("AWS Kinesis Stream Name" in Segment).
+    pub stream: String,
+    /// The ARN of the IAM role to assume ("Role Address" in Segment). Without it, the default AWS credential
+    /// chain of the process is used directly.
+    #[serde(default)]
+    pub role_address: Option<String>,
+    /// The External ID to present when assuming the role ("Secret ID" in Segment). Without it, the ID of the
+    /// source each message came from is the External ID, so one destination shared by several sources assumes
+    /// the role once per source. Write it as `{ env = "NAME" }` or `{ file = "PATH" }`, not inline.
+    #[serde(default)]
+    pub secret_id: Option<SecretRef>,
+    /// Partition by `messageId` instead of `userId || anonymousId` ("Use Segment Message ID" in Segment):
+    /// spreads load evenly across shards at the cost of per-user ordering.
+    #[serde(default)]
+    pub use_message_id: bool,
+    /// An endpoint URL for both Kinesis and STS, for LocalStack or another emulator, for example
+    /// `http://127.0.0.1:4566`. Leave unset for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// What a record's data holds: `json` (default), the message's JSON as consumers of Segment's destination
+    /// read it; or `base64`, the base64 text of that JSON, for consumers built against the old wording of
+    /// Segment's docs that decode base64 themselves.
+    #[serde(default)]
+    pub data_encoding: DataEncoding,
+    /// Tuning of batching and retries; the defaults suit most streams.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+/// How a record's data is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataEncoding {
+    /// The message's UTF-8 JSON (the SDK base64-encodes it on the wire, and Kinesis decodes it).
+    #[default]
+    Json,
+    /// The base64 text of the message's JSON, stored as the record's data.
+    Base64,
+}
+
+/// Batching and retry settings of a Kinesis destination (`[kinesis.delivery]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The most records in one PutRecords call, 1 to 500. Default 500, the Kinesis limit.
+    pub max_batch_records: usize,
+    /// The most bytes in one PutRecords call, data plus partition keys before base64. Default 5 MiB (5242880):
+    /// Kinesis took 10 MiB from late 2025, but emulators and older regions may still enforce 5 MiB.
+    pub max_batch_bytes: usize,
+    /// The stream's maximum record size, data plus partition key. Default 1 MiB (1048576), the Kinesis default.
+    /// A larger record fails permanently before it is sent, and the rest of its batch is delivered.
+    pub max_record_bytes: usize,
+    /// How long a partial batch waits for more records before it is sent, in milliseconds. Default 50.
+    pub linger_ms: u64,
+    /// How many times a failing record is sent before it is reported as still retryable. Default 8.
+    pub max_attempts: u32,
+    /// The first retry's backoff ceiling in milliseconds; it doubles per attempt, with full jitter. Default 100.
+    pub backoff_base_ms: u64,
+    /// The largest backoff ceiling in milliseconds. Default 10000.
+    pub backoff_max_ms: u64,
+    /// How many PutRecords calls may be in flight at once. Default 4.
+    pub max_in_flight: usize,
+    /// The timeout of one API call, in milliseconds. Default 30000.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_batch_records: 500,
+            max_batch_bytes: 5 * 1024 * 1024,
+            max_record_bytes: 1024 * 1024,
+            linger_ms: 50,
+            max_attempts: 8,
+            backoff_base_ms: 100,
+            backoff_max_ms: 10_000,
+            max_in_flight: 4,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One problem with a Kinesis config: the key at fault (relative to `[kinesis]`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key, for example `role_address` or `delivery.max_batch_records`.
+    pub key: &'static str,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+impl KinesisConfig {
+    /// Every problem with the settings, in key order; empty when the config is usable.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut add = |key, message: String| problems.push(ConfigProblem { key, message });
+        if !is_region(&self.region) {
+            add("region", format!("{:?} is not an AWS region (for example us-west-2)", self.region));
+        }
+        if let Err(message) = check_stream(&self.stream) {
+            add("stream", message);
+        }
+        if let Some(role) = &self.role_address
+            && !is_role_arn(role)
+        {
+            add(
+                "role_address",
+                format!("{role:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"),
+            );
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            add("endpoint", format!("{endpoint:?} is not an http:// or https:// URL"));
+        }
+        let d = &self.delivery;
+        if !(1..=500).contains(&d.max_batch_records) {
+            add("delivery.max_batch_records", format!("{} is not between 1 and 500", d.max_batch_records));
+        }
+        if !(1..=10 * 1024 * 1024).contains(&d.max_batch_bytes) {
+            add("delivery.max_batch_bytes", format!("{} is not between 1 and 10485760", d.max_batch_bytes));
+        }
+        if !(1..=10 * 1024 * 1024).contains(&d.max_record_bytes) {
+            add("delivery.max_record_bytes", format!("{} is not between 1 and 10485760", d.max_record_bytes));
+        }
+        if d.max_attempts == 0 {
+            add("delivery.max_attempts", "must be at least 1".to_owned());
+        }
+        if d.max_in_flight == 0 {
+            add("delivery.max_in_flight", "must be at least 1".to_owned());
+        }
+        if d.backoff_base_ms > d.backoff_max_ms {
+            add("delivery.backoff_base_ms", format!("{} is more than backoff_max_ms ({})", d.backoff_base_ms, d.backoff_max_ms));
+        }
+        problems
+    }
+}
+
+/// `us-west-2`, `ap-southeast-1`, `us-gov-west-1`, `eu-central-2` and so on.
+pub fn is_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+pub fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].strip_prefix("role/").is_some_and(|name| !name.is_empty() && !name.ends_with('/'))
+}
+
+/// The account ID of an IAM role ARN.
+pub fn role_account_id(arn: &str) -> Option<&str> {
+    is_role_arn(arn).then(|| arn.split(':').nth(4)).flatten()
+}
+
+/// A stream name (1 to 128 of `[a-zA-Z0-9_.-]`) or a stream ARN.
+fn check_stream(stream: &str) -> Result<(), String> {
+    if let Some(rest) = stream.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let ok = parts.len() == 5
+            && parts[0].starts_with("aws")
+            && parts[1] == "kinesis"
+            && is_region(parts[2])
+            && parts[3].len() == 12
+            && parts[4].strip_prefix("stream/").is_some_and(is_stream_name);
+        return if ok { Ok(()) } else { Err(format!("{stream:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)")) };
+    }
+    if is_stream_name(stream) {
+        Ok(())
+    } else {
+        Err(format!("{stream:?} is not a stream name (1 to 128 letters, digits, '_', '.' or '-')"))
+    }
+}
+
+fn is_stream_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions() {
+        for ok in ["us-west-2", "eu-central-1", "ap-southeast-2", "us-gov-west-1", "cn-north-1"] {
+            assert!(is_region(ok), "{ok}");
+        }
+        for bad in ["", "us", "us-west", "US-WEST-2", "us-west-x", "us_west_2", "u-west-2"] {
+            assert!(!is_region(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn role_arns() {
+        assert!(is_role_arn("arn:aws:iam::123456789012:role/tributary"));
+        assert!(is_role_arn("arn:aws-cn:iam::123456789012:role/path/to/name"));
+        assert_eq!(role_account_id("arn:aws:iam::123456789012:role/x"), Some("123456789012"));
+        for bad in [
+            "tributary",
+            "arn:aws:iam::12345:role/x",
+            "arn:aws:iam::123456789012:user/x",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:sts::123456789012:role/x",
+        ] {
+            assert!(!is_role_arn(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn streams() {
+        assert!(check_stream("segment-events_v1.2").is_ok());
+        assert!(check_stream("arn:aws:kinesis:us-west-2:123456789012:stream/events").is_ok());
+        assert!(check_stream("").is_err());
+        assert!(check_stream("has space").is_err());
+        assert!(check_stream(&"x".repeat(129)).is_err());
+        assert!(check_stream("arn:aws:kinesis:us-west-2:1234:stream/events").is_err());
+    }
+}

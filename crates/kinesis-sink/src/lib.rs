@@ -1,0 +1,32 @@
+//! The Kinesis destination: delivers Segment messages to an AWS Kinesis Data Stream exactly as Segment's Amazon
+//! Kinesis destination does, as code you run yourself.
+//!
+//! - [`config`]: the `[kinesis]` table of a destination file, and its checks.
+//! - [`request_builder`]: records to entries (data encoding, partition key, size limit) and entries to requests.
+//! - [`record`]: the entry, per-entry results, error classification, and [`KinesisApi`], the seam that hides the
+//!   SDK.
+//! - [`service`]: one batch on the wire, with retries of only the failed entries, the PutRecord fallback and
+//!   credential refresh.
+//! - [`credentials`]: assumed-role credentials per External ID.
+//! - [`sdk`]: the AWS SDK behind the seams.
+//! - [`sink`]: [`KinesisSink`], which batches records from all callers.
+//! - [`admin`]: creating, describing and reading streams.
+//!
+//! This is the only crate that depends on `aws-sdk-*`.
+
+pub mod admin;
+pub mod config;
+pub mod credentials;
+pub mod record;
+pub mod request_builder;
+pub mod sdk;
+pub mod service;
+pub mod sink;
+
+pub use config::{DataEncoding, DeliveryConfig, KinesisConfig};
+pub use record::{ApiError, Entry, ErrorKind, ExternalId, KinesisApi};
+pub use sdk::{BaseCredentials, SdkKinesis};
+pub use sink::KinesisSink;
+
+/// Credentials type used by [`BaseCredentials::Static`], re-exported so callers need not depend on the AWS crates.
+pub use aws_credential_types::Credentials;

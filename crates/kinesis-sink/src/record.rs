@@ -1,0 +1,116 @@
+//! The request entry, per-entry results, and [`KinesisApi`]: the trait that hides the SDK client and is the
+//! seam for tests of retries, partial failures, the PutRecord fallback and credential refresh.
+
+use bytes::Bytes;
+use sink::Delivery;
+
+/// One record as Kinesis receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The partition key (1 to 256 characters).
+    pub partition_key: String,
+    /// The record's data, before the base64 of the wire format.
+    pub data: Bytes,
+}
+
+impl Entry {
+    /// The size Kinesis counts against its record and request limits: data plus partition key, in bytes.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// Which identity a call is made as: the External ID presented when assuming the role, or `None` for the
+/// process's own credentials.
+pub type ExternalId = Option<String>;
+
+/// The outcome of one entry of a PutRecords call.
+pub type EntryResult = Result<Delivery, EntryError>;
+
+/// A per-entry failure inside a successful PutRecords response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    /// `ErrorCode`, for example `ProvisionedThroughputExceededException`.
+    pub code: String,
+    /// `ErrorMessage`.
+    pub message: String,
+}
+
+/// How a failed call should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Throttling, an internal failure, an outage or a timeout: retry with backoff.
+    Retryable,
+    /// The session credentials expired: refresh them, then retry.
+    ExpiredToken,
+    /// The caller may not perform the action (HTTP 403): not retryable.
+    AccessDenied,
+    /// Assuming the role was refused: not retryable until the trust policy or External ID is fixed.
+    AssumeRoleRefused,
+    /// Anything else that will not pass by itself: a missing stream, a disabled KMS key, a validation error.
+    Permanent,
+}
+
+/// A failed Kinesis or STS call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// How to handle it.
+    pub kind: ErrorKind,
+    /// The AWS error code, when the response had one.
+    pub code: Option<String>,
+    /// A description that names the stream or role involved.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error classified from its code and HTTP status.
+    pub fn classify(code: Option<&str>, status: Option<u16>, message: String) -> ApiError {
+        let kind = match code {
+            Some(code) => classify_code(code),
+            None => match status {
+                Some(403) => ErrorKind::AccessDenied,
+                Some(429) | Some(500..) | None => ErrorKind::Retryable,
+                Some(_) => ErrorKind::Permanent,
+            },
+        };
+        ApiError { kind, code: code.map(str::to_owned), message }
+    }
+}
+
+/// How an AWS error code is handled, whether for a whole call or one entry of a PutRecords response.
+pub fn classify_code(code: &str) -> ErrorKind {
+    match code {
+        "ProvisionedThroughputExceededException"
+        | "ThrottlingException"
+        | "Throttling"
+        | "LimitExceededException"
+        | "KMSThrottlingException"
+        | "InternalFailure"
+        | "InternalFailureException"
+        | "InternalServerError"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "RequestTimeout"
+        | "RequestTimeoutException" => ErrorKind::Retryable,
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => ErrorKind::ExpiredToken,
+        "AccessDenied" | "AccessDeniedException" => ErrorKind::AccessDenied,
+        _ => ErrorKind::Permanent,
+    }
+}
+
+/// The Kinesis calls the sink makes. The SDK implementation is [`crate::SdkKinesis`]; tests supply their own.
+#[async_trait::async_trait]
+pub trait KinesisApi: Send + Sync {
+    /// One PutRecords call: a result per entry, in order, or an error for the whole call.
+    async fn put_records(&self, identity: &ExternalId, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError>;
+
+    /// One PutRecord call.
+    async fn put_record(&self, identity: &ExternalId, entry: &Entry) -> Result<Delivery, ApiError>;
+
+    /// Drops cached credentials for `identity`, so the next call assumes the role again.
+    async fn refresh_credentials(&self, identity: &ExternalId);
+
+    /// The stream, as errors and logs name it.
+    fn stream(&self) -> &str;
+}

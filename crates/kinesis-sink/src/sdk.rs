@@ -1,0 +1,246 @@
+//! The AWS SDK behind [`KinesisApi`] and [`AssumeRole`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_kinesis::config::{IdentityCache, Region};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use sink::Delivery;
+
+use crate::config::KinesisConfig;
+use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
+use crate::record::{ApiError, Entry, EntryError, EntryResult, ExternalId, KinesisApi};
+
+/// Where the credentials that sign requests (or assume the role) come from.
+#[derive(Debug, Clone, Default)]
+pub enum BaseCredentials {
+    /// The AWS default chain: environment, profile files, web identity, container and instance metadata.
+    #[default]
+    DefaultChain,
+    /// Fixed credentials, for tools and tests that manage their own.
+    Static(Credentials),
+}
+
+/// Loads the shared SDK config for a destination: its region and endpoint, retries off (the sink owns retries),
+/// and a timeout per call.
+pub async fn sdk_config(
+    region: &str,
+    endpoint: Option<&str>,
+    base: &BaseCredentials,
+    request_timeout: Duration,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(request_timeout)
+                .build(),
+        );
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let BaseCredentials::Static(credentials) = base {
+        loader = loader.credentials_provider(credentials.clone());
+    }
+    loader.load().await
+}
+
+/// Turns an SDK error into an [`ApiError`] that names what was being done.
+pub(crate) fn api_error<E, R>(error: &SdkError<E, R>, doing: &str) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    let status = error.raw_response().map(HasStatus::status);
+    let detail = match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => match status {
+            Some(status) => format!("HTTP {status}: {}", DisplayErrorContext(error)),
+            None => DisplayErrorContext(error).to_string(),
+        },
+    };
+    ApiError::classify(error.code(), status, format!("{doing}: {detail}"))
+}
+
+/// The HTTP status of a raw response.
+pub(crate) trait HasStatus {
+    fn status(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_kinesis::config::http::HttpResponse {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// STS AssumeRole through the SDK.
+#[derive(Debug, Clone)]
+pub struct StsAssumer {
+    client: aws_sdk_sts::Client,
+    session_name: String,
+}
+
+impl StsAssumer {
+    /// An assumer that signs with the credentials of `config`.
+    pub fn new(config: &aws_config::SdkConfig) -> StsAssumer {
+        StsAssumer { client: aws_sdk_sts::Client::new(config), session_name: "tributary".to_owned() }
+    }
+}
+
+#[async_trait::async_trait]
+impl AssumeRole for StsAssumer {
+    async fn assume_role(&self, role_arn: &str, external_id: Option<&str>) -> Result<Credentials, ApiError> {
+        let output = self
+            .client
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(&self.session_name)
+            .set_external_id(external_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| api_error(&e, "sts:AssumeRole"))?;
+        let issued = output.credentials().ok_or_else(|| ApiError::classify(None, None, "sts:AssumeRole returned no credentials".into()))?;
+        let expiry = SystemTime::try_from(*issued.expiration()).ok();
+        Ok(Credentials::new(
+            issued.access_key_id(),
+            issued.secret_access_key(),
+            Some(issued.session_token().to_owned()),
+            expiry,
+            "tributary-assume-role",
+        ))
+    }
+}
+
+/// Kinesis through the SDK: one client per identity, each signing with that identity's credentials.
+pub struct SdkKinesis {
+    stream: String,
+    config: aws_sdk_kinesis::Config,
+    /// With a role: the credentials per External ID. Without: `None`, and every call uses `config` as is.
+    roles: Option<Arc<CredentialCache>>,
+    clients: Mutex<HashMap<ExternalId, aws_sdk_kinesis::Client>>,
+}
+
+impl SdkKinesis {
+    /// A client for the destination `config`, signing with `base` (directly, or to assume the role).
+    pub async fn connect(config: &KinesisConfig, secret_id_set: bool, base: &BaseCredentials) -> SdkKinesis {
+        let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
+        let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
+        let roles = config.role_address.as_ref().map(|role| {
+            let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(&shared));
+            Arc::new(CredentialCache::new(assumer, role.clone(), secret_id_set))
+        });
+        SdkKinesis {
+            stream: config.stream.clone(),
+            config: aws_sdk_kinesis::config::Builder::from(&shared).build(),
+            roles,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client for `identity`, and for a role, fresh credentials in the cache it reads.
+    async fn client(&self, identity: &ExternalId) -> Result<aws_sdk_kinesis::Client, ApiError> {
+        if let Some(cache) = &self.roles {
+            // Fetching here, not inside the SDK, keeps AssumeRole failures classified and explained.
+            cache.get(identity).await?;
+        }
+        let mut clients = self.clients.lock().expect("client map lock poisoned");
+        let client = clients.entry(identity.clone()).or_insert_with(|| match &self.roles {
+            None => aws_sdk_kinesis::Client::from_conf(self.config.clone()),
+            Some(cache) => {
+                let provider = CachedRoleProvider { cache: cache.clone(), identity: identity.clone() };
+                let config = self
+                    .config
+                    .to_builder()
+                    .credentials_provider(SharedCredentialsProvider::new(provider))
+                    // The credential cache is the one owner of caching and refresh.
+                    .identity_cache(IdentityCache::no_cache())
+                    .build();
+                aws_sdk_kinesis::Client::from_conf(config)
+            }
+        });
+        Ok(client.clone())
+    }
+
+    fn is_arn(&self) -> bool {
+        self.stream.starts_with("arn:")
+    }
+}
+
+/// The SDK's request entries for `entries`.
+pub fn sdk_entries(entries: &[Entry]) -> Vec<PutRecordsRequestEntry> {
+    entries
+        .iter()
+        .map(|entry| {
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(entry.data.to_vec()))
+                .partition_key(&entry.partition_key)
+                .build()
+                .expect("data and partition key are always set")
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl KinesisApi for SdkKinesis {
+    async fn put_records(&self, identity: &ExternalId, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
+        let client = self.client(identity).await?;
+        let mut request = client.put_records().set_records(Some(sdk_entries(entries)));
+        request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
+        let output = request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecords on stream {}", self.stream)))?;
+        let results = output.records();
+        if results.len() != entries.len() {
+            return Err(ApiError::classify(
+                None,
+                None,
+                format!("kinesis:PutRecords on stream {} answered {} results for {} records", self.stream, results.len(), entries.len()),
+            ));
+        }
+        Ok(results
+            .iter()
+            .map(|result| match result.error_code() {
+                None => Ok(Delivery {
+                    shard_id: result.shard_id().map(str::to_owned),
+                    sequence_number: result.sequence_number().map(str::to_owned),
+                }),
+                Some(code) => Err(EntryError {
+                    code: code.to_owned(),
+                    message: result.error_message().unwrap_or_default().to_owned(),
+                }),
+            })
+            .collect())
+    }
+
+    async fn put_record(&self, identity: &ExternalId, entry: &Entry) -> Result<Delivery, ApiError> {
+        let client = self.client(identity).await?;
+        let mut request =
+            client.put_record().data(Blob::new(entry.data.to_vec())).partition_key(&entry.partition_key);
+        request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
+        let output = request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecord on stream {}", self.stream)))?;
+        Ok(Delivery {
+            shard_id: Some(output.shard_id().to_owned()),
+            sequence_number: Some(output.sequence_number().to_owned()),
+        })
+    }
+
+    async fn refresh_credentials(&self, identity: &ExternalId) {
+        if let Some(cache) = &self.roles {
+            cache.invalidate(identity).await;
+        }
+    }
+
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+}

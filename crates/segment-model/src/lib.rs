@@ -1,0 +1,25 @@
+//! The Segment message model.
+//!
+//! A [`Message`] is a validated Segment call (`track`, `identify`, `page`, `screen`, `group` or `alias`).
+//! It keeps the JSON object exactly as the client sent it, so fields this crate does not know about survive a
+//! round trip, and offers typed views ([`Message::call`]) over the fields Segment defines.
+//!
+//! The crate is pure: it does no IO and knows nothing of AWS or HTTP. Functions that need the current time or a
+//! fresh ID take them as arguments ([`Message::enrich_with`]), so every outcome is reproducible in a test.
+
+mod batch;
+mod enrich;
+mod error;
+mod id;
+mod key;
+mod message;
+
+pub use batch::{Batch, BatchError, BatchItemError, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES};
+pub use enrich::format_timestamp;
+pub use error::{ParseError, Problem, ValidationError};
+pub use id::Id;
+pub use key::MAX_PARTITION_KEY_CHARS;
+pub use message::{Call, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, Message, MessageType};
+
+/// The JSON object type messages are made of; key order is preserved as sent.
+pub type Map = serde_json::Map<String, serde_json::Value>;

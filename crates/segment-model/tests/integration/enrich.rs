@@ -1,0 +1,93 @@
+//! Enrichment: messageId, receivedAt and the timestamp correction.
+
+use segment_model::Message;
+use serde_json::{Value, json};
+use time::macros::datetime;
+
+/// Enriches `input` as received at 12:00:10 UTC with the ID `generated`, and compares the given fields.
+#[track_caller]
+fn check(input: Value, expected: Value) {
+    let mut message = Message::from_map(input.as_object().unwrap().clone()).unwrap();
+    message.enrich_with(datetime!(2026-11-25 12:00:10 UTC), || "generated".to_owned());
+    let actual = message.as_map();
+    for (field, want) in expected.as_object().unwrap() {
+        let got = actual.get(field).cloned().unwrap_or(Value::Null);
+        assert_eq!(&got, want, "field {field} of {}", serde_json::to_string(actual).unwrap());
+    }
+}
+
+#[test]
+fn message_id_is_added_only_when_missing() {
+    check(json!({"type":"identify","userId":"u"}), json!({"messageId":"generated"}));
+    check(json!({"type":"identify","userId":"u","messageId":null}), json!({"messageId":"generated"}));
+    check(json!({"type":"identify","userId":"u","messageId":""}), json!({"messageId":"generated"}));
+    check(json!({"type":"identify","userId":"u","messageId":"mine"}), json!({"messageId":"mine"}));
+}
+
+#[test]
+fn received_at_is_set() {
+    check(json!({"type":"identify","userId":"u"}), json!({"receivedAt":"2026-11-25T12:00:10.000Z"}));
+}
+
+#[test]
+fn timestamp_is_corrected_for_clock_skew() {
+    // The client's clock is 5 minutes fast: it stamped the event at 12:04:58 and sent it at 12:05:00.
+    check(
+        json!({"type":"identify","userId":"u","timestamp":"2026-11-25T12:04:58.000Z","sentAt":"2026-11-25T12:05:00.000Z"}),
+        json!({
+            "originalTimestamp":"2026-11-25T12:04:58.000Z",
+            "timestamp":"2026-11-25T12:00:08.000Z",
+            "sentAt":"2026-11-25T12:05:00.000Z",
+            "receivedAt":"2026-11-25T12:00:10.000Z"
+        }),
+    );
+    // Offsets and sub-millisecond precision are honoured; output is UTC with milliseconds.
+    check(
+        json!({"type":"identify","userId":"u","timestamp":"2026-11-25T13:00:00.5005+01:00","sentAt":"2026-11-25T12:00:01.000Z"}),
+        json!({"originalTimestamp":"2026-11-25T13:00:00.5005+01:00","timestamp":"2026-11-25T12:00:09.500Z"}),
+    );
+}
+
+#[test]
+fn timestamp_without_sent_at_stands() {
+    check(
+        json!({"type":"identify","userId":"u","timestamp":"2026-11-20T08:00:00Z"}),
+        json!({"timestamp":"2026-11-20T08:00:00Z","originalTimestamp":"2026-11-20T08:00:00Z"}),
+    );
+}
+
+#[test]
+fn no_client_time_means_received_at() {
+    check(
+        json!({"type":"identify","userId":"u","sentAt":"2026-11-25T12:05:00.000Z"}),
+        json!({"timestamp":"2026-11-25T12:00:10.000Z","originalTimestamp":null}),
+    );
+}
+
+#[test]
+fn an_exported_message_keeps_its_original_timestamp() {
+    check(
+        json!({"type":"identify","userId":"u","originalTimestamp":"2026-11-25T12:04:58.000Z","timestamp":"2026-11-25T12:00:00.000Z","sentAt":"2026-11-25T12:05:00.000Z"}),
+        json!({"originalTimestamp":"2026-11-25T12:04:58.000Z","timestamp":"2026-11-25T12:00:08.000Z"}),
+    );
+}
+
+#[test]
+fn enrichment_appends_and_keeps_everything_else() {
+    let mut message = Message::from_slice(br#"{"type":"track","userId":"user_1","event":"E","custom":{"a":[1,2]}}"#).unwrap();
+    message.enrich_with(datetime!(2026-11-25 12:00:10 UTC), || "m1".to_owned());
+    assert_eq!(
+        String::from_utf8(message.to_json_vec()).unwrap(),
+        r#"{"type":"track","userId":"user_1","event":"E","custom":{"a":[1,2]},"messageId":"m1","timestamp":"2026-11-25T12:00:10.000Z","receivedAt":"2026-11-25T12:00:10.000Z"}"#
+    );
+}
+
+#[test]
+fn random_message_ids_are_unique() {
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let mut message = Message::from_slice(br#"{"type":"identify","userId":"u"}"#).unwrap();
+        message.enrich(time::OffsetDateTime::now_utc());
+        assert!(ids.insert(message.message_id().unwrap().to_owned()));
+    }
+}

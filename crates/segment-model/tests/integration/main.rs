@@ -1,0 +1,7 @@
+//! The segment-model test binary: one per crate, modules per area.
+
+mod batch;
+mod enrich;
+mod key;
+mod roundtrip;
+mod validate;

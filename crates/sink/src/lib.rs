@@ -1,0 +1,32 @@
+//! Sinks: where delivered messages go.
+//!
+//! A [`Sink`] takes a batch of [`Record`]s and reports one [`Outcome`] per record, in order. The runner knows
+//! sinks only through this trait, so a new destination type is one new implementation, not edits through the
+//! runner. This crate also holds the two built-in sinks that need no cloud account: [`StdoutSink`] and
+//! [`FileSink`], both writing NDJSON.
+
+mod file;
+mod record;
+mod secret;
+mod stdout;
+
+pub use file::FileSink;
+pub use record::{Delivery, Outcome, Record};
+pub use secret::{Secret, SecretError, SecretRef};
+pub use stdout::{StdoutSink, WriterSink};
+
+/// A destination that messages are delivered to.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync {
+    /// Delivers `records` and returns exactly one outcome per record, in the same order.
+    ///
+    /// A sink retries transient failures itself for as long as its own policy says, then reports what is still
+    /// failing as [`Outcome::Retryable`] so that the caller can keep the record and try again later.
+    async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome>;
+
+    /// Writes out anything buffered. Delivery is complete for every `deliver` call that has returned, so the
+    /// default does nothing; sinks that buffer writes override it.
+    async fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

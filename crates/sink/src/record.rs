@@ -1,0 +1,74 @@
+//! What a sink receives and what it reports back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use segment_model::Message;
+
+/// One message on its way to a destination.
+///
+/// The message is serialized once, when the record is made; sinks send [`Record::payload`] and read the message
+/// only for keys.
+#[derive(Debug, Clone)]
+pub struct Record {
+    source_id: Arc<str>,
+    message: Message,
+    payload: Bytes,
+}
+
+impl Record {
+    /// A record of `message`, received from the source `source_id`.
+    pub fn new(source_id: Arc<str>, message: Message) -> Record {
+        let payload = Bytes::from(message.to_json_vec());
+        Record { source_id, message, payload }
+    }
+
+    /// The ID of the source the message came from. A Kinesis destination without a Secret ID uses it as the
+    /// External ID when it assumes its role.
+    pub fn source_id(&self) -> &str {
+        &self.source_id
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The message's compact JSON.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The message's `messageId`, or `""` for a message that was never enriched.
+    pub fn message_id(&self) -> &str {
+        self.message.message_id().unwrap_or_default()
+    }
+}
+
+/// Where a delivered record landed, when the sink can say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// The shard that took the record (Kinesis).
+    pub shard_id: Option<String>,
+    /// The record's sequence number within its shard (Kinesis).
+    pub sequence_number: Option<String>,
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The destination has the record.
+    Delivered(Delivery),
+    /// Delivery failed for a reason that may pass (throttling, an outage); sending it again later may succeed.
+    Retryable(String),
+    /// Delivery failed for a reason that will not pass by itself (the record is too large, access is denied);
+    /// the record belongs in a dead-letter store with this reason.
+    Failed(String),
+}
+
+impl Outcome {
+    /// Whether the record was delivered.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered(_))
+    }
+}

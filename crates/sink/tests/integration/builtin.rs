@@ -1,0 +1,54 @@
+//! The stdout and file sinks.
+
+use std::sync::Arc;
+
+use segment_model::Message;
+use sink::{FileSink, Outcome, Record, Sink, WriterSink};
+
+fn record(body: &str) -> Record {
+    Record::new(Arc::from("src_1"), Message::from_slice(body.as_bytes()).unwrap())
+}
+
+#[tokio::test]
+async fn writer_sink_writes_one_line_per_record() {
+    let sink = WriterSink::new(Vec::new());
+    let outcomes = sink
+        .deliver(vec![
+            record(r#"{"type":"identify","userId":"a"}"#),
+            record(r#"{"type":"track","userId":"b","event":"E"}"#),
+        ])
+        .await;
+    assert!(outcomes.iter().all(Outcome::is_delivered));
+    let text = String::from_utf8(sink.into_inner()).unwrap();
+    assert_eq!(text, "{\"type\":\"identify\",\"userId\":\"a\"}\n{\"type\":\"track\",\"userId\":\"b\",\"event\":\"E\"}\n");
+}
+
+#[tokio::test]
+async fn file_sink_appends_across_opens() {
+    let dir = std::env::temp_dir().join(format!("tributary-file-sink-{}", std::process::id()));
+    let path = dir.join("nested/out.ndjson");
+    let _ = std::fs::remove_dir_all(&dir);
+    for user in ["a", "b"] {
+        let sink = FileSink::open(&path).await.unwrap();
+        let outcomes = sink.deliver(vec![record(&format!(r#"{{"type":"identify","userId":"{user}"}}"#))]).await;
+        assert_eq!(outcomes.len(), 1);
+        assert!(outcomes[0].is_delivered());
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.lines().nth(1).unwrap().contains("\"b\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_write_is_retryable() {
+    // Writing to a file opened read-only fails; every record in the batch must say so and be retryable.
+    let path = std::env::temp_dir().join(format!("tributary-ro-{}", std::process::id()));
+    std::fs::write(&path, "").unwrap();
+    let file = tokio::fs::File::open(&path).await.unwrap();
+    let sink = WriterSink::new(file);
+    let outcomes = sink.deliver(vec![record(r#"{"type":"identify","userId":"a"}"#); 3]).await;
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retryable(reason) if reason.starts_with("writing to the output"))));
+    std::fs::remove_file(&path).unwrap();
+}

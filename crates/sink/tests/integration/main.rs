@@ -1,0 +1,4 @@
+//! The sink test binary.
+
+mod builtin;
+mod secret;
