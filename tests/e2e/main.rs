@@ -1,1 +1,5 @@
-//! placeholder
+//! End-to-end suites against the AWS emulators that `cargo xtask test` starts.
+
+mod kinesis;
+mod sts;
+mod support;

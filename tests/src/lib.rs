@@ -1,1 +1,7 @@
-//! placeholder
+//! The end-to-end test harness: emulator processes, endpoints from the environment, streams, and a recording
+//! proxy.
+
+pub mod emulator;
+pub mod env;
+pub mod proxy;
+pub mod stream;

@@ -1,1 +1,160 @@
-fn main() {}
+//! `tributary`: the command line. Parses arguments, loads the config, runs a command, prints errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use runner::commands::{send, streams, tail};
+use runner::config::Config;
+use runner::route::Router;
+
+/// Tributary: a self-hosted Segment-compatible event router for AWS Kinesis.
+#[derive(Parser)]
+#[command(name = "tributary", version)]
+struct Cli {
+    /// The config folder, holding sources/*.toml and destinations/*.toml.
+    #[arg(long, global = true, default_value = "configs", env = "TRIBUTARY_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deliver NDJSON messages to every destination a source is connected to.
+    Send {
+        /// The ID of the source the messages come from.
+        #[arg(long)]
+        source: String,
+        /// The NDJSON file, or - for standard input.
+        file: PathBuf,
+    },
+    /// Print the records of a Kinesis destination's stream, with shard, sequence number and partition key.
+    Tail {
+        /// The destination's name.
+        #[arg(long)]
+        destination: String,
+        /// Start at the oldest record kept and stop when caught up (unless --follow); without it, print new records
+        /// as they arrive.
+        #[arg(long)]
+        from_start: bool,
+        /// Keep polling for new records after catching up (implied without --from-start).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Check the config folder and print every problem with its file and key.
+    Validate,
+    /// Create or describe a Kinesis destination's stream.
+    Streams {
+        #[command(subcommand)]
+        action: StreamsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamsAction {
+    /// Create the stream (or report that it exists) and wait until it is ACTIVE.
+    Create {
+        /// The destination's name.
+        #[arg(long)]
+        destination: String,
+        /// The number of shards.
+        #[arg(long, default_value_t = 1)]
+        shards: i32,
+    },
+    /// Print the stream's status, shards, retention and maximum record size.
+    Describe {
+        /// The destination's name.
+        #[arg(long)]
+        destination: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config, printing every problem and warning.
+fn load(dir: &std::path::Path) -> anyhow::Result<Config> {
+    match Config::load(dir) {
+        Ok(config) => {
+            eprint!("{}", config.warnings);
+            Ok(config)
+        }
+        Err(problems) => {
+            eprint!("{problems}");
+            anyhow::bail!("the config in {} has errors", dir.display())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate => {
+            let config = load(&cli.config)?;
+            println!("{}: {} sources, {} destinations, no errors", cli.config.display(), config.sources.len(), config.destinations.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send { source, file } => {
+            let config = load(&cli.config)?;
+            let router = Router::build(&config, &runner::commands::base_credentials()).await?;
+            let mut errors = std::io::stderr();
+            let summary = if file.as_os_str() == "-" {
+                send::send(&config, &router, &source, tokio::io::stdin(), "<stdin>", &mut errors).await?
+            } else {
+                let input = tokio::fs::File::open(&file).await.with_context(|| format!("opening {}", file.display()))?;
+                send::send(&config, &router, &source, input, &file.display().to_string(), &mut errors).await?
+            };
+            eprintln!("read {} messages, {} malformed lines", summary.messages, summary.malformed);
+            for (name, tally) in &summary.destinations {
+                eprintln!("{name}: {} delivered, {} failed", tally.delivered, tally.failed);
+            }
+            Ok(if summary.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Tail { destination, from_start, follow } => {
+            let config = load(&cli.config)?;
+            let follow = follow || !from_start;
+            let printed = tail::tail(&config, &destination, from_start, follow, &mut std::io::stdout().lock()).await?;
+            eprintln!("{printed} records");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Streams { action: StreamsAction::Create { destination, shards } } => {
+            let config = load(&cli.config)?;
+            let (name, created) = streams::create(&config, &destination, shards).await?;
+            match created {
+                kinesis_sink::admin::Created::New => println!("created stream {name} with {shards} shards; it is ACTIVE"),
+                kinesis_sink::admin::Created::Existing => println!("stream {name} already exists; it is ACTIVE"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Streams { action: StreamsAction::Describe { destination } } => {
+            let config = load(&cli.config)?;
+            let s = streams::describe(&config, &destination).await?;
+            println!("stream:          {}", s.name);
+            println!("arn:             {}", s.arn);
+            println!("status:          {}", s.status);
+            println!("open shards:     {}", s.open_shards);
+            println!("retention:       {} hours", s.retention_hours);
+            match s.max_record_size_kib {
+                Some(kib) => println!("max record size: {kib} KiB"),
+                None => println!("max record size: not reported (1024 KiB unless raised)"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `tributary send --source ID FILE`: deliver NDJSON messages to a source's destinations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use segment_model::Message;
+use sink::{Outcome, Record};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use crate::config::Config;
+use crate::route::Router;
+
+/// How many messages are delivered together.
+const CHUNK: usize = 1_000;
+
+/// Delivery counts of one destination.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Records the destination has.
+    pub delivered: usize,
+    /// Records that failed (permanently, or still retryable after the sink's retries).
+    pub failed: usize,
+}
+
+/// What `send` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Valid messages read.
+    pub messages: usize,
+    /// Lines that were not valid messages.
+    pub malformed: usize,
+    /// Counts per destination name.
+    pub destinations: BTreeMap<String, Tally>,
+}
+
+impl Summary {
+    /// Whether everything read was delivered everywhere it was meant to go.
+    pub fn is_clean(&self) -> bool {
+        self.malformed == 0 && self.destinations.values().all(|t| t.failed == 0)
+    }
+}
+
+/// Reads NDJSON from `input` (named `input_name` in errors) and delivers each message as from `source_id`.
+///
+/// Each malformed line is reported on `errors` with its line number, and the rest are still sent.
+pub async fn send(
+    config: &Config,
+    router: &Router,
+    source_id: &str,
+    input: impl AsyncRead + Unpin,
+    input_name: &str,
+    errors: &mut dyn std::io::Write,
+) -> anyhow::Result<Summary> {
+    if config.source(source_id).is_none() {
+        let known: Vec<&str> = config.sources.iter().map(|s| s.config.id.as_str()).collect();
+        bail!("no source has the ID {source_id:?} (known: {})", known.join(", "));
+    }
+    let mut summary = Summary::default();
+    for destination in router.connected(source_id) {
+        summary.destinations.insert(destination.name.clone(), Tally::default());
+    }
+    let source: Arc<str> = Arc::from(source_id);
+    let mut lines = BufReader::new(input).lines();
+    let mut line_number = 0;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    while let Some(line) = lines.next_line().await.with_context(|| format!("reading {input_name}"))? {
+        line_number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match Message::from_slice(line.as_bytes()) {
+            Ok(mut message) => {
+                message.enrich(time::OffsetDateTime::now_utc());
+                summary.messages += 1;
+                chunk.push(message);
+                if chunk.len() == CHUNK {
+                    deliver(router, &source, std::mem::take(&mut chunk), &mut summary, errors).await?;
+                }
+            }
+            Err(e) => {
+                summary.malformed += 1;
+                writeln!(errors, "{input_name}:{line_number}: {e}")?;
+            }
+        }
+    }
+    deliver(router, &source, chunk, &mut summary, errors).await?;
+    Ok(summary)
+}
+
+/// Delivers one chunk to every destination it is meant for, all destinations at once.
+async fn deliver(
+    router: &Router,
+    source: &Arc<str>,
+    messages: Vec<Message>,
+    summary: &mut Summary,
+    errors: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let mut per_destination: BTreeMap<&str, (Arc<dyn sink::Sink>, Vec<Record>)> = BTreeMap::new();
+    for message in messages {
+        for destination in router.destinations_for(source, &message) {
+            per_destination
+                .entry(&destination.name)
+                .or_insert_with(|| (destination.sink.clone(), Vec::new()))
+                .1
+                .push(Record::new(source.clone(), message.clone()));
+        }
+    }
+    let deliveries = per_destination.into_iter().map(|(name, (sink, records))| async move {
+        let ids: Vec<String> = records.iter().map(|r| r.message_id().to_owned()).collect();
+        (name, ids, sink.deliver(records).await)
+    });
+    for (name, ids, outcomes) in futures::future::join_all(deliveries).await {
+        let tally = summary.destinations.entry(name.to_owned()).or_default();
+        for (id, outcome) in ids.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Delivered(_) => tally.delivered += 1,
+                Outcome::Retryable(reason) | Outcome::Failed(reason) => {
+                    tally.failed += 1;
+                    writeln!(errors, "{name}: message {id}: {reason}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

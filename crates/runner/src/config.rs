@@ -1,0 +1,297 @@
+//! `configs/`: source and destination files, loaded with figment and checked as a whole.
+//!
+//! Each file is read on its own, then overridden by environment variables named
+//! `TRIBUTARY__SOURCES__<FILE STEM>__<KEY>` or `TRIBUTARY__DESTINATIONS__<FILE STEM>__<KEY>`, with `__` between
+//! nested keys (`TRIBUTARY__DESTINATIONS__KINESIS_MAIN__KINESIS__STREAM=other`). The distinctive prefix keeps
+//! stray variables from changing a deployment.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use kinesis_sink::KinesisConfig;
+use serde::Deserialize;
+use sink::SecretRef;
+
+/// A source: where events come from (`sources/*.toml`).
+///
+/// ```toml
+/// id = "src_web"                      # the source ID; the External ID for roles without a secret_id
+/// name = "Web"
+/// write_key = { env = "WEB_WRITE_KEY" }
+/// destinations = ["kinesis-main"]     # destination names
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The source's ID. A Kinesis destination whose role has no `secret_id` presents it as the External ID.
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// The write key clients authenticate with. Write it as `{ env = "NAME" }` or `{ file = "PATH" }`.
+    pub write_key: SecretRef,
+    /// The names of the destinations this source delivers to.
+    #[serde(default)]
+    pub destinations: Vec<String>,
+}
+
+/// The kinds of destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationType {
+    /// An AWS Kinesis Data Stream; settings in `[kinesis]`.
+    Kinesis,
+    /// NDJSON to standard output.
+    Stdout,
+    /// NDJSON appended to a file; settings in `[file]`.
+    File,
+}
+
+/// A destination: where events go (`destinations/*.toml`).
+///
+/// ```toml
+/// name = "kinesis-main"
+/// type = "kinesis"
+/// enabled = true
+///
+/// [kinesis]
+/// region = "us-west-2"
+/// stream = "segment-events"
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// The destination's name, which sources list in `destinations` and messages name in `integrations`.
+    pub name: String,
+    /// `kinesis`, `stdout` or `file`.
+    #[serde(rename = "type")]
+    pub kind: DestinationType,
+    /// Whether events are delivered to it; `false` stops delivery, as toggling a destination off in Segment does.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Settings of a `kinesis` destination.
+    #[serde(default)]
+    pub kinesis: Option<KinesisConfig>,
+    /// Settings of a `file` destination.
+    #[serde(default)]
+    pub file: Option<FileConfig>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Settings of a `file` destination (`[file]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The NDJSON file to append to; relative paths are from the working directory.
+    pub path: PathBuf,
+}
+
+/// One problem found in the config folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// The key at fault, dotted (`kinesis.role_address`), or empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// Whether this stops the config from loading (warnings do not).
+    pub error: bool,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = if self.error { "error" } else { "warning" };
+        match self.key.is_empty() {
+            true => write!(f, "{level}: {}: {}", self.file.display(), self.message),
+            false => write!(f, "{level}: {}: {}: {}", self.file.display(), self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found, errors and warnings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    fn error(&mut self, file: &Path, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { file: file.to_owned(), key: key.into(), message: message.into(), error: true });
+    }
+
+    fn warn(&mut self, file: &Path, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { file: file.to_owned(), key: key.into(), message: message.into(), error: false });
+    }
+
+    /// Whether any problem is an error.
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|p| p.error)
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for problem in &self.0 {
+            writeln!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// A loaded file and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<T> {
+    /// The file.
+    pub file: PathBuf,
+    /// Its contents.
+    pub config: T,
+}
+
+/// The whole config folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The folder.
+    pub dir: PathBuf,
+    /// `sources/*.toml`, in file name order.
+    pub sources: Vec<Loaded<SourceConfig>>,
+    /// `destinations/*.toml`, in file name order.
+    pub destinations: Vec<Loaded<DestinationConfig>>,
+    /// Warnings that did not stop loading.
+    pub warnings: Problems,
+}
+
+impl Config {
+    /// Loads and checks `dir`. On any error, returns every problem found (errors and warnings).
+    pub fn load(dir: &Path) -> Result<Config, Problems> {
+        let mut problems = Problems::default();
+        if !dir.is_dir() {
+            problems.error(dir, "", "is not a folder (pass the config folder with --config)");
+            return Err(problems);
+        }
+        let sources: Vec<Loaded<SourceConfig>> = load_all(dir, "sources", &mut problems);
+        let destinations: Vec<Loaded<DestinationConfig>> = load_all(dir, "destinations", &mut problems);
+        check(&sources, &destinations, &mut problems);
+        if problems.has_errors() {
+            return Err(problems);
+        }
+        Ok(Config { dir: dir.to_owned(), sources, destinations, warnings: problems })
+    }
+
+    /// The source with `id`.
+    pub fn source(&self, id: &str) -> Option<&Loaded<SourceConfig>> {
+        self.sources.iter().find(|s| s.config.id == id)
+    }
+
+    /// The destination named `name`.
+    pub fn destination(&self, name: &str) -> Option<&Loaded<DestinationConfig>> {
+        self.destinations.iter().find(|d| d.config.name == name)
+    }
+
+    /// The IDs of the sources connected to the destination `name`.
+    pub fn sources_of(&self, name: &str) -> Vec<&str> {
+        self.sources.iter().filter(|s| s.config.destinations.iter().any(|d| d == name)).map(|s| s.config.id.as_str()).collect()
+    }
+}
+
+/// Loads every `*.toml` in `dir/sub`, sorted by name.
+fn load_all<T: for<'de> Deserialize<'de>>(dir: &Path, sub: &str, problems: &mut Problems) -> Vec<Loaded<T>> {
+    let folder = dir.join(sub);
+    let Ok(read) = std::fs::read_dir(&folder) else { return Vec::new() };
+    let mut files: Vec<PathBuf> =
+        read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    files.sort();
+    let mut loaded = Vec::new();
+    for file in files {
+        let stem = file.file_stem().unwrap_or_default().to_string_lossy().to_uppercase().replace(['-', '.', ' '], "_");
+        let figment = Figment::from(Toml::file_exact(&file))
+            .merge(Env::prefixed(&format!("TRIBUTARY__{}__{stem}__", sub.to_uppercase())).split("__"));
+        match figment.extract::<T>() {
+            Ok(config) => loaded.push(Loaded { file, config }),
+            Err(errors) => {
+                // figment reports every error it found; print each with its key, as Rocket does.
+                for error in errors {
+                    let key = error.path.join(".");
+                    let message = error.kind.to_string();
+                    let source = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                        Some(figment::Source::File(_)) | None => String::new(),
+                        Some(other) => format!(" (from {other})"),
+                    };
+                    problems.error(&file, key, format!("{message}{source}"));
+                }
+            }
+        }
+    }
+    loaded
+}
+
+/// Checks that span files: references, duplicates, and each destination's settings.
+fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationConfig>], problems: &mut Problems) {
+    let mut names: HashMap<&str, &Path> = HashMap::new();
+    for d in destinations {
+        let config = &d.config;
+        if let Some(first) = names.insert(&config.name, &d.file) {
+            problems.error(&d.file, "name", format!("{:?} is already the name of {}", config.name, first.display()));
+        }
+        if config.name.is_empty() {
+            problems.error(&d.file, "name", "must not be empty");
+        }
+        match config.kind {
+            DestinationType::Kinesis => match &config.kinesis {
+                None => problems.error(&d.file, "kinesis", "a kinesis destination needs a [kinesis] table"),
+                Some(kinesis) => {
+                    for p in kinesis.problems() {
+                        problems.error(&d.file, format!("kinesis.{}", p.key), p.message);
+                    }
+                    if kinesis.secret_id.as_ref().is_some_and(SecretRef::is_inline) {
+                        problems.warn(&d.file, "kinesis.secret_id", "is written inline; it belongs in the environment: secret_id = { env = \"NAME\" }");
+                    }
+                }
+            },
+            DestinationType::File if config.file.is_none() => {
+                problems.error(&d.file, "file", "a file destination needs a [file] table with a path");
+            }
+            _ => {}
+        }
+        if config.kind != DestinationType::Kinesis && config.kinesis.is_some() {
+            problems.error(&d.file, "kinesis", format!("is only for kinesis destinations, and this one is {:?}", config.kind));
+        }
+        if config.kind != DestinationType::File && config.file.is_some() {
+            problems.error(&d.file, "file", format!("is only for file destinations, and this one is {:?}", config.kind));
+        }
+    }
+    let mut ids: HashMap<&str, &Path> = HashMap::new();
+    let mut keys: Vec<(&SecretRef, &Path)> = Vec::new();
+    for s in sources {
+        let config = &s.config;
+        if config.id.is_empty() {
+            problems.error(&s.file, "id", "must not be empty");
+        }
+        if let Some(first) = ids.insert(&config.id, &s.file) {
+            problems.error(&s.file, "id", format!("{:?} is already the ID of {}", config.id, first.display()));
+        }
+        match keys.iter().find(|(key, _)| **key == config.write_key) {
+            Some((_, first)) => {
+                problems.error(&s.file, "write_key", format!("is the same as the write key of {}", first.display()));
+            }
+            None => keys.push((&config.write_key, &s.file)),
+        }
+        if config.write_key.is_inline() {
+            problems.warn(&s.file, "write_key", "is written inline; it belongs in the environment: write_key = { env = \"NAME\" }");
+        }
+        let mut seen = HashSet::new();
+        for (i, name) in config.destinations.iter().enumerate() {
+            if !names.contains_key(name.as_str()) {
+                problems.error(&s.file, format!("destinations[{i}]"), format!("no destination is named {name:?}"));
+            }
+            if !seen.insert(name) {
+                problems.error(&s.file, format!("destinations[{i}]"), format!("{name:?} is listed twice"));
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Routing: which destinations a message goes to, and the sinks behind them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kinesis_sink::{BaseCredentials, KinesisSink};
+use segment_model::Message;
+use serde_json::Value;
+use sink::{FileSink, Sink, StdoutSink};
+
+use crate::config::{Config, DestinationType};
+
+/// A destination that is ready to deliver.
+pub struct Destination {
+    /// Its name.
+    pub name: String,
+    /// Its sink.
+    pub sink: Arc<dyn Sink>,
+}
+
+/// The sinks of every enabled destination.
+pub struct Router {
+    destinations: HashMap<String, Destination>,
+    /// Source ID to the names of its enabled destinations.
+    routes: HashMap<String, Vec<String>>,
+}
+
+impl Router {
+    /// Builds a sink for every enabled destination of `config`.
+    pub async fn build(config: &Config, base: &BaseCredentials) -> anyhow::Result<Router> {
+        let mut destinations = HashMap::new();
+        for loaded in config.destinations.iter().filter(|d| d.config.enabled) {
+            let d = &loaded.config;
+            let sink: Arc<dyn Sink> = match d.kind {
+                DestinationType::Stdout => Arc::new(StdoutSink::stdout()),
+                DestinationType::File => {
+                    let path = &d.file.as_ref().expect("checked when loading").path;
+                    Arc::new(FileSink::open(path).await.with_context(|| format!("opening {} for destination {}", path.display(), d.name))?)
+                }
+                DestinationType::Kinesis => {
+                    let kinesis = d.kinesis.as_ref().expect("checked when loading");
+                    let secret_id = match &kinesis.secret_id {
+                        None => None,
+                        Some(secret) => Some(secret.resolve(&config.dir).with_context(|| {
+                            format!("{}: kinesis.secret_id", loaded.file.display())
+                        })?),
+                    };
+                    Arc::new(KinesisSink::connect(kinesis, secret_id, base).await)
+                }
+            };
+            destinations.insert(d.name.clone(), Destination { name: d.name.clone(), sink });
+        }
+        let routes = config
+            .sources
+            .iter()
+            .map(|s| {
+                let names = s.config.destinations.iter().filter(|n| destinations.contains_key(*n)).cloned().collect();
+                (s.config.id.clone(), names)
+            })
+            .collect();
+        Ok(Router { destinations, routes })
+    }
+
+    /// The enabled destinations of `source_id` that `message` is meant for.
+    pub fn destinations_for<'a>(&'a self, source_id: &str, message: &Message) -> Vec<&'a Destination> {
+        self.routes
+            .get(source_id)
+            .map(|names| {
+                names.iter().filter(|n| wants(message, n)).filter_map(|n| self.destinations.get(n)).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The enabled destinations of `source_id`, whatever the message says.
+    pub fn connected(&self, source_id: &str) -> Vec<&Destination> {
+        self.routes.get(source_id).map(|names| names.iter().filter_map(|n| self.destinations.get(n)).collect()).unwrap_or_default()
+    }
+}
+
+/// Whether a message's `integrations` object lets it go to `destination`, as Segment reads it: a destination's own
+/// entry wins (`false` or `{}`-style objects count as on); otherwise `All` decides, and it defaults to on.
+pub fn wants(message: &Message, destination: &str) -> bool {
+    let Some(Value::Object(integrations)) = message.get("integrations") else { return true };
+    let on = |value: &Value| !matches!(value, Value::Bool(false));
+    match integrations.get(destination) {
+        Some(value) => on(value),
+        None => integrations.get("All").is_none_or(on),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(integrations: &str, expected: bool) {
+        let body = format!(r#"{{"type":"identify","userId":"u","integrations":{integrations}}}"#);
+        let message = Message::from_slice(body.as_bytes()).unwrap();
+        assert_eq!(wants(&message, "kinesis-main"), expected, "integrations: {integrations}");
+    }
+
+    #[test]
+    fn integrations_object() {
+        check("{}", true);
+        check(r#"{"All":true}"#, true);
+        check(r#"{"All":false}"#, false);
+        check(r#"{"All":false,"kinesis-main":true}"#, true);
+        check(r#"{"All":false,"kinesis-main":{"option":1}}"#, true);
+        check(r#"{"kinesis-main":false}"#, false);
+        check(r#"{"All":true,"kinesis-main":false}"#, false);
+        check(r#"{"Other":false}"#, true);
+    }
+}

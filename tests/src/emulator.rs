@@ -1,0 +1,214 @@
+//! Starting and stopping the emulators.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use testcontainers_modules::localstack::LocalStack;
+use testcontainers_modules::testcontainers::runners::AsyncRunner as _;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt as _, TestcontainersError};
+use tokio::process::{Child, Command};
+
+/// The kinesis-local release the suites are written against.
+const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
+
+/// Forces every `listen` of the Node process onto loopback: kinesis-local binds 0.0.0.0 by default.
+const LOOPBACK_PRELOAD: &str = r#"const net = require('net');
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  const first = args[0];
+  if (first !== null && typeof first === 'object' && !Array.isArray(first)) {
+    args[0] = { ...first, host: '127.0.0.1' };
+  } else if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
+    if (typeof args[1] === 'string' || args[1] === undefined || args[1] === null) args[1] = '127.0.0.1';
+    else args.splice(1, 0, '127.0.0.1');
+  }
+  return listen.apply(this, args);
+};
+"#;
+
+/// Everything that was started.
+pub struct Emulators {
+    kinesis: Vec<(String, String)>,
+    iam: Option<(String, String)>,
+    children: Vec<Child>,
+    container: Option<ContainerAsync<LocalStack>>,
+}
+
+impl Emulators {
+    /// The variables the suites read.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let mut env = vec![(
+            crate::env::KINESIS.to_owned(),
+            self.kinesis.iter().map(|(name, url)| format!("{name}={url}")).collect::<Vec<_>>().join(","),
+        )];
+        if let Some((url, admin)) = &self.iam {
+            env.push((crate::env::IAM.to_owned(), url.clone()));
+            env.push((crate::env::IAM_ADMIN.to_owned(), admin.clone()));
+        }
+        env
+    }
+
+    /// Stops every process and container.
+    pub async fn stop(mut self) {
+        for child in &mut self.children {
+            let _ = child.kill().await;
+        }
+        if let Some(container) = self.container.take() {
+            let _ = container.rm().await;
+        }
+    }
+}
+
+/// Where host emulators are installed: `target/emulators`, shared by runs on the same machine.
+pub fn install_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").join("target")
+    });
+    target.join("emulators")
+}
+
+/// Starts the Kinesis emulators and, with `iam`, the IAM-enforcing moto.
+pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
+    let mut emulators = Emulators { kinesis: Vec::new(), iam: None, children: Vec::new(), container: None };
+    match start_localstack().await {
+        Ok((container, url)) => {
+            eprintln!("emulators: Docker answered; Kinesis is LocalStack at {url}");
+            emulators.kinesis.push(("localstack".to_owned(), url));
+            emulators.container = Some(container);
+        }
+        Err(reason) => {
+            eprintln!("emulators: no Docker engine ({reason}); starting moto and kinesis-local on the host");
+            let (child, url) = start_moto().await?;
+            emulators.children.push(child);
+            emulators.kinesis.push(("moto".to_owned(), url));
+            let (child, url) = start_kinesis_local().await?;
+            emulators.children.push(child);
+            emulators.kinesis.push(("kinesis-local".to_owned(), url));
+        }
+    }
+    if iam {
+        let (child, url) = start_moto().await?;
+        emulators.children.push(child);
+        let admin = crate::env::enforce_iam(&url).await.context("turning on IAM enforcement in moto")?;
+        emulators.iam = Some((url, admin));
+    }
+    Ok(emulators)
+}
+
+async fn start_localstack() -> Result<(ContainerAsync<LocalStack>, String), String> {
+    let request = LocalStack::default().with_tag("4.5").with_env_var("SERVICES", "kinesis,sts,iam");
+    match request.start().await {
+        Ok(container) => {
+            let port = container.get_host_port_ipv4(4566).await.map_err(|e| e.to_string())?;
+            Ok((container, format!("http://127.0.0.1:{port}")))
+        }
+        Err(TestcontainersError::Client(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A free loopback port.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Runs a setup command, failing with its output.
+fn run(command: &mut std::process::Command, what: &str) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("{what}: could not run {command:?}"))?;
+    if !output.status.success() {
+        bail!("{what} failed: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// Installs moto into a virtualenv under [`install_dir`] unless it is there.
+pub fn install_moto() -> anyhow::Result<PathBuf> {
+    let venv = install_dir().join("venv");
+    let server = venv.join("bin/moto_server");
+    if !server.exists() {
+        eprintln!("emulators: installing moto into {}", venv.display());
+        run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating the moto virtualenv")?;
+        run(
+            std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "moto[server]"]),
+            "pip install moto[server]",
+        )?;
+    }
+    Ok(server)
+}
+
+/// Installs kinesis-local under [`install_dir`] unless it is there.
+pub fn install_kinesis_local() -> anyhow::Result<PathBuf> {
+    let prefix = install_dir().join("node");
+    let main = prefix.join("node_modules/kinesis-local/main.js");
+    if !main.exists() {
+        eprintln!("emulators: installing {KINESIS_LOCAL} into {}", prefix.display());
+        std::fs::create_dir_all(&prefix)?;
+        run(
+            std::process::Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                .arg(&prefix)
+                .arg(KINESIS_LOCAL),
+            "npm install kinesis-local",
+        )?;
+    }
+    std::fs::write(prefix.join("loopback.js"), LOOPBACK_PRELOAD)?;
+    Ok(main)
+}
+
+/// Polls `check` until it succeeds or `timeout` passes.
+async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        if tokio::time::Instant::now() > give_up {
+            bail!("{what} did not become ready within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Whether something accepts TCP connections on `port`.
+async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+async fn start_moto() -> anyhow::Result<(Child, String)> {
+    let server = install_moto()?;
+    let port = free_port()?;
+    let child = Command::new(server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting moto_server")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let probe = format!("{url}/moto-api/");
+    wait_until("moto", Duration::from_secs(60), async || crate::env::http_ok(&probe).await).await?;
+    Ok((child, url))
+}
+
+async fn start_kinesis_local() -> anyhow::Result<(Child, String)> {
+    let main = install_kinesis_local()?;
+    let dir = main.parent().expect("main.js is in a folder").to_owned();
+    let (plain, tls) = (free_port()?, free_port()?);
+    let child = Command::new("node")
+        .arg("--require")
+        .arg(install_dir().join("node/loopback.js"))
+        .arg(&main)
+        .env("KINESIS_MOCK_PLAIN_PORT", plain.to_string())
+        .env("KINESIS_MOCK_TLS_PORT", tls.to_string())
+        .env("KINESIS_MOCK_CERT_PATH", dir.join("server.json"))
+        .env("LOG_LEVEL", "WARN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting kinesis-local with node")?;
+    wait_until("kinesis-local", Duration::from_secs(60), async || listening(plain).await).await?;
+    Ok((child, format!("http://127.0.0.1:{plain}")))
+}

@@ -1,0 +1,41 @@
+//! Streams for one test: unique names, creation, and reading everything back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use kinesis_sink::admin::{self, ReadRecord, StartAt};
+
+use crate::env::sdk_config;
+
+/// A stream name no other test in this run uses.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// A Kinesis client for an emulator.
+pub async fn client(url: &str, credentials: Credentials) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::new(&sdk_config(url, credentials).await)
+}
+
+/// Creates `name` with `shards` shards and polls until it is ACTIVE.
+pub async fn create(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+    admin::create(client, name, shards, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
+}
+
+/// Every record in every shard of `name`, from the oldest.
+pub async fn read_all(client: &aws_sdk_kinesis::Client, name: &str) -> Vec<ReadRecord> {
+    let mut records = Vec::new();
+    admin::read(client, name, StartAt::TrimHorizon, false, |r| {
+        records.push(r);
+        true
+    })
+    .await
+    .unwrap_or_else(|e| panic!("reading stream {name}: {e}"));
+    records
+}
