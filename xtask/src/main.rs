@@ -1,1 +1,182 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `test`: every unit test and every integration suite, with the AWS emulators started for the suites that
+//!   need them and stopped at the end.
+//! - `demo`: the end-to-end job on local defaults: an emulator, a stream, example events sent with
+//!   `tributary send`, and the records shown with `tributary tail`.
+//! - `bench`: the criterion benchmarks, with the ratios the issues set printed at the end.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, bail};
+use xshell::{Shell, cmd};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    sh.change_dir(root());
+    match args.first().map(String::as_str) {
+        Some("test") => test(&sh, &args[1..]),
+        Some("demo") => demo(&sh),
+        Some("bench") => bench(&sh, &args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [FILTER]>");
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is in the workspace").to_owned()
+}
+
+/// The cargo that runs us, as rust-analyzer's xtask does.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The target folder, honouring `CARGO_TARGET_DIR`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// Variables every child gets: dummy AWS credentials for emulators that do not check them, and instance
+/// metadata off, so that nothing ever looks for an AWS host off this machine.
+fn aws_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
+/// The emulator launcher, running until dropped.
+struct Emulators {
+    child: Child,
+    env: Vec<(String, String)>,
+}
+
+impl Emulators {
+    /// Builds and starts `emulators` (from the `tests` package) and waits for its endpoints.
+    fn start(sh: &Shell, kinesis_only: bool) -> anyhow::Result<Emulators> {
+        let cargo = cargo();
+        cmd!(sh, "{cargo} build --quiet --package tests --bin emulators").run()?;
+        let mut command = Command::new(target_dir().join("debug/emulators"));
+        if kinesis_only {
+            command.arg("--kinesis-only");
+        }
+        let mut child = command
+            .envs(aws_env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the emulator launcher")?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut env = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            if line == "READY" {
+                return Ok(Emulators { child, env });
+            }
+            if let Some((name, value)) = line.split_once('=') {
+                env.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        let status = child.wait()?;
+        bail!("the emulator launcher stopped before it was ready ({status})")
+    }
+
+    /// The first Kinesis emulator's URL.
+    fn kinesis_url(&self) -> anyhow::Result<String> {
+        let pairs = self.env.iter().find(|(n, _)| n == "TRIBUTARY_TEST_KINESIS").context("no Kinesis emulator")?;
+        let first = pairs.1.split(',').next().and_then(|p| p.split_once('=')).context("no Kinesis emulator")?;
+        Ok(first.1.to_owned())
+    }
+}
+
+impl Drop for Emulators {
+    fn drop(&mut self) {
+        // Closing its standard input tells the launcher to stop every emulator it started.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
+    let cargo = cargo();
+    // Build first, so a compile error shows before any emulator starts.
+    cmd!(sh, "{cargo} build --workspace --all-targets").run()?;
+    let emulators = Emulators::start(sh, false)?;
+    let mut command = cmd!(sh, "{cargo} test --workspace {extra...}");
+    for (name, value) in aws_env() {
+        command = command.env(name, value);
+    }
+    for (name, value) in &emulators.env {
+        command = command.env(name, value);
+    }
+    let result = command.run();
+    drop(emulators);
+    result.context("some tests failed")?;
+    Ok(())
+}
+
+fn demo(sh: &Shell) -> anyhow::Result<()> {
+    let cargo = cargo();
+    cmd!(sh, "{cargo} build --quiet --package runner --bin tributary").run()?;
+    let emulators = Emulators::start(sh, true)?;
+    let url = emulators.kinesis_url()?;
+    let tributary = target_dir().join("debug/tributary");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        println!("\n$ tributary --config configs {}", args.join(" "));
+        let mut command = cmd!(sh, "{tributary} --config configs {args...}");
+        for (name, value) in aws_env() {
+            command = command.env(name, value);
+        }
+        // The example destination points at LocalStack's usual port; the environment override moves it to
+        // the emulator started for this demo, as a deployment would override any key.
+        command.env("TRIBUTARY__DESTINATIONS__KINESIS_DEMO__KINESIS__ENDPOINT", &url).run()?;
+        Ok(())
+    };
+    println!("emulator: Kinesis at {url}");
+    run(&["validate"])?;
+    run(&["streams", "create", "--destination", "kinesis-demo", "--shards", "2"])?;
+    run(&["streams", "describe", "--destination", "kinesis-demo"])?;
+    run(&["send", "--source", "src_demo", "configs/demo-events.ndjson"])?;
+    run(&["tail", "--destination", "kinesis-demo", "--from-start"])?;
+    println!("\nThe records above are what a Kinesis consumer reads: each message's enriched JSON.");
+    Ok(())
+}
+
+fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
+    let cargo = cargo();
+    cmd!(sh, "{cargo} bench --package benches -- {filter...}").run()?;
+    let criterion = target_dir().join("criterion");
+    let mean = |id: &str| -> Option<f64> {
+        let path = criterion.join(id).join("new/estimates.json");
+        let text = std::fs::read_to_string(path).ok()?;
+        // The estimates file is JSON; the mean's point estimate is the first "point_estimate" in it.
+        let at = text.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+        text[at..].split([',', '}']).next()?.trim().parse().ok()
+    };
+    println!("\nfigures ({} cores):", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if let (Some(ours), Some(bare)) = (mean("track_700B/tributary"), mean("track_700B/serde_json_baseline")) {
+        println!(
+            "  parse+validate+enrich+serialize a 700-byte track: {:.0} ns; bare serde_json parse+serialize: {:.0} ns; \
+             ratio {:.2} (limit 2.00)",
+            ours,
+            bare,
+            ours / bare
+        );
+    }
+    for (id, per) in [("put_records_entries/json", 500.0), ("put_records_entries/base64", 500.0)] {
+        if let Some(ns) = mean(id) {
+            println!("  {id}: {:.0} records/s on one core (limit 500000)", per / (ns / 1e9));
+        }
+    }
+    Ok(())
+}

@@ -216,8 +216,7 @@ fn load_all<T: for<'de> Deserialize<'de>>(dir: &Path, sub: &str, problems: &mut 
             Err(errors) => {
                 // figment reports every error it found; print each with its key, as Rocket does.
                 for error in errors {
-                    let key = error.path.join(".");
-                    let message = error.kind.to_string();
+                    let (key, message) = describe(&error);
                     let source = match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
                         Some(figment::Source::File(_)) | None => String::new(),
                         Some(other) => format!(" (from {other})"),
@@ -228,6 +227,29 @@ fn load_all<T: for<'de> Deserialize<'de>>(dir: &Path, sub: &str, problems: &mut 
         }
     }
     loaded
+}
+
+/// The dotted key and the message of one figment error, naming the exact key for missing and unknown fields.
+fn describe(error: &figment::Error) -> (String, String) {
+    use figment::error::Kind;
+    let mut path = error.path.clone();
+    let message = match &error.kind {
+        Kind::MissingField(field) => {
+            path.push(field.to_string());
+            "is required".to_owned()
+        }
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            format!("is not a known key (expected one of: {})", expected.join(", "))
+        }
+        Kind::UnknownVariant(found, expected) => {
+            format!("{found:?} is not one of: {}", expected.join(", "))
+        }
+        other => other.to_string(),
+    };
+    (path.join("."), message)
 }
 
 /// Checks that span files: references, duplicates, and each destination's settings.

@@ -1,1 +1,54 @@
-//! placeholder
+//! The runner test binary: config examples, validation, and the `tributary` command end to end.
+
+mod cli;
+mod examples;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's `configs/` folder.
+pub fn configs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+/// A fresh, empty folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tributary-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `files` (relative path, contents) under `dir`.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, contents) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+}
+
+/// Runs `tributary` with `args`, returning (exit success, stdout, stderr).
+pub fn tributary(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("run tributary");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}

@@ -1,0 +1,64 @@
+//! Every example in configs/ loads and validates, so the examples cannot rot.
+
+use runner::config::{Config, DestinationType};
+
+use crate::{configs, tributary};
+
+#[test]
+fn the_examples_load_without_problems() {
+    let config = Config::load(&configs()).unwrap_or_else(|problems| panic!("configs/ has problems:\n{problems}"));
+    assert!(config.warnings.0.is_empty(), "warnings:\n{}", config.warnings);
+    let files: Vec<String> = std::fs::read_dir(configs().join("sources"))
+        .unwrap()
+        .chain(std::fs::read_dir(configs().join("destinations")).unwrap())
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let loaded: Vec<String> = config
+        .sources
+        .iter()
+        .map(|s| s.file.display().to_string())
+        .chain(config.destinations.iter().map(|d| d.file.display().to_string()))
+        .collect();
+    for file in files {
+        assert!(loaded.contains(&file), "{file} was not loaded");
+    }
+    let main = config.destination("kinesis-main").unwrap();
+    assert_eq!(main.config.kind, DestinationType::Kinesis);
+    assert_eq!(config.sources_of("kinesis-main"), ["src_web"]);
+    assert!(!config.destination("archive").unwrap().config.enabled);
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let dir = configs();
+    let (ok, stdout, stderr) = tributary(&["--config", dir.to_str().unwrap(), "validate"], &[], None);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 sources, 4 destinations, no errors"), "{stdout}");
+}
+
+#[test]
+fn the_demo_events_are_valid_messages() {
+    let text = std::fs::read_to_string(configs().join("demo-events.ndjson")).unwrap();
+    let kinds: Vec<_> = text
+        .lines()
+        .map(|line| segment_model::Message::from_slice(line.as_bytes()).unwrap().kind().as_str())
+        .collect();
+    assert_eq!(kinds, ["track", "identify", "page", "screen", "group", "alias"]);
+}
+
+#[test]
+fn environment_variables_override_file_keys() {
+    // The override goes to a child process, so no other test sees it.
+    let dir = crate::scratch("env-override");
+    crate::write_files(&dir, &[(
+        "destinations/over-ride.toml",
+        "name = \"over-ride\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"from-file\"\n",
+    )]);
+    let (ok, _, stderr) = tributary(
+        &["--config", dir.to_str().unwrap(), "validate"],
+        &[("TRIBUTARY__DESTINATIONS__OVER_RIDE__KINESIS__STREAM", "not a stream!")],
+        None,
+    );
+    assert!(!ok);
+    assert!(stderr.contains("kinesis.stream: \"not a stream!\" is not a stream name"), "{stderr}");
+}
