@@ -4,4 +4,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod delivery;
+pub mod ingest;
+pub mod metrics;
 pub mod route;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use runner::commands::{send, streams, tail};
+use runner::commands::{dlq, send, serve, streams, tail};
 use runner::config::Config;
 use runner::route::Router;
 
@@ -45,10 +45,52 @@ enum Command {
     },
     /// Check the config folder and print every problem with its file and key.
     Validate,
+    /// Serve Segment's HTTP tracking API and deliver what it accepts.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where accepted messages wait for delivery.
+        #[arg(long, default_value = ".tributary")]
+        spool_dir: PathBuf,
+        /// The most messages waiting before requests are answered 429.
+        #[arg(long, default_value_t = 1_000_000)]
+        spool_max: u64,
+        /// Seconds a shutdown waits for due messages to be delivered.
+        #[arg(long, default_value_t = 10)]
+        flush_timeout: u64,
+    },
+    /// Inspect and resend messages that failed permanently.
+    Dlq {
+        /// The spool folder.
+        #[arg(long, global = true, default_value = ".tributary")]
+        spool_dir: PathBuf,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Create or describe a Kinesis destination's stream.
     Streams {
         #[command(subcommand)]
         action: StreamsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Print each dead letter as a JSON line: id, destination, source, reason and message.
+    List {
+        /// Only this destination's.
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Resend dead letters now; delivered ones are removed, the rest keep their new reason.
+    Replay {
+        /// Only this destination's.
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only these dead-letter IDs.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
     },
 }
 
@@ -109,6 +151,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(&cli.config)?;
             println!("{}: {} sources, {} destinations, no errors", cli.config.display(), config.sources.len(), config.destinations.len());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen, spool_dir, spool_max, flush_timeout } => {
+            let config = load(&cli.config)?;
+            let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
+            let options = serve::ServeOptions { listen, spool_dir, spool_max, flush_timeout: std::time::Duration::from_secs(flush_timeout) };
+            serve::serve(&config, routes, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { spool_dir, action } => {
+            let spool = spool::Spool::open(&spool_dir, u64::MAX).with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
+            match action {
+                DlqAction::List { destination } => {
+                    let count = dlq::list(&spool, destination.as_deref(), &mut std::io::stdout().lock()).await?;
+                    eprintln!("{count} dead letters");
+                    Ok(ExitCode::SUCCESS)
+                }
+                DlqAction::Replay { destination, ids } => {
+                    let config = load(&cli.config)?;
+                    let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
+                    let done = dlq::replay(&spool, &routes, destination.as_deref(), &ids).await?;
+                    eprintln!("{} delivered, {} failed again, {} skipped (destination unknown or disabled)", done.delivered, done.failed, done.skipped);
+                    Ok(if done.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                }
+            }
         }
         Command::Send { source, file } => {
             let config = load(&cli.config)?;

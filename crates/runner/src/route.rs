@@ -72,6 +72,16 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// Every enabled destination.
+    pub fn all(&self) -> impl Iterator<Item = &Destination> {
+        self.destinations.values()
+    }
+
+    /// The enabled destination named `name`.
+    pub fn get(&self, name: &str) -> Option<&Destination> {
+        self.destinations.get(name)
+    }
+
     /// The enabled destinations of `source_id`, whatever the message says.
     pub fn connected(&self, source_id: &str) -> Vec<&Destination> {
         self.routes.get(source_id).map(|names| names.iter().filter_map(|n| self.destinations.get(n)).collect()).unwrap_or_default()

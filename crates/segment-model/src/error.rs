@@ -104,6 +104,11 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The error for bytes serde_json could not parse, with its line and column.
+    pub fn from_serde(error: &serde_json::Error) -> Self {
+        ParseError::from_json(error)
+    }
+
     pub(crate) fn from_json(error: &serde_json::Error) -> Self {
         // serde_json appends " at line L column C" to its message; we report the position in fields instead.
         let full = error.to_string();

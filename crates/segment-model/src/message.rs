@@ -249,6 +249,12 @@ impl Message {
         serde_json::to_vec(&self.fields).expect("a JSON map always serializes")
     }
 
+    /// Removes and returns `writeKey`, which some clients put in each message: it is a secret and must not be
+    /// stored or forwarded.
+    pub fn take_write_key(&mut self) -> Option<Value> {
+        self.fields.shift_remove("writeKey")
+    }
+
     pub(crate) fn fields_mut(&mut self) -> &mut Map {
         &mut self.fields
     }

@@ -1,6 +1,8 @@
 //! The commands of the command line.
 
+pub mod dlq;
 pub mod send;
+pub mod serve;
 pub mod streams;
 pub mod tail;
 

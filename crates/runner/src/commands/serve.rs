@@ -1,0 +1,121 @@
+//! `tributary serve`: the HTTP tracking API, the spool and the delivery workers.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use spool::Spool;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::delivery::Worker;
+use crate::ingest::{Ingest, WriteKeys, router};
+use crate::metrics::Metrics;
+use crate::route::Router;
+
+/// Settings of `serve`.
+pub struct ServeOptions {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The spool folder.
+    pub spool_dir: std::path::PathBuf,
+    /// The most messages the spool may hold before requests get 429.
+    pub spool_max: u64,
+    /// How long a shutdown waits for the workers to deliver what is due.
+    pub flush_timeout: Duration,
+}
+
+/// Resolves every source's write key, naming the file and key of any that cannot be read.
+fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
+    let mut keys = Vec::new();
+    for source in &config.sources {
+        let key = source
+            .config
+            .write_key
+            .resolve(&config.dir)
+            .with_context(|| format!("{}: write_key", source.file.display()))?;
+        keys.push((key, source.config.id.clone()));
+    }
+    Ok(WriteKeys::new(keys))
+}
+
+/// Serves until SIGTERM or SIGINT. The first signal stops accepting (new requests get 503), finishes in-flight
+/// requests and gives the workers `flush_timeout` to deliver; a second signal exits at once. Either way every
+/// acknowledged message is in the spool and is delivered by the next run.
+pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> anyhow::Result<()> {
+    let keys = write_keys(config)?;
+    let spool = Spool::open(&options.spool_dir, options.spool_max)
+        .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let stored = Arc::new(Notify::new());
+    let routes = Arc::new(routes);
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = Vec::new();
+    for destination in routes.all() {
+        let worker = Worker {
+            name: destination.name.clone(),
+            sink: destination.sink.clone(),
+            spool: spool.clone(),
+            metrics: metrics.clone(),
+            stored: stored.clone(),
+        };
+        workers.push(tokio::spawn(worker.run(stopped.clone())));
+    }
+    let ingest = Arc::new(Ingest {
+        keys,
+        routes: routes.clone(),
+        spool: spool.clone(),
+        metrics,
+        shutting_down: Default::default(),
+        stored,
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    eprintln!(
+        "tributary: listening on http://{}, spool {} ({} waiting)",
+        listener.local_addr()?,
+        spool.path().display(),
+        spool.depth()
+    );
+    let shutdown_ingest = ingest.clone();
+    let app = router(ingest);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            first_signal().await;
+            eprintln!("tributary: shutting down: no new requests; finishing those in flight");
+            shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
+            tokio::spawn(async {
+                first_signal().await;
+                eprintln!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
+                std::process::exit(130);
+            });
+        })
+        .await
+        .context("serving HTTP")?;
+    let _ = stop.send(true);
+    let flushed = tokio::time::timeout(options.flush_timeout, futures::future::join_all(workers)).await;
+    if flushed.is_err() {
+        eprintln!("tributary: flush timed out; {} messages stay in the spool for the next run", spool.depth());
+    }
+    spool.close();
+    eprintln!("tributary: stopped with {} messages waiting in {}", spool.depth(), spool.path().display());
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn first_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The default spool folder: `.tributary/` in the working directory.
+pub fn default_spool_dir() -> &'static Path {
+    Path::new(".tributary")
+}

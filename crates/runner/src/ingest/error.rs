@@ -1,0 +1,70 @@
+//! Error answers: a status and a JSON body `{"code", "message"}`.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use segment_model::{BatchError, ParseError};
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What is wrong, naming the field (and, in a batch, the message's index).
+    pub message: String,
+    /// Seconds to wait before retrying, for 429.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// A 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A 400 for a body that is not JSON.
+    pub fn invalid_json(error: &serde_json::Error) -> ApiError {
+        ApiError::bad_request("invalid_json", ParseError::from_serde(error).to_string())
+    }
+
+    /// A 429 while the spool is full.
+    pub fn spool_full(depth: u64, max: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "spool_full",
+                format!("{depth} messages are waiting for delivery, the limit is {max}; retry later"),
+            )
+        }
+    }
+
+    /// The answer to a batch envelope that was refused.
+    pub fn from_batch(error: BatchError) -> ApiError {
+        let code = match &error {
+            BatchError::TooLarge { .. } => "body_too_large",
+            BatchError::Parse(ParseError::InvalidJson { .. } | ParseError::NotAnObject(_)) => "invalid_json",
+            BatchError::Parse(_) | BatchError::Envelope { .. } => "invalid_batch",
+            BatchError::Empty => "empty_batch",
+            BatchError::TooManyMessages { .. } => "too_many_messages",
+        };
+        ApiError::bad_request(code, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(serde_json::json!({"code": self.code, "message": self.message}));
+        let mut response = (self.status, body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}

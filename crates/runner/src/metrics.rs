@@ -1,0 +1,97 @@
+//! Prometheus metrics, served at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A rejection reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// The error code the client received.
+    pub reason: String,
+}
+
+/// A destination label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Destination {
+    /// The destination's name.
+    pub destination: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages received, valid or not.
+    pub received: Counter,
+    /// Messages stored and acknowledged.
+    pub accepted: Counter,
+    /// Messages refused, by the error code returned.
+    pub rejected: Family<Reason, Counter>,
+    /// Messages delivered, per destination.
+    pub delivered: Family<Destination, Counter>,
+    /// Delivery attempts that failed and were scheduled again, per destination.
+    pub retried: Family<Destination, Counter>,
+    /// Messages that failed permanently and went to the dead-letter table, per destination.
+    pub failed: Family<Destination, Counter>,
+    /// Messages waiting in the spool.
+    pub spool_depth: Gauge,
+    /// Seconds from acknowledgement to delivery, per destination.
+    pub delivery_latency: Family<Destination, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tributary");
+        let metrics = Metrics {
+            received: Counter::default(),
+            accepted: Counter::default(),
+            rejected: Family::default(),
+            delivered: Family::default(),
+            retried: Family::default(),
+            failed: Family::default(),
+            spool_depth: Gauge::default(),
+            delivery_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            registry: Registry::default(),
+        };
+        registry.register("messages_received", "Messages received, valid or not", metrics.received.clone());
+        registry.register("messages_accepted", "Messages stored and acknowledged", metrics.accepted.clone());
+        registry.register("messages_rejected", "Messages refused, by error code", metrics.rejected.clone());
+        registry.register("messages_delivered", "Messages delivered, per destination", metrics.delivered.clone());
+        registry.register("delivery_retries", "Failed delivery attempts scheduled again", metrics.retried.clone());
+        registry.register("messages_failed", "Messages moved to the dead-letter table", metrics.failed.clone());
+        registry.register("spool_depth", "Messages waiting in the spool", metrics.spool_depth.clone());
+        registry.register(
+            "delivery_latency_seconds",
+            "Seconds from acknowledgement to delivery",
+            metrics.delivery_latency.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    /// Counts a rejection.
+    pub fn reject(&self, reason: &str, messages: u64) {
+        self.rejected.get_or_create(&Reason { reason: reason.to_owned() }).inc_by(messages);
+    }
+
+    /// The label of a destination.
+    pub fn destination(name: &str) -> Destination {
+        Destination { destination: name.to_owned() }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,429 @@
+//! The spool: every accepted message, per destination, on disk until it is delivered.
+//!
+//! The store is SQLite in WAL mode with `synchronous = FULL`, so a committed append survives `kill -9` and power
+//! loss. One writer thread owns the write connection and commits whatever work has queued up since its last
+//! commit in one transaction: concurrent requests share one sync (group commit), and an append resolves only
+//! after its commit, which is when the server may acknowledge.
+//!
+//! The crate knows nothing of Segment, HTTP or AWS: it stores opaque message bytes with a destination name.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use tokio::sync::oneshot;
+
+/// The spool file's name inside the spool folder.
+pub const FILE_NAME: &str = "spool.sqlite3";
+
+/// How many queued jobs one commit takes at most; bounds the latency a large backlog adds to one commit.
+const MAX_JOBS_PER_COMMIT: usize = 4096;
+
+/// Errors of the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The spool holds as many messages as it may; the caller should push back (HTTP 429).
+    #[error("the spool is full ({depth} messages waiting, the limit is {max})")]
+    Full {
+        /// Messages waiting.
+        depth: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// SQLite failed.
+    #[error("spool database {path}: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A commit of the writer thread failed; nothing of it was stored.
+    #[error("spool commit failed: {0}")]
+    Commit(String),
+    /// The spool folder could not be created.
+    #[error("creating the spool folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The writer thread has stopped.
+    #[error("the spool writer has stopped")]
+    Stopped,
+}
+
+/// A message to store for one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// The destination's name.
+    pub destination: String,
+    /// The source the message came from.
+    pub source_id: String,
+    /// The message, as the bytes to deliver.
+    pub message: Vec<u8>,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its spool ID; increasing in order of arrival.
+    pub id: i64,
+    /// The destination's name.
+    pub destination: String,
+    /// The source the message came from.
+    pub source_id: String,
+    /// The message bytes.
+    pub message: Vec<u8>,
+    /// When it was stored, in Unix milliseconds.
+    pub enqueued_at: i64,
+    /// How many delivery attempts have failed so far.
+    pub attempts: i64,
+}
+
+/// A message whose delivery failed permanently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its dead-letter ID.
+    pub id: i64,
+    /// The destination's name.
+    pub destination: String,
+    /// The source the message came from.
+    pub source_id: String,
+    /// The message bytes.
+    pub message: Vec<u8>,
+    /// When it was first stored, in Unix milliseconds.
+    pub enqueued_at: i64,
+    /// When it failed for good, in Unix milliseconds.
+    pub failed_at: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Work for the writer thread.
+enum Op {
+    Append(Vec<NewEntry>, i64),
+    Complete(Vec<i64>),
+    Retry(Vec<(i64, i64, String)>),
+    DeadLetter(Vec<(i64, String)>, i64),
+    ForgetDeadLetters(Vec<i64>),
+    UpdateDeadLetters(Vec<(i64, String)>, i64),
+}
+
+struct Job {
+    op: Op,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    reader: Mutex<Connection>,
+    depth: AtomicI64,
+    max_depth: u64,
+}
+
+/// The spool. Cloning shares it.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL syncs the WAL at every commit: an acknowledged message survives power loss, not only a crash.
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(connection)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS spool_by_destination ON spool (destination, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    failed_at INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+";
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, holding at most `max_depth` waiting messages.
+    pub fn open(dir: &Path, max_depth: u64) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
+        let path = dir.join(FILE_NAME);
+        let database = |source| SpoolError::Database { path: path.clone(), source };
+        let writer = open_connection(&path).map_err(database)?;
+        writer.execute_batch(SCHEMA).map_err(database)?;
+        let depth: i64 = writer.query_row("SELECT COUNT(*) FROM spool", [], |row| row.get(0)).map_err(database)?;
+        let reader = open_connection(&path).map_err(database)?;
+        let (sender, receiver) = mpsc::channel();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || write_loop(writer, receiver, &thread_path))
+            .map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(sender)),
+                reader: Mutex::new(reader),
+                depth: AtomicI64::new(depth),
+                max_depth,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Messages waiting for delivery, across destinations.
+    pub fn depth(&self) -> u64 {
+        self.inner.depth.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    async fn submit(&self, op: Op) -> Result<(), SpoolError> {
+        let (done, result) = oneshot::channel();
+        let sender = self.inner.writer.lock().expect("writer lock poisoned").clone().ok_or(SpoolError::Stopped)?;
+        sender.send(Job { op, done }).map_err(|_| SpoolError::Stopped)?;
+        match result.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(SpoolError::Commit(message)),
+            Err(_) => Err(SpoolError::Stopped),
+        }
+    }
+
+    /// Stores `entries` durably; returns once they are committed. Refuses with [`SpoolError::Full`] when they
+    /// would take the spool past its limit.
+    pub async fn append(&self, entries: Vec<NewEntry>) -> Result<(), SpoolError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let count = entries.len() as i64;
+        let before = self.inner.depth.fetch_add(count, Ordering::Relaxed);
+        if (before + count) as u64 > self.inner.max_depth {
+            self.inner.depth.fetch_sub(count, Ordering::Relaxed);
+            return Err(SpoolError::Full { depth: before.max(0) as u64, max: self.inner.max_depth });
+        }
+        let result = self.submit(Op::Append(entries, now_millis())).await;
+        if result.is_err() {
+            self.inner.depth.fetch_sub(count, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Up to `limit` messages for `destination` that are due for an attempt, oldest first.
+    pub async fn due(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        let inner = self.inner.clone();
+        let destination = destination.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let reader = inner.reader.lock().expect("reader lock poisoned");
+            let database = |source| SpoolError::Database { path: inner.path.clone(), source };
+            let mut statement = reader
+                .prepare_cached(
+                    "SELECT id, source_id, message, enqueued_at, attempts FROM spool
+                     WHERE destination = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(database)?;
+            let rows = statement
+                .query_map(params![destination, now_millis(), limit as i64], |row| {
+                    Ok(Entry {
+                        id: row.get(0)?,
+                        destination: destination.clone(),
+                        source_id: row.get(1)?,
+                        message: row.get(2)?,
+                        enqueued_at: row.get(3)?,
+                        attempts: row.get(4)?,
+                    })
+                })
+                .map_err(database)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(database)
+        })
+        .await
+        .map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// When the next message of `destination` that is waiting for a retry becomes due, in Unix milliseconds.
+    pub async fn next_due_at(&self, destination: &str) -> Result<Option<i64>, SpoolError> {
+        let inner = self.inner.clone();
+        let destination = destination.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let reader = inner.reader.lock().expect("reader lock poisoned");
+            reader
+                .query_row(
+                    "SELECT MIN(next_attempt_at) FROM spool WHERE destination = ?1",
+                    params![destination],
+                    |row| row.get::<_, Option<i64>>(0),
+                )
+                .optional()
+                .map(Option::flatten)
+                .map_err(|source| SpoolError::Database { path: inner.path.clone(), source })
+        })
+        .await
+        .map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// Removes delivered messages.
+    pub async fn complete(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
+        let count = ids.len() as i64;
+        self.submit(Op::Complete(ids)).await?;
+        self.inner.depth.fetch_sub(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Schedules messages for another attempt at `at` (Unix milliseconds), recording why the last one failed.
+    pub async fn retry_at(&self, retries: Vec<(i64, i64, String)>) -> Result<(), SpoolError> {
+        self.submit(Op::Retry(retries)).await
+    }
+
+    /// Moves messages that failed permanently to the dead-letter table, with their reasons.
+    pub async fn dead_letter(&self, failures: Vec<(i64, String)>) -> Result<(), SpoolError> {
+        let count = failures.len() as i64;
+        self.submit(Op::DeadLetter(failures, now_millis())).await?;
+        self.inner.depth.fetch_sub(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Every dead letter, or those of one destination, oldest first.
+    pub async fn dead_letters(&self, destination: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
+        let inner = self.inner.clone();
+        let destination = destination.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let reader = inner.reader.lock().expect("reader lock poisoned");
+            let database = |source| SpoolError::Database { path: inner.path.clone(), source };
+            let mut statement = reader
+                .prepare_cached(
+                    "SELECT id, destination, source_id, message, enqueued_at, failed_at, reason FROM dead_letters
+                     WHERE ?1 IS NULL OR destination = ?1 ORDER BY id",
+                )
+                .map_err(database)?;
+            let rows = statement
+                .query_map(params![destination], |row| {
+                    Ok(DeadLetter {
+                        id: row.get(0)?,
+                        destination: row.get(1)?,
+                        source_id: row.get(2)?,
+                        message: row.get(3)?,
+                        enqueued_at: row.get(4)?,
+                        failed_at: row.get(5)?,
+                        reason: row.get(6)?,
+                    })
+                })
+                .map_err(database)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(database)
+        })
+        .await
+        .map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// Removes dead letters that were resent successfully.
+    pub async fn forget_dead_letters(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
+        self.submit(Op::ForgetDeadLetters(ids)).await
+    }
+
+    /// Records new reasons for dead letters whose resend failed again.
+    pub async fn update_dead_letters(&self, failures: Vec<(i64, String)>) -> Result<(), SpoolError> {
+        self.submit(Op::UpdateDeadLetters(failures, now_millis())).await
+    }
+
+    /// Stops the writer after the work already queued; later calls fail with [`SpoolError::Stopped`].
+    pub fn close(&self) {
+        self.inner.writer.lock().expect("writer lock poisoned").take();
+    }
+}
+
+/// The writer thread: takes every job that has queued up, applies them in one transaction, commits, answers.
+fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_JOBS_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = apply(&mut connection, &batch).map_err(|e| format!("{}: {e}", path.display()));
+        for job in batch {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+fn apply(connection: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
+    let transaction = connection.transaction()?;
+    for job in batch {
+        match &job.op {
+            Op::Append(entries, at) => {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO spool (destination, source_id, message, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for entry in entries {
+                    insert.execute(params![entry.destination, entry.source_id, entry.message, at])?;
+                }
+            }
+            Op::Complete(ids) => {
+                let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
+                for id in ids {
+                    delete.execute(params![id])?;
+                }
+            }
+            Op::Retry(retries) => {
+                let mut update = transaction.prepare_cached(
+                    "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                )?;
+                for (id, at, reason) in retries {
+                    update.execute(params![id, at, reason])?;
+                }
+            }
+            Op::DeadLetter(failures, at) => {
+                let mut copy = transaction.prepare_cached(
+                    "INSERT INTO dead_letters (destination, source_id, message, enqueued_at, failed_at, reason)
+                     SELECT destination, source_id, message, enqueued_at, ?2, ?3 FROM spool WHERE id = ?1",
+                )?;
+                let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
+                for (id, reason) in failures {
+                    copy.execute(params![id, at, reason])?;
+                    delete.execute(params![id])?;
+                }
+            }
+            Op::ForgetDeadLetters(ids) => {
+                let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+                for id in ids {
+                    delete.execute(params![id])?;
+                }
+            }
+            Op::UpdateDeadLetters(failures, at) => {
+                let mut update =
+                    transaction.prepare_cached("UPDATE dead_letters SET reason = ?2, failed_at = ?3 WHERE id = ?1")?;
+                for (id, reason) in failures {
+                    update.execute(params![id, reason, at])?;
+                }
+            }
+        }
+    }
+    transaction.commit()
+}
