@@ -28,10 +28,15 @@ net.Server.prototype.listen = function (...args) {
 };
 "#;
 
+/// The Segment client libraries the ingest suites drive, pinned so that a new release cannot change a test.
+const PYTHON_CLIENT: &str = "segment-analytics-python==2.4.0";
+const NODE_CLIENT: &str = "@segment/analytics-node@3.1.0";
+
 /// Everything that was started.
 pub struct Emulators {
     kinesis: Vec<(String, String)>,
     iam: Option<(String, String)>,
+    clients: Option<(PathBuf, PathBuf)>,
     children: Vec<Child>,
     container: Option<ContainerAsync<LocalStack>>,
 }
@@ -43,6 +48,10 @@ impl Emulators {
             crate::env::KINESIS.to_owned(),
             self.kinesis.iter().map(|(name, url)| format!("{name}={url}")).collect::<Vec<_>>().join(","),
         )];
+        if let Some((python, node_modules)) = &self.clients {
+            env.push((crate::env::PYTHON.to_owned(), python.display().to_string()));
+            env.push((crate::env::NODE_MODULES.to_owned(), node_modules.display().to_string()));
+        }
         if let Some((url, admin)) = &self.iam {
             env.push((crate::env::IAM.to_owned(), url.clone()));
             env.push((crate::env::IAM_ADMIN.to_owned(), admin.clone()));
@@ -71,7 +80,7 @@ pub fn install_dir() -> PathBuf {
 
 /// Starts the Kinesis emulators and, with `iam`, the IAM-enforcing moto.
 pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
-    let mut emulators = Emulators { kinesis: Vec::new(), iam: None, children: Vec::new(), container: None };
+    let mut emulators = Emulators { kinesis: Vec::new(), iam: None, clients: None, children: Vec::new(), container: None };
     match start_localstack().await {
         Ok((container, url)) => {
             eprintln!("emulators: Docker answered; Kinesis is LocalStack at {url}");
@@ -89,6 +98,7 @@ pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
         }
     }
     if iam {
+        emulators.clients = Some(install_clients()?);
         let (child, url) = start_moto().await?;
         emulators.children.push(child);
         let admin = crate::env::enforce_iam(&url).await.context("turning on IAM enforcement in moto")?;
@@ -155,6 +165,34 @@ pub fn install_kinesis_local() -> anyhow::Result<PathBuf> {
     }
     std::fs::write(prefix.join("loopback.js"), LOOPBACK_PRELOAD)?;
     Ok(main)
+}
+
+/// Installs the Segment client libraries under [`install_dir`] unless they are there; returns the Python that
+/// has analytics-python and the `node_modules` folder that has analytics-node.
+pub fn install_clients() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let venv = install_dir().join("clients-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join(".installed-segment-analytics-python-2.4.0");
+    if !marker.exists() {
+        eprintln!("emulators: installing {PYTHON_CLIENT} into {}", venv.display());
+        run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating the client virtualenv")?;
+        run(std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", PYTHON_CLIENT]), "pip install analytics-python")?;
+        std::fs::write(&marker, "")?;
+    }
+    let prefix = install_dir().join("clients-node");
+    let modules = prefix.join("node_modules");
+    if !modules.join("@segment/analytics-node/package.json").exists() {
+        eprintln!("emulators: installing {NODE_CLIENT} into {}", prefix.display());
+        std::fs::create_dir_all(&prefix)?;
+        run(
+            std::process::Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                .arg(&prefix)
+                .arg(NODE_CLIENT),
+            "npm install @segment/analytics-node",
+        )?;
+    }
+    Ok((python, modules))
 }
 
 /// Polls `check` until it succeeds or `timeout` passes.

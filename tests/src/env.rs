@@ -14,6 +14,16 @@ pub const IAM: &str = "TRIBUTARY_TEST_IAM";
 /// `key_id:secret` of an administrator on that moto.
 pub const IAM_ADMIN: &str = "TRIBUTARY_TEST_IAM_ADMIN";
 
+/// A Python interpreter with segment-analytics-python installed.
+pub const PYTHON: &str = "TRIBUTARY_TEST_PYTHON";
+/// A `node_modules` folder with @segment/analytics-node installed.
+pub const NODE_MODULES: &str = "TRIBUTARY_TEST_NODE_MODULES";
+
+/// The Python with segment-analytics-python, and the node_modules folder with @segment/analytics-node.
+pub fn clients() -> (String, String) {
+    (required(PYTHON), required(NODE_MODULES))
+}
+
 /// The region every suite uses.
 pub const REGION: &str = "us-east-1";
 

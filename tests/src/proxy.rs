@@ -86,3 +86,58 @@ impl RecordingProxy {
         bodies
     }
 }
+
+/// A TCP proxy that can be switched off, to stage an outage of the service behind it: while down, it closes new
+/// connections at once and has closed every open one.
+pub struct FaultProxy {
+    /// The proxy's URL, to use as the endpoint.
+    pub url: String,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.set_up(false);
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port that forwards to `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (flag, open) = (up.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let target = target.clone();
+                let handle = tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                open.lock().unwrap().push(handle.abort_handle());
+            }
+        });
+        FaultProxy { url, up, connections, task }
+    }
+
+    /// Switches the proxy on or off; switching off also cuts every open connection.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for connection in self.connections.lock().unwrap().drain(..) {
+                connection.abort();
+            }
+        }
+    }
+}

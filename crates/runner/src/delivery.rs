@@ -35,11 +35,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Delivers until `stop` turns true and nothing due is left (or the spool stops).
+    /// Delivers until `stop` turns true, then flushes: every waiting message gets attempts, whatever its retry
+    /// schedule, until none is left. The caller bounds the flush with a timeout.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let label = Metrics::destination(&self.name);
         loop {
-            let due = match self.spool.due(&self.name, BATCH).await {
+            let flushing = *stop.borrow();
+            let due = if flushing { self.spool.all_waiting(&self.name, BATCH).await } else { self.spool.due(&self.name, BATCH).await };
+            let due = match due {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::error!(destination = %self.name, error = %e, "reading the spool failed");
@@ -51,7 +54,7 @@ impl Worker {
                 }
             };
             if due.is_empty() {
-                if *stop.borrow() {
+                if flushing {
                     return;
                 }
                 let next = self.spool.next_due_at(&self.name).await.ok().flatten();

@@ -170,13 +170,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 ";
 
 impl Spool {
-    /// Opens (creating if needed) the spool in `dir`, holding at most `max_depth` waiting messages.
+    /// Opens (creating if needed) the spool in `dir`, holding at most `max_depth` waiting messages. Messages
+    /// waiting for a retry are made due now.
     pub fn open(dir: &Path, max_depth: u64) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
         let path = dir.join(FILE_NAME);
         let database = |source| SpoolError::Database { path: path.clone(), source };
         let writer = open_connection(&path).map_err(database)?;
         writer.execute_batch(SCHEMA).map_err(database)?;
+        // A restart is usually an operator's fix: every waiting message becomes due at once.
+        writer.execute("UPDATE spool SET next_attempt_at = 0 WHERE next_attempt_at > 0", []).map_err(database)?;
         let depth: i64 = writer.query_row("SELECT COUNT(*) FROM spool", [], |row| row.get(0)).map_err(database)?;
         let reader = open_connection(&path).map_err(database)?;
         let (sender, receiver) = mpsc::channel();
@@ -238,6 +241,15 @@ impl Spool {
 
     /// Up to `limit` messages for `destination` that are due for an attempt, oldest first.
     pub async fn due(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        self.waiting(destination, limit, now_millis()).await
+    }
+
+    /// Up to `limit` messages for `destination`, due or not, oldest first: a shutdown flushes these.
+    pub async fn all_waiting(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        self.waiting(destination, limit, i64::MAX).await
+    }
+
+    async fn waiting(&self, destination: &str, limit: usize, due_by: i64) -> Result<Vec<Entry>, SpoolError> {
         let inner = self.inner.clone();
         let destination = destination.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -250,7 +262,7 @@ impl Spool {
                 )
                 .map_err(database)?;
             let rows = statement
-                .query_map(params![destination, now_millis(), limit as i64], |row| {
+                .query_map(params![destination, due_by, limit as i64], |row| {
                     Ok(Entry {
                         id: row.get(0)?,
                         destination: destination.clone(),

@@ -1,7 +1,11 @@
 //! The runner test binary: config examples, validation, and the `tributary` command end to end.
 
 mod cli;
+mod clients;
+mod durability;
 mod examples;
+mod serve;
+mod server;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -49,10 +49,27 @@ async fn complete_retry_and_dead_letter() {
     assert_eq!(dead[0].reason, "access denied");
     assert_eq!(dead[0].message, b"m2");
     assert!(spool.dead_letters(Some("other")).await.unwrap().is_empty());
+    assert_eq!(messages(&spool.all_waiting("a", 10).await.unwrap()), ["m1", "m3"]);
     spool.update_dead_letters(vec![(dead[0].id, "still denied".into())]).await.unwrap();
     assert_eq!(spool.dead_letters(Some("a")).await.unwrap()[0].reason, "still denied");
     spool.forget_dead_letters(vec![dead[0].id]).await.unwrap();
     assert!(spool.dead_letters(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn reopening_makes_waiting_retries_due() {
+    let dir = dir("reschedule");
+    let spool = Spool::open(&dir, 100).unwrap();
+    spool.append(vec![entry("a", 1)]).await.unwrap();
+    let id = spool.due("a", 10).await.unwrap()[0].id;
+    spool.retry_at(vec![(id, spool::now_millis() + 3_600_000, "down".into())]).await.unwrap();
+    assert!(spool.due("a", 10).await.unwrap().is_empty());
+    spool.close();
+    drop(spool);
+    let spool = Spool::open(&dir, 100).unwrap();
+    let due = spool.due("a", 10).await.unwrap();
+    assert_eq!(messages(&due), ["m1"]);
+    assert_eq!(due[0].attempts, 1);
 }
 
 #[tokio::test]

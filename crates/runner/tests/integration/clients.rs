@@ -1,0 +1,100 @@
+//! Segment's own client libraries, unchanged, against `tributary serve`, read back from the stream.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::env::dummy_credentials;
+use tests::stream::{client, create, read_all, unique_name};
+
+use crate::scratch;
+use crate::server::{Server, WRITE_KEY, folder, kinesis_destination};
+
+const PYTHON: &str = r#"
+import sys
+import segment.analytics as analytics
+
+failures = []
+analytics.write_key = sys.argv[1]
+analytics.host = sys.argv[2]
+analytics.gzip = True
+analytics.on_error = lambda error, items: failures.append(error)
+user = "py_user"
+analytics.identify(user_id=user, traits={"plan": "pro"})
+analytics.track(user_id=user, event="Python Event", properties={"n": 1})
+analytics.page(user_id=user, name="Home", properties={"path": "/"})
+analytics.screen(user_id=user, name="Main")
+analytics.group(user_id=user, group_id="py_group", traits={"name": "Py Inc"})
+analytics.alias(previous_id="py_previous", user_id=user)
+analytics.flush()
+analytics.shutdown()
+if failures:
+    print("failures:", failures, file=sys.stderr)
+    sys.exit(1)
+"#;
+
+const NODE: &str = r#"
+const { Analytics } = require('@segment/analytics-node');
+const [writeKey, host] = process.argv.slice(1);
+const analytics = new Analytics({ writeKey, host, maxRetries: 2 });
+analytics.on('error', (error) => { console.error(error); process.exitCode = 1; });
+const userId = 'node_user';
+analytics.identify({ userId, traits: { plan: 'pro' } });
+analytics.track({ userId, event: 'Node Event', properties: { n: 1 } });
+analytics.page({ userId, name: 'Home', properties: { path: '/' } });
+analytics.screen({ userId, name: 'Main' });
+analytics.group({ userId, groupId: 'node_group', traits: { name: 'Node Inc' } });
+analytics.alias({ userId, previousId: 'node_previous' });
+analytics.closeAndFlush().then(() => {});
+"#;
+
+fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn analytics_python_and_analytics_node_deliver_all_six_calls() {
+    let (python, node_modules) = tests::env::clients();
+    let (_, url) = tests::env::kinesis_endpoints().remove(0);
+    let stream = unique_name("clients");
+    let admin = client(&url, dummy_credentials()).await;
+    create(&admin, &stream, 2).await;
+    let config = folder("clients", &[("main", &kinesis_destination("main", &stream, &url, "max_in_flight = 1"))]);
+    let server = Server::start(&config, &scratch("clients-spool"), &[]).await;
+
+    run(Command::new(&python).args(["-c", PYTHON, WRITE_KEY, &server.url]), "analytics-python");
+    run(Command::new("node").args(["-e", NODE, WRITE_KEY, &server.url]).env("NODE_PATH", &node_modules), "analytics-node");
+
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = read_all(&admin, &stream).await;
+        if records.len() >= 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(records.len(), 12, "records: {records:?}\nserver log:\n{}", server.log());
+    for (user, library) in [("py_user", "analytics-python"), ("node_user", "@segment/analytics-node")] {
+        let mine: Vec<(Value, String)> = records
+            .iter()
+            .map(|r| (serde_json::from_slice::<Value>(&r.data).unwrap(), r.partition_key.clone()))
+            .filter(|(m, _)| m["userId"] == user)
+            .collect();
+        let mut kinds: Vec<&str> = mine.iter().map(|(m, _)| m["type"].as_str().unwrap()).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["alias", "group", "identify", "page", "screen", "track"], "{user}");
+        for (message, key) in &mine {
+            assert_eq!(key, user, "{message}");
+            assert_eq!(message["context"]["library"]["name"], library, "{message}");
+            assert!(message["messageId"].as_str().is_some_and(|id| !id.is_empty()), "{message}");
+            assert!(message["receivedAt"].is_string() && message["originalTimestamp"].is_string(), "{message}");
+            assert!(message.get("writeKey").is_none(), "{message}");
+        }
+    }
+}

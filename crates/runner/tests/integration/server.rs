@@ -1,0 +1,127 @@
+//! A `tributary serve` process for a test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running server; killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The write key of the test source.
+    pub key: &'static str,
+    log: PathBuf,
+}
+
+/// The write key every test folder's source uses, passed through the environment as a deployment would.
+pub const WRITE_KEY: &str = "test-write-key";
+
+/// A config folder with one source `src_test` connected to `destinations`, whose files are given.
+pub fn folder(name: &str, destinations: &[(&str, &str)]) -> PathBuf {
+    let dir = crate::scratch(name);
+    let names: Vec<String> = destinations.iter().map(|(n, _)| format!("{n:?}")).collect();
+    let source = format!(
+        "id = \"src_test\"\nname = \"Test\"\nwrite_key = {{ env = \"TEST_WRITE_KEY\" }}\ndestinations = [{}]\n",
+        names.join(", ")
+    );
+    crate::write_files(&dir, &[("sources/test.toml", &source)]);
+    for (name, body) in destinations {
+        crate::write_files(&dir, &[(&format!("destinations/{name}.toml"), body)]);
+    }
+    dir
+}
+
+/// A `file` destination writing to `path`.
+pub fn file_destination(name: &str, path: &Path) -> String {
+    format!("name = {name:?}\ntype = \"file\"\n[file]\npath = {:?}\n", path.display().to_string())
+}
+
+/// A `kinesis` destination on `endpoint` with extra `[kinesis.delivery]` lines.
+pub fn kinesis_destination(name: &str, stream: &str, endpoint: &str, delivery: &str) -> String {
+    format!(
+        "name = {name:?}\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = {stream:?}\nendpoint = {endpoint:?}\n[kinesis.delivery]\nlinger_ms = 5\nbackoff_base_ms = 50\nbackoff_max_ms = 500\nmax_attempts = 3\n{delivery}\n"
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts `tributary serve` on `config` with its spool in `spool`, and waits until it answers.
+    pub async fn start(config: &Path, spool: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let log = spool.with_extension(format!("{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["--config", config.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--spool-dir")
+            .arg(spool)
+            .args(extra)
+            .env("TEST_WRITE_KEY", WRITE_KEY)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tributary serve");
+        let server = Server { child, url: format!("http://127.0.0.1:{port}"), key: WRITE_KEY, log };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(response) = client.get(format!("{}/health", server.url)).send().await
+                && response.status() == 200
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tributary serve did not answer /health; its log:\n{}", server.log());
+    }
+
+    /// What the server wrote to standard error.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `timeout` for the server to exit; returns its exit code, or `None` if it is still running.
+    pub async fn wait(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let give_up = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code());
+            }
+            if tokio::time::Instant::now() > give_up {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs `body` to `path` with the write key as Basic username; returns (status, JSON body).
+    pub async fn post(&self, client: &reqwest::Client, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = client
+            .post(format!("{}{path}", self.url))
+            .basic_auth(self.key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
