@@ -4,7 +4,8 @@
 //!   need them and stopped at the end.
 //! - `demo`: the end-to-end job on local defaults: an emulator, a stream, example events sent with
 //!   `tributary send`, and the records shown with `tributary tail`.
-//! - `bench`: the criterion benchmarks, with the ratios the issues set printed at the end.
+//! - `bench`: the criterion benchmarks and the ingest load test, with the figures the issues set printed at the
+//!   end; `bench ingest` runs the load test alone.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(&sh),
         Some("bench") => bench(&sh, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [FILTER]>");
+            eprintln!("usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | CRITERION FILTER]>");
             bail!("unknown or missing command")
         }
     }
@@ -154,6 +155,9 @@ fn demo(sh: &Shell) -> anyhow::Result<()> {
 
 fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
     let cargo = cargo();
+    if filter.first().map(String::as_str) == Some("ingest") {
+        return ingest_bench(sh);
+    }
     cmd!(sh, "{cargo} bench --package benches -- {filter...}").run()?;
     let criterion = target_dir().join("criterion");
     let mean = |id: &str| -> Option<f64> {
@@ -178,5 +182,18 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
             println!("  {id}: {:.0} records/s on one core (limit 500000)", per / (ns / 1e9));
         }
     }
+    if filter.is_empty() {
+        ingest_bench(sh)?;
+    }
+    Ok(())
+}
+
+/// The ingest benchmark: release builds of `tributary` and the load generator, which prints its figures.
+fn ingest_bench(sh: &Shell) -> anyhow::Result<()> {
+    let cargo = cargo();
+    cmd!(sh, "{cargo} build --release --package runner --bin tributary --package benches --bin ingest").run()?;
+    let release = target_dir().join("release");
+    let (ingest, tributary) = (release.join("ingest"), release.join("tributary"));
+    cmd!(sh, "{ingest} --tributary {tributary}").run()?;
     Ok(())
 }

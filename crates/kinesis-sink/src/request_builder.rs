@@ -25,7 +25,7 @@ pub struct RequestBuilder {
 impl RequestBuilder {
     /// The entry for one record, or the reason it can never be sent.
     pub fn encode(&self, record: &Record) -> Result<Entry, String> {
-        let partition_key = record.message().partition_key(self.use_message_id).into_owned();
+        let partition_key = record.partition_key(self.use_message_id).to_owned();
         let data = match self.data_encoding {
             // Cloning `Bytes` shares the record's buffer; nothing is copied.
             DataEncoding::Json => record.payload().clone(),

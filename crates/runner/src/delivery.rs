@@ -3,15 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use segment_model::Message;
-use sink::{Outcome, Record, Sink};
-use spool::{Entry, Spool, now_millis};
+use sink::{Outcome, Sink};
+use spool::{Entry, Retry, Settlement, Spool, now_millis};
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
+use crate::stored;
 
-/// How many spool entries one delivery takes at most.
-pub const BATCH: usize = 2_000;
+/// How many spool entries one delivery takes at most; an entry is one request's messages, up to 2,500.
+pub const BATCH: usize = 20;
 
 /// The wait before retry `attempt` (from 1): doubling from 1 s, capped at 5 minutes. Retries never stop: a
 /// message that was acknowledged stays in the spool until it is delivered or fails permanently.
@@ -76,55 +76,69 @@ impl Worker {
     }
 
     async fn deliver(&self, due: Vec<Entry>, label: &crate::metrics::Destination) -> Result<(), spool::SpoolError> {
-        let mut records = Vec::with_capacity(due.len());
-        let mut entries = Vec::with_capacity(due.len());
-        let mut unreadable = Vec::new();
-        for entry in due {
-            match Message::from_slice(&entry.message) {
-                Ok(message) => {
-                    records.push(Record::new(Arc::from(entry.source_id.as_str()), message));
-                    entries.push(entry);
+        let mut records = Vec::new();
+        let mut spans = Vec::with_capacity(due.len());
+        let mut settlements = Vec::new();
+        for entry in &due {
+            match stored::decode(&entry.source_id, &entry.items) {
+                Ok(decoded) => {
+                    spans.push((entry, records.len()..records.len() + decoded.len()));
+                    records.extend(decoded);
                 }
                 // Only a spool written by another version could hold this; keep it for an operator.
-                Err(e) => unreadable.push((entry.id, format!("the stored message is not valid: {e}"))),
+                Err(e) => settlements.push(Settlement {
+                    id: entry.id,
+                    retry: None,
+                    dead: vec![(entry.items.clone(), format!("the stored entry cannot be read: {e}"))],
+                }),
             }
         }
+        let payloads: Vec<(String, String, bytes::Bytes)> = records
+            .iter()
+            .map(|r| (r.message_id().to_owned(), r.partition_key(false).to_owned(), r.payload().clone()))
+            .collect();
         let outcomes = self.sink.deliver(records).await;
         let now = now_millis();
-        let (mut delivered, mut retries, mut failures) = (Vec::new(), Vec::new(), unreadable);
-        for (entry, outcome) in entries.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Delivered(_) => {
-                    delivered.push(entry.id);
-                    let seconds = (now - entry.enqueued_at).max(0) as f64 / 1000.0;
-                    self.metrics.delivery_latency.get_or_create(label).observe(seconds);
+        let (mut delivered, mut retried, mut failed) = (0u64, 0u64, 0u64);
+        for (entry, span) in spans {
+            let mut left = Vec::new();
+            let mut reason = None;
+            let mut dead = Vec::new();
+            for i in span {
+                match &outcomes[i] {
+                    Outcome::Delivered(_) => delivered += 1,
+                    Outcome::Retryable(why) => {
+                        left.push(i);
+                        reason.get_or_insert_with(|| why.clone());
+                    }
+                    Outcome::Failed(why) => {
+                        tracing::error!(destination = %self.name, message_id = %payloads[i].0, reason = %why, "delivery failed permanently; moved to the dead-letter table");
+                        dead.push((payloads[i].2.to_vec(), why.clone()));
+                    }
                 }
-                Outcome::Retryable(reason) => {
-                    let at = now + retry_delay(entry.attempts + 1).as_millis() as i64;
-                    retries.push((entry.id, at, reason));
-                }
-                Outcome::Failed(reason) => failures.push((entry.id, reason)),
             }
+            failed += dead.len() as u64;
+            retried += left.len() as u64;
+            let retry = reason.map(|reason| Retry {
+                items: stored::encode(left.iter().map(|&i| (payloads[i].0.as_str(), payloads[i].1.as_str(), payloads[i].2.as_ref()))),
+                count: left.len() as u32,
+                at: now + retry_delay(entry.attempts + 1).as_millis() as i64,
+                reason,
+            });
+            if let Some(retry) = &retry {
+                tracing::warn!(destination = %self.name, count = retry.count, reason = %retry.reason, "delivery failed; will retry");
+            }
+            let latency = (now - entry.enqueued_at).max(0) as f64 / 1000.0;
+            let histogram = self.metrics.delivery_latency.get_or_create(label);
+            for _ in 0..(entry.count as usize).saturating_sub(left.len() + dead.len()) {
+                histogram.observe(latency);
+            }
+            settlements.push(Settlement { id: entry.id, retry, dead });
         }
-        self.metrics.delivered.get_or_create(label).inc_by(delivered.len() as u64);
-        self.metrics.retried.get_or_create(label).inc_by(retries.len() as u64);
-        self.metrics.failed.get_or_create(label).inc_by(failures.len() as u64);
-        if let Some((_, _, reason)) = retries.first() {
-            tracing::warn!(destination = %self.name, count = retries.len(), %reason, "delivery failed; will retry");
-        }
-        for (id, reason) in &failures {
-            tracing::error!(destination = %self.name, spool_id = id, %reason, "delivery failed permanently; moved to the dead-letter table");
-        }
-        if !delivered.is_empty() {
-            self.spool.complete(delivered).await?;
-        }
-        if !retries.is_empty() {
-            self.spool.retry_at(retries).await?;
-        }
-        if !failures.is_empty() {
-            self.spool.dead_letter(failures).await?;
-        }
-        Ok(())
+        self.metrics.delivered.get_or_create(label).inc_by(delivered);
+        self.metrics.retried.get_or_create(label).inc_by(retried);
+        self.metrics.failed.get_or_create(label).inc_by(failed);
+        self.spool.settle(settlements).await
     }
 }
 

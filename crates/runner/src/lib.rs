@@ -8,3 +8,4 @@ pub mod delivery;
 pub mod ingest;
 pub mod metrics;
 pub mod route;
+pub mod stored;

@@ -74,8 +74,9 @@ pub struct BatchItemError {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    batch: Option<Value>,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    batch: Option<&'a RawValue>,
     context: Option<Value>,
     integrations: Option<Value>,
     #[serde(rename = "sentAt")]
@@ -84,19 +85,33 @@ struct Envelope {
     write_key: Option<Value>,
 }
 
+/// The first byte that is not JSON white space.
+fn first_token(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// Why `bytes` is not a JSON object: its own parse error, or the type it is.
+fn not_an_object(bytes: &[u8]) -> BatchError {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(other) => BatchError::Parse(ParseError::NotAnObject(json_type(&other))),
+        Err(e) => BatchError::Parse(ParseError::from_json(&e)),
+    }
+}
+
 impl Batch {
     /// Parses a batch body and checks the envelope and Segment's size and count limits.
+    ///
+    /// The `batch` array is borrowed from the body as raw JSON, so each item is parsed once, by
+    /// [`Batch::messages`].
     pub fn from_slice(bytes: &[u8]) -> Result<Batch, BatchError> {
         if bytes.len() > MAX_BATCH_BYTES {
             return Err(BatchError::TooLarge { size: bytes.len(), max: MAX_BATCH_BYTES });
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
-        if !value.is_object() {
-            return Err(BatchError::Parse(ParseError::NotAnObject(json_type(&value))));
+        if first_token(bytes) != Some(b'{') {
+            return Err(not_an_object(bytes));
         }
-        // Two passes keep the items as raw bytes for their size check while the envelope is typed.
-        let envelope: Envelope =
-            serde_json::from_value(value).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
+        let envelope: Envelope<'_> =
+            serde_json::from_slice(bytes).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
         let object = |field, value: Option<Value>| match value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(map)) => Ok(Some(map)),
@@ -111,28 +126,27 @@ impl Batch {
                 return Err(BatchError::Envelope { field: "writeKey", expected: "a string", found: json_type(&other) });
             }
         };
-        let items = match envelope.batch {
-            Some(Value::Array(items)) => items,
-            None | Some(Value::Null) => {
+        let raw = match envelope.batch {
+            Some(raw) if raw.get() != "null" => raw,
+            _ => {
                 return Err(BatchError::Parse(ParseError::Invalid(crate::ValidationError::new(
                     "batch",
                     crate::Problem::Missing,
                 ))));
             }
-            Some(other) => {
-                return Err(BatchError::Envelope { field: "batch", expected: "an array", found: json_type(&other) });
-            }
         };
+        if first_token(raw.get().as_bytes()) != Some(b'[') {
+            let found = serde_json::from_str::<Value>(raw.get()).map(|v| json_type(&v)).unwrap_or("invalid JSON");
+            return Err(BatchError::Envelope { field: "batch", expected: "an array", found });
+        }
+        let items: Vec<Box<RawValue>> =
+            serde_json::from_str(raw.get()).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
         if items.is_empty() {
             return Err(BatchError::Empty);
         }
         if items.len() > MAX_BATCH_MESSAGES {
             return Err(BatchError::TooManyMessages { count: items.len(), max: MAX_BATCH_MESSAGES });
         }
-        let items = items
-            .iter()
-            .map(|item| serde_json::value::to_raw_value(item).expect("a JSON value always serializes"))
-            .collect();
         Ok(Batch { items, context, integrations, sent_at: envelope.sent_at, write_key })
     }
 

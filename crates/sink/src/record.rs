@@ -5,14 +5,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use segment_model::Message;
 
-/// One message on its way to a destination.
+/// One message on its way to a destination: its JSON and the keys destinations partition by.
 ///
-/// The message is serialized once, when the record is made; sinks send [`Record::payload`] and read the message
-/// only for keys.
-#[derive(Debug, Clone)]
+/// The keys are worked out once, when the record is made from a [`Message`], so a record read back from a store
+/// is delivered without parsing its message again.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     source_id: Arc<str>,
-    message: Message,
+    message_id: String,
+    user_key: String,
     payload: Bytes,
 }
 
@@ -20,18 +21,30 @@ impl Record {
     /// A record of `message`, received from the source `source_id`.
     pub fn new(source_id: Arc<str>, message: Message) -> Record {
         let payload = Bytes::from(message.to_json_vec());
-        Record { source_id, message, payload }
+        Record::from_parts(source_id, &message, payload)
+    }
+
+    /// A record whose payload is already serialized: `payload` must be `message`'s JSON, as read back from a store
+    /// that kept it. Saves serializing the message again.
+    pub fn from_parts(source_id: Arc<str>, message: &Message, payload: Bytes) -> Record {
+        Record {
+            source_id,
+            message_id: message.message_id().unwrap_or_default().to_owned(),
+            user_key: message.partition_key(false).into_owned(),
+            payload,
+        }
+    }
+
+    /// A record from keys and payload kept by a store: `message_id` and `user_key` must be what
+    /// [`Record::message_id`] and `Record::partition_key(false)` gave for the same message.
+    pub fn from_stored(source_id: Arc<str>, message_id: String, user_key: String, payload: Bytes) -> Record {
+        Record { source_id, message_id, user_key, payload }
     }
 
     /// The ID of the source the message came from. A Kinesis destination without a Secret ID uses it as the
     /// External ID when it assumes its role.
     pub fn source_id(&self) -> &str {
         &self.source_id
-    }
-
-    /// The message.
-    pub fn message(&self) -> &Message {
-        &self.message
     }
 
     /// The message's compact JSON.
@@ -41,7 +54,13 @@ impl Record {
 
     /// The message's `messageId`, or `""` for a message that was never enriched.
     pub fn message_id(&self) -> &str {
-        self.message.message_id().unwrap_or_default()
+        &self.message_id
+    }
+
+    /// The partition key, as [`Message::partition_key`] defines it: `userId || anonymousId` (cut to 256
+    /// characters), or with `use_message_id` the `messageId` when there is one.
+    pub fn partition_key(&self, use_message_id: bool) -> &str {
+        if use_message_id && !self.message_id.is_empty() { &self.message_id } else { &self.user_key }
     }
 }
 

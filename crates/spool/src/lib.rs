@@ -5,7 +5,9 @@
 //! commit in one transaction: concurrent requests share one sync (group commit), and an append resolves only
 //! after its commit, which is when the server may acknowledge.
 //!
-//! The crate knows nothing of Segment, HTTP or AWS: it stores opaque message bytes with a destination name.
+//! An entry is one request's messages for one destination: an opaque blob and the number of messages in it, so a
+//! request of a hundred messages costs one row, not a hundred. Depth and limits count messages. The crate knows
+//! nothing of Segment, HTTP or AWS.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -56,32 +58,60 @@ pub enum SpoolError {
     Stopped,
 }
 
-/// A message to store for one destination.
+/// Messages to store for one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
     /// The destination's name.
     pub destination: String,
-    /// The source the message came from.
+    /// The source the messages came from.
     pub source_id: String,
-    /// The message, as the bytes to deliver.
-    pub message: Vec<u8>,
+    /// The messages, encoded by the caller.
+    pub items: Vec<u8>,
+    /// How many messages `items` holds.
+    pub count: u32,
 }
 
-/// A stored message.
+/// A stored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Its spool ID; increasing in order of arrival.
     pub id: i64,
     /// The destination's name.
     pub destination: String,
-    /// The source the message came from.
+    /// The source the messages came from.
     pub source_id: String,
-    /// The message bytes.
-    pub message: Vec<u8>,
+    /// The messages, as the caller encoded them.
+    pub items: Vec<u8>,
+    /// How many messages `items` holds.
+    pub count: u32,
     /// When it was stored, in Unix milliseconds.
     pub enqueued_at: i64,
     /// How many delivery attempts have failed so far.
     pub attempts: i64,
+}
+
+/// What became of an entry after a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The entry.
+    pub id: i64,
+    /// The messages still to deliver, if any, and when to try again.
+    pub retry: Option<Retry>,
+    /// Messages that failed permanently, each with its bytes and reason; they move to the dead-letter table.
+    pub dead: Vec<(Vec<u8>, String)>,
+}
+
+/// The rest of an entry, to try again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// The messages left, encoded by the caller.
+    pub items: Vec<u8>,
+    /// How many messages `items` holds.
+    pub count: u32,
+    /// When to try again, in Unix milliseconds.
+    pub at: i64,
+    /// Why the last attempt failed.
+    pub reason: String,
 }
 
 /// A message whose delivery failed permanently.
@@ -106,9 +136,7 @@ pub struct DeadLetter {
 /// Work for the writer thread.
 enum Op {
     Append(Vec<NewEntry>, i64),
-    Complete(Vec<i64>),
-    Retry(Vec<(i64, i64, String)>),
-    DeadLetter(Vec<(i64, String)>, i64),
+    Settle(Vec<Settlement>, i64),
     ForgetDeadLetters(Vec<i64>),
     UpdateDeadLetters(Vec<(i64, String)>, i64),
 }
@@ -122,7 +150,7 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     reader: Mutex<Connection>,
-    depth: AtomicI64,
+    depth: Arc<AtomicI64>,
     max_depth: u64,
 }
 
@@ -151,7 +179,8 @@ CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY,
     destination TEXT NOT NULL,
     source_id TEXT NOT NULL,
-    message BLOB NOT NULL,
+    items BLOB NOT NULL,
+    count INTEGER NOT NULL,
     enqueued_at INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
@@ -180,20 +209,22 @@ impl Spool {
         writer.execute_batch(SCHEMA).map_err(database)?;
         // A restart is usually an operator's fix: every waiting message becomes due at once.
         writer.execute("UPDATE spool SET next_attempt_at = 0 WHERE next_attempt_at > 0", []).map_err(database)?;
-        let depth: i64 = writer.query_row("SELECT COUNT(*) FROM spool", [], |row| row.get(0)).map_err(database)?;
+        let depth: i64 = writer.query_row("SELECT COALESCE(SUM(count), 0) FROM spool", [], |row| row.get(0)).map_err(database)?;
         let reader = open_connection(&path).map_err(database)?;
         let (sender, receiver) = mpsc::channel();
         let thread_path = path.clone();
+        let depth = Arc::new(AtomicI64::new(depth));
+        let thread_depth = depth.clone();
         std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || write_loop(writer, receiver, &thread_path))
+            .spawn(move || write_loop(writer, receiver, &thread_path, &thread_depth))
             .map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
         Ok(Spool {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(sender)),
                 reader: Mutex::new(reader),
-                depth: AtomicI64::new(depth),
+                depth,
                 max_depth,
             }),
         })
@@ -226,7 +257,7 @@ impl Spool {
         if entries.is_empty() {
             return Ok(());
         }
-        let count = entries.len() as i64;
+        let count: i64 = entries.iter().map(|e| i64::from(e.count)).sum();
         let before = self.inner.depth.fetch_add(count, Ordering::Relaxed);
         if (before + count) as u64 > self.inner.max_depth {
             self.inner.depth.fetch_sub(count, Ordering::Relaxed);
@@ -239,12 +270,12 @@ impl Spool {
         result
     }
 
-    /// Up to `limit` messages for `destination` that are due for an attempt, oldest first.
+    /// Up to `limit` entries for `destination` that are due for an attempt, oldest first.
     pub async fn due(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
         self.waiting(destination, limit, now_millis()).await
     }
 
-    /// Up to `limit` messages for `destination`, due or not, oldest first: a shutdown flushes these.
+    /// Up to `limit` entries for `destination`, due or not, oldest first: a shutdown flushes these.
     pub async fn all_waiting(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
         self.waiting(destination, limit, i64::MAX).await
     }
@@ -257,7 +288,7 @@ impl Spool {
             let database = |source| SpoolError::Database { path: inner.path.clone(), source };
             let mut statement = reader
                 .prepare_cached(
-                    "SELECT id, source_id, message, enqueued_at, attempts FROM spool
+                    "SELECT id, source_id, items, count, enqueued_at, attempts FROM spool
                      WHERE destination = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3",
                 )
                 .map_err(database)?;
@@ -267,9 +298,10 @@ impl Spool {
                         id: row.get(0)?,
                         destination: destination.clone(),
                         source_id: row.get(1)?,
-                        message: row.get(2)?,
-                        enqueued_at: row.get(3)?,
-                        attempts: row.get(4)?,
+                        items: row.get(2)?,
+                        count: row.get(3)?,
+                        enqueued_at: row.get(4)?,
+                        attempts: row.get(5)?,
                     })
                 })
                 .map_err(database)?;
@@ -299,25 +331,11 @@ impl Spool {
         .map_err(|_| SpoolError::Stopped)?
     }
 
-    /// Removes delivered messages.
-    pub async fn complete(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
-        let count = ids.len() as i64;
-        self.submit(Op::Complete(ids)).await?;
-        self.inner.depth.fetch_sub(count, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Schedules messages for another attempt at `at` (Unix milliseconds), recording why the last one failed.
-    pub async fn retry_at(&self, retries: Vec<(i64, i64, String)>) -> Result<(), SpoolError> {
-        self.submit(Op::Retry(retries)).await
-    }
-
-    /// Moves messages that failed permanently to the dead-letter table, with their reasons.
-    pub async fn dead_letter(&self, failures: Vec<(i64, String)>) -> Result<(), SpoolError> {
-        let count = failures.len() as i64;
-        self.submit(Op::DeadLetter(failures, now_millis())).await?;
-        self.inner.depth.fetch_sub(count, Ordering::Relaxed);
-        Ok(())
+    /// Records the outcome of delivery attempts: delivered messages leave, the rest wait for their retry, and
+    /// permanent failures move to the dead-letter table, all in one commit.
+    pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SpoolError> {
+        // The writer lowers the depth by what each entry held less what it still holds, after the commit.
+        self.submit(Op::Settle(settlements, now_millis())).await
     }
 
     /// Every dead letter, or those of one destination, oldest first.
@@ -369,7 +387,7 @@ impl Spool {
 }
 
 /// The writer thread: takes every job that has queued up, applies them in one transaction, commits, answers.
-fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path) {
+fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path, depth: &AtomicI64) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -378,48 +396,62 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
                 Err(_) => break,
             }
         }
-        let result = apply(&mut connection, &batch).map_err(|e| format!("{}: {e}", path.display()));
+        let result = match apply(&mut connection, &batch) {
+            Ok(gone) => {
+                depth.fetch_sub(gone, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        };
         for job in batch {
             let _ = job.done.send(result.clone());
         }
     }
 }
 
-fn apply(connection: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Error> {
+/// Applies a batch of jobs in one transaction; returns how many messages left the spool.
+fn apply(connection: &mut Connection, batch: &[Job]) -> Result<i64, rusqlite::Error> {
     let transaction = connection.transaction()?;
+    let mut gone = 0i64;
     for job in batch {
         match &job.op {
             Op::Append(entries, at) => {
                 let mut insert = transaction.prepare_cached(
-                    "INSERT INTO spool (destination, source_id, message, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO spool (destination, source_id, items, count, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for entry in entries {
-                    insert.execute(params![entry.destination, entry.source_id, entry.message, at])?;
+                    insert.execute(params![entry.destination, entry.source_id, entry.items, entry.count, at])?;
                 }
             }
-            Op::Complete(ids) => {
-                let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
-                for id in ids {
-                    delete.execute(params![id])?;
-                }
-            }
-            Op::Retry(retries) => {
-                let mut update = transaction.prepare_cached(
-                    "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-                )?;
-                for (id, at, reason) in retries {
-                    update.execute(params![id, at, reason])?;
-                }
-            }
-            Op::DeadLetter(failures, at) => {
-                let mut copy = transaction.prepare_cached(
+            Op::Settle(settlements, at) => {
+                let mut bury = transaction.prepare_cached(
                     "INSERT INTO dead_letters (destination, source_id, message, enqueued_at, failed_at, reason)
-                     SELECT destination, source_id, message, enqueued_at, ?2, ?3 FROM spool WHERE id = ?1",
+                     SELECT destination, source_id, ?2, enqueued_at, ?3, ?4 FROM spool WHERE id = ?1",
                 )?;
                 let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
-                for (id, reason) in failures {
-                    copy.execute(params![id, at, reason])?;
-                    delete.execute(params![id])?;
+                let mut held = transaction.prepare_cached("SELECT count FROM spool WHERE id = ?1")?;
+                let mut reschedule = transaction.prepare_cached(
+                    "UPDATE spool SET items = ?2, count = ?3, attempts = attempts + 1, next_attempt_at = ?4,
+                     last_error = ?5 WHERE id = ?1",
+                )?;
+                for settlement in settlements {
+                    let Some(count) = held.query_row(params![settlement.id], |row| row.get::<_, i64>(0)).optional()? else {
+                        continue;
+                    };
+                    gone += count - settlement.retry.as_ref().map_or(0, |r| i64::from(r.count));
+                    for (message, reason) in &settlement.dead {
+                        bury.execute(params![settlement.id, message, at, reason])?;
+                    }
+                    match &settlement.retry {
+                        None => drop(delete.execute(params![settlement.id])?),
+                        Some(retry) => drop(reschedule.execute(params![
+                            settlement.id,
+                            retry.items,
+                            retry.count,
+                            retry.at,
+                            retry.reason
+                        ])?),
+                    }
                 }
             }
             Op::ForgetDeadLetters(ids) => {
@@ -437,5 +469,6 @@ fn apply(connection: &mut Connection, batch: &[Job]) -> Result<(), rusqlite::Err
             }
         }
     }
-    transaction.commit()
+    transaction.commit()?;
+    Ok(gone)
 }

@@ -128,18 +128,35 @@ impl Ingest {
         Ok(())
     }
 
-    /// Enriches `messages`, stores one entry per message and destination, and returns once they are committed.
+    /// Enriches `messages`, stores one spool entry per destination they go to, and returns once it is committed.
     async fn store(&self, source: &str, messages: Vec<Message>) -> Result<u64, ApiError> {
         let received_at = time::OffsetDateTime::now_utc();
         let count = messages.len() as u64;
-        let mut entries = Vec::with_capacity(messages.len());
-        for mut message in messages {
+        let mut encoded = Vec::with_capacity(messages.len());
+        let mut targets: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (index, mut message) in messages.into_iter().enumerate() {
             message.enrich(received_at);
-            let bytes = message.to_json_vec();
             for destination in self.routes.destinations_for(source, &message) {
-                entries.push(NewEntry { destination: destination.name.clone(), source_id: source.to_owned(), message: bytes.clone() });
+                match targets.iter_mut().find(|(name, _)| *name == destination.name) {
+                    Some((_, indices)) => indices.push(index),
+                    None => targets.push((&destination.name, vec![index])),
+                }
             }
+            let id = message.message_id().unwrap_or_default().to_owned();
+            let key = message.partition_key(false).into_owned();
+            encoded.push((id, key, message.to_json_vec()));
         }
+        let entries = targets
+            .into_iter()
+            .map(|(destination, indices)| NewEntry {
+                destination: destination.to_owned(),
+                source_id: source.to_owned(),
+                count: indices.len() as u32,
+                items: crate::stored::encode(
+                    indices.iter().map(|&i| (encoded[i].0.as_str(), encoded[i].1.as_str(), encoded[i].2.as_slice())),
+                ),
+            })
+            .collect();
         match self.spool.append(entries).await {
             Ok(()) => {
                 self.stored.notify_waiters();

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use spool::{NewEntry, Spool, SpoolError};
+use spool::{NewEntry, Retry, Settlement, Spool, SpoolError};
 
 fn dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tributary-spool-{name}-{}", std::process::id()));
@@ -11,11 +11,19 @@ fn dir(name: &str) -> PathBuf {
 }
 
 fn entry(destination: &str, n: usize) -> NewEntry {
-    NewEntry { destination: destination.into(), source_id: "src".into(), message: format!("m{n}").into_bytes() }
+    NewEntry { destination: destination.into(), source_id: "src".into(), items: format!("m{n}").into_bytes(), count: 1 }
 }
 
 fn messages(entries: &[spool::Entry]) -> Vec<String> {
-    entries.iter().map(|e| String::from_utf8(e.message.clone()).unwrap()).collect()
+    entries.iter().map(|e| String::from_utf8(e.items.clone()).unwrap()).collect()
+}
+
+fn delivered(id: i64) -> Settlement {
+    Settlement { id, retry: None, dead: Vec::new() }
+}
+
+fn retry(id: i64, at: i64, reason: &str) -> Settlement {
+    Settlement { id, retry: Some(Retry { items: b"left".to_vec(), count: 1, at, reason: reason.into() }), dead: Vec::new() }
 }
 
 #[tokio::test]
@@ -37,9 +45,10 @@ async fn complete_retry_and_dead_letter() {
     let spool = Spool::open(&dir("lifecycle"), 100).unwrap();
     spool.append((0..4).map(|n| entry("a", n)).collect()).await.unwrap();
     let due = spool.due("a", 10).await.unwrap();
-    spool.complete(vec![due[0].id]).await.unwrap();
-    spool.retry_at(vec![(due[1].id, spool::now_millis() + 60_000, "throttled".into())]).await.unwrap();
-    spool.dead_letter(vec![(due[2].id, "access denied".into())]).await.unwrap();
+    spool.settle(vec![delivered(due[0].id)]).await.unwrap();
+    spool.settle(vec![retry(due[1].id, spool::now_millis() + 60_000, "throttled")]).await.unwrap();
+    let buried = Settlement { id: due[2].id, retry: None, dead: vec![(b"m2".to_vec(), "access denied".into())] };
+    spool.settle(vec![buried]).await.unwrap();
     assert_eq!(spool.depth(), 2);
     // The retried one is not due for a minute; only the untouched one is.
     assert_eq!(messages(&spool.due("a", 10).await.unwrap()), ["m3"]);
@@ -49,7 +58,7 @@ async fn complete_retry_and_dead_letter() {
     assert_eq!(dead[0].reason, "access denied");
     assert_eq!(dead[0].message, b"m2");
     assert!(spool.dead_letters(Some("other")).await.unwrap().is_empty());
-    assert_eq!(messages(&spool.all_waiting("a", 10).await.unwrap()), ["m1", "m3"]);
+    assert_eq!(messages(&spool.all_waiting("a", 10).await.unwrap()), ["left", "m3"]);
     spool.update_dead_letters(vec![(dead[0].id, "still denied".into())]).await.unwrap();
     assert_eq!(spool.dead_letters(Some("a")).await.unwrap()[0].reason, "still denied");
     spool.forget_dead_letters(vec![dead[0].id]).await.unwrap();
@@ -62,14 +71,35 @@ async fn reopening_makes_waiting_retries_due() {
     let spool = Spool::open(&dir, 100).unwrap();
     spool.append(vec![entry("a", 1)]).await.unwrap();
     let id = spool.due("a", 10).await.unwrap()[0].id;
-    spool.retry_at(vec![(id, spool::now_millis() + 3_600_000, "down".into())]).await.unwrap();
+    spool.settle(vec![retry(id, spool::now_millis() + 3_600_000, "down")]).await.unwrap();
     assert!(spool.due("a", 10).await.unwrap().is_empty());
     spool.close();
     drop(spool);
     let spool = Spool::open(&dir, 100).unwrap();
     let due = spool.due("a", 10).await.unwrap();
-    assert_eq!(messages(&due), ["m1"]);
+    assert_eq!(messages(&due), ["left"]);
     assert_eq!(due[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn depth_counts_messages_not_entries() {
+    let spool = Spool::open(&dir("counts"), 1_000).unwrap();
+    let many = NewEntry { destination: "a".into(), source_id: "src".into(), items: b"[...]".to_vec(), count: 100 };
+    spool.append(vec![many.clone(), many]).await.unwrap();
+    assert_eq!(spool.depth(), 200);
+    let due = spool.due("a", 10).await.unwrap();
+    // 60 delivered, 30 left for later, 10 dead: the entry holds 30 now.
+    let partial = Settlement {
+        id: due[0].id,
+        retry: Some(Retry { items: b"[30 left]".to_vec(), count: 30, at: 0, reason: "throttled".into() }),
+        dead: (0..10).map(|i| (format!("dead {i}").into_bytes(), "too large".to_owned())).collect(),
+    };
+    spool.settle(vec![partial, delivered(due[1].id)]).await.unwrap();
+    // The second entry is settled as all delivered: its 100 leave whatever the caller thinks it held.
+    assert_eq!(spool.depth(), 30);
+    assert_eq!(spool.dead_letters(Some("a")).await.unwrap().len(), 10);
+    let left = spool.due("a", 10).await.unwrap();
+    assert_eq!((left.len(), left[0].count, left[0].items.as_slice()), (1, 30, &b"[30 left]"[..]));
 }
 
 #[tokio::test]

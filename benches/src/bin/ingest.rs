@@ -1,0 +1,206 @@
+//! The ingest benchmark: `/v1/batch` requests of 100 messages of about 600 bytes, over keep-alive connections,
+//! against `tributary serve` (durable spool, delivering to the file sink), and against a bare axum handler that
+//! only parses the body and answers 200. Prints throughput and acknowledgement latency for both, and the ratio.
+//!
+//! `cargo xtask bench` runs it as `ingest --tributary PATH`; `ingest --bare-server PORT` is the baseline server.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+const WRITE_KEY: &str = "bench-write-key";
+
+/// One request body: 100 track calls of about 600 bytes each.
+fn body() -> Vec<u8> {
+    let items: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            serde_json::json!({
+                "type": "track",
+                "userId": format!("user_{i:06}"),
+                "event": "Product Viewed",
+                "messageId": format!("bench-{i:04}-0a1b2c3d-4e5f-6789-abcd-ef0123456789"),
+                "timestamp": "2026-11-25T23:54:55.123Z",
+                "properties": {"product_id": "507f1f77bcf86cd799439011", "sku": "G-32", "name": "Monopoly: 3rd Edition", "price": 18.99, "category": "Games", "url": "https://www.example.com/product/path", "image_url": "https://www.example.com/product/path.jpg", "position": i},
+                "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7", "locale": "en-US", "userAgent": "Mozilla/5.0 (X11; Linux x86_64)"}
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({"batch": items, "sentAt": "2026-11-25T23:54:55.500Z"})).unwrap();
+    let per = body.len() / 100;
+    assert!((550..=700).contains(&per), "messages are {per} bytes each");
+    body
+}
+
+/// Throughput and latency of one run.
+struct Figures {
+    messages_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn load(url: &str, connections: usize, warmup: Duration, measure: Duration) -> anyhow::Result<Figures> {
+    let body = bytes::Bytes::from(body());
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let until = measure_from + measure;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (url, body) = (format!("{url}/v1/batch"), body.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                let mut latencies = Vec::new();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= until {
+                        break;
+                    }
+                    let response = client
+                        .post(&url)
+                        .basic_auth(WRITE_KEY, Some(""))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    response.bytes().await?;
+                    if status != 200 {
+                        bail!("the server answered {status}");
+                    }
+                    let done = Instant::now();
+                    if sent >= measure_from && done <= until {
+                        latencies.push(done - sent);
+                    }
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Figures { messages_per_second: latencies.len() as f64 * 100.0 / measure.as_secs_f64(), p50: at(0.50), p99: at(0.99) })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not become ready")
+}
+
+/// Kills a child on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn bare_server(port: u16) -> anyhow::Result<()> {
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route(
+            "/v1/batch",
+            post(|body: axum::body::Bytes| async move {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(_) => (axum::http::StatusCode::OK, "{\"success\":true}"),
+                    Err(_) => (axum::http::StatusCode::BAD_REQUEST, "{\"code\":\"invalid_json\"}"),
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    if let Some(port) = args.iter().position(|a| a == "--bare-server").and_then(|i| args.get(i + 1)) {
+        return runtime.block_on(bare_server(port.parse()?));
+    }
+    if let Some(url) = args.iter().position(|a| a == "--load").and_then(|i| args.get(i + 1)) {
+        // Load alone, against a server started by hand (for profiling).
+        let figures = runtime.block_on(load(url, 8, Duration::from_secs(2), Duration::from_secs(10)))?;
+        println!("{:.0} messages/s, p99 {:.1} ms", figures.messages_per_second, figures.p99.as_secs_f64() * 1e3);
+        return Ok(());
+    }
+    let tributary = args
+        .iter()
+        .position(|a| a == "--tributary")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .context("usage: ingest --tributary PATH_TO_RELEASE_BINARY")?;
+    let connections = 8;
+    let (warmup, measure) = (Duration::from_secs(2), Duration::from_secs(10));
+
+    let dir = std::env::temp_dir().join(format!("tributary-ingest-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("configs/sources"))?;
+    std::fs::create_dir_all(dir.join("configs/destinations"))?;
+    let out = dir.join("out.ndjson");
+    std::fs::write(dir.join("configs/sources/bench.toml"), "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = { env = \"BENCH_WRITE_KEY\" }\ndestinations = [\"archive\"]\n")?;
+    std::fs::write(dir.join("configs/destinations/archive.toml"), format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()))?;
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = Guard(
+        Command::new(&tributary)
+            .arg("--config")
+            .arg(dir.join("configs"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--spool-dir"])
+            .arg(dir.join("spool"))
+            .env("BENCH_WRITE_KEY", WRITE_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting tributary serve")?,
+    );
+    runtime.block_on(wait_ready(&url))?;
+    let ours = runtime.block_on(load(&url, connections, warmup, measure))?;
+    // Let delivery catch up, to report that the file sink kept pace.
+    std::thread::sleep(Duration::from_secs(2));
+    let delivered = std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
+    drop(server);
+
+    let port = free_port();
+    let bare_url = format!("http://127.0.0.1:{port}");
+    let bare = Guard(Command::new(std::env::current_exe()?).args(["--bare-server", &port.to_string()]).spawn()?);
+    runtime.block_on(wait_ready(&bare_url))?;
+    let baseline = runtime.block_on(load(&bare_url, connections, warmup, measure))?;
+    drop(bare);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("ingest ({cores} cores, {connections} keep-alive connections, /v1/batch of 100 messages of ~600 bytes, {}s):", measure.as_secs());
+    println!(
+        "  tributary serve (durable spool, file sink): {:.0} messages/s, ack latency p50 {:.1} ms, p99 {:.1} ms; {delivered} delivered to the file (limit: at least 50000/s)",
+        ours.messages_per_second,
+        ours.p50.as_secs_f64() * 1e3,
+        ours.p99.as_secs_f64() * 1e3
+    );
+    println!(
+        "  bare axum handler (parse and 200):           {:.0} messages/s, latency p50 {:.1} ms, p99 {:.1} ms",
+        baseline.messages_per_second,
+        baseline.p50.as_secs_f64() * 1e3,
+        baseline.p99.as_secs_f64() * 1e3
+    );
+    println!("  ratio: {:.2} (limit: at least 0.50)", ours.messages_per_second / baseline.messages_per_second);
+    Ok(())
+}
