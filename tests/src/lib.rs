@@ -3,5 +3,6 @@
 
 pub mod emulator;
 pub mod env;
+pub mod iam;
 pub mod proxy;
 pub mod stream;

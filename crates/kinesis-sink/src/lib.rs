@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod config;
 pub mod credentials;
+pub mod iam;
 pub mod record;
 pub mod request_builder;
 pub mod sdk;

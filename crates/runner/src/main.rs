@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, send, serve, streams, tail};
+use runner::commands::{dlq, send, serve, setup, streams, tail};
 use runner::config::Config;
 use runner::route::Router;
 
@@ -60,6 +60,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         flush_timeout: u64,
     },
+    /// Print the IAM documents a Kinesis destination's role needs.
+    Iam {
+        #[command(subcommand)]
+        action: IamAction,
+    },
+    /// Test every enabled Kinesis destination (or one) without sending an event: assume the role with each
+    /// External ID it will use, and describe the stream.
+    Check {
+        /// Only this destination.
+        #[arg(long)]
+        destination: Option<String>,
+    },
     /// Inspect and resend messages that failed permanently.
     Dlq {
         /// The spool folder.
@@ -72,6 +84,28 @@ enum Command {
     Streams {
         #[command(subcommand)]
         action: StreamsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum IamAction {
+    /// The permission policy: kinesis:PutRecord, PutRecords and DescribeStreamSummary on the stream.
+    Policy {
+        /// The destination's name.
+        #[arg(long)]
+        destination: String,
+        /// The account that owns the stream, when the role_address does not say.
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// The trust policy: sts:AssumeRole for the principal, with each External ID the destination presents.
+    Trust {
+        /// The destination's name.
+        #[arg(long)]
+        destination: String,
+        /// The principal to trust; by default the identity of this process's AWS credentials.
+        #[arg(long)]
+        principal: Option<String>,
     },
 }
 
@@ -164,6 +198,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = serve::ServeOptions { listen, spool_dir, spool_max, flush_timeout: std::time::Duration::from_secs(flush_timeout) };
             serve::serve(&config, routes, options).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Iam { action: IamAction::Policy { destination, account_id } } => {
+            let config = load(&cli.config)?;
+            let policy = setup::policy(&config, &destination, account_id.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Iam { action: IamAction::Trust { destination, principal } } => {
+            let config = load(&cli.config)?;
+            let policy = setup::trust(&config, &destination, principal).await?;
+            println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { destination } => {
+            let config = load(&cli.config)?;
+            let results = setup::check(&config, destination.as_deref()).await?;
+            let mut failed = 0;
+            for (name, result) in &results {
+                match &result.outcome {
+                    Ok(summary) => println!("ok    {name} ({}): {summary}", result.shown),
+                    Err(problem) => {
+                        failed += 1;
+                        println!("FAIL  {name} ({}): {problem}", result.shown);
+                    }
+                }
+            }
+            eprintln!("{} checked, {failed} failed", results.len());
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Dlq { spool_dir, action } => {
             let spool = spool::Spool::open(&spool_dir, u64::MAX).with_context(|| format!("opening the spool in {}", spool_dir.display()))?;

@@ -3,6 +3,7 @@
 pub mod dlq;
 pub mod send;
 pub mod serve;
+pub mod setup;
 pub mod streams;
 pub mod tail;
 

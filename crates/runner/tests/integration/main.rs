@@ -6,6 +6,7 @@ mod durability;
 mod examples;
 mod serve;
 mod server;
+mod setup;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,310 @@
+//! Setup as code: the IAM documents a Kinesis destination needs, derived from its config, and a check that
+//! tries every identity the destination will use without sending an event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::{KinesisConfig, role_account_id};
+use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
+use crate::record::{ApiError, ErrorKind, ExternalId};
+use crate::sdk::{BaseCredentials, StsAssumer, api_error, sdk_config};
+
+/// The Kinesis actions the permission policy grants: the two that deliver, and the one `check` uses.
+pub const ACTIONS: [&str; 3] = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"];
+
+/// The stream's ARN: the configured one, or built from the region, the account and the name.
+pub fn stream_arn(config: &KinesisConfig, account_id: &str) -> String {
+    if config.stream.starts_with("arn:") {
+        return config.stream.clone();
+    }
+    let partition = config.role_address.as_deref().and_then(|r| r.split(':').nth(1)).unwrap_or("aws");
+    format!("arn:{partition}:kinesis:{}:{account_id}:stream/{}", config.region, config.stream)
+}
+
+/// The account a policy is for: `explicit` if given, else the role's.
+pub fn account_id<'a>(config: &'a KinesisConfig, explicit: Option<&'a str>) -> Option<&'a str> {
+    explicit.or_else(|| config.role_address.as_deref().and_then(role_account_id))
+}
+
+/// The permission policy for the role: [`ACTIONS`] on the destination's stream.
+pub fn permission_policy(config: &KinesisConfig, account_id: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TributaryKinesisDelivery",
+            "Effect": "Allow",
+            "Action": ACTIONS,
+            "Resource": stream_arn(config, account_id),
+        }]
+    })
+}
+
+/// The role's trust policy: `sts:AssumeRole` for `principal`, on condition that the External ID is one of
+/// `external_ids`, as Segment's "Multiple Sources" section describes.
+pub fn trust_policy(principal: &str, external_ids: &[String]) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": principal},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": external_ids}}
+        }]
+    })
+}
+
+/// The principal to trust for the caller ARN STS reports: an assumed-role session is trusted through its role.
+pub fn principal_of(caller_arn: &str) -> String {
+    // arn:aws:sts::123456789012:assumed-role/ROLE/SESSION -> arn:aws:iam::123456789012:role/ROLE
+    let parts: Vec<&str> = caller_arn.splitn(6, ':').collect();
+    if parts.len() == 6 && parts[2] == "sts" {
+        if let Some(rest) = parts[5].strip_prefix("assumed-role/") {
+            let role = rest.split('/').next().unwrap_or(rest);
+            return format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4]);
+        }
+    }
+    caller_arn.to_owned()
+}
+
+/// The ARN of the identity the process's own credentials belong to, from STS `GetCallerIdentity`.
+pub async fn caller_arn(config: &KinesisConfig, base: &BaseCredentials) -> Result<String, ApiError> {
+    let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, Duration::from_secs(30)).await;
+    let output = aws_sdk_sts::Client::new(&shared)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| api_error(&e, "sts:GetCallerIdentity"))?;
+    output.arn().map(str::to_owned).ok_or_else(|| ApiError::classify(None, None, "sts:GetCallerIdentity returned no ARN".into()))
+}
+
+/// The result of checking one identity of a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The External ID, or `None` without a role. A Secret ID is never shown: see `shown`.
+    pub external_id: ExternalId,
+    /// How the identity is printed: the source ID, "secret_id", or "own credentials".
+    pub shown: String,
+    /// `Ok` with a summary, or `Err` with an explanation an operator can act on.
+    pub outcome: Result<String, String>,
+}
+
+/// Tries each identity: assumes the role with its External ID (when there is a role), then describes the stream.
+/// Nothing is written to the stream.
+pub async fn check(
+    destination: &str,
+    config: &KinesisConfig,
+    identities: &[(ExternalId, String)],
+    secret: bool,
+    base: &BaseCredentials,
+) -> Vec<CheckResult> {
+    let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, Duration::from_secs(30)).await;
+    let mut results = Vec::new();
+    for (identity, shown) in identities {
+        let outcome = check_one(destination, config, identity, secret, &shared).await;
+        results.push(CheckResult { external_id: identity.clone(), shown: shown.clone(), outcome });
+    }
+    results
+}
+
+async fn check_one(
+    destination: &str,
+    config: &KinesisConfig,
+    identity: &ExternalId,
+    secret: bool,
+    shared: &aws_config::SdkConfig,
+) -> Result<String, String> {
+    let mut builder = aws_sdk_kinesis::config::Builder::from(shared);
+    let mut assumed = String::new();
+    if let Some(role) = &config.role_address {
+        // Looking the role up first, where these credentials may, tells a missing role from a refusal.
+        let name = role.rsplit('/').next().unwrap_or(role);
+        if let Err(e) = aws_sdk_iam::Client::new(shared).get_role().role_name(name).send().await
+            && e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception())
+        {
+            return Err(format!("role {role} does not exist: create it, or fix kinesis.role_address"));
+        }
+        let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(shared));
+        let cache = Arc::new(CredentialCache::new(assumer, role.clone(), secret));
+        if let Err(error) = cache.get(identity).await {
+            return Err(explain_refusal(destination, role, identity, secret, shared, error).await);
+        }
+        assumed = format!("assumed {role}; ");
+        builder = builder
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(CachedRoleProvider {
+                cache,
+                identity: identity.clone(),
+            }))
+            .identity_cache(aws_sdk_kinesis::config::IdentityCache::no_cache());
+    }
+    let client = aws_sdk_kinesis::Client::from_conf(builder.build());
+    match crate::admin::describe(&client, &config.stream).await {
+        Ok(summary) => Ok(format!(
+            "{assumed}stream {} is {} with {} open shards",
+            summary.name, summary.status, summary.open_shards
+        )),
+        Err(e) if e.kind == ErrorKind::AccessDenied => Err(format!(
+            "the policy of {} lacks kinesis:DescribeStreamSummary on stream {}: attach the policy that \
+             `tributary iam policy --destination {destination}` prints ({})",
+            config.role_address.as_deref().unwrap_or("these credentials"),
+            config.stream,
+            e.message
+        )),
+        Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => Err(format!(
+            "stream {} does not exist in region {}: create it with `tributary streams create --destination {destination}`, \
+             or fix kinesis.stream or kinesis.region",
+            config.stream, config.region
+        )),
+        Err(e) => Err(e.message),
+    }
+}
+
+/// Works out why AssumeRole was refused, reading the role's trust policy when these credentials may.
+async fn explain_refusal(
+    destination: &str,
+    role: &str,
+    identity: &ExternalId,
+    secret: bool,
+    shared: &aws_config::SdkConfig,
+    error: ApiError,
+) -> String {
+    if error.kind != ErrorKind::AssumeRoleRefused {
+        return error.message;
+    }
+    let external = match (identity, secret) {
+        (None, _) => "no External ID".to_owned(),
+        (Some(_), true) => "the secret_id as External ID".to_owned(),
+        (Some(id), false) => format!("External ID {id:?}"),
+    };
+    let regenerate = format!("`tributary iam trust --destination {destination}` prints the trust policy it needs");
+    let caller = aws_sdk_sts::Client::new(shared).get_caller_identity().send().await.ok().and_then(|o| o.arn().map(principal_of));
+    let name = role.rsplit('/').next().unwrap_or(role);
+    let document = match aws_sdk_iam::Client::new(shared).get_role().role_name(name).send().await {
+        Ok(output) => output.role().map(|r| r.assume_role_policy_document().unwrap_or_default().to_owned()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
+            return format!("role {role} does not exist: create it, or fix kinesis.role_address");
+        }
+        Err(_) => None,
+    };
+    let (Some(caller), Some(document)) = (caller, document.and_then(|d| parse_document(&d))) else {
+        return format!(
+            "assuming role {role} with {external} was refused: either the role does not trust this principal or the \
+             External ID does not match its trust policy (these credentials may not read the role to tell which); {regenerate}"
+        );
+    };
+    let statements = trusting(&document, &caller);
+    if statements.is_empty() {
+        return format!("role {role} does not trust {caller}: add it as a principal of the role's trust policy; {regenerate}");
+    }
+    let allowed: Vec<String> = statements.iter().flat_map(|s| external_ids(s)).collect();
+    match identity {
+        Some(id) if !allowed.is_empty() && !allowed.contains(id) => {
+            let listed = if secret { "the secret_id".to_owned() } else { format!("{id:?}") };
+            format!(
+                "the External ID does not match: role {role} trusts {caller} only with External IDs {}, not {listed}; {regenerate}",
+                allowed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+            )
+        }
+        _ => format!("assuming role {role} with {external} was refused although its trust policy allows it: {}", error.message),
+    }
+}
+
+/// A trust policy from GetRole, which AWS returns URL-encoded.
+fn parse_document(text: &str) -> Option<Value> {
+    serde_json::from_str(text)
+        .ok()
+        .or_else(|| serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy()).ok())
+}
+
+/// One string or a list of strings.
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The Allow statements for `sts:AssumeRole` whose principal covers `caller`.
+fn trusting<'a>(document: &'a Value, caller: &str) -> Vec<&'a Value> {
+    let account = caller.split(':').nth(4).unwrap_or_default();
+    let statements: Vec<&Value> = match &document["Statement"] {
+        Value::Array(items) => items.iter().collect(),
+        single @ Value::Object(_) => vec![single],
+        _ => Vec::new(),
+    };
+    statements
+        .into_iter()
+        .filter(|s| s["Effect"] == "Allow")
+        .filter(|s| strings(&s["Action"]).iter().any(|a| a == "sts:AssumeRole" || a == "sts:*" || a == "*"))
+        .filter(|s| {
+            let principals = match &s["Principal"] {
+                Value::String(p) => vec![p.clone()],
+                other => strings(&other["AWS"]),
+            };
+            principals.iter().any(|p| {
+                p == "*" || p == caller || p == account || *p == format!("arn:aws:iam::{account}:root")
+            })
+        })
+        .collect()
+}
+
+/// The External IDs a statement's condition allows; empty when it sets none (any External ID is accepted).
+fn external_ids(statement: &Value) -> Vec<String> {
+    strings(&statement["Condition"]["StringEquals"]["sts:ExternalId"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(stream: &str, role: Option<&str>) -> KinesisConfig {
+        serde_json::from_value(json!({"region": "us-west-2", "stream": stream, "role_address": role})).unwrap()
+    }
+
+    #[test]
+    fn the_permission_policy_names_the_stream() {
+        let config = config("events", Some("arn:aws:iam::123456789012:role/tributary"));
+        let account = account_id(&config, None).unwrap();
+        assert_eq!(
+            permission_policy(&config, account),
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Sid": "TributaryKinesisDelivery",
+                "Effect": "Allow",
+                "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
+                "Resource": "arn:aws:kinesis:us-west-2:123456789012:stream/events"
+            }]})
+        );
+        assert_eq!(account_id(&config, Some("999999999999")), Some("999999999999"));
+        let china = config_with_partition();
+        assert_eq!(stream_arn(&china, "123456789012"), "arn:aws-cn:kinesis:us-west-2:123456789012:stream/events");
+        let by_arn = self::config("arn:aws:kinesis:eu-west-1:111111111111:stream/x", None);
+        assert_eq!(stream_arn(&by_arn, "ignored"), "arn:aws:kinesis:eu-west-1:111111111111:stream/x");
+        assert_eq!(account_id(&by_arn, None), None);
+    }
+
+    fn config_with_partition() -> KinesisConfig {
+        config("events", Some("arn:aws-cn:iam::123456789012:role/tributary"))
+    }
+
+    #[test]
+    fn assumed_role_sessions_are_trusted_through_their_role() {
+        assert_eq!(principal_of("arn:aws:sts::123456789012:assumed-role/deployer/i-0abc"), "arn:aws:iam::123456789012:role/deployer");
+        assert_eq!(principal_of("arn:aws:iam::123456789012:user/ci"), "arn:aws:iam::123456789012:user/ci");
+    }
+
+    #[test]
+    fn reading_trust_policies() {
+        let caller = "arn:aws:iam::123456789012:user/ci";
+        let document = trust_policy(caller, &["src_a".into(), "src_b".into()]);
+        let found = trusting(&document, caller);
+        assert_eq!(found.len(), 1);
+        assert_eq!(external_ids(found[0]), ["src_a", "src_b"]);
+        assert!(trusting(&document, "arn:aws:iam::123456789012:user/other").is_empty());
+        let account_wide = json!({"Statement": {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}});
+        assert_eq!(trusting(&account_wide, caller).len(), 1);
+        let encoded = "%7B%22Statement%22%3A%5B%5D%7D";
+        assert_eq!(parse_document(encoded), Some(json!({"Statement": []})));
+    }
+}
