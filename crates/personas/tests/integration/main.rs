@@ -1,0 +1,7 @@
+//! The personas test binary.
+
+mod diff;
+mod key;
+mod message;
+mod snapshot;
+mod state;
