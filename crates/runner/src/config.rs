@@ -162,6 +162,8 @@ pub struct Config {
     pub sources: Vec<Loaded<SourceConfig>>,
     /// `destinations/*.toml`, in file name order.
     pub destinations: Vec<Loaded<DestinationConfig>>,
+    /// `audiences/*.toml`: audiences and computed traits, in file name order.
+    pub audiences: Vec<Loaded<personas::definition::ComputationConfig>>,
     /// Warnings that did not stop loading.
     pub warnings: Problems,
 }
@@ -176,11 +178,13 @@ impl Config {
         }
         let sources: Vec<Loaded<SourceConfig>> = load_all(dir, "sources", &mut problems);
         let destinations: Vec<Loaded<DestinationConfig>> = load_all(dir, "destinations", &mut problems);
+        let audiences: Vec<Loaded<personas::definition::ComputationConfig>> = load_all(dir, "audiences", &mut problems);
         check(&sources, &destinations, &mut problems);
+        check_audiences(&audiences, &destinations, &mut problems);
         if problems.has_errors() {
             return Err(problems);
         }
-        Ok(Config { dir: dir.to_owned(), sources, destinations, warnings: problems })
+        Ok(Config { dir: dir.to_owned(), sources, destinations, audiences, warnings: problems })
     }
 
     /// The source with `id`.
@@ -196,6 +200,21 @@ impl Config {
     /// The IDs of the sources connected to the destination `name`.
     pub fn sources_of(&self, name: &str) -> Vec<&str> {
         self.sources.iter().filter(|s| s.config.destinations.iter().any(|d| d == name)).map(|s| s.config.id.as_str()).collect()
+    }
+
+    /// The IDs messages reach the destination `name` from, sorted and once each: its connected sources, and the
+    /// `source_id` of every audience or trait that delivers there. Without a `secret_id`, these are its External IDs.
+    pub fn senders_of(&self, name: &str) -> Vec<&str> {
+        let mut ids = self.sources_of(name);
+        ids.extend(self.audiences.iter().filter(|a| a.config.destinations.iter().any(|d| d == name)).map(|a| a.config.source_id()));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The audience or trait named `name`.
+    pub fn audience(&self, name: &str) -> Option<&Loaded<personas::definition::ComputationConfig>> {
+        self.audiences.iter().find(|a| a.config.name == name)
     }
 }
 
@@ -227,6 +246,38 @@ fn load_all<T: for<'de> Deserialize<'de>>(dir: &Path, sub: &str, problems: &mut 
         }
     }
     loaded
+}
+
+/// Checks audiences and traits: their own settings, their destinations, and names, keys and IDs used twice.
+fn check_audiences(
+    audiences: &[Loaded<personas::definition::ComputationConfig>],
+    destinations: &[Loaded<DestinationConfig>],
+    problems: &mut Problems,
+) {
+    let names: HashSet<&str> = destinations.iter().map(|d| d.config.name.as_str()).collect();
+    let mut seen_names: HashMap<&str, &Path> = HashMap::new();
+    let mut seen_ids: HashMap<&str, &Path> = HashMap::new();
+    let mut seen_keys: HashMap<String, &Path> = HashMap::new();
+    for a in audiences {
+        let config = &a.config;
+        for (key, message) in config.problems() {
+            problems.error(&a.file, key, message);
+        }
+        if let Some(first) = seen_names.insert(&config.name, &a.file) {
+            problems.error(&a.file, "name", format!("{:?} is already the name of {}", config.name, first.display()));
+        }
+        if let Some(first) = seen_ids.insert(&config.computation_id, &a.file) {
+            problems.error(&a.file, "computation_id", format!("{:?} is already the computation_id of {}", config.computation_id, first.display()));
+        }
+        if let Some(first) = seen_keys.insert(config.key(), &a.file) {
+            problems.error(&a.file, "key", format!("{:?} is already the key of {}; their traits would overwrite each other", config.key(), first.display()));
+        }
+        for (i, name) in config.destinations.iter().enumerate() {
+            if !names.contains(name.as_str()) {
+                problems.error(&a.file, format!("destinations[{i}]"), format!("no destination is named {name:?}"));
+            }
+        }
+    }
 }
 
 /// The dotted key and the message of one figment error, naming the exact key for missing and unknown fields.

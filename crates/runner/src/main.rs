@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, send, serve, setup, streams, tail};
+use runner::commands::{dlq, personas, send, serve, setup, streams, tail};
 use runner::config::Config;
 use runner::route::Router;
 
@@ -72,6 +72,11 @@ enum Command {
         #[arg(long)]
         destination: Option<String>,
     },
+    /// Sync audiences and computed traits: identify calls for whoever joined, left or changed since the last run.
+    Personas {
+        #[command(subcommand)]
+        action: PersonasAction,
+    },
     /// Inspect and resend messages that failed permanently.
     Dlq {
         /// The spool folder.
@@ -84,6 +89,28 @@ enum Command {
     Streams {
         #[command(subcommand)]
         action: StreamsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PersonasAction {
+    /// Diff each audience's export against the last run and send the changes.
+    Sync {
+        /// Only this audience or trait (by name).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Print the identify calls that would be sent; send nothing and change no state.
+        #[arg(long)]
+        dry_run: bool,
+        /// Send every current member again.
+        #[arg(long)]
+        full_resync: bool,
+        /// Allow a run to remove more than the audience's max_removal_share (default 50%).
+        #[arg(long)]
+        allow_mass_removal: bool,
+        /// Where the sync state lives.
+        #[arg(long, default_value = ".tributary")]
+        state_dir: PathBuf,
     },
 }
 
@@ -189,7 +216,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => {
             let config = load(&cli.config)?;
-            println!("{}: {} sources, {} destinations, no errors", cli.config.display(), config.sources.len(), config.destinations.len());
+            println!(
+                "{}: {} sources, {} destinations, {} audiences and traits, no errors",
+                cli.config.display(),
+                config.sources.len(),
+                config.destinations.len(),
+                config.audiences.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { listen, spool_dir, spool_max, flush_timeout } => {
@@ -198,6 +231,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = serve::ServeOptions { listen, spool_dir, spool_max, flush_timeout: std::time::Duration::from_secs(flush_timeout) };
             serve::serve(&config, routes, options).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Personas { action: PersonasAction::Sync { audience, dry_run, full_resync, allow_mass_removal, state_dir } } => {
+            let config = load(&cli.config)?;
+            let router = if dry_run { None } else { Some(Router::build(&config, &runner::commands::base_credentials()).await?) };
+            let options = personas::SyncOptions { audience, dry_run, full_resync, allow_mass_removal, state_dir };
+            let summaries = personas::sync(&config, router.as_ref(), &options, &mut std::io::stdout()).await?;
+            let mut clean = true;
+            for s in &summaries {
+                clean &= s.is_clean();
+                let verb = if dry_run { "would send" } else { "sent" };
+                eprintln!(
+                    "{}: {} added, {} removed, {} changed, {} unchanged, {} failed, {} malformed rows; {verb} {} in {:.2}s",
+                    s.name, s.counts.added, s.counts.removed, s.counts.changed, s.counts.unchanged, s.failed, s.malformed, s.sent, s.seconds
+                );
+                if let Some(error) = &s.error {
+                    eprintln!("{}: stopped: {error}", s.name);
+                }
+            }
+            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Iam { action: IamAction::Policy { destination, account_id } } => {
             let config = load(&cli.config)?;

@@ -1,6 +1,7 @@
 //! The commands of the command line.
 
 pub mod dlq;
+pub mod personas;
 pub mod send;
 pub mod serve;
 pub mod setup;
@@ -30,7 +31,7 @@ pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow:
         let secret = secret.resolve(&config.dir).with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?;
         return Ok((kinesis, Some(secret.expose().to_owned()), true));
     }
-    match config.sources_of(name).first() {
+    match config.senders_of(name).first() {
         Some(source) => Ok((kinesis, Some((*source).to_owned()), false)),
         None => bail!("destination {name:?} assumes a role without a secret_id, and no source is connected to it to give an External ID"),
     }

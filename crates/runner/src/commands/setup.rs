@@ -21,7 +21,7 @@ fn kinesis<'a>(config: &'a Config, destination: &str) -> anyhow::Result<&'a Kine
 }
 
 /// The External IDs a destination presents, as (value, how to print it): its Secret ID, or else the ID of every
-/// source connected to it. A destination without a role has one identity, its own credentials.
+/// source connected to it and the `source_id` of every audience or trait that delivers there. A destination without a role has one identity, its own credentials.
 pub fn identities(config: &Config, destination: &str) -> anyhow::Result<(Vec<(ExternalId, String)>, bool)> {
     let kinesis = kinesis(config, destination)?;
     if kinesis.role_address.is_none() {
@@ -32,10 +32,8 @@ pub fn identities(config: &Config, destination: &str) -> anyhow::Result<(Vec<(Ex
         let secret = secret.resolve(&config.dir).with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?;
         return Ok((vec![(Some(secret.expose().to_owned()), "secret_id".to_owned())], true));
     }
-    let mut sources: Vec<&str> = config.sources_of(destination);
-    sources.sort_unstable();
-    sources.dedup();
-    Ok((sources.into_iter().map(|s| (Some(s.to_owned()), s.to_owned())).collect(), false))
+    let senders = config.senders_of(destination);
+    Ok((senders.into_iter().map(|s| (Some(s.to_owned()), s.to_owned())).collect(), false))
 }
 
 /// The permission policy for the destination's role.

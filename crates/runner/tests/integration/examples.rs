@@ -8,16 +8,19 @@ use crate::{configs, tributary};
 fn the_examples_load_without_problems() {
     let config = Config::load(&configs()).unwrap_or_else(|problems| panic!("configs/ has problems:\n{problems}"));
     assert!(config.warnings.0.is_empty(), "warnings:\n{}", config.warnings);
-    let files: Vec<String> = std::fs::read_dir(configs().join("sources"))
-        .unwrap()
-        .chain(std::fs::read_dir(configs().join("destinations")).unwrap())
-        .map(|e| e.unwrap().path().display().to_string())
+    let files: Vec<String> = ["sources", "destinations", "audiences"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(configs().join(sub)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.display().to_string())
         .collect();
     let loaded: Vec<String> = config
         .sources
         .iter()
         .map(|s| s.file.display().to_string())
         .chain(config.destinations.iter().map(|d| d.file.display().to_string()))
+        .chain(config.audiences.iter().map(|a| a.file.display().to_string()))
         .collect();
     for file in files {
         assert!(loaded.contains(&file), "{file} was not loaded");
@@ -26,6 +29,8 @@ fn the_examples_load_without_problems() {
     assert_eq!(main.config.kind, DestinationType::Kinesis);
     assert_eq!(config.sources_of("kinesis-main"), ["src_web"]);
     assert!(!config.destination("archive").unwrap().config.enabled);
+    // Without a secret_id, kinesis-main's External IDs are its source and the personas source.
+    assert_eq!(config.senders_of("kinesis-main"), ["src_personas", "src_web"]);
 }
 
 #[test]
@@ -33,7 +38,7 @@ fn validate_accepts_the_examples() {
     let dir = configs();
     let (ok, stdout, stderr) = tributary(&["--config", dir.to_str().unwrap(), "validate"], &[], None);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("2 sources, 4 destinations, no errors"), "{stdout}");
+    assert!(stdout.contains("2 sources, 4 destinations, 2 audiences and traits, no errors"), "{stdout}");
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod cli;
 mod clients;
 mod durability;
 mod examples;
+mod personas;
 mod serve;
 mod server;
 mod setup;

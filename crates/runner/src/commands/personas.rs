@@ -1,0 +1,258 @@
+//! `tributary personas sync`: turn the change in each audience's membership since the last run into identify
+//! calls, as Segment Personas does for a user-property destination.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use personas::definition::{ComputationConfig, DEFAULT_MAX_REMOVAL_SHARE};
+use personas::diff::{Change, Counts, Step, diff};
+use personas::message::Computation;
+use personas::snapshot;
+use personas::state::StateStore;
+use sink::{Outcome, Record};
+
+use crate::config::{Config, Loaded};
+use crate::route::{Destination, Router};
+
+/// How many changes are delivered (and recorded) together.
+const CHUNK: usize = 1_000;
+
+/// Options of a sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Only this audience or trait (by name).
+    pub audience: Option<String>,
+    /// Print what would be sent; send nothing, change no state.
+    pub dry_run: bool,
+    /// Send every current member again.
+    pub full_resync: bool,
+    /// Let a run remove more than the audience's `max_removal_share`.
+    pub allow_mass_removal: bool,
+    /// Where the state lives.
+    pub state_dir: PathBuf,
+}
+
+/// What a sync did for one audience or trait.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncSummary {
+    /// Its name.
+    pub name: String,
+    /// Changes found.
+    pub counts: Counts,
+    /// Changes delivered (or, in a dry run, printed).
+    pub sent: u64,
+    /// Changes that failed; the next run sends them again.
+    pub failed: u64,
+    /// Rows of the export that could not be used.
+    pub malformed: usize,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// Why the sync of this audience stopped, if it did.
+    pub error: Option<String>,
+}
+
+impl SyncSummary {
+    /// Whether everything went through.
+    pub fn is_clean(&self) -> bool {
+        self.error.is_none() && self.failed == 0 && self.malformed == 0
+    }
+}
+
+/// Syncs every audience (or one). Problems with one audience are reported in its summary and do not stop others.
+pub async fn sync(config: &Config, router: Option<&Router>, options: &SyncOptions, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<Vec<SyncSummary>> {
+    let selected: Vec<&Loaded<ComputationConfig>> = match &options.audience {
+        Some(name) => match config.audience(name) {
+            Some(audience) => vec![audience],
+            None => {
+                let known: Vec<&str> = config.audiences.iter().map(|a| a.config.name.as_str()).collect();
+                bail!("no audience or trait is named {name:?} (known: {})", known.join(", "));
+            }
+        },
+        None => config.audiences.iter().collect(),
+    };
+    if selected.is_empty() {
+        bail!("{} defines no audiences or traits (audiences/*.toml)", config.dir.display());
+    }
+    let mut summaries = Vec::new();
+    for audience in selected {
+        let started = Instant::now();
+        let mut summary = SyncSummary { name: audience.config.name.clone(), ..SyncSummary::default() };
+        if let Err(e) = sync_one(config, router, options, audience, &mut summary, out).await {
+            summary.error = Some(format!("{e:#}"));
+        }
+        summary.seconds = started.elapsed().as_secs_f64();
+        summaries.push(summary);
+    }
+    Ok(summaries)
+}
+
+async fn sync_one(
+    config: &Config,
+    router: Option<&Router>,
+    options: &SyncOptions,
+    audience: &Loaded<ComputationConfig>,
+    summary: &mut SyncSummary,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let definition = audience.config.clone();
+    let computation = Computation::from(&definition);
+    let destinations: Vec<&Destination> = match router {
+        None => Vec::new(),
+        Some(router) => definition.destinations.iter().filter_map(|name| router.get(name)).collect(),
+    };
+    if router.is_some() && destinations.is_empty() {
+        bail!("none of its destinations ({}) is enabled", definition.destinations.join(", "));
+    }
+
+    let path = config.dir.join(&definition.source.path);
+    let (source, kind) = (definition.source.clone(), definition.kind);
+    let snapshot = tokio::task::spawn_blocking(move || snapshot::read(&path, &source, kind)).await??;
+    for error in &snapshot.errors {
+        eprintln!("{error}");
+    }
+    summary.malformed = snapshot.errors.len();
+
+    // The diff runs twice on a blocking thread: once to count (the removal guard needs the total before anything
+    // is sent), then to stream changes to this task in chunks.
+    let state_dir = options.state_dir.clone();
+    let id = computation.computation_id.clone();
+    let removed = computation.removed_value().to_owned();
+    let full_resync = options.full_resync;
+    let (chunks, mut incoming) = tokio::sync::mpsc::channel::<Vec<Change>>(4);
+    let (counted, counts) = tokio::sync::oneshot::channel::<Counts>();
+    let (go, proceed) = std::sync::mpsc::channel::<bool>();
+    let differ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let store = StateStore::open(&state_dir)?;
+        let members = snapshot.members;
+        let counts = store.with_stored(&id, |rows| Counts::of(diff(rows, members.iter().cloned(), &removed, full_resync)))?;
+        let _ = counted.send(counts);
+        if !proceed.recv().unwrap_or(false) {
+            return Ok(());
+        }
+        store.with_stored(&id, |rows| {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for step in diff(rows, members, &removed, full_resync) {
+                if let Step::Change(change) = step {
+                    chunk.push(change);
+                    if chunk.len() == CHUNK && chunks.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = chunks.blocking_send(chunk);
+            }
+        })?;
+        Ok(())
+    });
+
+    let counts = counts.await.context("counting the changes")?;
+    summary.counts = counts;
+    let share = definition.max_removal_share.unwrap_or(DEFAULT_MAX_REMOVAL_SHARE);
+    if counts.removal_share() > share && !options.allow_mass_removal {
+        let _ = go.send(false);
+        differ.await??;
+        bail!(
+            "this run would remove {} of {} members ({:.0}%), more than the {:.0}% allowed: check the export, or pass \
+             --allow-mass-removal",
+            counts.removed,
+            counts.previous_members,
+            counts.removal_share() * 100.0,
+            share * 100.0
+        );
+    }
+    let _ = go.send(true);
+
+    let total = counts.added + counts.removed + counts.changed + if options.full_resync { counts.unchanged } else { 0 };
+    let progress = Progress::new(&definition.name, total);
+    let writer = if options.dry_run { None } else { Some(Arc::new(Mutex::new(StateStore::open(&options.state_dir)?))) };
+    let source: Arc<str> = Arc::from(definition.source_id());
+    let mut last_failure = None;
+    while let Some(chunk) = incoming.recv().await {
+        let messages: Vec<_> = chunk
+            .iter()
+            .map(|change| {
+                let mut message = computation.identify(change);
+                message.enrich(time::OffsetDateTime::now_utc());
+                message
+            })
+            .collect();
+        if options.dry_run {
+            for message in &messages {
+                writeln!(out, "{}", String::from_utf8_lossy(&message.to_json_vec()))?;
+            }
+            summary.sent += messages.len() as u64;
+            progress.advance(messages.len() as u64);
+            continue;
+        }
+        let mut delivered_everywhere = vec![true; chunk.len()];
+        for destination in &destinations {
+            let records: Vec<Record> = messages.iter().map(|m| Record::new(source.clone(), m.clone())).collect();
+            for (i, outcome) in destination.sink.deliver(records).await.into_iter().enumerate() {
+                if let Outcome::Retryable(reason) | Outcome::Failed(reason) = outcome {
+                    delivered_everywhere[i] = false;
+                    last_failure = Some(format!("{}: {reason}", destination.name));
+                }
+            }
+        }
+        let delivered: Vec<Change> = chunk.into_iter().zip(&delivered_everywhere).filter(|(_, ok)| **ok).map(|(c, _)| c).collect();
+        summary.failed += delivered_everywhere.iter().filter(|ok| !**ok).count() as u64;
+        summary.sent += delivered.len() as u64;
+        let store = writer.clone().expect("not a dry run");
+        let id = computation.computation_id.clone();
+        tokio::task::spawn_blocking(move || store.lock().expect("state lock poisoned").record(&id, &delivered)).await??;
+        progress.advance(delivered_everywhere.len() as u64);
+    }
+    differ.await??;
+    progress.finish();
+    if let Some(reason) = last_failure {
+        eprintln!("{}: {} changes failed and will be sent again by the next run; last failure: {reason}", definition.name, summary.failed);
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal; plain lines at every tenth otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    name: String,
+    total: u64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new(name: &str, total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} changes ({per_sec}, {eta})")
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(name.to_owned());
+            bar
+        });
+        Progress { bar, name: name.to_owned(), total, done: Default::default() }
+    }
+
+    fn advance(&self, by: u64) {
+        let before = self.done.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+        match &self.bar {
+            Some(bar) => bar.inc(by),
+            None => {
+                let tenth = (self.total / 10).max(1);
+                if (before + by) / tenth > before / tenth {
+                    eprintln!("{}: {}/{} changes sent", self.name, (before + by).min(self.total), self.total);
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
