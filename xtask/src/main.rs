@@ -5,7 +5,7 @@
 //! - `demo`: the end-to-end job on local defaults: an emulator, a stream, example events sent with
 //!   `tributary send`, and the records shown with `tributary tail`.
 //! - `bench`: the criterion benchmarks and the ingest load test, with the figures the issues set printed at the
-//!   end; `bench ingest` runs the load test alone.
+//!   end; `bench ingest` and `bench personas` run one of the two alone.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(&sh),
         Some("bench") => bench(&sh, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | CRITERION FILTER]>");
+            eprintln!("usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | personas | CRITERION FILTER]>");
             bail!("unknown or missing command")
         }
     }
@@ -134,7 +134,7 @@ fn demo(sh: &Shell) -> anyhow::Result<()> {
     let tributary = target_dir().join("debug/tributary");
     let run = |args: &[&str]| -> anyhow::Result<()> {
         println!("\n$ tributary --config configs {}", args.join(" "));
-        let mut command = cmd!(sh, "{tributary} --config configs {args...}");
+        let mut command = cmd!(sh, "{tributary} --config configs {args...}").quiet();
         for (name, value) in aws_env() {
             command = command.env(name, value);
         }
@@ -155,8 +155,10 @@ fn demo(sh: &Shell) -> anyhow::Result<()> {
 
 fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
     let cargo = cargo();
-    if filter.first().map(String::as_str) == Some("ingest") {
-        return ingest_bench(sh);
+    match filter.first().map(String::as_str) {
+        Some("ingest") => return ingest_bench(sh),
+        Some("personas") => return personas_bench(sh),
+        _ => {}
     }
     cmd!(sh, "{cargo} bench --package benches -- {filter...}").run()?;
     let criterion = target_dir().join("criterion");
@@ -184,7 +186,18 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
     }
     if filter.is_empty() {
         ingest_bench(sh)?;
+        personas_bench(sh)?;
     }
+    Ok(())
+}
+
+/// The personas benchmark: release builds of `tributary` and the driver, which prints its figures.
+fn personas_bench(sh: &Shell) -> anyhow::Result<()> {
+    let cargo = cargo();
+    cmd!(sh, "{cargo} build --release --package runner --bin tributary --package benches --bin personas").run()?;
+    let release = target_dir().join("release");
+    let (personas, tributary) = (release.join("personas"), release.join("tributary"));
+    cmd!(sh, "{personas} --tributary {tributary}").run()?;
     Ok(())
 }
 

@@ -234,7 +234,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Personas { action: PersonasAction::Sync { audience, dry_run, full_resync, allow_mass_removal, state_dir } } => {
             let config = load(&cli.config)?;
-            let router = if dry_run { None } else { Some(Router::build(&config, &runner::commands::base_credentials()).await?) };
+            let names: Vec<&str> = config
+                .audiences
+                .iter()
+                .filter(|a| audience.as_ref().is_none_or(|only| *only == a.config.name))
+                .flat_map(|a| a.config.destinations.iter().map(String::as_str))
+                .collect();
+            let router = match dry_run {
+                true => None,
+                false => Some(Router::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?),
+            };
             let options = personas::SyncOptions { audience, dry_run, full_resync, allow_mass_removal, state_dir };
             let summaries = personas::sync(&config, router.as_ref(), &options, &mut std::io::stdout()).await?;
             let mut clean = true;
@@ -298,7 +307,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Send { source, file } => {
             let config = load(&cli.config)?;
-            let router = Router::build(&config, &runner::commands::base_credentials()).await?;
+            let names: Vec<&str> = config.source(&source).map(|s| s.config.destinations.iter().map(String::as_str).collect()).unwrap_or_default();
+            let router = Router::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?;
             let mut errors = std::io::stderr();
             let summary = if file.as_os_str() == "-" {
                 send::send(&config, &router, &source, tokio::io::stdin(), "<stdin>", &mut errors).await?

@@ -29,8 +29,15 @@ pub struct Router {
 impl Router {
     /// Builds a sink for every enabled destination of `config`.
     pub async fn build(config: &Config, base: &BaseCredentials) -> anyhow::Result<Router> {
+        Router::build_only(config, base, None).await
+    }
+
+    /// Builds a sink for the enabled destinations named in `only` (all, with `None`): a command that uses a few
+    /// destinations does not need the secrets of the others.
+    pub async fn build_only(config: &Config, base: &BaseCredentials, only: Option<&[&str]>) -> anyhow::Result<Router> {
         let mut destinations = HashMap::new();
-        for loaded in config.destinations.iter().filter(|d| d.config.enabled) {
+        let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));
+        for loaded in config.destinations.iter().filter(|d| d.config.enabled && wanted(&d.config.name)) {
             let d = &loaded.config;
             let sink: Arc<dyn Sink> = match d.kind {
                 DestinationType::Stdout => Arc::new(StdoutSink::stdout()),

@@ -105,3 +105,23 @@ fn send_then_tail_against_the_emulators() {
         assert_ne!(screen["timestamp"], screen["originalTimestamp"], "{emulator}");
     }
 }
+
+#[test]
+fn send_needs_only_the_secrets_of_the_destinations_it_uses() {
+    let (dir, out) = file_folder("send-secrets");
+    // Another destination whose secret is not in this environment, connected to no source of this run.
+    write_files(
+        &dir,
+        &[(
+            "destinations/elsewhere.toml",
+            "name = \"elsewhere\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"s\"\nrole_address = \"arn:aws:iam::123456789012:role/r\"\nsecret_id = { env = \"TRIBUTARY_TEST_UNSET_SECRET\" }\n",
+        )],
+    );
+    let (ok, _, stderr) = tributary(
+        &["--config", dir.to_str().unwrap(), "send", "--source", "src_app", "-"],
+        &[],
+        Some("{\"type\":\"identify\",\"userId\":\"u\"}\n"),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
+}

@@ -1,0 +1,125 @@
+//! The personas benchmark: `tributary personas sync` on large audiences, delivering to the file sink.
+//!
+//! 1. An audience of 1,000,000 members is synced once (every member sent), then again after 1% churn (5,000 left,
+//!    5,000 joined): the second sync, diff and state update included, is what the issue bounds (10 seconds).
+//! 2. An audience of 10,000,000 members is synced once: its peak memory is what the issue bounds (1 GiB).
+//!
+//! Peak memory is the child's `VmHWM` (resident high-water mark) from `/proc`, read until it exits.
+//! `cargo xtask bench personas` runs it as `personas --tributary PATH [--members N]`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Writes a CSV of members `user_{from}` to `user_{to - 1}`.
+fn members(path: &Path, from: u64, to: u64) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "user_id,anonymous_id")?;
+    for i in from..to {
+        writeln!(out, "user_{i:010},")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The resident high-water mark of a running process, in bytes.
+fn high_water(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs one sync; returns its duration and peak memory.
+fn sync(tributary: &Path, config: &Path, state: &Path) -> anyhow::Result<(Duration, u64)> {
+    let started = Instant::now();
+    let mut child = Command::new(tributary)
+        .arg("--config")
+        .arg(config)
+        .args(["personas", "sync", "--allow-mass-removal", "--state-dir"])
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tributary personas sync")?;
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(bytes) = high_water(pid) {
+            peak = peak.max(bytes);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut log)?;
+    if !status.success() {
+        bail!("the sync failed:\n{log}");
+    }
+    eprint!("{}", log.lines().filter(|l| !l.contains("changes sent")).map(|l| format!("    {l}\n")).collect::<String>());
+    Ok((elapsed, peak))
+}
+
+/// A config folder with a file destination and one audience reading `members.csv`.
+fn folder(dir: &Path) -> anyhow::Result<PathBuf> {
+    let config = dir.join("configs");
+    std::fs::create_dir_all(config.join("destinations"))?;
+    std::fs::create_dir_all(config.join("audiences"))?;
+    std::fs::write(
+        config.join("destinations/out.toml"),
+        format!("name = \"out\"\ntype = \"file\"\n[file]\npath = {:?}\n", dir.join("out.ndjson").display().to_string()),
+    )?;
+    std::fs::write(
+        config.join("audiences/big.toml"),
+        "name = \"Big Audience\"\nkind = \"audience\"\ncomputation_id = \"aud_big\"\nspace_id = \"spa\"\nnamespace = \"spa\"\ndestinations = [\"out\"]\n[source]\npath = \"members.csv\"\n",
+    )?;
+    Ok(config)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let tributary = PathBuf::from(arg("--tributary").context("usage: personas --tributary PATH [--large N]")?);
+    let large: u64 = arg("--large").map(|n| n.parse()).transpose()?.unwrap_or(10_000_000);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let root = std::env::temp_dir().join(format!("tributary-personas-bench-{}", std::process::id()));
+
+    let dir = root.join("churn");
+    let config = folder(&dir)?;
+    let state = dir.join("state");
+    let million = 1_000_000;
+    members(&config.join("members.csv"), 0, million)?;
+    eprintln!("1,000,000 members, first sync:");
+    let (first, first_peak) = sync(&tributary, &config, &state)?;
+    // 1% churn: the first 5,000 leave, 5,000 new members join.
+    members(&config.join("members.csv"), 5_000, million + 5_000)?;
+    eprintln!("after 1% churn:");
+    let (churn, churn_peak) = sync(&tributary, &config, &state)?;
+
+    let dir = root.join("large");
+    let config = folder(&dir)?;
+    members(&config.join("members.csv"), 0, large)?;
+    eprintln!("{large} members, first sync:");
+    let (big, big_peak) = sync(&tributary, &config, &dir.join("state"))?;
+    let _ = std::fs::remove_dir_all(&root);
+
+    println!("personas sync ({cores} cores, file sink, release build):");
+    println!("  1,000,000 members, first sync (every member sent): {:.1} s, peak memory {:.0} MiB", first.as_secs_f64(), mib(first_peak));
+    println!(
+        "  1,000,000 members, 1% churn (10,000 changes): {:.2} s, peak memory {:.0} MiB (limit: 10 s)",
+        churn.as_secs_f64(),
+        mib(churn_peak)
+    );
+    println!("  {large} members, first sync: {:.1} s, peak memory {:.0} MiB (limit: 1024 MiB)", big.as_secs_f64(), mib(big_peak));
+    Ok(())
+}
