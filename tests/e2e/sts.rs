@@ -1,6 +1,5 @@
 //! The STS/IAM suite: assumed roles and External IDs against moto with IAM enforcement on.
 
-use aws_sdk_iam::Client as Iam;
 use kinesis_sink::Credentials;
 use serde_json::json;
 use sink::Outcome;
@@ -22,48 +21,12 @@ struct Setup {
 /// allows `actions` on Kinesis.
 async fn setup(name: &str, external_ids: &[&str], actions: &[&str]) -> Setup {
     let (url, admin) = iam();
-    let iam = Iam::new(&tests::env::sdk_config(&url, admin.clone()).await);
-    let user = unique_name(&format!("{name}-caller"));
-    let created = iam.create_user().user_name(&user).send().await.expect("create the caller");
-    let caller_arn = created.user().unwrap().arn().to_owned();
-    iam.put_user_policy()
-        .user_name(&user)
-        .policy_name("assume-roles")
-        .policy_document(json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}).to_string())
-        .send()
-        .await
-        .expect("allow the caller to assume roles");
-    let key = iam.create_access_key().user_name(&user).send().await.expect("create the caller's key");
-    let key = key.access_key().unwrap();
-    let caller = Credentials::new(key.access_key_id(), key.secret_access_key(), None, None, "caller");
-
-    let trust = json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"AWS": caller_arn},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": external_ids}}
-        }]
-    });
-    let role = unique_name(&format!("{name}-role"));
-    let created = iam
-        .create_role()
-        .role_name(&role)
-        .assume_role_policy_document(trust.to_string())
-        .send()
-        .await
-        .expect("create the role");
-    let role_arn = created.role().unwrap().arn().to_owned();
+    let (caller_arn, caller) = tests::iam::caller(&format!("{name}-caller"), &["sts:AssumeRole"]).await;
+    let ids: Vec<String> = external_ids.iter().map(|id| (*id).to_owned()).collect();
+    let trust = kinesis_sink::iam::trust_policy(&caller_arn, &ids);
     // moto matches Kinesis policies only when the resource is "*".
-    iam.put_role_policy()
-        .role_name(&role)
-        .policy_name("kinesis")
-        .policy_document(json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}).to_string())
-        .send()
-        .await
-        .expect("give the role its Kinesis policy");
-
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});
+    let role_arn = tests::iam::role(&unique_name(&format!("{name}-role")), &trust, Some(&policy)).await;
     let stream = unique_name(name);
     create(&client(&url, admin.clone()).await, &stream, 1).await;
     Setup { url, admin, caller, role_arn, stream }

@@ -191,22 +191,24 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The personas benchmark: release builds of `tributary` and the driver, which prints its figures.
+/// The ingest benchmark: the load generator against `tributary serve` and a bare handler.
+fn ingest_bench(sh: &Shell) -> anyhow::Result<()> {
+    release_driver(sh, "ingest")
+}
+
+/// The personas benchmark: large audience syncs.
 fn personas_bench(sh: &Shell) -> anyhow::Result<()> {
+    release_driver(sh, "personas")
+}
+
+/// Builds `tributary` and the driver `bin` of the benches package in release mode, then runs the driver, which
+/// prints its figures.
+fn release_driver(sh: &Shell, bin: &str) -> anyhow::Result<()> {
     let cargo = cargo();
-    cmd!(sh, "{cargo} build --release --package runner --bin tributary --package benches --bin personas").run()?;
+    cmd!(sh, "{cargo} build --release --package runner --bin tributary --package benches --bin {bin}").run()?;
     let release = target_dir().join("release");
-    let (personas, tributary) = (release.join("personas"), release.join("tributary"));
-    cmd!(sh, "{personas} --tributary {tributary}").run()?;
+    let (driver, tributary) = (release.join(bin), release.join("tributary"));
+    cmd!(sh, "{driver} --tributary {tributary}").run()?;
     Ok(())
 }
 
-/// The ingest benchmark: release builds of `tributary` and the load generator, which prints its figures.
-fn ingest_bench(sh: &Shell) -> anyhow::Result<()> {
-    let cargo = cargo();
-    cmd!(sh, "{cargo} build --release --package runner --bin tributary --package benches --bin ingest").run()?;
-    let release = target_dir().join("release");
-    let (ingest, tributary) = (release.join("ingest"), release.join("tributary"));
-    cmd!(sh, "{ingest} --tributary {tributary}").run()?;
-    Ok(())
-}
