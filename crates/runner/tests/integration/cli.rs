@@ -75,6 +75,9 @@ fn send_then_tail_against_the_emulators() {
         let (ok, stdout, stderr) = tributary(&["--config", config, "streams", "create", "--destination", "kinesis", "--shards", "2"], &env, None);
         assert!(ok, "{emulator}: {stderr}");
         assert!(stdout.contains(&format!("created stream {stream} with 2 shards")), "{emulator}: {stdout}");
+        let (ok, stdout, stderr) = tributary(&["--config", config, "streams", "create", "--destination", "kinesis", "--shards", "2"], &env, None);
+        assert!(ok, "{emulator}: {stderr}");
+        assert!(stdout.contains(&format!("stream {stream} already exists; it is ACTIVE")), "{emulator}: {stdout}");
         let (ok, stdout, stderr) = tributary(&["--config", config, "streams", "describe", "--destination", "kinesis"], &env, None);
         assert!(ok, "{emulator}: {stderr}");
         assert!(stdout.contains("status:          ACTIVE") && stdout.contains("open shards:     2"), "{emulator}: {stdout}");

@@ -152,3 +152,38 @@ async fn check_explains_each_failure() {
     let (ok, stdout, _) = run(&config, &["check", "--destination", "good"], &env, None);
     assert!(ok, "{stdout}");
 }
+
+/// The External IDs of the trust policy: connected sources and audiences, or the secret_id alone. No AWS call is
+/// needed when the principal is given.
+#[test]
+fn the_trust_policy_lists_audiences_or_only_the_secret_id() {
+    let config = scratch("iam-trust-ids");
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/r");
+    write_files(
+        &config,
+        &[
+            ("destinations/main.toml", &destination("main", &role, "s", "http://127.0.0.1:9")),
+            ("sources/web.toml", &source("src_web", &["main"])),
+            (
+                "audiences/vip.toml",
+                "name = \"VIP\"\nkind = \"audience\"\ncomputation_id = \"aud_vip\"\nspace_id = \"spa_1\"\nnamespace = \"spa_1\"\ndestinations = [\"main\"]\nsource_id = \"src_personas\"\n[source]\npath = \"vip.csv\"\n",
+            ),
+        ],
+    );
+    let principal = format!("arn:aws:iam::{ACCOUNT}:user/tributary");
+    let trust = |env: &[(&'static str, String)]| {
+        let (ok, stdout, stderr) = run(&config, &["iam", "trust", "--destination", "main", "--principal", &principal], env, None);
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"].clone()
+    };
+    assert_eq!(trust(&[]), json!(["src_personas", "src_web"]));
+
+    let with_secret = destination("main", &role, "s", "http://127.0.0.1:9").replace("[kinesis.delivery]", "secret_id = { env = \"TRIBUTARY_TEST_SECRET_ID\" }\n[kinesis.delivery]");
+    write_files(&config, &[("destinations/main.toml", &with_secret)]);
+    assert_eq!(trust(&[("TRIBUTARY_TEST_SECRET_ID", "shared-secret".to_owned())]), json!(["shared-secret"]));
+
+    let (ok, _, stderr) = run(&config, &["iam", "policy", "--destination", "main"], &[], None);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run(&config, &["iam", "policy", "--destination", "main", "--account-id", "999999999999"], &[], None);
+    assert!(ok, "{stderr}");
+}
