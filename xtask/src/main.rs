@@ -14,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
+#[cfg(test)]
+mod tidy;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let sh = Shell::new()?;

@@ -1,0 +1,82 @@
+//! Repository checks that belong in CI, as ordinary tests (after rust-analyzer's `tidy.rs`).
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is in the workspace").to_owned()
+}
+
+/// Every member package's manifest.
+fn manifests() -> Vec<PathBuf> {
+    let root = root();
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("Cargo.toml"))
+        .collect();
+    manifests.extend(["xtask", "benches", "tests"].iter().map(|p| root.join(p).join("Cargo.toml")));
+    manifests
+}
+
+/// Every Rust source file of the members.
+fn sources() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for manifest in manifests() {
+        walk(manifest.parent().unwrap(), &mut out);
+    }
+    out
+}
+
+#[test]
+fn every_package_takes_its_lints_and_versions_from_the_workspace() {
+    for manifest in manifests() {
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        assert!(text.contains("[lints]\nworkspace = true"), "{} does not use the workspace lints", manifest.display());
+        assert!(text.contains("version.workspace = true"), "{} does not take the workspace version", manifest.display());
+        for line in text.lines().filter(|l| l.contains("= \"") && !l.starts_with('#')) {
+            let key = line.split('=').next().unwrap().trim();
+            assert!(
+                matches!(key, "name" | "description" | "path"),
+                "{}: {line:?} pins a version; add it to [workspace.dependencies]",
+                manifest.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn no_stubs_are_left_in_the_code() {
+    let markers = [concat!("TO", "DO"), concat!("FIX", "ME"), concat!("unimpl", "emented!"), concat!("to", "do!(")];
+    for file in sources() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for marker in markers {
+            assert!(!text.contains(marker), "{} contains {marker}", file.display());
+        }
+    }
+}
+
+#[test]
+fn the_architecture_page_names_every_crate() {
+    let page = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    for manifest in manifests() {
+        let name = manifest.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(page.contains(&format!("`{name}`")) || page.contains(&format!("`crates/{name}`")), "ARCHITECTURE.md does not describe {name}");
+    }
+}
+
+#[test]
+fn the_readme_gives_the_two_set_up_commands() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains("cargo xtask demo") && readme.contains("cargo xtask test"));
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l.trim() == "cargo xtask test"), ".ci/run must run the README's test command");
+}
