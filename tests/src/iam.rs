@@ -52,3 +52,17 @@ pub async fn admin_kinesis() -> aws_sdk_kinesis::Client {
     let (url, admin) = crate::env::iam();
     crate::stream::client(&url, admin).await
 }
+
+/// Attaches `policy` to the role `role` as the inline policy `name`; panics with the emulator's answer if IAM
+/// refuses the document.
+pub async fn put_role_policy(role: &str, name: &str, policy: &Value) {
+    admin()
+        .await
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("IAM refused the policy {name} of role {role}: {e:?}"));
+}
