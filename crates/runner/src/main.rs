@@ -13,7 +13,7 @@ use runner::route::Router;
 #[derive(Parser)]
 #[command(name = "tributary", version)]
 struct Cli {
-    /// The config folder, holding sources/*.toml and destinations/*.toml.
+    /// The config folder, holding sources/*.toml, destinations/*.toml and audiences/*.toml.
     #[arg(long, global = true, default_value = "configs", env = "TRIBUTARY_CONFIG")]
     config: PathBuf,
     #[command(subcommand)]
