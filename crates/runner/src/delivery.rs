@@ -79,61 +79,66 @@ impl Worker {
         let mut records = Vec::new();
         let mut spans = Vec::with_capacity(due.len());
         let mut settlements = Vec::new();
-        for entry in &due {
-            match stored::decode(&entry.source_id, &entry.items) {
+        for entry in due {
+            let items = bytes::Bytes::from(entry.items);
+            match stored::decode(&entry.source_id, &items) {
                 Ok(decoded) => {
-                    spans.push((entry, records.len()..records.len() + decoded.len()));
+                    let span = records.len()..records.len() + decoded.len();
                     records.extend(decoded);
+                    spans.push((entry.id, entry.count, entry.enqueued_at, entry.attempts, items, span));
                 }
                 // Only a spool written by another version could hold this; keep it for an operator.
                 Err(e) => settlements.push(Settlement {
                     id: entry.id,
                     retry: None,
-                    dead: vec![(entry.items.clone(), format!("the stored entry cannot be read: {e}"))],
+                    dead: vec![(items.to_vec(), format!("the stored entry cannot be read: {e}"))],
                 }),
             }
         }
-        let payloads: Vec<(String, String, bytes::Bytes)> = records
-            .iter()
-            .map(|r| (r.message_id().to_owned(), r.partition_key(false).to_owned(), r.payload().clone()))
-            .collect();
         let outcomes = self.sink.deliver(records).await;
         let now = now_millis();
         let (mut delivered, mut retried, mut failed) = (0u64, 0u64, 0u64);
-        for (entry, span) in spans {
+        for (id, count, enqueued_at, attempts, items, span) in spans {
+            let start = span.start;
             let mut left = Vec::new();
             let mut reason = None;
-            let mut dead = Vec::new();
+            let mut dead_at = Vec::new();
             for i in span {
                 match &outcomes[i] {
                     Outcome::Delivered(_) => delivered += 1,
                     Outcome::Retryable(why) => {
-                        left.push(i);
+                        left.push(i - start);
                         reason.get_or_insert_with(|| why.clone());
                     }
-                    Outcome::Failed(why) => {
-                        tracing::error!(destination = %self.name, message_id = %payloads[i].0, reason = %why, "delivery failed permanently; moved to the dead-letter table");
-                        dead.push((payloads[i].2.to_vec(), why.clone()));
-                    }
+                    Outcome::Failed(why) => dead_at.push((i - start, why.clone())),
                 }
+            }
+            let (mut retry, mut dead) = (None, Vec::new());
+            if reason.is_some() || !dead_at.is_empty() {
+                // The uncommon path reads the entry again for the messages that did not go through.
+                let triples = stored::triples(&items).expect("decoded above");
+                for (i, why) in dead_at {
+                    tracing::error!(destination = %self.name, message_id = %triples[i].0, reason = %why, "delivery failed permanently; moved to the dead-letter table");
+                    dead.push((triples[i].2.as_bytes().to_vec(), why));
+                }
+                retry = reason.map(|reason| Retry {
+                    items: stored::encode(left.iter().map(|&i| (triples[i].0, triples[i].1, triples[i].2.as_bytes()))),
+                    count: left.len() as u32,
+                    at: now + retry_delay(attempts + 1).as_millis() as i64,
+                    reason,
+                });
             }
             failed += dead.len() as u64;
             retried += left.len() as u64;
-            let retry = reason.map(|reason| Retry {
-                items: stored::encode(left.iter().map(|&i| (payloads[i].0.as_str(), payloads[i].1.as_str(), payloads[i].2.as_ref()))),
-                count: left.len() as u32,
-                at: now + retry_delay(entry.attempts + 1).as_millis() as i64,
-                reason,
-            });
             if let Some(retry) = &retry {
                 tracing::warn!(destination = %self.name, count = retry.count, reason = %retry.reason, "delivery failed; will retry");
             }
-            let latency = (now - entry.enqueued_at).max(0) as f64 / 1000.0;
+            let latency = (now - enqueued_at).max(0) as f64 / 1000.0;
             let histogram = self.metrics.delivery_latency.get_or_create(label);
-            for _ in 0..(entry.count as usize).saturating_sub(left.len() + dead.len()) {
+            for _ in 0..(count as usize).saturating_sub(left.len() + dead.len()) {
                 histogram.observe(latency);
             }
-            settlements.push(Settlement { id: entry.id, retry, dead });
+            settlements.push(Settlement { id, retry, dead });
         }
         self.metrics.delivered.get_or_create(label).inc_by(delivered);
         self.metrics.retried.get_or_create(label).inc_by(retried);

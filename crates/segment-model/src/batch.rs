@@ -15,11 +15,11 @@ pub const MAX_BATCH_MESSAGES: usize = 2_500;
 
 /// A parsed `/v1/batch` (or `/v1/import`) body.
 ///
-/// The items are kept as raw JSON until [`Batch::messages`] validates them, so each one's size is measured on the
-/// bytes the client sent.
+/// The body is read in one pass: each item's top-level fields are kept as raw JSON until [`Batch::messages`]
+/// validates them. An item's size is measured on its compact JSON.
 #[derive(Debug)]
 pub struct Batch {
-    items: Vec<Box<RawValue>>,
+    items: Vec<Item>,
     context: Option<Map>,
     integrations: Option<Map>,
     sent_at: Option<Value>,
@@ -73,10 +73,125 @@ pub struct BatchItemError {
     pub error: ParseError,
 }
 
+/// One item of `batch`: its top-level fields, or the JSON type it was instead of an object.
+#[derive(Debug)]
+enum Item {
+    Fields(Vec<(String, Box<RawValue>)>),
+    Not(&'static str),
+}
+
+/// The `batch` field: the items, or the JSON type it was instead of an array.
+enum Items {
+    List(Vec<Item>),
+    Not(&'static str),
+}
+
+struct ItemVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ItemVisitor {
+    type Value = Item;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a message")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut fields: Vec<(String, Box<RawValue>)> = Vec::with_capacity(16);
+        while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+            match fields.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => fields.push((key, value)),
+            }
+        }
+        Ok(Item::Fields(fields))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Item::Not("an array"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
+        Ok(Item::Not("a string"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
+        Ok(Item::Not("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
+        Ok(Item::Not("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
+        Ok(Item::Not("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
+        Ok(Item::Not("a number"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Item, E> {
+        Ok(Item::Not("null"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Item, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Items, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Items;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of messages")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(100).min(MAX_BATCH_MESSAGES + 1));
+                while let Some(item) = seq.next_element::<Item>()? {
+                    items.push(item);
+                }
+                Ok(Items::List(items))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Items, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Items::Not("an object"))
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Items, E> {
+                Ok(Items::Not("a string"))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Items, E> {
+                Ok(Items::Not("a boolean"))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Items, E> {
+                Ok(Items::Not("a number"))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Items, E> {
+                Ok(Items::Not("a number"))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Items, E> {
+                Ok(Items::Not("a number"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    batch: Option<&'a RawValue>,
+struct Envelope {
+    batch: Option<Items>,
     context: Option<Value>,
     integrations: Option<Value>,
     #[serde(rename = "sentAt")]
@@ -110,7 +225,7 @@ impl Batch {
         if first_token(bytes) != Some(b'{') {
             return Err(not_an_object(bytes));
         }
-        let envelope: Envelope<'_> =
+        let envelope: Envelope =
             serde_json::from_slice(bytes).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
         let object = |field, value: Option<Value>| match value {
             None | Some(Value::Null) => Ok(None),
@@ -126,21 +241,16 @@ impl Batch {
                 return Err(BatchError::Envelope { field: "writeKey", expected: "a string", found: json_type(&other) });
             }
         };
-        let raw = match envelope.batch {
-            Some(raw) if raw.get() != "null" => raw,
-            _ => {
+        let items = match envelope.batch {
+            Some(Items::List(items)) => items,
+            Some(Items::Not(found)) => return Err(BatchError::Envelope { field: "batch", expected: "an array", found }),
+            None => {
                 return Err(BatchError::Parse(ParseError::Invalid(crate::ValidationError::new(
                     "batch",
                     crate::Problem::Missing,
                 ))));
             }
         };
-        if first_token(raw.get().as_bytes()) != Some(b'[') {
-            let found = serde_json::from_str::<Value>(raw.get()).map(|v| json_type(&v)).unwrap_or("invalid JSON");
-            return Err(BatchError::Envelope { field: "batch", expected: "an array", found });
-        }
-        let items: Vec<Box<RawValue>> =
-            serde_json::from_str(raw.get()).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
         if items.is_empty() {
             return Err(BatchError::Empty);
         }
@@ -170,46 +280,66 @@ impl Batch {
     /// An item's own keys win: the batch `context` supplies only the keys the item's `context` lacks, and so on
     /// for `integrations`; `sentAt` is copied only into items without one.
     pub fn messages(&self) -> Vec<Result<Message, BatchItemError>> {
-        self.items.iter().enumerate().map(|(index, raw)| self.item(index, raw)).collect()
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let item = match item {
+                    Item::Fields(fields) => Item::Fields(fields.clone()),
+                    Item::Not(found) => Item::Not(found),
+                };
+                self.item(index, item)
+            })
+            .collect()
     }
 
-    fn item(&self, index: usize, raw: &RawValue) -> Result<Message, BatchItemError> {
+    /// As [`Batch::messages`], consuming the batch so that no item is copied.
+    pub fn into_messages(self) -> Vec<Result<Message, BatchItemError>> {
+        let mut items = self.items;
+        let rest = Batch { items: Vec::new(), ..self };
+        items.drain(..).enumerate().map(|(index, item)| rest.item(index, item)).collect()
+    }
+
+    fn item(&self, index: usize, item: Item) -> Result<Message, BatchItemError> {
         let fail = |error| BatchItemError { index, error };
-        let bytes = raw.get().as_bytes();
-        if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(fail(ParseError::TooLarge { size: bytes.len(), max: MAX_MESSAGE_BYTES }));
-        }
-        let mut fields = match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(other) => return Err(fail(ParseError::NotAnObject(json_type(&other)))),
-            Err(e) => return Err(fail(ParseError::from_json(&e))),
+        let mut fields = match item {
+            Item::Not(found) => return Err(fail(ParseError::NotAnObject(found))),
+            Item::Fields(fields) => fields,
         };
+        // The compact JSON's size: braces, and per field its quoted key, a colon, the value and a comma.
+        let size = 2 + fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>();
+        if size > MAX_MESSAGE_BYTES {
+            return Err(fail(ParseError::TooLarge { size, max: MAX_MESSAGE_BYTES }));
+        }
         merge_defaults(&mut fields, "context", self.context.as_ref());
         merge_defaults(&mut fields, "integrations", self.integrations.as_ref());
-        if let Some(sent_at) = &self.sent_at
-            && matches!(fields.get("sentAt"), None | Some(Value::Null))
-        {
-            fields.insert("sentAt".to_owned(), sent_at.clone());
+        if let Some(sent_at) = &self.sent_at {
+            match fields.iter_mut().find(|(k, _)| k == "sentAt") {
+                Some(slot) if slot.1.get() == "null" => slot.1 = crate::message::raw(sent_at),
+                Some(_) => {}
+                None => fields.push(("sentAt".to_owned(), crate::message::raw(sent_at))),
+            }
         }
-        Message::from_map(fields).map_err(|e| fail(ParseError::Invalid(e)))
+        Message::from_fields(fields, None).map_err(|e| fail(ParseError::Invalid(e)))
     }
 }
 
 /// Fills the object `fields[name]` with the keys of `defaults` it lacks.
-fn merge_defaults(fields: &mut Map, name: &str, defaults: Option<&Map>) {
+fn merge_defaults(fields: &mut Vec<(String, Box<RawValue>)>, name: &str, defaults: Option<&Map>) {
     let Some(defaults) = defaults.filter(|d| !d.is_empty()) else { return };
-    match fields.get_mut(name) {
-        Some(Value::Object(own)) => {
+    match fields.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) if slot.1.get().starts_with('{') => {
+            let mut own: Map = serde_json::from_str(slot.1.get()).expect("raw values are valid JSON");
             for (key, value) in defaults {
                 if !own.contains_key(key) {
                     own.insert(key.clone(), value.clone());
                 }
             }
+            slot.1 = crate::message::raw(&Value::Object(own));
         }
+        Some(slot) if slot.1.get() == "null" => slot.1 = crate::message::raw(&Value::Object(defaults.clone())),
         // A non-object is left for validation to report.
-        Some(other) if !other.is_null() => {}
-        _ => {
-            fields.insert(name.to_owned(), Value::Object(defaults.clone()));
-        }
+        Some(_) => {}
+        None => fields.push((name.to_owned(), crate::message::raw(&Value::Object(defaults.clone())))),
     }
 }

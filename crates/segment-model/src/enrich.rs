@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
@@ -29,39 +30,58 @@ impl Message {
     ///
     /// Every time this writes is RFC 3339 in UTC with millisecond precision (`2026-11-25T23:54:55.123Z`).
     pub fn enrich_with(&mut self, received_at: OffsetDateTime, new_id: impl FnOnce() -> String) {
-        let fields = self.fields_mut();
-        if !matches!(fields.get("messageId"), Some(Value::String(s)) if !s.is_empty()) {
-            fields.insert("messageId".to_owned(), Value::String(new_id()));
+        self.enrich_on(&Receipt::new(received_at), new_id);
+    }
+
+    /// [`Message::enrich_with`] for a message of a request received at `receipt`, which formats the time once for
+    /// all of the request's messages.
+    pub fn enrich_on(&mut self, receipt: &Receipt, new_id: impl FnOnce() -> String) {
+        if self.message_id().is_none() {
+            self.set("messageId", string(&new_id()));
         }
-        let received_text = format_timestamp(received_at);
-        let stamp = |name: &str, fields: &crate::Map| {
-            fields.get(name).and_then(Value::as_str).and_then(parse_timestamp)
-        };
-        let client_time = match stamp("originalTimestamp", fields) {
+        let times = self.times;
+        let client_time = match times.original_timestamp {
             Some(original) => Some(original),
             None => {
-                let client = stamp("timestamp", fields);
-                if client.is_some() {
-                    let sent = fields["timestamp"].clone();
-                    fields.insert("originalTimestamp".to_owned(), sent);
+                if times.timestamp.is_some() {
+                    let sent = self.raw("timestamp").expect("validated").to_owned();
+                    self.set("originalTimestamp", sent);
                 }
-                client
+                times.timestamp
             }
         };
-        let timestamp = match (client_time, stamp("sentAt", fields)) {
-            (Some(client), Some(sent)) => Some(format_timestamp(received_at - (sent - client))),
-            (Some(_), None) => None,
-            (None, _) => Some(received_text.clone()),
-        };
-        if let Some(timestamp) = timestamp {
-            fields.insert("timestamp".to_owned(), Value::String(timestamp));
-        } else if !fields.contains_key("timestamp") {
-            // Only reachable when the client time came from `originalTimestamp` alone.
-            let original = fields["originalTimestamp"].clone();
-            fields.insert("timestamp".to_owned(), original);
+        match (client_time, times.sent_at) {
+            (Some(client), Some(sent)) => self.set("timestamp", string(&format_timestamp(receipt.at - (sent - client)))),
+            (Some(_), None) => {
+                if self.raw("timestamp").is_none() {
+                    // Only reachable when the client time came from `originalTimestamp` alone.
+                    let original = self.raw("originalTimestamp").expect("the client time came from it").to_owned();
+                    self.set("timestamp", original);
+                }
+            }
+            (None, _) => self.set("timestamp", receipt.raw.clone()),
         }
-        fields.insert("receivedAt".to_owned(), Value::String(received_text));
+        self.set("receivedAt", receipt.raw.clone());
     }
+}
+
+/// The time a request was received, formatted once for all of its messages.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    at: OffsetDateTime,
+    raw: Box<RawValue>,
+}
+
+impl Receipt {
+    /// A receipt at `at`.
+    pub fn new(at: OffsetDateTime) -> Receipt {
+        Receipt { at, raw: string(&format_timestamp(at)) }
+    }
+}
+
+/// A JSON string as raw JSON.
+fn string(text: &str) -> Box<RawValue> {
+    crate::message::raw(&Value::String(text.to_owned()))
 }
 
 /// Formats a time as Segment does: RFC 3339 in UTC with milliseconds, `2026-11-25T23:54:55.123Z`.

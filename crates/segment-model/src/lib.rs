@@ -15,7 +15,7 @@ mod key;
 mod message;
 
 pub use batch::{Batch, BatchError, BatchItemError, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES};
-pub use enrich::format_timestamp;
+pub use enrich::{Receipt, format_timestamp};
 pub use error::{ParseError, Problem, ValidationError};
 pub use id::Id;
 pub use key::MAX_PARTITION_KEY_CHARS;

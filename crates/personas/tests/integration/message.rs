@@ -34,11 +34,11 @@ fn an_audience_identify_as_personas_sends_it() {
 #[test]
 fn removals_anonymous_users_and_traits() {
     let removed = computation(Kind::Audience).identify(&Change { kind: ChangeKind::Removed, ..change("a:anon_1", "false", 2) });
-    assert_eq!(removed.get("traits").unwrap(), &json!({"order_completed_last_30_days": false}));
+    assert_eq!(removed.get("traits").unwrap(), json!({"order_completed_last_30_days": false}));
     assert_eq!(removed.get("anonymousId").unwrap(), "anon_1");
     assert!(removed.get("userId").is_none());
     let trait_call = computation(Kind::Trait).identify(&change("u:u", "\"gold\"", 1));
-    assert_eq!(trait_call.get("traits").unwrap(), &json!({"order_completed_last_30_days": "gold"}));
+    assert_eq!(trait_call.get("traits").unwrap(), json!({"order_completed_last_30_days": "gold"}));
     assert_eq!(trait_call.get("context").unwrap()["personas"]["computation_class"], "trait");
 }
 

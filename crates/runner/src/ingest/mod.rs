@@ -109,7 +109,7 @@ async fn batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: axum
         ingest.metrics.received.inc_by(batch.len() as u64);
         let source = ingest.keys.source(basic.as_deref().or(batch.write_key()))?;
         let mut messages = Vec::with_capacity(batch.len());
-        for item in batch.messages() {
+        for item in batch.into_messages() {
             let mut message = item.map_err(|e| ApiError::bad_request("invalid_message", e.to_string()))?;
             message.take_write_key();
             messages.push(message);
@@ -130,12 +130,12 @@ impl Ingest {
 
     /// Enriches `messages`, stores one spool entry per destination they go to, and returns once it is committed.
     async fn store(&self, source: &str, messages: Vec<Message>) -> Result<u64, ApiError> {
-        let received_at = time::OffsetDateTime::now_utc();
+        let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
         let count = messages.len() as u64;
         let mut encoded = Vec::with_capacity(messages.len());
         let mut targets: Vec<(&str, Vec<usize>)> = Vec::new();
         for (index, mut message) in messages.into_iter().enumerate() {
-            message.enrich(received_at);
+            message.enrich_on(&receipt, || uuid::Uuid::new_v4().to_string());
             for destination in self.routes.destinations_for(source, &message) {
                 match targets.iter_mut().find(|(name, _)| *name == destination.name) {
                     Some((_, indices)) => indices.push(index),

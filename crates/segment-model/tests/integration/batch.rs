@@ -21,11 +21,11 @@ fn batch_context_and_integrations_merge_into_items() {
         "writeKey": "wk"
     }));
     let first = out[0].as_ref().unwrap();
-    assert_eq!(first.get("context").unwrap(), &json!({"ip":"1.2.3.4","library":{"name":"analytics-python","version":"2.3.3"}}));
-    assert_eq!(first.get("integrations").unwrap(), &json!({"All": true}));
+    assert_eq!(first.get("context").unwrap(), json!({"ip":"1.2.3.4","library":{"name":"analytics-python","version":"2.3.3"}}));
+    assert_eq!(first.get("integrations").unwrap(), json!({"All": true}));
     assert_eq!(first.get("sentAt").unwrap(), "2026-11-25T12:00:00Z");
     let second = out[1].as_ref().unwrap();
-    assert_eq!(second.get("integrations").unwrap(), &json!({"Kinesis": false, "All": true}));
+    assert_eq!(second.get("integrations").unwrap(), json!({"Kinesis": false, "All": true}));
     assert_eq!(second.get("context").unwrap()["ip"], "9.9.9.9");
 }
 

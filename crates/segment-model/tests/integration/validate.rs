@@ -19,8 +19,9 @@ fn the_documented_track_call_is_valid() {
     assert_eq!(message.kind(), MessageType::Track);
     let Call::Track { event, properties } = message.call() else { panic!("not a track call") };
     assert_eq!(event, "User Registered");
-    assert_eq!(properties.unwrap()["plan"], "Pro Annual");
-    assert_eq!(properties.unwrap()["account_type"], "Facebook");
+    let properties = properties.unwrap();
+    assert_eq!(properties["plan"], "Pro Annual");
+    assert_eq!(properties["account_type"], "Facebook");
     assert_eq!(message.user_id().unwrap().to_string(), "user_1");
 }
 
