@@ -227,7 +227,7 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} changes ({per_sec}, {eta})")
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {human_pos}/{human_len} changes, {eta} left")
                     .expect("the template is valid")
                     .progress_chars("=> "),
             );
