@@ -15,6 +15,7 @@ use std::io::BufRead as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
 use tests::emulator::{self, Emulators};
 
 fn main() -> anyhow::Result<()> {
@@ -25,15 +26,21 @@ fn main() -> anyhow::Result<()> {
         println!("{name}={value}");
     }
     println!("READY");
-    // Wait for the parent to close our standard input, whether it ends normally or dies.
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        if line.is_err() {
-            break;
-        }
-    }
     runtime.block_on(async {
+        // Stop when the parent closes our standard input (it ended, or died), or when we are told to stop: either
+        // way the emulators go with us.
+        let stdin_closed = tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines().map_while(Result::ok) {});
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        tokio::select! {
+            _ = stdin_closed => {}
+            _ = term.recv() => {}
+            _ = hangup.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
         tokio::time::timeout(Duration::from_secs(20), emulators.stop()).await.ok();
-    });
-    Ok(())
+        anyhow::Ok(())
+    })?;
+    // The blocking stdin reader may still be parked; the process ends here regardless.
+    std::process::exit(0)
 }
