@@ -164,7 +164,12 @@ async fn an_oversize_record_fails_alone() {
         let admin = client(&url, dummy_credentials()).await;
         let stream = unique_name("oversize");
         create(&admin, &stream, 1).await;
-        let small = |i: usize| message(json!({"type": "track", "userId": "u", "event": "Small", "properties": {"i": i}}), &format!("small-{i}"));
+        let small = |i: usize| {
+            message(
+                json!({"type": "track", "userId": "u", "event": "Small", "properties": {"i": i}}),
+                &format!("small-{i}"),
+            )
+        };
         let huge = message(
             json!({"type": "track", "userId": "u", "event": "Huge", "properties": {"blob": "x".repeat(1024 * 1024 + 10)}}),
             "huge",
@@ -172,8 +177,13 @@ async fn an_oversize_record_fails_alone() {
         let batch = vec![small(0), small(1), huge, small(2)];
         let sink = sink(&config(&url, &stream), None, dummy_credentials()).await;
         let outcomes = sink.deliver(records("src_1", &batch)).await;
-        assert!(outcomes[0].is_delivered() && outcomes[1].is_delivered() && outcomes[3].is_delivered(), "{emulator}: {outcomes:?}");
-        let Outcome::Failed(reason) = &outcomes[2] else { panic!("{emulator}: the oversize record did not fail permanently: {:?}", outcomes[2]) };
+        assert!(
+            outcomes[0].is_delivered() && outcomes[1].is_delivered() && outcomes[3].is_delivered(),
+            "{emulator}: {outcomes:?}"
+        );
+        let Outcome::Failed(reason) = &outcomes[2] else {
+            panic!("{emulator}: the oversize record did not fail permanently: {:?}", outcomes[2])
+        };
         assert!(reason.contains("more than the stream's 1048576-byte record limit"), "{emulator}: {reason}");
 
         let read = read_all(&admin, &stream).await;

@@ -25,7 +25,8 @@ async fn setup(name: &str, external_ids: &[&str], actions: &[&str]) -> Setup {
     let ids: Vec<String> = external_ids.iter().map(|id| (*id).to_owned()).collect();
     let trust = kinesis_sink::iam::trust_policy(&caller_arn, &ids);
     // moto matches Kinesis policies only when the resource is "*".
-    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});
+    let policy =
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});
     let role_arn = tests::iam::role(&unique_name(&format!("{name}-role")), &trust, Some(&policy)).await;
     let stream = unique_name(name);
     create(&client(&url, admin.clone()).await, &stream, 1).await;
@@ -43,7 +44,9 @@ async fn read_ids(setup: &Setup) -> Vec<String> {
     read_all(&admin, &setup.stream)
         .await
         .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.data).unwrap()["messageId"].as_str().unwrap().to_owned())
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.data).unwrap()["messageId"].as_str().unwrap().to_owned()
+        })
         .collect()
 }
 

@@ -72,15 +72,16 @@ impl Emulators {
 
 /// Where host emulators are installed: `target/emulators`, shared by runs on the same machine.
 pub fn install_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").join("target")
-    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").join("target"));
     target.join("emulators")
 }
 
 /// Starts the Kinesis emulators and, with `iam`, the IAM-enforcing moto.
 pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
-    let mut emulators = Emulators { kinesis: Vec::new(), iam: None, clients: None, children: Vec::new(), container: None };
+    let mut emulators =
+        Emulators { kinesis: Vec::new(), iam: None, clients: None, children: Vec::new(), container: None };
     match start_localstack().await {
         Ok((container, url)) => {
             eprintln!("emulators: Docker answered; Kinesis is LocalStack at {url}");
@@ -128,7 +129,11 @@ fn free_port() -> anyhow::Result<u16> {
 fn run(command: &mut std::process::Command, what: &str) -> anyhow::Result<()> {
     let output = command.output().with_context(|| format!("{what}: could not run {command:?}"))?;
     if !output.status.success() {
-        bail!("{what} failed: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{what} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(())
 }
@@ -176,7 +181,10 @@ pub fn install_clients() -> anyhow::Result<(PathBuf, PathBuf)> {
     if !marker.exists() {
         eprintln!("emulators: installing {PYTHON_CLIENT} into {}", venv.display());
         run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating the client virtualenv")?;
-        run(std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", PYTHON_CLIENT]), "pip install analytics-python")?;
+        run(
+            std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", PYTHON_CLIENT]),
+            "pip install analytics-python",
+        )?;
         std::fs::write(&marker, "")?;
     }
     let prefix = install_dir().join("clients-node");

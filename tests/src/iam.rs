@@ -18,8 +18,15 @@ pub async fn caller(name: &str, actions: &[&str]) -> (String, Credentials) {
     let user = crate::stream::unique_name(name);
     let created = iam.create_user().user_name(&user).send().await.expect("create a caller");
     let arn = created.user().unwrap().arn().to_owned();
-    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});
-    iam.put_user_policy().user_name(&user).policy_name("caller").policy_document(policy.to_string()).send().await.expect("give the caller its policy");
+    let policy =
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});
+    iam.put_user_policy()
+        .user_name(&user)
+        .policy_name("caller")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .expect("give the caller its policy");
     let key = iam.create_access_key().user_name(&user).send().await.expect("create the caller's key");
     let key = key.access_key().unwrap();
     (arn, Credentials::new(key.access_key_id(), key.secret_access_key(), None, None, "caller"))

@@ -71,7 +71,8 @@ impl RecordingProxy {
             let Some((head, rest)) = request.split_once("\r\n\r\n") else { continue };
             let is_operation = head.lines().any(|line| {
                 let lower = line.to_ascii_lowercase();
-                lower.starts_with("x-amz-target:") && lower.trim_end().ends_with(&format!(".{}", operation.to_ascii_lowercase()))
+                lower.starts_with("x-amz-target:")
+                    && lower.trim_end().ends_with(&format!(".{}", operation.to_ascii_lowercase()))
             });
             let length = head.lines().find_map(|line| {
                 let lower = line.to_ascii_lowercase();

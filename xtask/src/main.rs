@@ -26,7 +26,9 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(&sh),
         Some("bench") => bench(&sh, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | personas | CRITERION FILTER]>");
+            eprintln!(
+                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | personas | CRITERION FILTER]>"
+            );
             bail!("unknown or missing command")
         }
     }
@@ -214,4 +216,3 @@ fn release_driver(sh: &Shell, bin: &str) -> anyhow::Result<()> {
     cmd!(sh, "{driver} --tributary {tributary}").run()?;
     Ok(())
 }
-

@@ -9,10 +9,8 @@ fn root() -> PathBuf {
 /// Every member package's manifest.
 fn manifests() -> Vec<PathBuf> {
     let root = root();
-    let mut manifests: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
-        .unwrap()
-        .map(|e| e.unwrap().path().join("Cargo.toml"))
-        .collect();
+    let mut manifests: Vec<PathBuf> =
+        std::fs::read_dir(root.join("crates")).unwrap().map(|e| e.unwrap().path().join("Cargo.toml")).collect();
     manifests.extend(["xtask", "benches", "tests"].iter().map(|p| root.join(p).join("Cargo.toml")));
     manifests
 }
@@ -41,7 +39,11 @@ fn every_package_takes_its_lints_and_versions_from_the_workspace() {
     for manifest in manifests() {
         let text = std::fs::read_to_string(&manifest).unwrap();
         assert!(text.contains("[lints]\nworkspace = true"), "{} does not use the workspace lints", manifest.display());
-        assert!(text.contains("version.workspace = true"), "{} does not take the workspace version", manifest.display());
+        assert!(
+            text.contains("version.workspace = true"),
+            "{} does not take the workspace version",
+            manifest.display()
+        );
         for line in text.lines().filter(|l| l.contains("= \"") && !l.starts_with('#')) {
             let key = line.split('=').next().unwrap().trim();
             assert!(
@@ -69,7 +71,10 @@ fn the_architecture_page_names_every_crate() {
     let page = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
     for manifest in manifests() {
         let name = manifest.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
-        assert!(page.contains(&format!("`{name}`")) || page.contains(&format!("`crates/{name}`")), "ARCHITECTURE.md does not describe {name}");
+        assert!(
+            page.contains(&format!("`{name}`")) || page.contains(&format!("`crates/{name}`")),
+            "ARCHITECTURE.md does not describe {name}"
+        );
     }
 }
 

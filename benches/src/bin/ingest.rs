@@ -83,7 +83,11 @@ async fn load(url: &str, connections: usize, warmup: Duration, measure: Duration
     }
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Ok(Figures { messages_per_second: latencies.len() as f64 * 100.0 / measure.as_secs_f64(), p50: at(0.50), p99: at(0.99) })
+    Ok(Figures {
+        messages_per_second: latencies.len() as f64 * 100.0 / measure.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    })
 }
 
 fn free_port() -> u16 {
@@ -155,8 +159,14 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("configs/sources"))?;
     std::fs::create_dir_all(dir.join("configs/destinations"))?;
     let out = dir.join("out.ndjson");
-    std::fs::write(dir.join("configs/sources/bench.toml"), "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = { env = \"BENCH_WRITE_KEY\" }\ndestinations = [\"archive\"]\n")?;
-    std::fs::write(dir.join("configs/destinations/archive.toml"), format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()))?;
+    std::fs::write(
+        dir.join("configs/sources/bench.toml"),
+        "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = { env = \"BENCH_WRITE_KEY\" }\ndestinations = [\"archive\"]\n",
+    )?;
+    std::fs::write(
+        dir.join("configs/destinations/archive.toml"),
+        format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()),
+    )?;
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
@@ -188,7 +198,10 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("ingest ({cores} cores, {connections} keep-alive connections, /v1/batch of 100 messages of ~600 bytes, {}s):", measure.as_secs());
+    println!(
+        "ingest ({cores} cores, {connections} keep-alive connections, /v1/batch of 100 messages of ~600 bytes, {}s):",
+        measure.as_secs()
+    );
     println!(
         "  tributary serve (durable spool, file sink): {:.0} messages/s, ack latency p50 {:.1} ms, p99 {:.1} ms; {delivered} delivered to the file (limit: at least 50000/s)",
         ours.messages_per_second,

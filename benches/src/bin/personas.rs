@@ -62,7 +62,10 @@ fn sync(tributary: &Path, config: &Path, state: &Path) -> anyhow::Result<(Durati
     if !status.success() {
         bail!("the sync failed:\n{log}");
     }
-    eprint!("{}", log.lines().filter(|l| !l.contains("changes sent")).map(|l| format!("    {l}\n")).collect::<String>());
+    eprint!(
+        "{}",
+        log.lines().filter(|l| !l.contains("changes sent")).map(|l| format!("    {l}\n")).collect::<String>()
+    );
     Ok((elapsed, peak))
 }
 
@@ -114,12 +117,20 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&root);
 
     println!("personas sync ({cores} cores, file sink, release build):");
-    println!("  1,000,000 members, first sync (every member sent): {:.1} s, peak memory {:.0} MiB", first.as_secs_f64(), mib(first_peak));
+    println!(
+        "  1,000,000 members, first sync (every member sent): {:.1} s, peak memory {:.0} MiB",
+        first.as_secs_f64(),
+        mib(first_peak)
+    );
     println!(
         "  1,000,000 members, 1% churn (10,000 changes): {:.2} s, peak memory {:.0} MiB (limit: 10 s)",
         churn.as_secs_f64(),
         mib(churn_peak)
     );
-    println!("  {large} members, first sync: {:.1} s, peak memory {:.0} MiB (limit: 1024 MiB)", big.as_secs_f64(), mib(big_peak));
+    println!(
+        "  {large} members, first sync: {:.1} s, peak memory {:.0} MiB (limit: 1024 MiB)",
+        big.as_secs_f64(),
+        mib(big_peak)
+    );
     Ok(())
 }

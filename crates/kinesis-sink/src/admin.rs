@@ -14,7 +14,12 @@ use crate::record::{ApiError, ExternalId};
 use crate::sdk::{BaseCredentials, StsAssumer, api_error, sdk_config};
 
 /// A plain Kinesis client for a destination, signing as `identity` when the destination has a role.
-pub async fn client(config: &KinesisConfig, identity: ExternalId, secret: bool, base: &BaseCredentials) -> Result<Client, ApiError> {
+pub async fn client(
+    config: &KinesisConfig,
+    identity: ExternalId,
+    secret: bool,
+    base: &BaseCredentials,
+) -> Result<Client, ApiError> {
     let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
     let mut builder = aws_sdk_kinesis::config::Builder::from(&shared);
@@ -50,7 +55,10 @@ pub struct StreamSummary {
 pub async fn describe(client: &Client, stream: &str) -> Result<StreamSummary, ApiError> {
     let mut request = client.describe_stream_summary();
     request = if stream.starts_with("arn:") { request.stream_arn(stream) } else { request.stream_name(stream) };
-    let output = request.send().await.map_err(|e| api_error(&e, &format!("kinesis:DescribeStreamSummary on stream {stream}")))?;
+    let output = request
+        .send()
+        .await
+        .map_err(|e| api_error(&e, &format!("kinesis:DescribeStreamSummary on stream {stream}")))?;
     let summary = output.stream_description_summary().ok_or_else(|| {
         ApiError::classify(None, None, format!("kinesis:DescribeStreamSummary on stream {stream} returned no summary"))
     })?;

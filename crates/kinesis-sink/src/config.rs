@@ -124,10 +124,7 @@ impl KinesisConfig {
         if let Some(role) = &self.role_address
             && !is_role_arn(role)
         {
-            add(
-                "role_address",
-                format!("{role:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"),
-            );
+            add("role_address", format!("{role:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"));
         }
         if let Some(endpoint) = &self.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
@@ -151,7 +148,10 @@ impl KinesisConfig {
             add("delivery.max_in_flight", "must be at least 1".to_owned());
         }
         if d.backoff_base_ms > d.backoff_max_ms {
-            add("delivery.backoff_base_ms", format!("{} is more than backoff_max_ms ({})", d.backoff_base_ms, d.backoff_max_ms));
+            add(
+                "delivery.backoff_base_ms",
+                format!("{} is more than backoff_max_ms ({})", d.backoff_base_ms, d.backoff_max_ms),
+            );
         }
         problems
     }
@@ -194,7 +194,11 @@ fn check_stream(stream: &str) -> Result<(), String> {
             && is_region(parts[2])
             && parts[3].len() == 12
             && parts[4].strip_prefix("stream/").is_some_and(is_stream_name);
-        return if ok { Ok(()) } else { Err(format!("{stream:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)")) };
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!("{stream:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"))
+        };
     }
     if is_stream_name(stream) {
         Ok(())

@@ -58,7 +58,11 @@ impl CredentialCache {
         {
             return Ok(credentials.clone());
         }
-        let fresh = self.assumer.assume_role(&self.role_arn, identity.as_deref()).await.map_err(|e| self.explain(identity, e))?;
+        let fresh = self
+            .assumer
+            .assume_role(&self.role_arn, identity.as_deref())
+            .await
+            .map_err(|e| self.explain(identity, e))?;
         *cached = Some(fresh.clone());
         Ok(fresh)
     }
@@ -175,9 +179,13 @@ mod tests {
     async fn refusal_names_the_role_and_external_id_unless_secret() {
         let shown = cache(Duration::from_secs(3600), false).get(&Some("wrong".into())).await.unwrap_err();
         assert_eq!(shown.kind, ErrorKind::AssumeRoleRefused);
-        assert!(shown.message.starts_with(
-            "assuming role arn:aws:iam::123456789012:role/r with ExternalId \"wrong\" was refused"
-        ), "{}", shown.message);
+        assert!(
+            shown
+                .message
+                .starts_with("assuming role arn:aws:iam::123456789012:role/r with ExternalId \"wrong\" was refused"),
+            "{}",
+            shown.message
+        );
         let hidden = cache(Duration::from_secs(3600), true).get(&Some("wrong".into())).await.unwrap_err();
         assert!(!hidden.message.contains("\"wrong\""), "{}", hidden.message);
         assert!(hidden.message.contains("secret_id as ExternalId"), "{}", hidden.message);

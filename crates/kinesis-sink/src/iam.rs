@@ -76,7 +76,10 @@ pub async fn caller_arn(config: &KinesisConfig, base: &BaseCredentials) -> Resul
         .send()
         .await
         .map_err(|e| api_error(&e, "sts:GetCallerIdentity"))?;
-    output.arn().map(str::to_owned).ok_or_else(|| ApiError::classify(None, None, "sts:GetCallerIdentity returned no ARN".into()))
+    output
+        .arn()
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::classify(None, None, "sts:GetCallerIdentity returned no ARN".into()))
 }
 
 /// The result of checking one identity of a destination.
@@ -178,7 +181,12 @@ async fn explain_refusal(
         (Some(id), false) => format!("External ID {id:?}"),
     };
     let regenerate = format!("`tributary iam trust --destination {destination}` prints the trust policy it needs");
-    let caller = aws_sdk_sts::Client::new(shared).get_caller_identity().send().await.ok().and_then(|o| o.arn().map(principal_of));
+    let caller = aws_sdk_sts::Client::new(shared)
+        .get_caller_identity()
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.arn().map(principal_of));
     let name = role.rsplit('/').next().unwrap_or(role);
     let document = match aws_sdk_iam::Client::new(shared).get_role().role_name(name).send().await {
         Ok(output) => output.role().map(|r| r.assume_role_policy_document().unwrap_or_default().to_owned()),
@@ -195,7 +203,9 @@ async fn explain_refusal(
     };
     let statements = trusting(&document, &caller);
     if statements.is_empty() {
-        return format!("role {role} does not trust {caller}: add it as a principal of the role's trust policy; {regenerate}");
+        return format!(
+            "role {role} does not trust {caller}: add it as a principal of the role's trust policy; {regenerate}"
+        );
     }
     let allowed: Vec<String> = statements.iter().flat_map(|s| external_ids(s)).collect();
     match identity {
@@ -206,7 +216,10 @@ async fn explain_refusal(
                 allowed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
             )
         }
-        _ => format!("assuming role {role} with {external} was refused although its trust policy allows it: {}", error.message),
+        _ => format!(
+            "assuming role {role} with {external} was refused although its trust policy allows it: {}",
+            error.message
+        ),
     }
 }
 
@@ -243,9 +256,9 @@ fn trusting<'a>(document: &'a Value, caller: &str) -> Vec<&'a Value> {
                 Value::String(p) => vec![p.clone()],
                 other => strings(&other["AWS"]),
             };
-            principals.iter().any(|p| {
-                p == "*" || p == caller || p == account || *p == format!("arn:aws:iam::{account}:root")
-            })
+            principals
+                .iter()
+                .any(|p| p == "*" || p == caller || p == account || *p == format!("arn:aws:iam::{account}:root"))
         })
         .collect()
 }
@@ -290,7 +303,10 @@ mod tests {
 
     #[test]
     fn assumed_role_sessions_are_trusted_through_their_role() {
-        assert_eq!(principal_of("arn:aws:sts::123456789012:assumed-role/deployer/i-0abc"), "arn:aws:iam::123456789012:role/deployer");
+        assert_eq!(
+            principal_of("arn:aws:sts::123456789012:assumed-role/deployer/i-0abc"),
+            "arn:aws:iam::123456789012:role/deployer"
+        );
         assert_eq!(principal_of("arn:aws:iam::123456789012:user/ci"), "arn:aws:iam::123456789012:user/ci");
     }
 

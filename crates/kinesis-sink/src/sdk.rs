@@ -111,7 +111,9 @@ impl AssumeRole for StsAssumer {
             .send()
             .await
             .map_err(|e| api_error(&e, "sts:AssumeRole"))?;
-        let issued = output.credentials().ok_or_else(|| ApiError::classify(None, None, "sts:AssumeRole returned no credentials".into()))?;
+        let issued = output
+            .credentials()
+            .ok_or_else(|| ApiError::classify(None, None, "sts:AssumeRole returned no credentials".into()))?;
         let expiry = SystemTime::try_from(*issued.expiration()).ok();
         Ok(Credentials::new(
             issued.access_key_id(),
@@ -198,13 +200,21 @@ impl KinesisApi for SdkKinesis {
         let client = self.client(identity).await?;
         let mut request = client.put_records().set_records(Some(sdk_entries(entries)));
         request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
-        let output = request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecords on stream {}", self.stream)))?;
+        let output = request
+            .send()
+            .await
+            .map_err(|e| api_error(&e, &format!("kinesis:PutRecords on stream {}", self.stream)))?;
         let results = output.records();
         if results.len() != entries.len() {
             return Err(ApiError::classify(
                 None,
                 None,
-                format!("kinesis:PutRecords on stream {} answered {} results for {} records", self.stream, results.len(), entries.len()),
+                format!(
+                    "kinesis:PutRecords on stream {} answered {} results for {} records",
+                    self.stream,
+                    results.len(),
+                    entries.len()
+                ),
             ));
         }
         Ok(results
@@ -224,10 +234,10 @@ impl KinesisApi for SdkKinesis {
 
     async fn put_record(&self, identity: &ExternalId, entry: &Entry) -> Result<Delivery, ApiError> {
         let client = self.client(identity).await?;
-        let mut request =
-            client.put_record().data(Blob::new(entry.data.to_vec())).partition_key(&entry.partition_key);
+        let mut request = client.put_record().data(Blob::new(entry.data.to_vec())).partition_key(&entry.partition_key);
         request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
-        let output = request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecord on stream {}", self.stream)))?;
+        let output =
+            request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecord on stream {}", self.stream)))?;
         Ok(Delivery {
             shard_id: Some(output.shard_id().to_owned()),
             sequence_number: Some(output.sequence_number().to_owned()),

@@ -91,12 +91,8 @@ impl<A: KinesisApi> Service<A> {
                             match result {
                                 Ok(delivery) => outcomes[i] = Some(Outcome::Delivered(delivery)),
                                 Err(error) => {
-                                    let reason = format!(
-                                        "{}: {} (stream {})",
-                                        error.code,
-                                        error.message,
-                                        self.api.stream()
-                                    );
+                                    let reason =
+                                        format!("{}: {} (stream {})", error.code, error.message, self.api.stream());
                                     let kind = classify_code(&error.code);
                                     refresh |= kind == ErrorKind::ExpiredToken;
                                     let e = ApiError { kind, code: Some(error.code), message: reason };
@@ -139,10 +135,7 @@ impl<A: KinesisApi> Service<A> {
             }
             pending = retry;
         }
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Retryable("not sent".to_owned())))
-            .collect()
+        outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retryable("not sent".to_owned()))).collect()
     }
 
     /// Records a failed entry: permanent failures are settled; the rest are queued for the next round.
@@ -326,7 +319,11 @@ mod tests {
         assert_eq!(summary(&outcomes), ["delivered"; 4]);
         assert_eq!(
             calls(&service),
-            [("PutRecords", keys(&["a", "b", "c", "d"])), ("PutRecords", keys(&["b", "d"])), ("PutRecords", keys(&["d"]))]
+            [
+                ("PutRecords", keys(&["a", "b", "c", "d"])),
+                ("PutRecords", keys(&["b", "d"])),
+                ("PutRecords", keys(&["d"]))
+            ]
         );
     }
 
@@ -350,12 +347,14 @@ mod tests {
     #[tokio::test]
     async fn retries_stop_after_max_attempts() {
         let fake = Fake::default();
-        fake.put_records.lock().unwrap().extend(
-            (0..3).map(|_| Reply::Entries(vec![None, Some("ProvisionedThroughputExceededException")])).take(1),
-        );
-        fake.put_records.lock().unwrap().extend(
-            (0..2).map(|_| Reply::Entries(vec![Some("ProvisionedThroughputExceededException")])),
-        );
+        fake.put_records
+            .lock()
+            .unwrap()
+            .extend((0..3).map(|_| Reply::Entries(vec![None, Some("ProvisionedThroughputExceededException")])).take(1));
+        fake.put_records
+            .lock()
+            .unwrap()
+            .extend((0..2).map(|_| Reply::Entries(vec![Some("ProvisionedThroughputExceededException")])));
         let service = service(fake, 3);
         let outcomes = service.send(&None, &entries(&["a", "b"])).await;
         assert_eq!(summary(&outcomes), ["delivered", "retryable"]);
@@ -416,7 +415,10 @@ mod tests {
     #[tokio::test]
     async fn expired_token_refreshes_then_retries() {
         let fake = Fake::default();
-        fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::ExpiredToken, Some("ExpiredTokenException"))));
+        fake.put_records
+            .lock()
+            .unwrap()
+            .push_back(Reply::Call(error(ErrorKind::ExpiredToken, Some("ExpiredTokenException"))));
         let service = service(fake, 5);
         let identity = Some("src_1".to_owned());
         let outcomes = service.send(&identity, &entries(&["a"])).await;
@@ -428,7 +430,10 @@ mod tests {
     #[tokio::test]
     async fn a_refused_role_fails_without_retrying() {
         let fake = Fake::default();
-        fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::AssumeRoleRefused, Some("AccessDenied"))));
+        fake.put_records
+            .lock()
+            .unwrap()
+            .push_back(Reply::Call(error(ErrorKind::AssumeRoleRefused, Some("AccessDenied"))));
         let service = service(fake, 5);
         let outcomes = service.send(&Some("src_x".into()), &entries(&["a"])).await;
         assert_eq!(summary(&outcomes), ["failed"]);

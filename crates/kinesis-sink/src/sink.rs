@@ -107,9 +107,8 @@ impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
             }
         }
         for (i, outcome) in waiting {
-            outcomes[i] = Some(
-                outcome.await.unwrap_or_else(|_| Outcome::Retryable("the Kinesis sink has stopped".to_owned())),
-            );
+            outcomes[i] =
+                Some(outcome.await.unwrap_or_else(|_| Outcome::Retryable("the Kinesis sink has stopped".to_owned())));
         }
         outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect()
     }

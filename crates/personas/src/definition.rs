@@ -115,19 +115,28 @@ impl ComputationConfig {
         if self.key().is_empty() {
             problems.push(("key", "the name has no letters or digits to make a key from; set key".to_owned()));
         }
-        for (key, value) in [("computation_id", &self.computation_id), ("space_id", &self.space_id), ("namespace", &self.namespace)] {
+        for (key, value) in
+            [("computation_id", &self.computation_id), ("space_id", &self.space_id), ("namespace", &self.namespace)]
+        {
             if value.is_empty() {
                 problems.push((key, "must not be empty".to_owned()));
             }
         }
         match (self.kind, &self.source.value_column) {
-            (Kind::Trait, None) => problems.push(("source.value_column", "a trait needs the column that holds its value".to_owned())),
-            (Kind::Audience, Some(_)) => problems.push(("source.value_column", "is only for traits; an audience's members are true".to_owned())),
+            (Kind::Trait, None) => {
+                problems.push(("source.value_column", "a trait needs the column that holds its value".to_owned()))
+            }
+            (Kind::Audience, Some(_)) => {
+                problems.push(("source.value_column", "is only for traits; an audience's members are true".to_owned()))
+            }
             _ => {}
         }
         let extension = self.source.path.extension().and_then(|e| e.to_str()).unwrap_or_default();
         if !matches!(extension, "csv" | "ndjson" | "jsonl") {
-            problems.push(("source.path", format!("{:?} is neither .csv nor .ndjson", self.source.path.display().to_string())));
+            problems.push((
+                "source.path",
+                format!("{:?} is neither .csv nor .ndjson", self.source.path.display().to_string()),
+            ));
         }
         if let Some(share) = self.max_removal_share
             && !(0.0..=1.0).contains(&share)

@@ -69,7 +69,12 @@ where
     S: IntoIterator<Item = Stored>,
     C: IntoIterator<Item = Member>,
 {
-    Diff { state: state.into_iter().peekable(), current: current.into_iter().peekable(), removed_value: removed_value.to_owned(), full_resync }
+    Diff {
+        state: state.into_iter().peekable(),
+        current: current.into_iter().peekable(),
+        removed_value: removed_value.to_owned(),
+        full_resync,
+    }
 }
 
 /// The iterator [`diff`] returns.
@@ -125,7 +130,12 @@ impl<S: Iterator<Item = Stored>, C: Iterator<Item = Member>> Iterator for Diff<S
                     } else {
                         return Some(Step::Unchanged);
                     };
-                    return Some(Step::Change(Change { kind, key: stored.key, value: member.value.into(), version: stored.version + 1 }));
+                    return Some(Step::Change(Change {
+                        kind,
+                        key: stored.key,
+                        value: member.value.into(),
+                        version: stored.version + 1,
+                    }));
                 }
             }
         }

@@ -3,9 +3,9 @@
 use segment_model::Message;
 use serde_json::{Value, json};
 
+use crate::Identity;
 use crate::definition::{ComputationConfig, Kind};
 use crate::diff::Change;
-use crate::Identity;
 
 /// The namespace of the deterministic messageIds (a UUID v5 namespace of our own).
 const MESSAGE_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c0f_2b4e_9a55_4d2e_8f1b_7c3a_5e9d_1f42);

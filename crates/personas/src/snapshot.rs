@@ -124,7 +124,8 @@ pub fn read(path: &Path, config: &SnapshotConfig, kind: Kind) -> Result<Snapshot
     let mut fail = |line: u64, message: String| snapshot.errors.push(RowError { file: path.to_owned(), line, message });
     let mut members = Vec::with_capacity(rows);
     if is_csv {
-        let mut reader = csv::Reader::from_path(path).map_err(|source| SnapshotError::Csv { path: path.to_owned(), source })?;
+        let mut reader =
+            csv::Reader::from_path(path).map_err(|source| SnapshotError::Csv { path: path.to_owned(), source })?;
         let headers = reader.headers().map_err(|source| SnapshotError::Csv { path: path.to_owned(), source })?.clone();
         let column = |key: &'static str, name: &str| {
             headers.iter().position(|h| h == name).ok_or_else(|| SnapshotError::MissingColumn {
@@ -188,7 +189,12 @@ pub fn read(path: &Path, config: &SnapshotConfig, kind: Kind) -> Result<Snapshot
                 _ => None,
             };
             let value = config.value_column.as_deref().map(|name| row[name].clone());
-            match member(text_of(&config.user_id_column).as_deref(), text_of(&config.anonymous_id_column).as_deref(), value, kind) {
+            match member(
+                text_of(&config.user_id_column).as_deref(),
+                text_of(&config.anonymous_id_column).as_deref(),
+                value,
+                kind,
+            ) {
                 Ok(m) => members.push(m),
                 Err(message) => fail(number, message),
             }

@@ -52,7 +52,11 @@ impl StateStore {
 
     /// Calls `with` on the stored rows of `computation`, streamed in key order. A read error stops the stream and
     /// is returned after `with` returns.
-    pub fn with_stored<T>(&self, computation: &str, with: impl FnOnce(&mut dyn Iterator<Item = Stored>) -> T) -> Result<T, StateError> {
+    pub fn with_stored<T>(
+        &self,
+        computation: &str,
+        with: impl FnOnce(&mut dyn Iterator<Item = Stored>) -> T,
+    ) -> Result<T, StateError> {
         let fail = |source| StateError { path: self.path.clone(), source };
         let mut statement = self
             .connection
@@ -103,7 +107,9 @@ impl StateStore {
     /// How many identities of `computation` are members now.
     pub fn members(&self, computation: &str) -> Result<u64, StateError> {
         self.connection
-            .query_row("SELECT COUNT(*) FROM members WHERE computation = ?1 AND member", params![computation], |row| row.get(0))
+            .query_row("SELECT COUNT(*) FROM members WHERE computation = ?1 AND member", params![computation], |row| {
+                row.get(0)
+            })
             .map_err(|source| StateError { path: self.path.clone(), source })
     }
 }

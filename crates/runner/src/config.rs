@@ -199,14 +199,23 @@ impl Config {
 
     /// The IDs of the sources connected to the destination `name`.
     pub fn sources_of(&self, name: &str) -> Vec<&str> {
-        self.sources.iter().filter(|s| s.config.destinations.iter().any(|d| d == name)).map(|s| s.config.id.as_str()).collect()
+        self.sources
+            .iter()
+            .filter(|s| s.config.destinations.iter().any(|d| d == name))
+            .map(|s| s.config.id.as_str())
+            .collect()
     }
 
     /// The IDs messages reach the destination `name` from, sorted and once each: its connected sources, and the
     /// `source_id` of every audience or trait that delivers there. Without a `secret_id`, these are its External IDs.
     pub fn senders_of(&self, name: &str) -> Vec<&str> {
         let mut ids = self.sources_of(name);
-        ids.extend(self.audiences.iter().filter(|a| a.config.destinations.iter().any(|d| d == name)).map(|a| a.config.source_id()));
+        ids.extend(
+            self.audiences
+                .iter()
+                .filter(|a| a.config.destinations.iter().any(|d| d == name))
+                .map(|a| a.config.source_id()),
+        );
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -267,10 +276,22 @@ fn check_audiences(
             problems.error(&a.file, "name", format!("{:?} is already the name of {}", config.name, first.display()));
         }
         if let Some(first) = seen_ids.insert(&config.computation_id, &a.file) {
-            problems.error(&a.file, "computation_id", format!("{:?} is already the computation_id of {}", config.computation_id, first.display()));
+            problems.error(
+                &a.file,
+                "computation_id",
+                format!("{:?} is already the computation_id of {}", config.computation_id, first.display()),
+            );
         }
         if let Some(first) = seen_keys.insert(config.key(), &a.file) {
-            problems.error(&a.file, "key", format!("{:?} is already the key of {}; their traits would overwrite each other", config.key(), first.display()));
+            problems.error(
+                &a.file,
+                "key",
+                format!(
+                    "{:?} is already the key of {}; their traits would overwrite each other",
+                    config.key(),
+                    first.display()
+                ),
+            );
         }
         for (i, name) in config.destinations.iter().enumerate() {
             if !names.contains(name.as_str()) {
@@ -322,7 +343,11 @@ fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationCon
                         problems.error(&d.file, format!("kinesis.{}", p.key), p.message);
                     }
                     if kinesis.secret_id.as_ref().is_some_and(SecretRef::is_inline) {
-                        problems.warn(&d.file, "kinesis.secret_id", "is written inline; it belongs in the environment: secret_id = { env = \"NAME\" }");
+                        problems.warn(
+                            &d.file,
+                            "kinesis.secret_id",
+                            "is written inline; it belongs in the environment: secret_id = { env = \"NAME\" }",
+                        );
                     }
                 }
             },
@@ -332,10 +357,18 @@ fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationCon
             _ => {}
         }
         if config.kind != DestinationType::Kinesis && config.kinesis.is_some() {
-            problems.error(&d.file, "kinesis", format!("is only for kinesis destinations, and this one is {:?}", config.kind));
+            problems.error(
+                &d.file,
+                "kinesis",
+                format!("is only for kinesis destinations, and this one is {:?}", config.kind),
+            );
         }
         if config.kind != DestinationType::File && config.file.is_some() {
-            problems.error(&d.file, "file", format!("is only for file destinations, and this one is {:?}", config.kind));
+            problems.error(
+                &d.file,
+                "file",
+                format!("is only for file destinations, and this one is {:?}", config.kind),
+            );
         }
     }
     let mut ids: HashMap<&str, &Path> = HashMap::new();
@@ -355,7 +388,11 @@ fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationCon
             None => keys.push((&config.write_key, &s.file)),
         }
         if config.write_key.is_inline() {
-            problems.warn(&s.file, "write_key", "is written inline; it belongs in the environment: write_key = { env = \"NAME\" }");
+            problems.warn(
+                &s.file,
+                "write_key",
+                "is written inline; it belongs in the environment: write_key = { env = \"NAME\" }",
+            );
         }
         let mut seen = HashSet::new();
         for (i, name) in config.destinations.iter().enumerate() {

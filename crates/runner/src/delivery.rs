@@ -41,7 +41,11 @@ impl Worker {
         let label = Metrics::destination(&self.name);
         loop {
             let flushing = *stop.borrow();
-            let due = if flushing { self.spool.all_waiting(&self.name, BATCH).await } else { self.spool.due(&self.name, BATCH).await };
+            let due = if flushing {
+                self.spool.all_waiting(&self.name, BATCH).await
+            } else {
+                self.spool.due(&self.name, BATCH).await
+            };
             let due = match due {
                 Ok(due) => due,
                 Err(e) => {

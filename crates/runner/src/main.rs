@@ -181,9 +181,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -228,11 +226,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { listen, spool_dir, spool_max, flush_timeout } => {
             let config = load(&cli.config)?;
             let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
-            let options = serve::ServeOptions { listen, spool_dir, spool_max, flush_timeout: std::time::Duration::from_secs(flush_timeout) };
+            let options = serve::ServeOptions {
+                listen,
+                spool_dir,
+                spool_max,
+                flush_timeout: std::time::Duration::from_secs(flush_timeout),
+            };
             serve::serve(&config, routes, options).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Personas { action: PersonasAction::Sync { audience, dry_run, full_resync, allow_mass_removal, state_dir } } => {
+        Command::Personas {
+            action: PersonasAction::Sync { audience, dry_run, full_resync, allow_mass_removal, state_dir },
+        } => {
             let config = load(&cli.config)?;
             let names: Vec<&str> = config
                 .audiences
@@ -252,7 +257,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let verb = if dry_run { "would send" } else { "sent" };
                 eprintln!(
                     "{}: {} added, {} removed, {} changed, {} unchanged, {} failed, {} malformed rows; {verb} {} in {:.2}s",
-                    s.name, s.counts.added, s.counts.removed, s.counts.changed, s.counts.unchanged, s.failed, s.malformed, s.sent, s.seconds
+                    s.name,
+                    s.counts.added,
+                    s.counts.removed,
+                    s.counts.changed,
+                    s.counts.unchanged,
+                    s.failed,
+                    s.malformed,
+                    s.sent,
+                    s.seconds
                 );
                 if let Some(error) = &s.error {
                     eprintln!("{}: stopped: {error}", s.name);
@@ -289,7 +302,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Dlq { spool_dir, action } => {
-            let spool = spool::Spool::open(&spool_dir, u64::MAX).with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
+            let spool = spool::Spool::open(&spool_dir, u64::MAX)
+                .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
             match action {
                 DlqAction::List { destination } => {
                     let count = dlq::list(&spool, destination.as_deref(), &mut std::io::stdout().lock()).await?;
@@ -300,20 +314,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let config = load(&cli.config)?;
                     let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
                     let done = dlq::replay(&spool, &routes, destination.as_deref(), &ids).await?;
-                    eprintln!("{} delivered, {} failed again, {} skipped (destination unknown or disabled)", done.delivered, done.failed, done.skipped);
+                    eprintln!(
+                        "{} delivered, {} failed again, {} skipped (destination unknown or disabled)",
+                        done.delivered, done.failed, done.skipped
+                    );
                     Ok(if done.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
                 }
             }
         }
         Command::Send { source, file } => {
             let config = load(&cli.config)?;
-            let names: Vec<&str> = config.source(&source).map(|s| s.config.destinations.iter().map(String::as_str).collect()).unwrap_or_default();
+            let names: Vec<&str> = config
+                .source(&source)
+                .map(|s| s.config.destinations.iter().map(String::as_str).collect())
+                .unwrap_or_default();
             let router = Router::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?;
             let mut errors = std::io::stderr();
             let summary = if file.as_os_str() == "-" {
                 send::send(&config, &router, &source, tokio::io::stdin(), "<stdin>", &mut errors).await?
             } else {
-                let input = tokio::fs::File::open(&file).await.with_context(|| format!("opening {}", file.display()))?;
+                let input =
+                    tokio::fs::File::open(&file).await.with_context(|| format!("opening {}", file.display()))?;
                 send::send(&config, &router, &source, input, &file.display().to_string(), &mut errors).await?
             };
             eprintln!("read {} messages, {} malformed lines", summary.messages, summary.malformed);
@@ -333,7 +354,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(&cli.config)?;
             let (name, created) = streams::create(&config, &destination, shards).await?;
             match created {
-                kinesis_sink::admin::Created::New => println!("created stream {name} with {shards} shards; it is ACTIVE"),
+                kinesis_sink::admin::Created::New => {
+                    println!("created stream {name} with {shards} shards; it is ACTIVE")
+                }
                 kinesis_sink::admin::Created::Existing => println!("stream {name} already exists; it is ACTIVE"),
             }
             Ok(ExitCode::SUCCESS)

@@ -43,15 +43,21 @@ impl Router {
                 DestinationType::Stdout => Arc::new(StdoutSink::stdout()),
                 DestinationType::File => {
                     let path = &d.file.as_ref().expect("checked when loading").path;
-                    Arc::new(FileSink::open(path).await.with_context(|| format!("opening {} for destination {}", path.display(), d.name))?)
+                    Arc::new(
+                        FileSink::open(path)
+                            .await
+                            .with_context(|| format!("opening {} for destination {}", path.display(), d.name))?,
+                    )
                 }
                 DestinationType::Kinesis => {
                     let kinesis = d.kinesis.as_ref().expect("checked when loading");
                     let secret_id = match &kinesis.secret_id {
                         None => None,
-                        Some(secret) => Some(secret.resolve(&config.dir).with_context(|| {
-                            format!("{}: kinesis.secret_id", loaded.file.display())
-                        })?),
+                        Some(secret) => Some(
+                            secret
+                                .resolve(&config.dir)
+                                .with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?,
+                        ),
                     };
                     Arc::new(KinesisSink::connect(kinesis, secret_id, base).await)
                 }
@@ -73,9 +79,7 @@ impl Router {
     pub fn destinations_for<'a>(&'a self, source_id: &str, message: &Message) -> Vec<&'a Destination> {
         self.routes
             .get(source_id)
-            .map(|names| {
-                names.iter().filter(|n| wants(message, n)).filter_map(|n| self.destinations.get(n)).collect()
-            })
+            .map(|names| names.iter().filter(|n| wants(message, n)).filter_map(|n| self.destinations.get(n)).collect())
             .unwrap_or_default()
     }
 
@@ -91,7 +95,10 @@ impl Router {
 
     /// The enabled destinations of `source_id`, whatever the message says.
     pub fn connected(&self, source_id: &str) -> Vec<&Destination> {
-        self.routes.get(source_id).map(|names| names.iter().filter_map(|n| self.destinations.get(n)).collect()).unwrap_or_default()
+        self.routes
+            .get(source_id)
+            .map(|names| names.iter().filter_map(|n| self.destinations.get(n)).collect())
+            .unwrap_or_default()
     }
 }
 

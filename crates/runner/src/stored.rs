@@ -23,7 +23,9 @@ pub fn decode(source_id: &str, items: &Bytes) -> Result<Vec<Record>, postcard::E
     let source: Arc<str> = Arc::from(source_id);
     Ok(triples
         .into_iter()
-        .map(|(id, key, message)| Record::from_stored(source.clone(), id.to_owned(), key.to_owned(), items.slice_ref(message.as_bytes())))
+        .map(|(id, key, message)| {
+            Record::from_stored(source.clone(), id.to_owned(), key.to_owned(), items.slice_ref(message.as_bytes()))
+        })
         .collect())
 }
 

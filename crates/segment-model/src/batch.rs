@@ -243,7 +243,9 @@ impl Batch {
         };
         let items = match envelope.batch {
             Some(Items::List(items)) => items,
-            Some(Items::Not(found)) => return Err(BatchError::Envelope { field: "batch", expected: "an array", found }),
+            Some(Items::Not(found)) => {
+                return Err(BatchError::Envelope { field: "batch", expected: "an array", found });
+            }
             None => {
                 return Err(BatchError::Parse(ParseError::Invalid(crate::ValidationError::new(
                     "batch",

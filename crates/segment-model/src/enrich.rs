@@ -51,7 +51,9 @@ impl Message {
             }
         };
         match (client_time, times.sent_at) {
-            (Some(client), Some(sent)) => self.set("timestamp", string(&format_timestamp(receipt.at - (sent - client)))),
+            (Some(client), Some(sent)) => {
+                self.set("timestamp", string(&format_timestamp(receipt.at - (sent - client))))
+            }
             (Some(_), None) => {
                 if self.raw("timestamp").is_none() {
                     // Only reachable when the client time came from `originalTimestamp` alone.
@@ -108,9 +110,7 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some(at);
     }
-    let local = format_description!(
-        version = 2,
-        "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
-    );
+    let local =
+        format_description!(version = 2, "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]");
     PrimitiveDateTime::parse(text, local).ok().map(PrimitiveDateTime::assume_utc)
 }

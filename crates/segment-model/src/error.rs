@@ -46,10 +46,9 @@ impl fmt::Display for Problem {
                 write!(f, "is {actual} characters long, more than the {max} allowed")
             }
             Problem::NotATimestamp(value) => write!(f, "{value:?} is not an ISO-8601 date-time"),
-            Problem::UnknownType(value) => write!(
-                f,
-                "{value:?} is not a Segment call type (track, identify, page, screen, group, alias)"
-            ),
+            Problem::UnknownType(value) => {
+                write!(f, "{value:?} is not a Segment call type (track, identify, page, screen, group, alias)")
+            }
             Problem::TypeMismatch { expected, found } => {
                 write!(f, "is {found:?} but the endpoint takes {expected:?}")
             }

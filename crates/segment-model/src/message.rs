@@ -67,10 +67,7 @@ impl FromStr for MessageType {
     type Err = Problem;
 
     fn from_str(s: &str) -> Result<Self, Problem> {
-        MessageType::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| Problem::UnknownType(s.to_owned()))
+        MessageType::ALL.into_iter().find(|kind| kind.as_str() == s).ok_or_else(|| Problem::UnknownType(s.to_owned()))
     }
 }
 
@@ -264,7 +261,10 @@ impl Message {
         Message::from_fields(fields.into_iter().map(|(k, v)| (k, raw(&v))).collect(), kind)
     }
 
-    pub(crate) fn from_fields(mut fields: Vec<(String, Box<RawValue>)>, kind: Option<MessageType>) -> Result<Message, ValidationError> {
+    pub(crate) fn from_fields(
+        mut fields: Vec<(String, Box<RawValue>)>,
+        kind: Option<MessageType>,
+    ) -> Result<Message, ValidationError> {
         let declared = fields.iter().find(|(k, _)| k == "type").map(|(_, v)| parse(v));
         let kind = match (declared, kind) {
             (None | Some(Value::Null), Some(kind)) => {
@@ -292,7 +292,8 @@ impl Message {
                 ));
             }
         };
-        let mut message = Message { kind, fields, user_id: None, anonymous_id: None, message_id: None, times: Times::default() };
+        let mut message =
+            Message { kind, fields, user_id: None, anonymous_id: None, message_id: None, times: Times::default() };
         let checked = validate(kind, &message)?;
         message.user_id = checked.user_id.and_then(IdValue::from_value);
         message.anonymous_id = checked.anonymous_id.and_then(IdValue::from_value);
@@ -317,10 +318,14 @@ impl Message {
             _ => None,
         };
         // Validation guarantees the required identifiers below are present.
-        let id = |name| self.value(name).and_then(IdValue::from_value).map(|v| v.as_id().to_text().into_owned()).unwrap_or_default();
+        let id = |name| {
+            self.value(name).and_then(IdValue::from_value).map(|v| v.as_id().to_text().into_owned()).unwrap_or_default()
+        };
         match self.kind {
             MessageType::Identify => Call::Identify { traits: object("traits") },
-            MessageType::Track => Call::Track { event: text("event").unwrap_or_default(), properties: object("properties") },
+            MessageType::Track => {
+                Call::Track { event: text("event").unwrap_or_default(), properties: object("properties") }
+            }
             MessageType::Page => Call::Page { name: text("name"), properties: object("properties") },
             MessageType::Screen => Call::Screen { name: text("name"), properties: object("properties") },
             MessageType::Group => Call::Group { group_id: id("groupId"), traits: object("traits") },
@@ -376,7 +381,8 @@ impl Message {
 
     /// The message as compact JSON bytes: what a destination receives.
     pub fn to_json_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
+        let mut out =
+            Vec::with_capacity(self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
         out.push(b'{');
         for (i, (key, value)) in self.fields.iter().enumerate() {
             if i > 0 {
@@ -451,7 +457,12 @@ fn require_id(message: &Message, name: &str) -> Result<(), ValidationError> {
 }
 
 /// Checks an optional field's JSON type from its first byte, without parsing it.
-fn check_type(message: &Message, name: &str, expected: &'static str, wanted: &'static str) -> Result<(), ValidationError> {
+fn check_type(
+    message: &Message,
+    name: &str,
+    expected: &'static str,
+    wanted: &'static str,
+) -> Result<(), ValidationError> {
     match message.raw(name).map(raw_type) {
         None | Some("null") => Ok(()),
         Some(found) if found == wanted => Ok(()),

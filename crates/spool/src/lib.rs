@@ -209,7 +209,8 @@ impl Spool {
         writer.execute_batch(SCHEMA).map_err(database)?;
         // A restart is usually an operator's fix: every waiting message becomes due at once.
         writer.execute("UPDATE spool SET next_attempt_at = 0 WHERE next_attempt_at > 0", []).map_err(database)?;
-        let depth: i64 = writer.query_row("SELECT COALESCE(SUM(count), 0) FROM spool", [], |row| row.get(0)).map_err(database)?;
+        let depth: i64 =
+            writer.query_row("SELECT COALESCE(SUM(count), 0) FROM spool", [], |row| row.get(0)).map_err(database)?;
         let reader = open_connection(&path).map_err(database)?;
         let (sender, receiver) = mpsc::channel();
         let thread_path = path.clone();
@@ -435,7 +436,8 @@ fn apply(connection: &mut Connection, batch: &[Job]) -> Result<i64, rusqlite::Er
                      last_error = ?5 WHERE id = ?1",
                 )?;
                 for settlement in settlements {
-                    let Some(count) = held.query_row(params![settlement.id], |row| row.get::<_, i64>(0)).optional()? else {
+                    let Some(count) = held.query_row(params![settlement.id], |row| row.get::<_, i64>(0)).optional()?
+                    else {
                         continue;
                     };
                     gone += count - settlement.retry.as_ref().map_or(0, |r| i64::from(r.count));

@@ -15,13 +15,14 @@ use std::io::BufRead as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::signal::unix::{SignalKind, signal};
 use tests::emulator::{self, Emulators};
+use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let only_kinesis = std::env::args().any(|a| a == "--kinesis-only");
-    let emulators: Emulators = runtime.block_on(emulator::start_all(!only_kinesis)).context("starting the emulators")?;
+    let emulators: Emulators =
+        runtime.block_on(emulator::start_all(!only_kinesis)).context("starting the emulators")?;
     for (name, value) in emulators.environment() {
         println!("{name}={value}");
     }
@@ -29,7 +30,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         // Stop when the parent closes our standard input (it ended, or died), or when we are told to stop: either
         // way the emulators go with us.
-        let stdin_closed = tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines().map_while(Result::ok) {});
+        let stdin_closed =
+            tokio::task::spawn_blocking(|| for _ in std::io::stdin().lock().lines().map_while(Result::ok) {});
         let mut term = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
         tokio::select! {

@@ -65,9 +65,17 @@ fn a_full_resync_sends_unchanged_members_again() {
 
 #[test]
 fn counts_and_removal_share() {
-    let state = vec![stored("u:1", "true", 1, true), stored("u:2", "true", 1, true), stored("u:3", "true", 1, true), stored("u:4", "true", 1, true)];
+    let state = vec![
+        stored("u:1", "true", 1, true),
+        stored("u:2", "true", 1, true),
+        stored("u:3", "true", 1, true),
+        stored("u:4", "true", 1, true),
+    ];
     let counts = Counts::of(diff(state, vec![member("u:1", "true"), member("u:5", "true")], "false", false));
-    assert_eq!((counts.added, counts.removed, counts.changed, counts.unchanged, counts.previous_members), (1, 3, 0, 1, 4));
+    assert_eq!(
+        (counts.added, counts.removed, counts.changed, counts.unchanged, counts.previous_members),
+        (1, 3, 0, 1, 4)
+    );
     assert_eq!(counts.removal_share(), 0.75);
     assert_eq!(Counts::default().removal_share(), 0.0);
     let _ = ChangeKind::Added;

@@ -6,7 +6,13 @@ use personas::message::Computation;
 use serde_json::json;
 
 fn computation(kind: Kind) -> Computation {
-    Computation { key: "order_completed_last_30_days".into(), kind, computation_id: "aud_123".into(), space_id: "spa_1".into(), namespace: "spa_1".into() }
+    Computation {
+        key: "order_completed_last_30_days".into(),
+        kind,
+        computation_id: "aud_123".into(),
+        space_id: "spa_1".into(),
+        namespace: "spa_1".into(),
+    }
 }
 
 fn change(key: &str, value: &str, version: i64) -> Change {
@@ -33,7 +39,8 @@ fn an_audience_identify_as_personas_sends_it() {
 
 #[test]
 fn removals_anonymous_users_and_traits() {
-    let removed = computation(Kind::Audience).identify(&Change { kind: ChangeKind::Removed, ..change("a:anon_1", "false", 2) });
+    let removed =
+        computation(Kind::Audience).identify(&Change { kind: ChangeKind::Removed, ..change("a:anon_1", "false", 2) });
     assert_eq!(removed.get("traits").unwrap(), json!({"order_completed_last_30_days": false}));
     assert_eq!(removed.get("anonymousId").unwrap(), "anon_1");
     assert!(removed.get("userId").is_none());

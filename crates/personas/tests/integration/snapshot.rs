@@ -4,7 +4,12 @@ use personas::definition::{Kind, SnapshotConfig};
 use personas::snapshot::read;
 
 fn config(value_column: Option<&str>) -> SnapshotConfig {
-    SnapshotConfig { path: "x".into(), user_id_column: "user_id".into(), anonymous_id_column: "anonymous_id".into(), value_column: value_column.map(Into::into) }
+    SnapshotConfig {
+        path: "x".into(),
+        user_id_column: "user_id".into(),
+        anonymous_id_column: "anonymous_id".into(),
+        value_column: value_column.map(Into::into),
+    }
 }
 
 fn file(name: &str, text: &str) -> std::path::PathBuf {
@@ -22,7 +27,8 @@ fn csv_rows_duplicates_and_malformed_lines() {
     let keys: Vec<&str> = snapshot.members.iter().map(|m| &*m.key).collect();
     assert_eq!(keys, ["a:anon_1", "u:u1", "u:u2"]);
     assert_eq!(snapshot.duplicates, 1);
-    let errors: Vec<String> = snapshot.errors.iter().map(|e| e.to_string().replace(&format!("{}:", path.display()), "")).collect();
+    let errors: Vec<String> =
+        snapshot.errors.iter().map(|e| e.to_string().replace(&format!("{}:", path.display()), "")).collect();
     assert_eq!(errors[0], "6: the row has neither a user ID nor an anonymous ID");
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
@@ -38,7 +44,8 @@ fn trait_values_and_last_row_wins() {
 
 #[test]
 fn ndjson_exports() {
-    let path = file("members.ndjson", "{\"user_id\":\"u1\"}\n{\"anonymous_id\":\"a1\"}\nnot json\n[1]\n{\"user_id\":42}\n");
+    let path =
+        file("members.ndjson", "{\"user_id\":\"u1\"}\n{\"anonymous_id\":\"a1\"}\nnot json\n[1]\n{\"user_id\":42}\n");
     let snapshot = read(&path, &config(None), Kind::Audience).unwrap();
     let keys: Vec<&str> = snapshot.members.iter().map(|m| &*m.key).collect();
     assert_eq!(keys, ["a:a1", "u:42", "u:u1"]);
@@ -50,5 +57,10 @@ fn ndjson_exports() {
 fn a_missing_column_names_the_key() {
     let path = file("nocolumn.csv", "id,email\n1,x\n");
     let error = read(&path, &config(None), Kind::Audience).unwrap_err().to_string();
-    assert!(error.contains("the header has no column \"user_id\" (source.user_id_column in the audience file); it has: id, email"), "{error}");
+    assert!(
+        error.contains(
+            "the header has no column \"user_id\" (source.user_id_column in the audience file); it has: id, email"
+        ),
+        "{error}"
+    );
 }

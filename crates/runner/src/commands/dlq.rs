@@ -40,13 +40,19 @@ pub struct Replayed {
 }
 
 /// Resends dead letters (of one destination, or only `ids`, if given) to their destinations now.
-pub async fn replay(spool: &Spool, routes: &Router, destination: Option<&str>, ids: &[i64]) -> anyhow::Result<Replayed> {
+pub async fn replay(
+    spool: &Spool,
+    routes: &Router,
+    destination: Option<&str>,
+    ids: &[i64],
+) -> anyhow::Result<Replayed> {
     let letters = spool.dead_letters(destination).await?;
     let mut result = Replayed::default();
     let mut delivered = Vec::new();
     let mut failed = Vec::new();
     for letter in letters.into_iter().filter(|l| ids.is_empty() || ids.contains(&l.id)) {
-        let (Some(target), Ok(message)) = (routes.get(&letter.destination), Message::from_slice(&letter.message)) else {
+        let (Some(target), Ok(message)) = (routes.get(&letter.destination), Message::from_slice(&letter.message))
+        else {
             result.skipped += 1;
             continue;
         };

@@ -15,7 +15,10 @@ use crate::config::{Config, DestinationType};
 
 /// The `[kinesis]` table of the destination `name`, and the identity to use for admin calls: the Secret ID, or
 /// else the first source connected to it.
-pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow::Result<(&'a KinesisConfig, ExternalId, bool)> {
+pub(crate) fn kinesis_destination<'a>(
+    config: &'a Config,
+    name: &str,
+) -> anyhow::Result<(&'a KinesisConfig, ExternalId, bool)> {
     let Some(loaded) = config.destination(name) else {
         let known: Vec<&str> = config.destinations.iter().map(|d| d.config.name.as_str()).collect();
         bail!("no destination is named {name:?} (known: {})", known.join(", "));
@@ -28,12 +31,15 @@ pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow:
         return Ok((kinesis, None, false));
     }
     if let Some(secret) = &kinesis.secret_id {
-        let secret = secret.resolve(&config.dir).with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?;
+        let secret =
+            secret.resolve(&config.dir).with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?;
         return Ok((kinesis, Some(secret.expose().to_owned()), true));
     }
     match config.senders_of(name).first() {
         Some(source) => Ok((kinesis, Some((*source).to_owned()), false)),
-        None => bail!("destination {name:?} assumes a role without a secret_id, and no source is connected to it to give an External ID"),
+        None => bail!(
+            "destination {name:?} assumes a role without a secret_id, and no source is connected to it to give an External ID"
+        ),
     }
 }
 

@@ -62,7 +62,12 @@ impl SyncSummary {
 }
 
 /// Syncs every audience (or one). Problems with one audience are reported in its summary and do not stop others.
-pub async fn sync(config: &Config, router: Option<&Router>, options: &SyncOptions, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<Vec<SyncSummary>> {
+pub async fn sync(
+    config: &Config,
+    router: Option<&Router>,
+    options: &SyncOptions,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<Vec<SyncSummary>> {
     let selected: Vec<&Loaded<ComputationConfig>> = match &options.audience {
         Some(name) => match config.audience(name) {
             Some(audience) => vec![audience],
@@ -127,7 +132,8 @@ async fn sync_one(
     let differ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let store = StateStore::open(&state_dir)?;
         let members = snapshot.members;
-        let counts = store.with_stored(&id, |rows| Counts::of(diff(rows, members.iter().cloned(), &removed, full_resync)))?;
+        let counts =
+            store.with_stored(&id, |rows| Counts::of(diff(rows, members.iter().cloned(), &removed, full_resync)))?;
         let _ = counted.send(counts);
         if !proceed.recv().unwrap_or(false) {
             return Ok(());
@@ -137,7 +143,9 @@ async fn sync_one(
             for step in diff(rows, members, &removed, full_resync) {
                 if let Step::Change(change) = step {
                     chunk.push(change);
-                    if chunk.len() == CHUNK && chunks.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+                    if chunk.len() == CHUNK
+                        && chunks.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err()
+                    {
                         return;
                     }
                 }
@@ -198,18 +206,23 @@ async fn sync_one(
                 }
             }
         }
-        let delivered: Vec<Change> = chunk.into_iter().zip(&delivered_everywhere).filter(|(_, ok)| **ok).map(|(c, _)| c).collect();
+        let delivered: Vec<Change> =
+            chunk.into_iter().zip(&delivered_everywhere).filter(|(_, ok)| **ok).map(|(c, _)| c).collect();
         summary.failed += delivered_everywhere.iter().filter(|ok| !**ok).count() as u64;
         summary.sent += delivered.len() as u64;
         let store = writer.clone().expect("not a dry run");
         let id = computation.computation_id.clone();
-        tokio::task::spawn_blocking(move || store.lock().expect("state lock poisoned").record(&id, &delivered)).await??;
+        tokio::task::spawn_blocking(move || store.lock().expect("state lock poisoned").record(&id, &delivered))
+            .await??;
         progress.advance(delivered_everywhere.len() as u64);
     }
     differ.await??;
     progress.finish();
     if let Some(reason) = last_failure {
-        eprintln!("{}: {} changes failed and will be sent again by the next run; last failure: {reason}", definition.name, summary.failed);
+        eprintln!(
+            "{}: {} changes failed and will be sent again by the next run; last failure: {reason}",
+            definition.name, summary.failed
+        );
     }
     Ok(())
 }

@@ -108,7 +108,8 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
 
 /// Resolves on SIGTERM or SIGINT.
 async fn first_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler installs");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler installs");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

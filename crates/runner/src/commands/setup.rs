@@ -29,7 +29,8 @@ pub fn identities(config: &Config, destination: &str) -> anyhow::Result<(Vec<(Ex
     }
     if let Some(secret) = &kinesis.secret_id {
         let loaded = config.destination(destination).expect("found above");
-        let secret = secret.resolve(&config.dir).with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?;
+        let secret =
+            secret.resolve(&config.dir).with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?;
         return Ok((vec![(Some(secret.expose().to_owned()), "secret_id".to_owned())], true));
     }
     let senders = config.senders_of(destination);
@@ -86,7 +87,9 @@ pub async fn check(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<(S
         let kinesis = kinesis(config, name)?;
         let (identities, secret) = identities(config, name)?;
         if identities.is_empty() {
-            let outcome = Err("no source is connected and there is no secret_id: nothing would be sent as any External ID".to_owned());
+            let outcome =
+                Err("no source is connected and there is no secret_id: nothing would be sent as any External ID"
+                    .to_owned());
             results.push((name.to_owned(), CheckResult { external_id: None, shown: "-".into(), outcome }));
             continue;
         }

@@ -1,6 +1,5 @@
 //! `tributary tail --destination NAME`: print the records of a destination's stream.
 
-
 use kinesis_sink::admin::{self, ReadRecord, StartAt};
 use serde_json::{Value, json};
 

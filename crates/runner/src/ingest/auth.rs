@@ -14,7 +14,9 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
 /// The write key of an `Authorization: Basic` header, if there is one.
 pub fn basic_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
-    let malformed = || unauthorized("invalid_authorization", "the Authorization header must be Basic with the write key as username");
+    let malformed = || {
+        unauthorized("invalid_authorization", "the Authorization header must be Basic with the write key as username")
+    };
     let value = value.to_str().map_err(|_| malformed())?;
     let (scheme, encoded) = value.trim().split_once(' ').ok_or_else(malformed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -39,7 +41,9 @@ impl WriteKeys {
 
     /// The source whose key is `key`. Every key is compared, in constant time, so timing tells nothing.
     pub fn source(&self, key: Option<&str>) -> Result<&str, ApiError> {
-        let key = key.ok_or_else(|| unauthorized("missing_write_key", "no write key: send it as the Basic username or as writeKey"))?;
+        let key = key.ok_or_else(|| {
+            unauthorized("missing_write_key", "no write key: send it as the Basic username or as writeKey")
+        })?;
         let mut found = None;
         for (secret, source) in &self.keys {
             if bool::from(secret.expose().as_bytes().ct_eq(key.as_bytes())) {

@@ -25,19 +25,21 @@ pub async fn read(headers: &HeaderMap, body: axum::body::Body, limit: usize) -> 
             ));
         }
     }
-    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
-        None => false,
-        Some(encoding) if encoding == "gzip" => true,
-        Some(encoding) if encoding == "identity" => false,
-        Some(encoding) => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                format!("Content-Encoding {encoding:?} is not accepted; send gzip or none"),
-            ));
-        }
-    };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let gzip =
+        match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+            None => false,
+            Some(encoding) if encoding == "gzip" => true,
+            Some(encoding) if encoding == "identity" => false,
+            Some(encoding) => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("Content-Encoding {encoding:?} is not accepted; send gzip or none"),
+                ));
+            }
+        };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }

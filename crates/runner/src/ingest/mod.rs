@@ -58,7 +58,8 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
 
 async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
     if ingest.shutting_down.load(Ordering::Relaxed) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down").into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
+            .into_response();
     }
     axum::Json(serde_json::json!({"status": "ok", "spool_depth": ingest.spool.depth()})).into_response()
 }
@@ -168,7 +169,11 @@ impl Ingest {
             }
             Err(e) => {
                 tracing::error!(error = %e, "the spool refused a write");
-                Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "spool_error", "the message could not be stored; retry"))
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "spool_error",
+                    "the message could not be stored; retry",
+                ))
             }
         }
     }

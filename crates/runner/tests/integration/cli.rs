@@ -10,9 +10,18 @@ fn file_folder(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     write_files(
         &dir,
         &[
-            ("destinations/archive.toml", &format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string())),
-            ("destinations/off.toml", "name = \"off\"\ntype = \"file\"\nenabled = false\n[file]\npath = \"/nonexistent/off.ndjson\"\n"),
-            ("sources/app.toml", "id = \"src_app\"\nname = \"App\"\nwrite_key = { env = \"K\" }\ndestinations = [\"archive\", \"off\"]\n"),
+            (
+                "destinations/archive.toml",
+                &format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()),
+            ),
+            (
+                "destinations/off.toml",
+                "name = \"off\"\ntype = \"file\"\nenabled = false\n[file]\npath = \"/nonexistent/off.ndjson\"\n",
+            ),
+            (
+                "sources/app.toml",
+                "id = \"src_app\"\nname = \"App\"\nwrite_key = { env = \"K\" }\ndestinations = [\"archive\", \"off\"]\n",
+            ),
         ],
     );
     (dir, out)
@@ -29,7 +38,8 @@ fn send_reports_malformed_lines_and_delivers_the_rest() {
         "{\"type\":\"identify\",\"anonymousId\":\"a1\",\"integrations\":{\"All\":false}}\n",
         "{\"type\":\"identify\",\"anonymousId\":\"a2\",\"integrations\":{\"All\":false,\"archive\":true}}\n",
     );
-    let (ok, _, stderr) = tributary(&["--config", dir.to_str().unwrap(), "send", "--source", "src_app", "-"], &[], Some(input));
+    let (ok, _, stderr) =
+        tributary(&["--config", dir.to_str().unwrap(), "send", "--source", "src_app", "-"], &[], Some(input));
     assert!(!ok, "malformed lines must fail the run");
     assert!(stderr.contains("<stdin>:2: event: is required"), "{stderr}");
     assert!(stderr.contains("<stdin>:4: invalid JSON at line 1, column 2: expected ident"), "{stderr}");
@@ -37,7 +47,8 @@ fn send_reports_malformed_lines_and_delivers_the_rest() {
     // The disabled destination is not delivered to, and the message that opted out of all is skipped.
     assert!(stderr.contains("archive: 2 delivered, 0 failed"), "{stderr}");
     assert!(!stderr.contains("off:"), "{stderr}");
-    let lines: Vec<Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["userId"], "u1");
     assert_eq!(lines[1]["anonymousId"], "a2");
@@ -49,7 +60,8 @@ fn send_reports_malformed_lines_and_delivers_the_rest() {
 #[test]
 fn send_to_an_unknown_source_is_an_error() {
     let (dir, _) = file_folder("send-unknown");
-    let (ok, _, stderr) = tributary(&["--config", dir.to_str().unwrap(), "send", "--source", "src_nope", "-"], &[], Some(""));
+    let (ok, _, stderr) =
+        tributary(&["--config", dir.to_str().unwrap(), "send", "--source", "src_nope", "-"], &[], Some(""));
     assert!(!ok);
     assert!(stderr.contains("no source has the ID \"src_nope\" (known: src_app)"), "{stderr}");
 }
@@ -65,29 +77,47 @@ fn send_then_tail_against_the_emulators() {
             &[
                 (
                     "destinations/kinesis.toml",
-                    &format!("name = \"kinesis\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"{stream}\"\nendpoint = \"{url}\"\n"),
+                    &format!(
+                        "name = \"kinesis\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"{stream}\"\nendpoint = \"{url}\"\n"
+                    ),
                 ),
-                ("sources/web.toml", "id = \"src_web\"\nname = \"Web\"\nwrite_key = { env = \"K\" }\ndestinations = [\"kinesis\"]\n"),
+                (
+                    "sources/web.toml",
+                    "id = \"src_web\"\nname = \"Web\"\nwrite_key = { env = \"K\" }\ndestinations = [\"kinesis\"]\n",
+                ),
             ],
         );
         let env = [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
         let config = dir.to_str().unwrap();
-        let (ok, stdout, stderr) = tributary(&["--config", config, "streams", "create", "--destination", "kinesis", "--shards", "2"], &env, None);
+        let (ok, stdout, stderr) = tributary(
+            &["--config", config, "streams", "create", "--destination", "kinesis", "--shards", "2"],
+            &env,
+            None,
+        );
         assert!(ok, "{emulator}: {stderr}");
         assert!(stdout.contains(&format!("created stream {stream} with 2 shards")), "{emulator}: {stdout}");
-        let (ok, stdout, stderr) = tributary(&["--config", config, "streams", "create", "--destination", "kinesis", "--shards", "2"], &env, None);
+        let (ok, stdout, stderr) = tributary(
+            &["--config", config, "streams", "create", "--destination", "kinesis", "--shards", "2"],
+            &env,
+            None,
+        );
         assert!(ok, "{emulator}: {stderr}");
         assert!(stdout.contains(&format!("stream {stream} already exists; it is ACTIVE")), "{emulator}: {stdout}");
-        let (ok, stdout, stderr) = tributary(&["--config", config, "streams", "describe", "--destination", "kinesis"], &env, None);
+        let (ok, stdout, stderr) =
+            tributary(&["--config", config, "streams", "describe", "--destination", "kinesis"], &env, None);
         assert!(ok, "{emulator}: {stderr}");
-        assert!(stdout.contains("status:          ACTIVE") && stdout.contains("open shards:     2"), "{emulator}: {stdout}");
+        assert!(
+            stdout.contains("status:          ACTIVE") && stdout.contains("open shards:     2"),
+            "{emulator}: {stdout}"
+        );
 
         let events = std::fs::read_to_string(crate::configs().join("demo-events.ndjson")).unwrap();
         let (ok, _, stderr) = tributary(&["--config", config, "send", "--source", "src_web", "-"], &env, Some(&events));
         assert!(ok, "{emulator}: {stderr}");
         assert!(stderr.contains("kinesis: 6 delivered, 0 failed"), "{emulator}: {stderr}");
 
-        let (ok, stdout, stderr) = tributary(&["--config", config, "tail", "--destination", "kinesis", "--from-start"], &env, None);
+        let (ok, stdout, stderr) =
+            tributary(&["--config", config, "tail", "--destination", "kinesis", "--from-start"], &env, None);
         assert!(ok, "{emulator}: {stderr}");
         let mut records: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(records.len(), 6, "{emulator}: {stdout}");
@@ -96,7 +126,14 @@ fn send_then_tail_against_the_emulators() {
             .iter()
             .map(|r| (r["data"]["type"].as_str().unwrap().to_owned(), r["partition_key"].as_str().unwrap().to_owned()))
             .collect();
-        let expected = [("alias", "user_1"), ("group", "user_1"), ("identify", "user_1"), ("page", "anon_7"), ("screen", "user_2"), ("track", "user_1")];
+        let expected = [
+            ("alias", "user_1"),
+            ("group", "user_1"),
+            ("identify", "user_1"),
+            ("page", "anon_7"),
+            ("screen", "user_2"),
+            ("track", "user_1"),
+        ];
         assert_eq!(summary, expected.map(|(a, b)| (a.to_owned(), b.to_owned())), "{emulator}");
         for record in &records {
             assert!(record["shard_id"].as_str().unwrap().starts_with("shardId-"), "{emulator}: {record}");

@@ -69,7 +69,10 @@ async fn analytics_python_and_analytics_node_deliver_all_six_calls() {
     let server = Server::start(&config, &scratch("clients-spool"), &[]).await;
 
     run(Command::new(&python).args(["-c", PYTHON, WRITE_KEY, &server.url]), "analytics-python");
-    run(Command::new("node").args(["-e", NODE, WRITE_KEY, &server.url]).env("NODE_PATH", &node_modules), "analytics-node");
+    run(
+        Command::new("node").args(["-e", NODE, WRITE_KEY, &server.url]).env("NODE_PATH", &node_modules),
+        "analytics-node",
+    );
 
     let mut records = Vec::new();
     for _ in 0..100 {

@@ -78,7 +78,12 @@ async fn sigkill_midway_loses_nothing_acknowledged() {
             for number in (lane..200).step_by(4) {
                 attempted.lock().unwrap().insert(number);
                 let (ids, body) = batch("crash", number);
-                let response = http.post(format!("{url}/v1/batch")).basic_auth(crate::server::WRITE_KEY, Some("")).json(&body).send().await;
+                let response = http
+                    .post(format!("{url}/v1/batch"))
+                    .basic_auth(crate::server::WRITE_KEY, Some(""))
+                    .json(&body)
+                    .send()
+                    .await;
                 match response {
                     Ok(r) if r.status() == 200 => acked.lock().unwrap().extend(ids),
                     _ => return,
@@ -98,10 +103,12 @@ async fn sigkill_midway_loses_nothing_acknowledged() {
 
     // Phase two: restart on the same spool and send what was not acknowledged.
     let server = Server::start(&config, &spool, &[]).await;
-    let pending: Vec<usize> = (0..200).filter(|n| {
-        let (ids, _) = batch("crash", *n);
-        !acked.lock().unwrap().contains(&ids[0])
-    }).collect();
+    let pending: Vec<usize> = (0..200)
+        .filter(|n| {
+            let (ids, _) = batch("crash", *n);
+            !acked.lock().unwrap().contains(&ids[0])
+        })
+        .collect();
     for number in pending {
         let (ids, body) = batch("crash", number);
         let (status, _) = server.post(&http, "/v1/batch", &body).await;
@@ -147,7 +154,10 @@ async fn a_twenty_second_outage_loses_nothing_acknowledged() {
     }
     proxy.set_up(true);
     let metrics = http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
-    assert!(!metrics.contains("tributary_delivery_retries_total{destination=\"main\"} 0"), "the outage caused no retries:\n{metrics}");
+    assert!(
+        !metrics.contains("tributary_delivery_retries_total{destination=\"main\"} 0"),
+        "the outage caused no retries:\n{metrics}"
+    );
     let seen = wait_for(&url, &stream, &acked, Duration::from_secs(120)).await;
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     println!("outage test on {name}: {} acknowledged, all delivered, {duplicates} duplicates", acked.len());

@@ -44,10 +44,8 @@ fn validate_accepts_the_examples() {
 #[test]
 fn the_demo_events_are_valid_messages() {
     let text = std::fs::read_to_string(configs().join("demo-events.ndjson")).unwrap();
-    let kinds: Vec<_> = text
-        .lines()
-        .map(|line| segment_model::Message::from_slice(line.as_bytes()).unwrap().kind().as_str())
-        .collect();
+    let kinds: Vec<_> =
+        text.lines().map(|line| segment_model::Message::from_slice(line.as_bytes()).unwrap().kind().as_str()).collect();
     assert_eq!(kinds, ["track", "identify", "page", "screen", "group", "alias"]);
 }
 
@@ -55,10 +53,13 @@ fn the_demo_events_are_valid_messages() {
 fn environment_variables_override_file_keys() {
     // The override goes to a child process, so no other test sees it.
     let dir = crate::scratch("env-override");
-    crate::write_files(&dir, &[(
-        "destinations/over-ride.toml",
-        "name = \"over-ride\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"from-file\"\n",
-    )]);
+    crate::write_files(
+        &dir,
+        &[(
+            "destinations/over-ride.toml",
+            "name = \"over-ride\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"from-file\"\n",
+        )],
+    );
     let (ok, _, stderr) = tributary(
         &["--config", dir.to_str().unwrap(), "validate"],
         &[("TRIBUTARY__DESTINATIONS__OVER_RIDE__KINESIS__STREAM", "not a stream!")],

@@ -52,9 +52,5 @@ pub fn tributary(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (b
     }
     drop(input);
     let output = child.wait_with_output().unwrap();
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
 }

@@ -23,7 +23,10 @@ impl Job {
         write_files(
             &dir,
             &[
-                ("destinations/out.toml", &format!("name = \"out\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string())),
+                (
+                    "destinations/out.toml",
+                    &format!("name = \"out\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()),
+                ),
                 (
                     "audiences/a.toml",
                     &format!(
@@ -41,14 +44,25 @@ impl Job {
     }
 
     fn sync(&self, extra: &[&str]) -> (bool, String, String) {
-        let mut args = vec!["--config", self.dir.to_str().unwrap(), "personas", "sync", "--state-dir", self.state.to_str().unwrap()];
+        let mut args = vec![
+            "--config",
+            self.dir.to_str().unwrap(),
+            "personas",
+            "sync",
+            "--state-dir",
+            self.state.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         tributary(&args, &[], None)
     }
 
     /// Every identify call delivered so far, in order.
     fn sent(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
@@ -57,7 +71,10 @@ fn changes(calls: &[Value]) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = calls
         .iter()
         .map(|c| {
-            let who = c["userId"].as_str().map(|u| format!("u:{u}")).unwrap_or_else(|| format!("a:{}", c["anonymousId"].as_str().unwrap()));
+            let who = c["userId"]
+                .as_str()
+                .map(|u| format!("u:{u}"))
+                .unwrap_or_else(|| format!("a:{}", c["anonymousId"].as_str().unwrap()));
             let value = c["traits"].as_object().unwrap().values().next().unwrap().clone();
             (who, value)
         })
@@ -122,7 +139,13 @@ fn duplicate_rows_count_once_and_malformed_rows_are_reported() {
     job.members("user_id,anonymous_id\nu1,\nu1,\n,\nu2,\n");
     let (ok, _, stderr) = job.sync(&[]);
     assert!(!ok, "a malformed row must fail the run");
-    assert!(stderr.contains(&format!("{}:4: the row has neither a user ID nor an anonymous ID", job.dir.join("members.csv").display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4: the row has neither a user ID nor an anonymous ID",
+            job.dir.join("members.csv").display()
+        )),
+        "{stderr}"
+    );
     assert_eq!(changes(&job.sent()), pairs(&[("u:u1", true.into()), ("u:u2", true.into())]));
 }
 
@@ -152,7 +175,8 @@ fn a_dry_run_prints_and_changes_nothing() {
     assert!(job.sent().is_empty(), "a dry run delivered");
     // Nothing was recorded: the real run sends the same calls, with the same messageIds.
     assert!(job.sync(&[]).0);
-    let ids = |calls: &[Value]| calls.iter().map(|c| c["messageId"].as_str().unwrap().to_owned()).collect::<HashSet<_>>();
+    let ids =
+        |calls: &[Value]| calls.iter().map(|c| c["messageId"].as_str().unwrap().to_owned()).collect::<HashSet<_>>();
     assert_eq!(ids(&job.sent()), ids(&printed));
 }
 
@@ -186,7 +210,10 @@ fn the_mass_removal_guard_stops_a_broken_export() {
     job.members("user_id\nu1\n");
     let (ok, _, stderr) = job.sync(&["--allow-mass-removal"]);
     assert!(ok, "{stderr}");
-    assert_eq!(changes(&job.sent()[4..]), pairs(&[("u:u2", false.into()), ("u:u3", false.into()), ("u:u4", false.into())]));
+    assert_eq!(
+        changes(&job.sent()[4..]),
+        pairs(&[("u:u2", false.into()), ("u:u3", false.into()), ("u:u4", false.into())])
+    );
 }
 
 #[test]
@@ -212,7 +239,8 @@ fn failed_deliveries_are_retried_by_the_next_run_with_the_same_ids() {
     write_files(&job.dir, &[("destinations/out.toml", &file)]);
     let (ok, _, stderr) = job.sync(&[]);
     assert!(ok && stderr.contains("2 added"), "{stderr}");
-    let ids = |calls: Vec<Value>| calls.iter().map(|c| c["messageId"].as_str().unwrap().to_owned()).collect::<HashSet<_>>();
+    let ids =
+        |calls: Vec<Value>| calls.iter().map(|c| c["messageId"].as_str().unwrap().to_owned()).collect::<HashSet<_>>();
     assert_eq!(ids(job.sent()), ids(printed.lines().map(|l| serde_json::from_str(l).unwrap()).collect()));
 }
 
@@ -263,7 +291,12 @@ async fn audiences_land_in_the_stream() {
     let job = Job::new("kinesis", "audience");
     write_files(
         &job.dir,
-        &[("destinations/out.toml", &format!("name = \"out\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = {stream:?}\nendpoint = {url:?}\n[kinesis.delivery]\nmax_in_flight = 1\n"))],
+        &[(
+            "destinations/out.toml",
+            &format!(
+                "name = \"out\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = {stream:?}\nendpoint = {url:?}\n[kinesis.delivery]\nmax_in_flight = 1\n"
+            ),
+        )],
     );
     job.members("user_id,anonymous_id\nuser_1,\n,anon_7\n");
     let (ok, _, stderr) = tributary(
@@ -272,8 +305,11 @@ async fn audiences_land_in_the_stream() {
         None,
     );
     assert!(ok, "{stderr}");
-    let mut records: Vec<(String, Value)> =
-        read_all(&admin, &stream).await.into_iter().map(|r| (r.partition_key, serde_json::from_slice(&r.data).unwrap())).collect();
+    let mut records: Vec<(String, Value)> = read_all(&admin, &stream)
+        .await
+        .into_iter()
+        .map(|r| (r.partition_key, serde_json::from_slice(&r.data).unwrap()))
+        .collect();
     records.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].0, "anon_7");

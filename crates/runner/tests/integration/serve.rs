@@ -31,7 +31,15 @@ struct Case {
 }
 
 fn case(name: &'static str, path: &'static str, body: impl Into<Vec<u8>>, status: u16, code: &'static str) -> Case {
-    Case { name, method: "POST", path, headers: vec![("content-type", "application/json".into())], body: body.into(), status, code }
+    Case {
+        name,
+        method: "POST",
+        path,
+        headers: vec![("content-type", "application/json".into())],
+        body: body.into(),
+        status,
+        code,
+    }
 }
 
 impl Case {
@@ -53,7 +61,13 @@ fn bad_inputs() -> Vec<Case> {
         case("array body", "/v1/track", "[1,2]", 400, "invalid_json"),
         case("string body", "/v1/identify", r#""hello""#, 400, "invalid_json"),
         case("invalid UTF-8", "/v1/track", b"{\"userId\":\"\xff\xfe\",\"event\":\"E\"}".to_vec(), 400, "invalid_json"),
-        case("deeply nested JSON", "/v1/track", format!(r#"{{"userId":"u","event":"E","properties":{{"p":{nested}}}}}"#), 400, "invalid_json"),
+        case(
+            "deeply nested JSON",
+            "/v1/track",
+            format!(r#"{{"userId":"u","event":"E","properties":{{"p":{nested}}}}}"#),
+            400,
+            "invalid_json",
+        ),
         case("missing identity", "/v1/track", r#"{"event":"E"}"#, 400, "invalid_message"),
         case("userId of the wrong type", "/v1/identify", r#"{"userId":true}"#, 400, "invalid_message"),
         case("track without event", "/v1/track", r#"{"userId":"u"}"#, 400, "invalid_message"),
@@ -61,35 +75,122 @@ fn bad_inputs() -> Vec<Case> {
         case("group without groupId", "/v1/group", r#"{"userId":"u"}"#, 400, "invalid_message"),
         case("alias without previousId", "/v1/alias", r#"{"userId":"u"}"#, 400, "invalid_message"),
         case("alias without userId", "/v1/alias", r#"{"anonymousId":"a","previousId":"p"}"#, 400, "invalid_message"),
-        case("messageId over 100 characters", "/v1/identify", format!(r#"{{"userId":"u","messageId":"{}"}}"#, "m".repeat(101)), 400, "invalid_message"),
-        case("timestamp that is no date", "/v1/identify", r#"{"userId":"u","timestamp":"soon"}"#, 400, "invalid_message"),
-        case("properties that are no object", "/v1/track", r#"{"userId":"u","event":"E","properties":"p"}"#, 400, "invalid_message"),
-        case("type that disagrees with the path", "/v1/track", r#"{"type":"identify","userId":"u"}"#, 400, "invalid_message"),
-        case("oversize message", "/v1/track", format!(r#"{{"userId":"u","event":"E","properties":{{"p":"{big_property}"}}}}"#), 400, "body_too_large"),
+        case(
+            "messageId over 100 characters",
+            "/v1/identify",
+            format!(r#"{{"userId":"u","messageId":"{}"}}"#, "m".repeat(101)),
+            400,
+            "invalid_message",
+        ),
+        case(
+            "timestamp that is no date",
+            "/v1/identify",
+            r#"{"userId":"u","timestamp":"soon"}"#,
+            400,
+            "invalid_message",
+        ),
+        case(
+            "properties that are no object",
+            "/v1/track",
+            r#"{"userId":"u","event":"E","properties":"p"}"#,
+            400,
+            "invalid_message",
+        ),
+        case(
+            "type that disagrees with the path",
+            "/v1/track",
+            r#"{"type":"identify","userId":"u"}"#,
+            400,
+            "invalid_message",
+        ),
+        case(
+            "oversize message",
+            "/v1/track",
+            format!(r#"{{"userId":"u","event":"E","properties":{{"p":"{big_property}"}}}}"#),
+            400,
+            "body_too_large",
+        ),
         case("empty batch", "/v1/batch", r#"{"batch":[]}"#, 400, "empty_batch"),
         case("batch missing", "/v1/batch", r#"{"context":{}}"#, 400, "invalid_batch"),
         case("batch that is no array", "/v1/batch", r#"{"batch":{"type":"identify"}}"#, 400, "invalid_batch"),
-        case("batch context that is no object", "/v1/batch", r#"{"batch":[{"type":"identify","userId":"u"}],"context":7}"#, 400, "invalid_batch"),
-        case("invalid item in a batch", "/v1/batch", r#"{"batch":[{"type":"identify","userId":"u"},{"type":"identify","userId":"v"},{"type":"track","userId":"w"}]}"#, 400, "invalid_message"),
+        case(
+            "batch context that is no object",
+            "/v1/batch",
+            r#"{"batch":[{"type":"identify","userId":"u"}],"context":7}"#,
+            400,
+            "invalid_batch",
+        ),
+        case(
+            "invalid item in a batch",
+            "/v1/batch",
+            r#"{"batch":[{"type":"identify","userId":"u"},{"type":"identify","userId":"v"},{"type":"track","userId":"w"}]}"#,
+            400,
+            "invalid_message",
+        ),
         case("item without a type in a batch", "/v1/import", r#"{"batch":[{"userId":"u"}]}"#, 400, "invalid_message"),
-        case("more than 2,500 messages", "/v1/batch", serde_json::to_vec(&json!({"batch": many})).unwrap(), 400, "too_many_messages"),
-        case("oversize message in a batch", "/v1/batch", format!(r#"{{"batch":[{{"type":"track","userId":"u","event":"E","properties":{{"p":"{big_property}"}}}}]}}"#), 400, "invalid_message"),
-        case("oversize body", "/v1/batch", format!(r#"{{"batch":[{{"type":"identify","userId":"u","traits":{{"t":"{}"}}}}]}}"#, "y".repeat(600 * 1024)), 400, "body_too_large"),
+        case(
+            "more than 2,500 messages",
+            "/v1/batch",
+            serde_json::to_vec(&json!({"batch": many})).unwrap(),
+            400,
+            "too_many_messages",
+        ),
+        case(
+            "oversize message in a batch",
+            "/v1/batch",
+            format!(
+                r#"{{"batch":[{{"type":"track","userId":"u","event":"E","properties":{{"p":"{big_property}"}}}}]}}"#
+            ),
+            400,
+            "invalid_message",
+        ),
+        case(
+            "oversize body",
+            "/v1/batch",
+            format!(
+                r#"{{"batch":[{{"type":"identify","userId":"u","traits":{{"t":"{}"}}}}]}}"#,
+                "y".repeat(600 * 1024)
+            ),
+            400,
+            "body_too_large",
+        ),
         case("gzip bomb", "/v1/batch", bomb, 400, "body_too_large").header("content-encoding", "gzip"),
-        case("gzip header on a plain body", "/v1/track", r#"{"userId":"u","event":"E"}"#, 400, "invalid_gzip").header("content-encoding", "gzip"),
-        case("unsupported encoding", "/v1/track", r#"{"userId":"u","event":"E"}"#, 415, "unsupported_encoding").header("content-encoding", "br"),
-        case("wrong content type", "/v1/track", r#"{"userId":"u","event":"E"}"#, 415, "unsupported_media_type").header("content-type", "text/html"),
-        case("form content type", "/v1/track", "userId=u&event=E", 415, "unsupported_media_type").header("content-type", "application/x-www-form-urlencoded"),
+        case("gzip header on a plain body", "/v1/track", r#"{"userId":"u","event":"E"}"#, 400, "invalid_gzip")
+            .header("content-encoding", "gzip"),
+        case("unsupported encoding", "/v1/track", r#"{"userId":"u","event":"E"}"#, 415, "unsupported_encoding")
+            .header("content-encoding", "br"),
+        case("wrong content type", "/v1/track", r#"{"userId":"u","event":"E"}"#, 415, "unsupported_media_type")
+            .header("content-type", "text/html"),
+        case("form content type", "/v1/track", "userId=u&event=E", 415, "unsupported_media_type")
+            .header("content-type", "application/x-www-form-urlencoded"),
         case("unknown path", "/v1/click", r#"{"userId":"u"}"#, 404, "not_found"),
         case("unknown version", "/v2/track", r#"{"userId":"u","event":"E"}"#, 404, "not_found"),
         Case { method: "GET", ..case("wrong method", "/v1/track", "", 405, "method_not_allowed") },
         Case { method: "PUT", ..case("PUT to batch", "/v1/batch", r#"{"batch":[]}"#, 405, "method_not_allowed") },
-        case("bad Basic header", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "invalid_authorization").header("authorization", "Basic %%%not-base64%%%"),
-        case("Bearer instead of Basic", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "invalid_authorization").header("authorization", "Bearer abc"),
-        case("no write key", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "missing_write_key").header("authorization", ""),
-        case("unknown write key", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "invalid_write_key").header("authorization", "Basic bm9wZTo="),
-        case("unknown writeKey in the body", "/v1/batch", r#"{"batch":[{"type":"identify","userId":"u"}],"writeKey":"nope"}"#, 401, "invalid_write_key").header("authorization", ""),
-        case("writeKey of the wrong type", "/v1/batch", r#"{"batch":[{"type":"identify","userId":"u"}],"writeKey":5}"#, 400, "invalid_batch").header("authorization", ""),
+        case("bad Basic header", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "invalid_authorization")
+            .header("authorization", "Basic %%%not-base64%%%"),
+        case("Bearer instead of Basic", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "invalid_authorization")
+            .header("authorization", "Bearer abc"),
+        case("no write key", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "missing_write_key")
+            .header("authorization", ""),
+        case("unknown write key", "/v1/track", r#"{"userId":"u","event":"E"}"#, 401, "invalid_write_key")
+            .header("authorization", "Basic bm9wZTo="),
+        case(
+            "unknown writeKey in the body",
+            "/v1/batch",
+            r#"{"batch":[{"type":"identify","userId":"u"}],"writeKey":"nope"}"#,
+            401,
+            "invalid_write_key",
+        )
+        .header("authorization", ""),
+        case(
+            "writeKey of the wrong type",
+            "/v1/batch",
+            r#"{"batch":[{"type":"identify","userId":"u"}],"writeKey":5}"#,
+            400,
+            "invalid_batch",
+        )
+        .header("authorization", ""),
     ]
 }
 
@@ -105,7 +206,8 @@ async fn bad_input_gets_the_right_status_and_code_and_the_server_keeps_serving()
     let cases = bad_inputs();
     assert!(cases.len() >= 30, "only {} cases", cases.len());
     for case in cases {
-        let mut request = client.request(case.method.parse().unwrap(), format!("{}{}", server.url, case.path)).body(case.body);
+        let mut request =
+            client.request(case.method.parse().unwrap(), format!("{}{}", server.url, case.path)).body(case.body);
         let mut authorization = Some(basic.clone());
         for (name, value) in &case.headers {
             if *name == "authorization" {
@@ -139,7 +241,10 @@ fn base64_key(key: &str) -> String {
 
 #[tokio::test]
 async fn error_messages_name_the_field_and_the_batch_index() {
-    let config = folder("error-messages", &[("archive", &file_destination("archive", &scratch("error-messages-out").join("o")))]);
+    let config = folder(
+        "error-messages",
+        &[("archive", &file_destination("archive", &scratch("error-messages-out").join("o")))],
+    );
     let server = Server::start(&config, &scratch("error-messages-spool"), &[]).await;
     let client = reqwest::Client::new();
     let batch = json!({"batch": [{"type": "identify", "userId": "u"}, {"type": "group", "userId": "u"}]});
@@ -207,12 +312,22 @@ async fn every_call_type_and_both_key_styles_are_stored_enriched() {
 async fn integrations_choose_destinations_and_disabled_ones_get_nothing() {
     let dir = scratch("integrations-out");
     let (a, b, off) = (dir.join("a.ndjson"), dir.join("b.ndjson"), dir.join("off.ndjson"));
-    let disabled = format!("name = \"off\"\ntype = \"file\"\nenabled = false\n[file]\npath = {:?}\n", off.display().to_string());
-    let config = folder("integrations", &[("a", &file_destination("a", &a)), ("b", &file_destination("b", &b)), ("off", &disabled)]);
+    let disabled =
+        format!("name = \"off\"\ntype = \"file\"\nenabled = false\n[file]\npath = {:?}\n", off.display().to_string());
+    let config = folder(
+        "integrations",
+        &[("a", &file_destination("a", &a)), ("b", &file_destination("b", &b)), ("off", &disabled)],
+    );
     let server = Server::start(&config, &scratch("integrations-spool"), &[]).await;
     let client = reqwest::Client::new();
     server.post(&client, "/v1/track", &json!({"userId": "u", "event": "Everywhere"})).await;
-    server.post(&client, "/v1/track", &json!({"userId": "u", "event": "Only B", "integrations": {"All": false, "b": true}})).await;
+    server
+        .post(
+            &client,
+            "/v1/track",
+            &json!({"userId": "u", "event": "Only B", "integrations": {"All": false, "b": true}}),
+        )
+        .await;
     server.post(&client, "/v1/track", &json!({"userId": "u", "event": "Not A", "integrations": {"a": false}})).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let events = |path| lines(path).iter().map(|m| m["event"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
@@ -226,7 +341,10 @@ async fn integrations_choose_destinations_and_disabled_ones_get_nothing() {
 #[tokio::test]
 async fn a_full_spool_answers_429_with_retry_after() {
     // Nothing listens on the endpoint, so nothing leaves the spool.
-    let dead = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
     let config = folder("full", &[("main", &kinesis_destination("main", "s", &dead, ""))]);
     let server = Server::start(&config, &scratch("full-spool"), &["--spool-max", "3"]).await;
     let client = reqwest::Client::new();
@@ -263,7 +381,8 @@ async fn permanent_failures_go_to_the_dead_letter_table_and_replay_after_a_fix()
     let spool_arg = spool.to_str().unwrap();
     let mut listed = String::new();
     for _ in 0..50 {
-        let (_, stdout, _) = tributary(&["--config", config.to_str().unwrap(), "dlq", "list", "--spool-dir", spool_arg], &[], None);
+        let (_, stdout, _) =
+            tributary(&["--config", config.to_str().unwrap(), "dlq", "list", "--spool-dir", spool_arg], &[], None);
         listed = stdout;
         if !listed.is_empty() {
             break;
@@ -282,23 +401,30 @@ async fn permanent_failures_go_to_the_dead_letter_table_and_replay_after_a_fix()
     let out = scratch("dlq-out").join("out.ndjson");
     crate::write_files(&config, &[("destinations/main.toml", &file_destination("main", &out))]);
     let env = [("TEST_WRITE_KEY", crate::server::WRITE_KEY)];
-    let (ok, _, stderr) = tributary(&["--config", config.to_str().unwrap(), "dlq", "replay", "--spool-dir", spool_arg], &env, None);
+    let (ok, _, stderr) =
+        tributary(&["--config", config.to_str().unwrap(), "dlq", "replay", "--spool-dir", spool_arg], &env, None);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("1 delivered, 0 failed again, 0 skipped"), "{stderr}");
     assert_eq!(lines(&out)[0]["messageId"], "doomed-1");
-    let (_, stdout, _) = tributary(&["--config", config.to_str().unwrap(), "dlq", "list", "--spool-dir", spool_arg], &[], None);
+    let (_, stdout, _) =
+        tributary(&["--config", config.to_str().unwrap(), "dlq", "list", "--spool-dir", spool_arg], &[], None);
     assert!(stdout.is_empty(), "{stdout}");
 }
 
 #[tokio::test]
 async fn a_second_sigterm_exits_at_once_and_loses_nothing() {
     let spool = scratch("sigterm-spool");
-    let dead = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
     let config = folder("sigterm", &[("main", &kinesis_destination("main", "s", &dead, ""))]);
     let mut server = Server::start(&config, &spool, &["--flush-timeout", "120"]).await;
     let client = reqwest::Client::new();
     for i in 0..5 {
-        let (status, _) = server.post(&client, "/v1/track", &json!({"userId": "u", "event": "Kept", "messageId": format!("kept-{i}")})).await;
+        let (status, _) = server
+            .post(&client, "/v1/track", &json!({"userId": "u", "event": "Kept", "messageId": format!("kept-{i}")}))
+            .await;
         assert_eq!(status, 200);
     }
     server.signal("TERM");

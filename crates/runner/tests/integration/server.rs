@@ -106,7 +106,12 @@ impl Server {
     }
 
     /// POSTs `body` to `path` with the write key as Basic username; returns (status, JSON body).
-    pub async fn post(&self, client: &reqwest::Client, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    pub async fn post(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let response = client
             .post(format!("{}{path}", self.url))
             .basic_auth(self.key, Some(""))

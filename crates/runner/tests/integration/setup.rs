@@ -14,7 +14,12 @@ fn as_caller(credentials: &kinesis_sink::Credentials) -> Vec<(&'static str, Stri
     ]
 }
 
-fn run(config: &std::path::Path, args: &[&str], env: &[(&'static str, String)], stdin: Option<&str>) -> (bool, String, String) {
+fn run(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&'static str, String)],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut all = vec!["--config", config.to_str().unwrap()];
     all.extend_from_slice(args);
@@ -42,7 +47,8 @@ fn for_moto(mut policy: Value) -> Value {
 #[tokio::test]
 async fn the_printed_documents_set_up_a_working_role() {
     let (url, _) = tests::env::iam();
-    let (caller_arn, credentials) = caller("setup-caller", &["sts:AssumeRole", "sts:GetCallerIdentity", "iam:GetRole"]).await;
+    let (caller_arn, credentials) =
+        caller("setup-caller", &["sts:AssumeRole", "sts:GetCallerIdentity", "iam:GetRole"]).await;
     let env = as_caller(&credentials);
     let role_name = unique_name("printed-role");
     let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/{role_name}");
@@ -68,7 +74,10 @@ async fn the_printed_documents_set_up_a_working_role() {
     assert!(ok, "{stderr}");
     let policy: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(policy["Statement"][0]["Resource"], format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}"));
-    assert_eq!(policy["Statement"][0]["Action"], json!(["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]));
+    assert_eq!(
+        policy["Statement"][0]["Action"],
+        json!(["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"])
+    );
 
     // The emulator's IAM accepts both documents as printed; the delivering copy of the policy differs only in the
     // resource, which moto matches only as "*".
@@ -96,19 +105,21 @@ async fn the_printed_documents_set_up_a_working_role() {
     let (ok, stdout, _) = run(&config, &["iam", "trust", "--destination", "main"], &env, None);
     assert!(ok);
     let trust: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], json!(["src_a", "src_b", "src_c"]));
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+        json!(["src_a", "src_b", "src_c"])
+    );
 }
 
 #[tokio::test]
 async fn check_explains_each_failure() {
     let (url, _) = tests::env::iam();
-    let (caller_arn, credentials) = caller("check-caller", &["sts:AssumeRole", "sts:GetCallerIdentity", "iam:GetRole"]).await;
+    let (caller_arn, credentials) =
+        caller("check-caller", &["sts:AssumeRole", "sts:GetCallerIdentity", "iam:GetRole"]).await;
     let env = as_caller(&credentials);
     let full = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"], "Resource": "*"}]});
     let put_only = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords"], "Resource": "*"}]});
-    let trusting = |principal: &str, ids: &[&str]| {
-        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": ids}}}]})
-    };
+    let trusting = |principal: &str, ids: &[&str]| json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": ids}}}]});
     let admin_arn = format!("arn:aws:iam::{ACCOUNT}:user/tributary-admin");
     let stream = unique_name("checked");
     create(&admin_kinesis().await, &stream, 1).await;
@@ -130,21 +141,41 @@ async fn check_explains_each_failure() {
             ("destinations/4-no-stream.toml", &destination("no-stream", &good, &missing_stream, &url)),
             ("destinations/5-missing-role.toml", &destination("missing-role", &missing, &stream, &url)),
             ("destinations/6-good.toml", &destination("good", &good, &stream, &url)),
-            ("sources/x.toml", &source("src_x", &["untrusted", "wrong-id", "no-describe", "no-stream", "missing-role", "good"])),
+            (
+                "sources/x.toml",
+                &source("src_x", &["untrusted", "wrong-id", "no-describe", "no-stream", "missing-role", "good"]),
+            ),
         ],
     );
     let (ok, stdout, stderr) = run(&config, &["check"], &env, None);
     assert!(!ok, "check passed with broken destinations:\n{stdout}");
     let line = |name: &str| {
-        stdout.lines().find(|l| l.contains(&format!(" {name} (src_x)"))).unwrap_or_else(|| panic!("no line for {name}:\n{stdout}{stderr}")).to_owned()
+        stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {name} (src_x)")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}{stderr}"))
+            .to_owned()
     };
-    assert!(line("untrusted").starts_with("FAIL") && line("untrusted").contains(&format!("does not trust {caller_arn}")), "{}", line("untrusted"));
+    assert!(
+        line("untrusted").starts_with("FAIL") && line("untrusted").contains(&format!("does not trust {caller_arn}")),
+        "{}",
+        line("untrusted")
+    );
     let wrong = line("wrong-id");
-    assert!(wrong.starts_with("FAIL") && wrong.contains("the External ID does not match") && wrong.contains("\"src_other\", not \"src_x\""), "{wrong}");
+    assert!(
+        wrong.starts_with("FAIL")
+            && wrong.contains("the External ID does not match")
+            && wrong.contains("\"src_other\", not \"src_x\""),
+        "{wrong}"
+    );
     let describe = line("no-describe");
     assert!(describe.starts_with("FAIL") && describe.contains("lacks kinesis:DescribeStreamSummary"), "{describe}");
     let no_stream = line("no-stream");
-    assert!(no_stream.starts_with("FAIL") && no_stream.contains(&format!("stream {missing_stream} does not exist in region us-east-1")), "{no_stream}");
+    assert!(
+        no_stream.starts_with("FAIL")
+            && no_stream.contains(&format!("stream {missing_stream} does not exist in region us-east-1")),
+        "{no_stream}"
+    );
     let missing_role = line("missing-role");
     assert!(missing_role.starts_with("FAIL") && missing_role.contains("does not exist"), "{missing_role}");
     let good_line = line("good");
@@ -174,18 +205,22 @@ fn the_trust_policy_lists_audiences_or_only_the_secret_id() {
     );
     let principal = format!("arn:aws:iam::{ACCOUNT}:user/tributary");
     let trust = |env: &[(&'static str, String)]| {
-        let (ok, stdout, stderr) = run(&config, &["iam", "trust", "--destination", "main", "--principal", &principal], env, None);
+        let (ok, stdout, stderr) =
+            run(&config, &["iam", "trust", "--destination", "main", "--principal", &principal], env, None);
         assert!(ok, "{stderr}");
-        serde_json::from_str::<Value>(&stdout).unwrap()["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"].clone()
+        serde_json::from_str::<Value>(&stdout).unwrap()["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"]
+            .clone()
     };
     assert_eq!(trust(&[]), json!(["src_personas", "src_web"]));
 
-    let with_secret = destination("main", &role, "s", "http://127.0.0.1:9").replace("[kinesis.delivery]", "secret_id = { env = \"TRIBUTARY_TEST_SECRET_ID\" }\n[kinesis.delivery]");
+    let with_secret = destination("main", &role, "s", "http://127.0.0.1:9")
+        .replace("[kinesis.delivery]", "secret_id = { env = \"TRIBUTARY_TEST_SECRET_ID\" }\n[kinesis.delivery]");
     write_files(&config, &[("destinations/main.toml", &with_secret)]);
     assert_eq!(trust(&[("TRIBUTARY_TEST_SECRET_ID", "shared-secret".to_owned())]), json!(["shared-secret"]));
 
     let (ok, _, stderr) = run(&config, &["iam", "policy", "--destination", "main"], &[], None);
     assert!(ok, "{stderr}");
-    let (ok, _, stderr) = run(&config, &["iam", "policy", "--destination", "main", "--account-id", "999999999999"], &[], None);
+    let (ok, _, stderr) =
+        run(&config, &["iam", "policy", "--destination", "main", "--account-id", "999999999999"], &[], None);
     assert!(ok, "{stderr}");
 }

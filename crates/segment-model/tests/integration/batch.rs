@@ -21,7 +21,10 @@ fn batch_context_and_integrations_merge_into_items() {
         "writeKey": "wk"
     }));
     let first = out[0].as_ref().unwrap();
-    assert_eq!(first.get("context").unwrap(), json!({"ip":"1.2.3.4","library":{"name":"analytics-python","version":"2.3.3"}}));
+    assert_eq!(
+        first.get("context").unwrap(),
+        json!({"ip":"1.2.3.4","library":{"name":"analytics-python","version":"2.3.3"}})
+    );
     assert_eq!(first.get("integrations").unwrap(), json!({"All": true}));
     assert_eq!(first.get("sentAt").unwrap(), "2026-11-25T12:00:00Z");
     let second = out[1].as_ref().unwrap();
@@ -46,12 +49,20 @@ fn invalid_items_are_named_by_index() {
 #[test]
 fn envelope_errors() {
     let check = |body: &[u8], expected: &str| {
-        assert_eq!(Batch::from_slice(body).unwrap_err().to_string(), expected, "body: {}", String::from_utf8_lossy(body));
+        assert_eq!(
+            Batch::from_slice(body).unwrap_err().to_string(),
+            expected,
+            "body: {}",
+            String::from_utf8_lossy(body)
+        );
     };
     check(br#"{"batch":[]}"#, "batch: must hold at least one message");
     check(br#"{}"#, "batch: is required");
     check(br#"{"batch":{}}"#, "batch: must be an array, found an object");
-    check(br#"{"batch":[{}],"context":[]}"#, "context: must be an array, found an array".replace("an array, found", "an object, found").as_str());
+    check(
+        br#"{"batch":[{}],"context":[]}"#,
+        "context: must be an array, found an array".replace("an array, found", "an object, found").as_str(),
+    );
     check(br#"{"batch":[{}],"writeKey":1}"#, "writeKey: must be a string, found a number");
     check(br#"[]"#, "a message must be a JSON object, found an array");
     check(br#"{"batch":[}"#, "invalid JSON at line 1, column 11: expected value");

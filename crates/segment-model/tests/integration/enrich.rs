@@ -74,7 +74,8 @@ fn an_exported_message_keeps_its_original_timestamp() {
 
 #[test]
 fn enrichment_appends_and_keeps_everything_else() {
-    let mut message = Message::from_slice(br#"{"type":"track","userId":"user_1","event":"E","custom":{"a":[1,2]}}"#).unwrap();
+    let mut message =
+        Message::from_slice(br#"{"type":"track","userId":"user_1","event":"E","custom":{"a":[1,2]}}"#).unwrap();
     message.enrich_with(datetime!(2026-11-25 12:00:10 UTC), || "m1".to_owned());
     assert_eq!(
         String::from_utf8(message.to_json_vec()).unwrap(),

@@ -37,7 +37,10 @@ fn identities() {
     check(r#"{"type":"identify","userId":"","anonymousId":""}"#, "userId or anonymousId: is required");
     check(r#"{"type":"identify","userId":null}"#, "userId or anonymousId: is required");
     check(r#"{"type":"identify","userId":true}"#, "userId: must be a string or a number, found a boolean");
-    check(r#"{"type":"identify","userId":"u","anonymousId":["a"]}"#, "anonymousId: must be a string or a number, found an array");
+    check(
+        r#"{"type":"identify","userId":"u","anonymousId":["a"]}"#,
+        "anonymousId: must be a string or a number, found an array",
+    );
     check(r#"{"type":"identify","userId":{"id":1}}"#, "userId: must be a string or a number, found an object");
 }
 
@@ -62,7 +65,10 @@ fn required_fields_per_call() {
 #[test]
 fn types_and_envelope() {
     check(r#"{"userId":"u"}"#, "type: is required");
-    check(r#"{"type":"click","userId":"u"}"#, r#"type: "click" is not a Segment call type (track, identify, page, screen, group, alias)"#);
+    check(
+        r#"{"type":"click","userId":"u"}"#,
+        r#"type: "click" is not a Segment call type (track, identify, page, screen, group, alias)"#,
+    );
     check(r#"{"type":1,"userId":"u"}"#, "type: must be a string, found a number");
     check(r#"[1]"#, "a message must be a JSON object, found an array");
     check(r#"{"type":"track","userId":"u","#, "invalid JSON at line 1, column 29: EOF while parsing a value");
@@ -71,12 +77,24 @@ fn types_and_envelope() {
 
 #[test]
 fn optional_fields_are_type_checked() {
-    check(r#"{"type":"track","userId":"u","event":"E","properties":[]}"#, "properties: must be an object, found an array");
+    check(
+        r#"{"type":"track","userId":"u","event":"E","properties":[]}"#,
+        "properties: must be an object, found an array",
+    );
     check(r#"{"type":"identify","userId":"u","traits":"x"}"#, "traits: must be an object, found a string");
     check(r#"{"type":"identify","userId":"u","context":1}"#, "context: must be an object, found a number");
-    check(r#"{"type":"identify","userId":"u","integrations":true}"#, "integrations: must be an object, found a boolean");
-    check(r#"{"type":"identify","userId":"u","timestamp":"yesterday"}"#, r#"timestamp: "yesterday" is not an ISO-8601 date-time"#);
-    check(r#"{"type":"identify","userId":"u","sentAt":12}"#, "sentAt: must be an ISO-8601 date-time string, found a number");
+    check(
+        r#"{"type":"identify","userId":"u","integrations":true}"#,
+        "integrations: must be an object, found a boolean",
+    );
+    check(
+        r#"{"type":"identify","userId":"u","timestamp":"yesterday"}"#,
+        r#"timestamp: "yesterday" is not an ISO-8601 date-time"#,
+    );
+    check(
+        r#"{"type":"identify","userId":"u","sentAt":12}"#,
+        "sentAt: must be an ISO-8601 date-time string, found a number",
+    );
     check(r#"{"type":"identify","userId":"u","timestamp":"2026-11-25T10:00:00.123456+01:00"}"#, "ok");
     check(r#"{"type":"identify","userId":"u","timestamp":"2026-11-25T10:00:00.123"}"#, "ok");
 }
@@ -98,7 +116,8 @@ fn message_id_limits() {
 
 #[test]
 fn message_size_limit() {
-    let pad = |n: usize| format!(r#"{{"type":"track","userId":"u","event":"E","properties":{{"p":"{}"}}}}"#, "x".repeat(n));
+    let pad =
+        |n: usize| format!(r#"{{"type":"track","userId":"u","event":"E","properties":{{"p":"{}"}}}}"#, "x".repeat(n));
     let base = pad(0).len();
     check(&pad(32 * 1024 - base), "ok");
     check(&pad(32 * 1024 - base + 1), "message is 32769 bytes, more than the 32768 bytes Segment allows");
@@ -110,9 +129,6 @@ fn endpoint_types() {
     let message = Message::from_slice_as(MessageType::Track, body).unwrap();
     assert_eq!(message.get("type").unwrap(), "track");
     let wrong = Message::from_slice_as(MessageType::Identify, br#"{"type":"track","userId":"u","event":"E"}"#);
-    assert_eq!(
-        wrong.unwrap_err().to_string(),
-        r#"type: is "track" but the endpoint takes "identify""#
-    );
+    assert_eq!(wrong.unwrap_err().to_string(), r#"type: is "track" but the endpoint takes "identify""#);
     assert!(matches!(Message::from_slice_as(MessageType::Track, br#"{"userId":"u"}"#), Err(ParseError::Invalid(_))));
 }

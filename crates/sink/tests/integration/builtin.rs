@@ -20,7 +20,10 @@ async fn writer_sink_writes_one_line_per_record() {
         .await;
     assert!(outcomes.iter().all(Outcome::is_delivered));
     let text = String::from_utf8(sink.into_inner()).unwrap();
-    assert_eq!(text, "{\"type\":\"identify\",\"userId\":\"a\"}\n{\"type\":\"track\",\"userId\":\"b\",\"event\":\"E\"}\n");
+    assert_eq!(
+        text,
+        "{\"type\":\"identify\",\"userId\":\"a\"}\n{\"type\":\"track\",\"userId\":\"b\",\"event\":\"E\"}\n"
+    );
 }
 
 #[tokio::test]
@@ -49,6 +52,8 @@ async fn a_failed_write_is_retryable() {
     let sink = WriterSink::new(file);
     let outcomes = sink.deliver(vec![record(r#"{"type":"identify","userId":"a"}"#); 3]).await;
     assert_eq!(outcomes.len(), 3);
-    assert!(outcomes.iter().all(|o| matches!(o, Outcome::Retryable(reason) if reason.starts_with("writing to the output"))));
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Retryable(reason) if reason.starts_with("writing to the output")))
+    );
     std::fs::remove_file(&path).unwrap();
 }

@@ -16,7 +16,9 @@ fn parse(toml_text: &str) -> SecretRef {
 fn toml_to_json(text: &str) -> serde_json::Value {
     match text {
         r#"secret = "inline-value""# => serde_json::json!({"secret": "inline-value"}),
-        r#"secret = { env = "TRIBUTARY_TEST_SECRET" }"# => serde_json::json!({"secret": {"env": "TRIBUTARY_TEST_SECRET"}}),
+        r#"secret = { env = "TRIBUTARY_TEST_SECRET" }"# => {
+            serde_json::json!({"secret": {"env": "TRIBUTARY_TEST_SECRET"}})
+        }
         r#"secret = { file = "secret.txt" }"# => serde_json::json!({"secret": {"file": "secret.txt"}}),
         other => panic!("no JSON form for {other}"),
     }

@@ -23,7 +23,11 @@ fn delivered(id: i64) -> Settlement {
 }
 
 fn retry(id: i64, at: i64, reason: &str) -> Settlement {
-    Settlement { id, retry: Some(Retry { items: b"left".to_vec(), count: 1, at, reason: reason.into() }), dead: Vec::new() }
+    Settlement {
+        id,
+        retry: Some(Retry { items: b"left".to_vec(), count: 1, at, reason: reason.into() }),
+        dead: Vec::new(),
+    }
 }
 
 #[tokio::test]
