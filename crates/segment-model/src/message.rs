@@ -309,17 +309,17 @@ impl Message {
 
     /// The typed view of the fields that define this call.
     pub fn call(&self) -> Call {
-        let object = |name| match self.value(name) {
+        let object = |name| match self.get(name) {
             Some(Value::Object(map)) => Some(map),
             _ => None,
         };
-        let text = |name| match self.value(name) {
+        let text = |name| match self.get(name) {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
         // Validation guarantees the required identifiers below are present.
         let id = |name| {
-            self.value(name).and_then(IdValue::from_value).map(|v| v.as_id().to_text().into_owned()).unwrap_or_default()
+            self.get(name).and_then(IdValue::from_value).map(|v| v.as_id().to_text().into_owned()).unwrap_or_default()
         };
         match self.kind {
             MessageType::Identify => Call::Identify { traits: object("traits") },
@@ -356,10 +356,6 @@ impl Message {
     /// One field, parsed.
     pub fn get(&self, field: &str) -> Option<Value> {
         self.raw(field).map(parse)
-    }
-
-    fn value(&self, field: &str) -> Option<Value> {
-        self.get(field)
     }
 
     /// The whole message as a JSON object (parsed; for inspection, not for the hot path).

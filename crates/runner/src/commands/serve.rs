@@ -1,7 +1,6 @@
 //! `tributary serve`: the HTTP tracking API, the spool and the delivery workers.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -114,9 +113,4 @@ async fn first_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// The default spool folder: `.tributary/` in the working directory.
-pub fn default_spool_dir() -> &'static Path {
-    Path::new(".tributary")
 }

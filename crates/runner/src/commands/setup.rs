@@ -9,14 +9,14 @@ use super::base_credentials;
 use crate::config::{Config, DestinationType};
 
 /// The `[kinesis]` table of a Kinesis destination.
-fn kinesis<'a>(config: &'a Config, destination: &str) -> anyhow::Result<&'a KinesisConfig> {
+pub(crate) fn kinesis<'a>(config: &'a Config, destination: &str) -> anyhow::Result<&'a KinesisConfig> {
     let Some(loaded) = config.destination(destination) else {
         let known: Vec<&str> = config.destinations.iter().map(|d| d.config.name.as_str()).collect();
         bail!("no destination is named {destination:?} (known: {})", known.join(", "));
     };
     match (&loaded.config.kind, &loaded.config.kinesis) {
         (DestinationType::Kinesis, Some(kinesis)) => Ok(kinesis),
-        (kind, _) => bail!("destination {destination:?} is of type {kind:?}; IAM setup is for kinesis destinations"),
+        (kind, _) => bail!("destination {destination:?} is of type {kind:?}, not kinesis"),
     }
 }
 
