@@ -95,15 +95,8 @@ impl<'de> serde::de::Visitor<'de> for ItemVisitor {
         f.write_str("a message")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-        let mut fields: Vec<(String, Box<RawValue>)> = Vec::with_capacity(16);
-        while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-            match fields.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = value,
-                None => fields.push((key, value)),
-            }
-        }
-        Ok(Item::Fields(fields))
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Item, A::Error> {
+        crate::message::collect_fields(map).map(Item::Fields)
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
@@ -200,31 +193,15 @@ struct Envelope {
     write_key: Option<Value>,
 }
 
-/// The first byte that is not JSON white space.
-fn first_token(bytes: &[u8]) -> Option<u8> {
-    bytes.iter().copied().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-}
-
-/// Why `bytes` is not a JSON object: its own parse error, or the type it is.
-fn not_an_object(bytes: &[u8]) -> BatchError {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(other) => BatchError::Parse(ParseError::NotAnObject(json_type(&other))),
-        Err(e) => BatchError::Parse(ParseError::from_json(&e)),
-    }
-}
-
 impl Batch {
     /// Parses a batch body and checks the envelope and Segment's size and count limits.
     ///
-    /// The `batch` array is borrowed from the body as raw JSON, so each item is parsed once, by
-    /// [`Batch::messages`].
+    /// The body is read once: each item's top-level values stay raw JSON until [`Batch::messages`] validates them.
     pub fn from_slice(bytes: &[u8]) -> Result<Batch, BatchError> {
         if bytes.len() > MAX_BATCH_BYTES {
             return Err(BatchError::TooLarge { size: bytes.len(), max: MAX_BATCH_BYTES });
         }
-        if first_token(bytes) != Some(b'{') {
-            return Err(not_an_object(bytes));
-        }
+        crate::message::expect_object(bytes).map_err(BatchError::Parse)?;
         let envelope: Envelope =
             serde_json::from_slice(bytes).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
         let object = |field, value: Option<Value>| match value {

@@ -188,29 +188,43 @@ impl<'de> serde::Deserialize<'de> for RawFields {
                 f.write_str("a JSON object")
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawFields, A::Error> {
-                let mut fields: Vec<(String, Box<RawValue>)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-                    match fields.iter_mut().find(|(k, _)| *k == key) {
-                        Some(slot) => slot.1 = value,
-                        None => fields.push((key, value)),
-                    }
-                }
-                Ok(RawFields(fields))
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawFields, A::Error> {
+                collect_fields(map).map(RawFields)
             }
         }
         deserializer.deserialize_map(Visitor)
     }
 }
 
+/// Reads an object's top-level fields with their raw values; a repeated key keeps its last value.
+pub(crate) fn collect_fields<'de, A: serde::de::MapAccess<'de>>(
+    mut map: A,
+) -> Result<Vec<(String, Box<RawValue>)>, A::Error> {
+    let mut fields: Vec<(String, Box<RawValue>)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
+    while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+        match fields.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => fields.push((key, value)),
+        }
+    }
+    Ok(fields)
+}
+
+/// Checks that `bytes` hold a JSON object, by its first token; otherwise says what they are (or why they are not
+/// JSON at all), parsing them only on that error path.
+pub(crate) fn expect_object(bytes: &[u8]) -> Result<(), ParseError> {
+    if bytes.iter().copied().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(b'{') {
+        return Ok(());
+    }
+    Err(match serde_json::from_slice::<Value>(bytes) {
+        Ok(other) => ParseError::NotAnObject(json_type(&other)),
+        Err(e) => ParseError::from_json(&e),
+    })
+}
+
 /// Parses the top level of a JSON object; anything else is [`ParseError::NotAnObject`].
 pub(crate) fn parse_fields(bytes: &[u8]) -> Result<Vec<(String, Box<RawValue>)>, ParseError> {
-    if bytes.iter().copied().find(|b| !b.is_ascii_whitespace()) != Some(b'{') {
-        return Err(match serde_json::from_slice::<Value>(bytes) {
-            Ok(other) => ParseError::NotAnObject(json_type(&other)),
-            Err(e) => ParseError::from_json(&e),
-        });
-    }
+    expect_object(bytes)?;
     serde_json::from_slice::<RawFields>(bytes).map(|f| f.0).map_err(|e| ParseError::from_json(&e))
 }
 
