@@ -1,17 +1,13 @@
 //! Stream administration and reading: the calls behind `tributary streams` and `tributary tail`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::IdentityCache;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 
 use crate::config::KinesisConfig;
-use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
 use crate::record::{ApiError, ExternalId};
-use crate::sdk::{BaseCredentials, StsAssumer, api_error, sdk_config};
+use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
 
 /// A plain Kinesis client for a destination, signing as `identity` when the destination has a role.
 pub async fn client(
@@ -24,12 +20,9 @@ pub async fn client(
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
     let mut builder = aws_sdk_kinesis::config::Builder::from(&shared);
     if let Some(role) = &config.role_address {
-        let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(&shared));
-        let cache = Arc::new(CredentialCache::new(assumer, role.clone(), secret));
+        let cache = role_cache(&shared, role, secret);
         cache.get(&identity).await?;
-        builder = builder
-            .credentials_provider(SharedCredentialsProvider::new(CachedRoleProvider { cache, identity }))
-            .identity_cache(IdentityCache::no_cache());
+        builder = signing_as(builder, cache, identity);
     }
     Ok(Client::from_conf(builder.build()))
 }

@@ -1,15 +1,13 @@
 //! Setup as code: the IAM documents a Kinesis destination needs, derived from its config, and a check that
 //! tries every identity the destination will use without sending an event.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::config::{KinesisConfig, role_account_id};
-use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
 use crate::record::{ApiError, ErrorKind, ExternalId};
-use crate::sdk::{BaseCredentials, StsAssumer, api_error, sdk_config};
+use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
 
 /// The Kinesis actions the permission policy grants: the two that deliver, and the one `check` uses.
 pub const ACTIONS: [&str; 3] = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"];
@@ -128,18 +126,12 @@ async fn check_one(
         {
             return Err(format!("role {role} does not exist: create it, or fix kinesis.role_address"));
         }
-        let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(shared));
-        let cache = Arc::new(CredentialCache::new(assumer, role.clone(), secret));
+        let cache = role_cache(shared, role, secret);
         if let Err(error) = cache.get(identity).await {
             return Err(explain_refusal(destination, role, identity, secret, shared, error).await);
         }
         assumed = format!("assumed {role}; ");
-        builder = builder
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(CachedRoleProvider {
-                cache,
-                identity: identity.clone(),
-            }))
-            .identity_cache(aws_sdk_kinesis::config::IdentityCache::no_cache());
+        builder = signing_as(builder, cache, identity.clone());
     }
     let client = aws_sdk_kinesis::Client::from_conf(builder.build());
     match crate::admin::describe(&client, &config.stream).await {

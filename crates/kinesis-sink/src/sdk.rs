@@ -125,6 +125,24 @@ impl AssumeRole for StsAssumer {
     }
 }
 
+/// The credential cache of a destination's role, assuming it through STS with the credentials of `shared`.
+pub(crate) fn role_cache(shared: &aws_config::SdkConfig, role: &str, secret: bool) -> Arc<CredentialCache> {
+    let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(shared));
+    Arc::new(CredentialCache::new(assumer, role.to_owned(), secret))
+}
+
+/// `builder`, signing as `identity` with credentials from `cache`, which is then the one owner of caching and
+/// refresh (the SDK's identity cache is off).
+pub(crate) fn signing_as(
+    builder: aws_sdk_kinesis::config::Builder,
+    cache: Arc<CredentialCache>,
+    identity: ExternalId,
+) -> aws_sdk_kinesis::config::Builder {
+    builder
+        .credentials_provider(SharedCredentialsProvider::new(CachedRoleProvider { cache, identity }))
+        .identity_cache(IdentityCache::no_cache())
+}
+
 /// Kinesis through the SDK: one client per identity, each signing with that identity's credentials.
 pub struct SdkKinesis {
     stream: String,
@@ -139,10 +157,7 @@ impl SdkKinesis {
     pub async fn connect(config: &KinesisConfig, secret_id_set: bool, base: &BaseCredentials) -> SdkKinesis {
         let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
         let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
-        let roles = config.role_address.as_ref().map(|role| {
-            let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(&shared));
-            Arc::new(CredentialCache::new(assumer, role.clone(), secret_id_set))
-        });
+        let roles = config.role_address.as_ref().map(|role| role_cache(&shared, role, secret_id_set));
         SdkKinesis {
             stream: config.stream.clone(),
             config: aws_sdk_kinesis::config::Builder::from(&shared).build(),
@@ -160,17 +175,9 @@ impl SdkKinesis {
         let mut clients = self.clients.lock().expect("client map lock poisoned");
         let client = clients.entry(identity.clone()).or_insert_with(|| match &self.roles {
             None => aws_sdk_kinesis::Client::from_conf(self.config.clone()),
-            Some(cache) => {
-                let provider = CachedRoleProvider { cache: cache.clone(), identity: identity.clone() };
-                let config = self
-                    .config
-                    .to_builder()
-                    .credentials_provider(SharedCredentialsProvider::new(provider))
-                    // The credential cache is the one owner of caching and refresh.
-                    .identity_cache(IdentityCache::no_cache())
-                    .build();
-                aws_sdk_kinesis::Client::from_conf(config)
-            }
+            Some(cache) => aws_sdk_kinesis::Client::from_conf(
+                signing_as(self.config.to_builder(), cache.clone(), identity.clone()).build(),
+            ),
         });
         Ok(client.clone())
     }
