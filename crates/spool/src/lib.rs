@@ -281,43 +281,47 @@ impl Spool {
         self.waiting(destination, limit, i64::MAX).await
     }
 
-    async fn waiting(&self, destination: &str, limit: usize, due_by: i64) -> Result<Vec<Entry>, SpoolError> {
+    /// Runs `query` on the read connection on a blocking thread; a SQLite error names the database.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, SpoolError> {
         let inner = self.inner.clone();
-        let destination = destination.to_owned();
         tokio::task::spawn_blocking(move || {
             let reader = inner.reader.lock().expect("reader lock poisoned");
-            let database = |source| SpoolError::Database { path: inner.path.clone(), source };
-            let mut statement = reader
-                .prepare_cached(
-                    "SELECT id, source_id, items, count, enqueued_at, attempts FROM spool
-                     WHERE destination = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3",
-                )
-                .map_err(database)?;
-            let rows = statement
-                .query_map(params![destination, due_by, limit as i64], |row| {
-                    Ok(Entry {
-                        id: row.get(0)?,
-                        destination: destination.clone(),
-                        source_id: row.get(1)?,
-                        items: row.get(2)?,
-                        count: row.get(3)?,
-                        enqueued_at: row.get(4)?,
-                        attempts: row.get(5)?,
-                    })
-                })
-                .map_err(database)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(database)
+            query(&reader).map_err(|source| SpoolError::Database { path: inner.path.clone(), source })
         })
         .await
         .map_err(|_| SpoolError::Stopped)?
     }
 
+    async fn waiting(&self, destination: &str, limit: usize, due_by: i64) -> Result<Vec<Entry>, SpoolError> {
+        let destination = destination.to_owned();
+        self.read(move |reader| {
+            let mut statement = reader.prepare_cached(
+                "SELECT id, source_id, items, count, enqueued_at, attempts FROM spool
+                 WHERE destination = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = statement.query_map(params![destination, due_by, limit as i64], |row| {
+                Ok(Entry {
+                    id: row.get(0)?,
+                    destination: destination.clone(),
+                    source_id: row.get(1)?,
+                    items: row.get(2)?,
+                    count: row.get(3)?,
+                    enqueued_at: row.get(4)?,
+                    attempts: row.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// When the next message of `destination` that is waiting for a retry becomes due, in Unix milliseconds.
     pub async fn next_due_at(&self, destination: &str) -> Result<Option<i64>, SpoolError> {
-        let inner = self.inner.clone();
         let destination = destination.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let reader = inner.reader.lock().expect("reader lock poisoned");
+        self.read(move |reader| {
             reader
                 .query_row(
                     "SELECT MIN(next_attempt_at) FROM spool WHERE destination = ?1",
@@ -326,10 +330,8 @@ impl Spool {
                 )
                 .optional()
                 .map(Option::flatten)
-                .map_err(|source| SpoolError::Database { path: inner.path.clone(), source })
         })
         .await
-        .map_err(|_| SpoolError::Stopped)?
     }
 
     /// Records the outcome of delivery attempts: delivered messages leave, the rest wait for their retry, and
@@ -341,34 +343,26 @@ impl Spool {
 
     /// Every dead letter, or those of one destination, oldest first.
     pub async fn dead_letters(&self, destination: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
-        let inner = self.inner.clone();
         let destination = destination.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            let reader = inner.reader.lock().expect("reader lock poisoned");
-            let database = |source| SpoolError::Database { path: inner.path.clone(), source };
-            let mut statement = reader
-                .prepare_cached(
-                    "SELECT id, destination, source_id, message, enqueued_at, failed_at, reason FROM dead_letters
-                     WHERE ?1 IS NULL OR destination = ?1 ORDER BY id",
-                )
-                .map_err(database)?;
-            let rows = statement
-                .query_map(params![destination], |row| {
-                    Ok(DeadLetter {
-                        id: row.get(0)?,
-                        destination: row.get(1)?,
-                        source_id: row.get(2)?,
-                        message: row.get(3)?,
-                        enqueued_at: row.get(4)?,
-                        failed_at: row.get(5)?,
-                        reason: row.get(6)?,
-                    })
+        self.read(move |reader| {
+            let mut statement = reader.prepare_cached(
+                "SELECT id, destination, source_id, message, enqueued_at, failed_at, reason FROM dead_letters
+                 WHERE ?1 IS NULL OR destination = ?1 ORDER BY id",
+            )?;
+            let rows = statement.query_map(params![destination], |row| {
+                Ok(DeadLetter {
+                    id: row.get(0)?,
+                    destination: row.get(1)?,
+                    source_id: row.get(2)?,
+                    message: row.get(3)?,
+                    enqueued_at: row.get(4)?,
+                    failed_at: row.get(5)?,
+                    reason: row.get(6)?,
                 })
-                .map_err(database)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(database)
+            })?;
+            rows.collect()
         })
         .await
-        .map_err(|_| SpoolError::Stopped)?
     }
 
     /// Removes dead letters that were resent successfully.
