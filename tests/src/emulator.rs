@@ -138,17 +138,35 @@ fn run(command: &mut std::process::Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the virtualenv `venv` and pip-installs `package` into it.
+fn pip_install(venv: &Path, package: &str) -> anyhow::Result<()> {
+    eprintln!("emulators: installing {package} into {}", venv.display());
+    run(std::process::Command::new("python3").args(["-m", "venv"]).arg(venv), "creating a virtualenv")?;
+    run(
+        std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", package]),
+        &format!("pip install {package}"),
+    )
+}
+
+/// npm-installs `package` under `prefix`.
+fn npm_install(prefix: &Path, package: &str) -> anyhow::Result<()> {
+    eprintln!("emulators: installing {package} into {}", prefix.display());
+    std::fs::create_dir_all(prefix)?;
+    run(
+        std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(prefix)
+            .arg(package),
+        &format!("npm install {package}"),
+    )
+}
+
 /// Installs moto into a virtualenv under [`install_dir`] unless it is there.
 pub fn install_moto() -> anyhow::Result<PathBuf> {
     let venv = install_dir().join("venv");
     let server = venv.join("bin/moto_server");
     if !server.exists() {
-        eprintln!("emulators: installing moto into {}", venv.display());
-        run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating the moto virtualenv")?;
-        run(
-            std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "moto[server]"]),
-            "pip install moto[server]",
-        )?;
+        pip_install(&venv, "moto[server]")?;
     }
     Ok(server)
 }
@@ -158,15 +176,7 @@ pub fn install_kinesis_local() -> anyhow::Result<PathBuf> {
     let prefix = install_dir().join("node");
     let main = prefix.join("node_modules/kinesis-local/main.js");
     if !main.exists() {
-        eprintln!("emulators: installing {KINESIS_LOCAL} into {}", prefix.display());
-        std::fs::create_dir_all(&prefix)?;
-        run(
-            std::process::Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-                .arg(&prefix)
-                .arg(KINESIS_LOCAL),
-            "npm install kinesis-local",
-        )?;
+        npm_install(&prefix, KINESIS_LOCAL)?;
     }
     std::fs::write(prefix.join("loopback.js"), LOOPBACK_PRELOAD)?;
     Ok(main)
@@ -176,31 +186,17 @@ pub fn install_kinesis_local() -> anyhow::Result<PathBuf> {
 /// has analytics-python and the `node_modules` folder that has analytics-node.
 pub fn install_clients() -> anyhow::Result<(PathBuf, PathBuf)> {
     let venv = install_dir().join("clients-venv");
-    let python = venv.join("bin/python");
     let marker = venv.join(".installed-segment-analytics-python-2.4.0");
     if !marker.exists() {
-        eprintln!("emulators: installing {PYTHON_CLIENT} into {}", venv.display());
-        run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv), "creating the client virtualenv")?;
-        run(
-            std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", PYTHON_CLIENT]),
-            "pip install analytics-python",
-        )?;
+        pip_install(&venv, PYTHON_CLIENT)?;
         std::fs::write(&marker, "")?;
     }
     let prefix = install_dir().join("clients-node");
     let modules = prefix.join("node_modules");
     if !modules.join("@segment/analytics-node/package.json").exists() {
-        eprintln!("emulators: installing {NODE_CLIENT} into {}", prefix.display());
-        std::fs::create_dir_all(&prefix)?;
-        run(
-            std::process::Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-                .arg(&prefix)
-                .arg(NODE_CLIENT),
-            "npm install @segment/analytics-node",
-        )?;
+        npm_install(&prefix, NODE_CLIENT)?;
     }
-    Ok((python, modules))
+    Ok((venv.join("bin/python"), modules))
 }
 
 /// Polls `check` until it succeeds or `timeout` passes.
