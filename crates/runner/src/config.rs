@@ -35,6 +35,14 @@ pub struct SourceConfig {
     /// The names of the destinations this source delivers to.
     #[serde(default)]
     pub destinations: Vec<String>,
+    /// Refuse a whole request (`400`, naming the field and the batch index) when any message in it is invalid.
+    ///
+    /// By default a source answers as Segment's HTTP API does: `200` to every request that is valid JSON within the
+    /// size limits, with the valid messages delivered and each invalid one kept in the spool's rejected table
+    /// (`tributary rejected list`). Segment's libraries never retry a 400, so strict mode loses the valid messages
+    /// of a mixed batch at the client; it is for teams who want a broken sender to fail loudly.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// The kinds of destination.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, personas, send, serve, setup, streams, tail};
+use runner::commands::{dlq, personas, rejected, send, serve, setup, streams, tail};
 use runner::config::Config;
 use runner::route::Router;
 
@@ -59,6 +59,17 @@ enum Command {
         /// Seconds a shutdown waits for due messages to be delivered.
         #[arg(long, default_value_t = 10)]
         flush_timeout: u64,
+        /// How many invalid messages the rejected table keeps (`tributary rejected list`); older ones are dropped.
+        #[arg(long, default_value_t = spool::DEFAULT_MAX_REJECTIONS)]
+        rejected_max: u64,
+    },
+    /// Inspect the messages serve accepted the request of but did not deliver, because they broke Segment's rules.
+    Rejected {
+        /// The spool folder of the server.
+        #[arg(long, global = true, default_value = ".tributary")]
+        spool_dir: PathBuf,
+        #[command(subcommand)]
+        action: RejectedAction,
     },
     /// Print the IAM documents a Kinesis destination's role needs.
     Iam {
@@ -111,6 +122,23 @@ enum PersonasAction {
         /// Where the sync state lives.
         #[arg(long, default_value = ".tributary")]
         state_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RejectedAction {
+    /// Print each rejected message as a JSON line, newest first: source, time, field, batch index, reason and the
+    /// message itself.
+    List {
+        /// Only this source's.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only those rejected within this long: 90s, 15m, 2h, 7d.
+        #[arg(long, value_parser = rejected::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -223,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { listen, spool_dir, spool_max, flush_timeout } => {
+        Command::Serve { listen, spool_dir, spool_max, flush_timeout, rejected_max } => {
             let config = load(&cli.config)?;
             let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
             let options = serve::ServeOptions {
@@ -231,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 spool_dir,
                 spool_max,
                 flush_timeout: std::time::Duration::from_secs(flush_timeout),
+                rejected_max,
             };
             serve::serve(&config, routes, options).await?;
             Ok(ExitCode::SUCCESS)
@@ -300,6 +329,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             eprintln!("{} checked, {failed} failed", results.len());
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Rejected { spool_dir, action: RejectedAction::List { source, since, limit } } => {
+            let options = rejected::ListOptions { source, since, limit };
+            let count = rejected::list(&spool_dir, &options, &mut std::io::stdout().lock())?;
+            eprintln!("{count} rejected messages");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { spool_dir, action } => {
             let spool = spool::Spool::open(&spool_dir, u64::MAX)

@@ -14,6 +14,15 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// Why a message of an accepted request was not delivered: the field at fault and the kind of problem.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Invalid {
+    /// The field Segment's rules found wrong (`event`, `userId or anonymousId`), or `message` for the whole of it.
+    pub field: String,
+    /// The kind of problem: `missing`, `wrong_type`, `too_large`.
+    pub problem: String,
+}
+
 /// A destination label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Destination {
@@ -35,6 +44,12 @@ pub struct Metrics {
     pub accepted: Counter,
     /// Messages refused, by the error code returned.
     pub rejected: Family<Reason, Counter>,
+    /// Invalid messages of accepted requests, kept in the rejected table instead of delivered, by field and problem.
+    pub invalid: Family<Invalid, Counter>,
+    /// Rejected-table entries dropped to keep it within `--rejected-max`.
+    pub rejections_evicted: Counter,
+    /// Requests whose handler panicked (answered 500).
+    pub panics: Counter,
     /// Messages delivered, per destination.
     pub delivered: Family<Destination, Counter>,
     /// Delivery attempts that failed and were scheduled again, per destination.
@@ -54,6 +69,9 @@ impl Default for Metrics {
             received: Counter::default(),
             accepted: Counter::default(),
             rejected: Family::default(),
+            invalid: Family::default(),
+            rejections_evicted: Counter::default(),
+            panics: Counter::default(),
             delivered: Family::default(),
             retried: Family::default(),
             failed: Family::default(),
@@ -64,6 +82,21 @@ impl Default for Metrics {
         registry.register("messages_received", "Messages received, valid or not", metrics.received.clone());
         registry.register("messages_accepted", "Messages stored and acknowledged", metrics.accepted.clone());
         registry.register("messages_rejected", "Messages refused, by error code", metrics.rejected.clone());
+        registry.register(
+            "messages_invalid",
+            "Invalid messages of accepted requests, kept in the rejected table, by field and problem",
+            metrics.invalid.clone(),
+        );
+        registry.register(
+            "rejected_evicted",
+            "Rejected-table entries dropped, oldest first, to keep it within --rejected-max",
+            metrics.rejections_evicted.clone(),
+        );
+        registry.register(
+            "handler_panics",
+            "Requests whose handler panicked and were answered 500",
+            metrics.panics.clone(),
+        );
         registry.register("messages_delivered", "Messages delivered, per destination", metrics.delivered.clone());
         registry.register("delivery_retries", "Failed delivery attempts scheduled again", metrics.retried.clone());
         registry.register("messages_failed", "Messages moved to the dead-letter table", metrics.failed.clone());
@@ -81,6 +114,11 @@ impl Metrics {
     /// Counts a rejection.
     pub fn reject(&self, reason: &str, messages: u64) {
         self.rejected.get_or_create(&Reason { reason: reason.to_owned() }).inc_by(messages);
+    }
+
+    /// Counts an invalid message of an accepted request.
+    pub fn drop_invalid(&self, field: &str, problem: &str) {
+        self.invalid.get_or_create(&Invalid { field: field.to_owned(), problem: problem.to_owned() }).inc();
     }
 
     /// The label of a destination.

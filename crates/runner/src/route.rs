@@ -15,8 +15,21 @@ use crate::config::{Config, DestinationType};
 pub struct Destination {
     /// Its name.
     pub name: String,
+    /// The name of its kind in Segment's catalog (`"Amazon Kinesis"`), which `integrations` objects written for
+    /// Segment use.
+    pub catalog_name: Option<&'static str>,
     /// Its sink.
     pub sink: Arc<dyn Sink>,
+}
+
+impl DestinationType {
+    /// The destination's name in Segment's catalog, for kinds Segment has.
+    pub fn catalog_name(self) -> Option<&'static str> {
+        match self {
+            DestinationType::Kinesis => Some("Amazon Kinesis"),
+            DestinationType::Stdout | DestinationType::File => None,
+        }
+    }
 }
 
 /// The sinks of every enabled destination.
@@ -62,7 +75,8 @@ impl Router {
                     Arc::new(KinesisSink::connect(kinesis, secret_id, base).await)
                 }
             };
-            destinations.insert(d.name.clone(), Destination { name: d.name.clone(), sink });
+            let destination = Destination { name: d.name.clone(), catalog_name: d.kind.catalog_name(), sink };
+            destinations.insert(d.name.clone(), destination);
         }
         let routes = config
             .sources
@@ -77,10 +91,16 @@ impl Router {
 
     /// The enabled destinations of `source_id` that `message` is meant for.
     pub fn destinations_for<'a>(&'a self, source_id: &str, message: &Message) -> Vec<&'a Destination> {
-        self.routes
-            .get(source_id)
-            .map(|names| names.iter().filter(|n| wants(message, n)).filter_map(|n| self.destinations.get(n)).collect())
-            .unwrap_or_default()
+        let Some(names) = self.routes.get(source_id) else { return Vec::new() };
+        let integrations = match message.get("integrations") {
+            Some(Value::Object(integrations)) => Some(integrations),
+            _ => None,
+        };
+        names
+            .iter()
+            .filter_map(|n| self.destinations.get(n))
+            .filter(|d| integrations.as_ref().is_none_or(|i| wants(i, &d.name, d.catalog_name)))
+            .collect()
     }
 
     /// Every enabled destination.
@@ -102,12 +122,12 @@ impl Router {
     }
 }
 
-/// Whether a message's `integrations` object lets it go to `destination`, as Segment reads it: a destination's own
-/// entry wins (`false` or `{}`-style objects count as on); otherwise `All` decides, and it defaults to on.
-pub fn wants(message: &Message, destination: &str) -> bool {
-    let Some(Value::Object(integrations)) = message.get("integrations") else { return true };
+/// Whether a message's `integrations` object lets it go to a destination, as Segment reads it: the destination's own
+/// entry wins, under its config name or else its catalog name (`"Amazon Kinesis"`), and any value but `false` counts
+/// as on (Segment puts options objects there); without an entry, `All` decides, and it defaults to on.
+pub fn wants(integrations: &serde_json::Map<String, Value>, name: &str, catalog_name: Option<&str>) -> bool {
     let on = |value: &Value| !matches!(value, Value::Bool(false));
-    match integrations.get(destination) {
+    match integrations.get(name).or_else(|| catalog_name.and_then(|c| integrations.get(c))) {
         Some(value) => on(value),
         None => integrations.get("All").is_none_or(on),
     }
@@ -119,9 +139,13 @@ mod tests {
 
     #[track_caller]
     fn check(integrations: &str, expected: bool) {
-        let body = format!(r#"{{"type":"identify","userId":"u","integrations":{integrations}}}"#);
-        let message = Message::from_slice(body.as_bytes()).unwrap();
-        assert_eq!(wants(&message, "kinesis-main"), expected, "integrations: {integrations}");
+        check_as(integrations, None, expected);
+    }
+
+    #[track_caller]
+    fn check_as(integrations: &str, catalog_name: Option<&str>, expected: bool) {
+        let map: serde_json::Map<String, Value> = serde_json::from_str(integrations).unwrap();
+        assert_eq!(wants(&map, "kinesis-main", catalog_name), expected, "integrations: {integrations}");
     }
 
     #[test]
@@ -134,5 +158,18 @@ mod tests {
         check(r#"{"kinesis-main":false}"#, false);
         check(r#"{"All":true,"kinesis-main":false}"#, false);
         check(r#"{"Other":false}"#, true);
+    }
+
+    #[test]
+    fn catalog_names() {
+        let kinesis = Some("Amazon Kinesis");
+        check_as(r#"{"Amazon Kinesis":false}"#, kinesis, false);
+        check_as(r#"{"Amazon Kinesis":false}"#, None, true);
+        check_as(r#"{"All":false,"Amazon Kinesis":true}"#, kinesis, true);
+        check_as(r#"{"All":false,"Amazon Kinesis":true}"#, None, false);
+        check_as(r#"{"All":false,"Amazon Kinesis":{"option":1}}"#, kinesis, true);
+        // The config name is more specific than the catalog name.
+        check_as(r#"{"Amazon Kinesis":false,"kinesis-main":true}"#, kinesis, true);
+        check_as(r#"{"All":false,"Amazon Kinesis":true,"kinesis-main":false}"#, kinesis, false);
     }
 }

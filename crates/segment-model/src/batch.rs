@@ -2,13 +2,19 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 
-use crate::error::{ParseError, json_type};
+use crate::error::ParseError;
+use crate::message::Rejected;
+use crate::raw::{Fields, json_type, object_size, raw};
 use crate::{MAX_MESSAGE_BYTES, Map, Message};
 
 /// Segment's limit on one batch request body, in bytes.
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+/// How large a batch's messages may become once the batch's `context` and `integrations` are merged into each:
+/// twice the body limit. Without a bound, a 400 KB context merged into 2,500 tiny items would make a 500 KB body
+/// cost a gigabyte of copies.
+pub const MAX_EXPANDED_BYTES: usize = 2 * MAX_BATCH_BYTES;
 
 /// Segment's limit on the number of messages in one batch.
 pub const MAX_BATCH_MESSAGES: usize = 2_500;
@@ -53,6 +59,15 @@ pub enum BatchError {
     /// `batch` holds no messages.
     #[error("batch: must hold at least one message")]
     Empty,
+    /// The messages, with the batch's `context` and `integrations` merged into each, would be larger than
+    /// [`MAX_EXPANDED_BYTES`]: a small body must not turn into a large amount of work and storage.
+    #[error("batch: its messages with the batch context merged in come to {size} bytes, more than the {max} allowed")]
+    TooLargeMerged {
+        /// The size the merged messages would have, at most, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// `batch` holds more messages than Segment allows.
     #[error("batch: holds {count} messages, more than the {max} Segment allows")]
     TooManyMessages {
@@ -63,20 +78,10 @@ pub enum BatchError {
     },
 }
 
-/// Why one item of a batch was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("batch[{index}]: {error}")]
-pub struct BatchItemError {
-    /// The item's zero-based position in `batch`.
-    pub index: usize,
-    /// What is wrong with it.
-    pub error: ParseError,
-}
-
 /// One item of `batch`: its top-level fields, or the JSON type it was instead of an object.
 #[derive(Debug)]
 enum Item {
-    Fields(Vec<(String, Box<RawValue>)>),
+    Fields(Fields),
     Not(&'static str),
 }
 
@@ -96,7 +101,7 @@ impl<'de> serde::de::Visitor<'de> for ItemVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Item, A::Error> {
-        crate::message::collect_fields(map).map(Item::Fields)
+        crate::raw::collect_fields(map).map(Item::Fields)
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
@@ -201,9 +206,9 @@ impl Batch {
         if bytes.len() > MAX_BATCH_BYTES {
             return Err(BatchError::TooLarge { size: bytes.len(), max: MAX_BATCH_BYTES });
         }
-        crate::message::expect_object(bytes).map_err(BatchError::Parse)?;
+        let text = crate::raw::checked_text(bytes).map_err(BatchError::Parse)?;
         let envelope: Envelope =
-            serde_json::from_slice(bytes).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
+            serde_json::from_str(text).map_err(|e| BatchError::Parse(ParseError::from_json(&e)))?;
         let object = |field, value: Option<Value>| match value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(map)) => Ok(Some(map)),
@@ -236,7 +241,9 @@ impl Batch {
         if items.len() > MAX_BATCH_MESSAGES {
             return Err(BatchError::TooManyMessages { count: items.len(), max: MAX_BATCH_MESSAGES });
         }
-        Ok(Batch { items, context, integrations, sent_at: envelope.sent_at, write_key })
+        let batch = Batch { items, context, integrations, sent_at: envelope.sent_at, write_key };
+        batch.check_expansion()?;
+        Ok(batch)
     }
 
     /// The `writeKey` field of the body, when the client sent one there.
@@ -258,7 +265,7 @@ impl Batch {
     ///
     /// An item's own keys win: the batch `context` supplies only the keys the item's `context` lacks, and so on
     /// for `integrations`; `sentAt` is copied only into items without one.
-    pub fn messages(&self) -> Vec<Result<Message, BatchItemError>> {
+    pub fn messages(&self) -> Vec<Result<Message, Rejected>> {
         self.items
             .iter()
             .enumerate()
@@ -273,38 +280,63 @@ impl Batch {
     }
 
     /// As [`Batch::messages`], consuming the batch so that no item is copied.
-    pub fn into_messages(self) -> Vec<Result<Message, BatchItemError>> {
+    pub fn into_messages(self) -> Vec<Result<Message, Rejected>> {
         let mut items = self.items;
         let rest = Batch { items: Vec::new(), ..self };
         items.drain(..).enumerate().map(|(index, item)| rest.item(index, item)).collect()
     }
 
-    fn item(&self, index: usize, item: Item) -> Result<Message, BatchItemError> {
-        let fail = |error| BatchItemError { index, error };
+    /// Refuses a batch whose merged messages could exceed [`MAX_EXPANDED_BYTES`], counting in each item the whole
+    /// batch `context` and `integrations` (an upper bound: an item's own keys replace some of them).
+    fn check_expansion(&self) -> Result<(), BatchError> {
+        let merged = |map: &Option<Map>| {
+            map.as_ref().filter(|m| !m.is_empty()).map_or(0, |m| raw(&Value::Object(m.clone())).get().len())
+        };
+        let per_item = merged(&self.context) + merged(&self.integrations);
+        if per_item == 0 {
+            return Ok(());
+        }
+        let size = self
+            .items
+            .iter()
+            .map(|item| match item {
+                Item::Fields(fields) => object_size(fields).min(MAX_MESSAGE_BYTES + 1) + per_item,
+                Item::Not(_) => 0,
+            })
+            .sum::<usize>();
+        match size > MAX_EXPANDED_BYTES {
+            true => Err(BatchError::TooLargeMerged { size, max: MAX_EXPANDED_BYTES }),
+            false => Ok(()),
+        }
+    }
+
+    fn item(&self, index: usize, item: Item) -> Result<Message, Rejected> {
         let mut fields = match item {
-            Item::Not(found) => return Err(fail(ParseError::NotAnObject(found))),
+            Item::Not(found) => {
+                return Err(Rejected { index: Some(index), error: ParseError::NotAnObject(found), json: None });
+            }
             Item::Fields(fields) => fields,
         };
-        // The compact JSON's size: braces, and per field its quoted key, a colon, the value and a comma.
-        let size = 2 + fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>();
+        let size = object_size(&fields);
         if size > MAX_MESSAGE_BYTES {
-            return Err(fail(ParseError::TooLarge { size, max: MAX_MESSAGE_BYTES }));
+            let error = ParseError::TooLarge { size, max: MAX_MESSAGE_BYTES };
+            return Err(Rejected { index: Some(index), error, json: None });
         }
         merge_defaults(&mut fields, "context", self.context.as_ref());
         merge_defaults(&mut fields, "integrations", self.integrations.as_ref());
         if let Some(sent_at) = &self.sent_at {
             match fields.iter_mut().find(|(k, _)| k == "sentAt") {
-                Some(slot) if slot.1.get() == "null" => slot.1 = crate::message::raw(sent_at),
+                Some(slot) if slot.1.get() == "null" => slot.1 = raw(sent_at),
                 Some(_) => {}
-                None => fields.push(("sentAt".to_owned(), crate::message::raw(sent_at))),
+                None => fields.push(("sentAt".to_owned(), raw(sent_at))),
             }
         }
-        Message::from_fields(fields, None).map_err(|e| fail(ParseError::Invalid(e)))
+        Message::from_fields(fields, None).map_err(|invalid| Rejected::new(Some(index), invalid))
     }
 }
 
 /// Fills the object `fields[name]` with the keys of `defaults` it lacks.
-fn merge_defaults(fields: &mut Vec<(String, Box<RawValue>)>, name: &str, defaults: Option<&Map>) {
+fn merge_defaults(fields: &mut Fields, name: &str, defaults: Option<&Map>) {
     let Some(defaults) = defaults.filter(|d| !d.is_empty()) else { return };
     match fields.iter_mut().find(|(k, _)| k == name) {
         Some(slot) if slot.1.get().starts_with('{') => {
@@ -314,11 +346,11 @@ fn merge_defaults(fields: &mut Vec<(String, Box<RawValue>)>, name: &str, default
                     own.insert(key.clone(), value.clone());
                 }
             }
-            slot.1 = crate::message::raw(&Value::Object(own));
+            slot.1 = raw(&Value::Object(own));
         }
-        Some(slot) if slot.1.get() == "null" => slot.1 = crate::message::raw(&Value::Object(defaults.clone())),
+        Some(slot) if slot.1.get() == "null" => slot.1 = raw(&Value::Object(defaults.clone())),
         // A non-object is left for validation to report.
         Some(_) => {}
-        None => fields.push((name.to_owned(), crate::message::raw(&Value::Object(defaults.clone())))),
+        None => fields.push((name.to_owned(), raw(&Value::Object(defaults.clone())))),
     }
 }

@@ -1,21 +1,26 @@
 //! Enrichment on receipt: `messageId`, `receivedAt`, and the clock-skew correction of `timestamp`.
 
-use std::fmt::Write as _;
-
-use serde_json::Value;
 use serde_json::value::RawValue;
-use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
-use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use time::OffsetDateTime;
 
 use crate::Message;
+use crate::raw::raw_string;
+use crate::timestamp::{correct_skew, format_timestamp};
+
+/// What enrichment noticed about a message, for the caller to log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enrichment {
+    /// The client's `sentAt` and time were so far apart that the corrected `timestamp` would leave the years 0 to
+    /// 9999; `timestamp` is `receivedAt` instead, and the client's time is kept as `originalTimestamp`.
+    pub skew_out_of_range: bool,
+}
 
 impl Message {
     /// Enriches the message as Segment does on receipt, with a random UUID for a missing `messageId`.
     ///
     /// See [`Message::enrich_with`] for the rules.
-    pub fn enrich(&mut self, received_at: OffsetDateTime) {
-        self.enrich_with(received_at, || uuid::Uuid::new_v4().to_string());
+    pub fn enrich(&mut self, received_at: OffsetDateTime) -> Enrichment {
+        self.enrich_with(received_at, || uuid::Uuid::new_v4().to_string())
     }
 
     /// Enriches the message as Segment does on receipt.
@@ -27,43 +32,62 @@ impl Message {
     /// - `timestamp`: when the client sent `sentAt` as well, corrected for the client's clock skew as
     ///   `receivedAt - (sentAt - originalTimestamp)`; without `sentAt` the client's value stands; without any
     ///   client time it is `receivedAt`.
+    /// - A client time or `sentAt` that is not a date-time is kept as sent and not used: `timestamp` is then
+    ///   `receivedAt` (or the client's time without correction, when only `sentAt` is broken). A correction that
+    ///   would leave the years 0 to 9999 is not applied either; [`Enrichment::skew_out_of_range`] says so.
     ///
     /// Every time this writes is RFC 3339 in UTC with millisecond precision (`2026-11-25T23:54:55.123Z`).
-    pub fn enrich_with(&mut self, received_at: OffsetDateTime, new_id: impl FnOnce() -> String) {
-        self.enrich_on(&Receipt::new(received_at), new_id);
+    pub fn enrich_with(&mut self, received_at: OffsetDateTime, new_id: impl FnOnce() -> String) -> Enrichment {
+        self.enrich_on(&Receipt::new(received_at), new_id)
     }
 
     /// [`Message::enrich_with`] for a message of a request received at `receipt`, which formats the time once for
     /// all of the request's messages.
-    pub fn enrich_on(&mut self, receipt: &Receipt, new_id: impl FnOnce() -> String) {
-        if self.message_id().is_none() {
-            self.set("messageId", string(&new_id()));
+    pub fn enrich_on(&mut self, receipt: &Receipt, new_id: impl FnOnce() -> String) -> Enrichment {
+        let mut note = Enrichment::default();
+        if self.message_id.is_none() {
+            let id = new_id();
+            self.set("messageId", raw_string(&id));
+            self.message_id = Some(id).filter(|id| !id.is_empty());
         }
         let times = self.times;
-        let client_time = match times.original_timestamp {
-            Some(original) => Some(original),
+        // The client's own time: `originalTimestamp` when a message already carries it, else `timestamp`, which is
+        // then kept as `originalTimestamp`.
+        let client = match times.original_timestamp {
+            Some(original) => original,
             None => {
                 if times.timestamp.is_some() {
-                    let sent = self.raw("timestamp").expect("validated").to_owned();
+                    let sent = self.raw("timestamp").expect("validation saw it").to_owned();
                     self.set("originalTimestamp", sent);
+                    self.times.original_timestamp = times.timestamp;
                 }
-                times.timestamp
+                times.timestamp.flatten()
             }
         };
-        match (client_time, times.sent_at) {
-            (Some(client), Some(sent)) => {
-                self.set("timestamp", string(&format_timestamp(receipt.at - (sent - client))))
-            }
-            (Some(_), None) => {
-                if self.raw("timestamp").is_none() {
-                    // Only reachable when the client time came from `originalTimestamp` alone.
-                    let original = self.raw("originalTimestamp").expect("the client time came from it").to_owned();
-                    self.set("timestamp", original);
+        let timestamp = match (client, times.sent_at.flatten()) {
+            (Some(client), Some(sent)) => match correct_skew(receipt.at, sent, client) {
+                Some(corrected) => Some((raw_string(&format_timestamp(corrected)), corrected)),
+                None => {
+                    note.skew_out_of_range = true;
+                    None
                 }
-            }
-            (None, _) => self.set("timestamp", receipt.raw.clone()),
-        }
+            },
+            // No usable `sentAt`: the client's time stands, copied from `originalTimestamp` when that was its source.
+            (Some(client), None) => match times.timestamp.flatten() {
+                Some(_) => return self.received(receipt, note),
+                None => Some((self.raw("originalTimestamp").expect("the client time came from it").to_owned(), client)),
+            },
+            (None, _) => None,
+        };
+        let (raw, at) = timestamp.unwrap_or_else(|| (receipt.raw.clone(), receipt.at));
+        self.set("timestamp", raw);
+        self.times.timestamp = Some(Some(at));
+        self.received(receipt, note)
+    }
+
+    fn received(&mut self, receipt: &Receipt, note: Enrichment) -> Enrichment {
         self.set("receivedAt", receipt.raw.clone());
+        note
     }
 }
 
@@ -77,40 +101,6 @@ pub struct Receipt {
 impl Receipt {
     /// A receipt at `at`.
     pub fn new(at: OffsetDateTime) -> Receipt {
-        Receipt { at, raw: string(&format_timestamp(at)) }
+        Receipt { at, raw: raw_string(&format_timestamp(at)) }
     }
-}
-
-/// A JSON string as raw JSON.
-fn string(text: &str) -> Box<RawValue> {
-    crate::message::raw(&Value::String(text.to_owned()))
-}
-
-/// Formats a time as Segment does: RFC 3339 in UTC with milliseconds, `2026-11-25T23:54:55.123Z`.
-pub fn format_timestamp(at: OffsetDateTime) -> String {
-    let at = at.to_offset(UtcOffset::UTC);
-    let mut out = String::with_capacity(24);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    );
-    out
-}
-
-/// Parses the date-times Segment's libraries send: RFC 3339, or ISO 8601 without an offset (taken as UTC).
-pub(crate) fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
-    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(at);
-    }
-    let local =
-        format_description!(version = 2, "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]");
-    PrimitiveDateTime::parse(text, local).ok().map(PrimitiveDateTime::assume_utc)
 }

@@ -36,6 +36,21 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// A short, stable name of the kind of problem, for metric labels: `missing`, `wrong_type`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Problem::Missing => "missing",
+            Problem::Empty => "empty",
+            Problem::WrongType { .. } => "wrong_type",
+            Problem::TooLong { .. } => "too_long",
+            Problem::NotATimestamp(_) => "not_a_timestamp",
+            Problem::UnknownType(_) => "unknown_type",
+            Problem::TypeMismatch { .. } => "type_mismatch",
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -94,6 +109,12 @@ pub enum ParseError {
         /// serde_json's description of the error.
         message: String,
     },
+    /// Arrays and objects nest deeper than [`crate::MAX_DEPTH`] levels.
+    #[error("invalid JSON: arrays and objects nest more than {max} levels deep")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
     /// The JSON is valid but not an object.
     #[error("a message must be a JSON object, found {0}")]
     NotAnObject(&'static str),
@@ -103,6 +124,17 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// A short, stable name of the kind of error, for metric labels: the problem's code for an invalid message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::TooLarge { .. } => "too_large",
+            ParseError::InvalidJson { .. } => "invalid_json",
+            ParseError::TooDeep { .. } => "too_deep",
+            ParseError::NotAnObject(_) => "not_an_object",
+            ParseError::Invalid(invalid) => invalid.problem.code(),
+        }
+    }
+
     /// The error for bytes serde_json could not parse, with its line and column.
     pub fn from_serde(error: &serde_json::Error) -> Self {
         ParseError::from_json(error)
@@ -116,17 +148,5 @@ impl ParseError {
             None => full,
         };
         ParseError::InvalidJson { line: error.line(), column: error.column(), message }
-    }
-}
-
-/// The JSON type name of a value, for error messages.
-pub(crate) fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
     }
 }

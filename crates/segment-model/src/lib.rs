@@ -13,13 +13,17 @@ mod error;
 mod id;
 mod key;
 mod message;
+mod raw;
+mod timestamp;
 
-pub use batch::{Batch, BatchError, BatchItemError, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES};
-pub use enrich::{Receipt, format_timestamp};
+pub use batch::{Batch, BatchError, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_EXPANDED_BYTES};
+pub use enrich::{Enrichment, Receipt};
 pub use error::{ParseError, Problem, ValidationError};
 pub use id::Id;
 pub use key::MAX_PARTITION_KEY_CHARS;
-pub use message::{Call, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, Message, MessageType};
+pub use message::{Call, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, Message, MessageType, Rejected, Single};
+pub use raw::MAX_DEPTH;
+pub use timestamp::format_timestamp;
 
 /// The JSON object type messages are made of; key order is preserved as sent.
 pub type Map = serde_json::Map<String, serde_json::Value>;

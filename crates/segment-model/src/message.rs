@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::error::{ParseError, Problem, ValidationError, json_type};
+use crate::error::{ParseError, Problem, ValidationError};
+use crate::raw::{Fields, JsonType, json_type, parse, raw};
 use crate::{Id, Map};
 
 /// Segment's limit on one message, in bytes of JSON.
@@ -125,21 +126,13 @@ pub enum Call {
 /// removal of `writeKey`, and for a batch item the merge of the batch's `context`, `integrations` and `sentAt`.
 #[derive(Debug, Clone)]
 pub struct Message {
-    kind: MessageType,
-    fields: Vec<(String, Box<RawValue>)>,
+    pub(crate) kind: MessageType,
+    pub(crate) fields: Fields,
     // Parsed once at construction, so that the accessors below can lend them out.
     user_id: Option<IdValue>,
     anonymous_id: Option<IdValue>,
-    message_id: Option<String>,
-    pub(crate) times: Times,
-}
-
-/// The client's times, parsed once by validation for enrichment.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Times {
-    pub(crate) timestamp: Option<time::OffsetDateTime>,
-    pub(crate) sent_at: Option<time::OffsetDateTime>,
-    pub(crate) original_timestamp: Option<time::OffsetDateTime>,
+    pub(crate) message_id: Option<String>,
+    pub(crate) times: crate::timestamp::ClientTimes,
 }
 
 /// An owned identifier.
@@ -174,74 +167,74 @@ impl PartialEq for Message {
     }
 }
 
-/// The top-level keys of a JSON object with their raw values; a repeated key keeps its last value, as a parse into
-/// a map would.
-pub(crate) struct RawFields(pub(crate) Vec<(String, Box<RawValue>)>);
+/// A message that failed validation, with the fields it had, so that the caller can keep it for the operator.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub(crate) error: ValidationError,
+    pub(crate) fields: Fields,
+}
 
-impl<'de> serde::Deserialize<'de> for RawFields {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawFields, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = RawFields;
+/// One message posted to a single-call endpoint (`/v1/track` and the others), parsed but not yet validated, so that
+/// its write key can be checked before any more work is done on it.
+#[derive(Debug)]
+pub struct Single {
+    fields: Fields,
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
+/// A message that was parsed but broke one of Segment's rules: where it was, what is wrong, and the message as the
+/// client sent it (without `writeKey`), for the operator to inspect. Oversize messages and batch items that are not
+/// objects are not kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{error}", match index { Some(i) => format!("batch[{i}]: "), None => String::new() })]
+pub struct Rejected {
+    /// The message's zero-based position in a batch's `batch` array; `None` for a single call.
+    pub index: Option<usize>,
+    /// What is wrong, naming the field.
+    pub error: ParseError,
+    /// The message's compact JSON, when it was an object within the size limit.
+    pub json: Option<Vec<u8>>,
+}
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawFields, A::Error> {
-                collect_fields(map).map(RawFields)
-            }
+impl Rejected {
+    pub(crate) fn new(index: Option<usize>, invalid: Invalid) -> Rejected {
+        let mut fields = invalid.fields;
+        fields.retain(|(k, _)| k != "writeKey");
+        Rejected { index, error: ParseError::Invalid(invalid.error), json: Some(crate::raw::write_object(&fields)) }
+    }
+
+    /// The field at fault, when the message was an object (`event`, `userId or anonymousId`).
+    pub fn field(&self) -> Option<&str> {
+        match &self.error {
+            ParseError::Invalid(invalid) => Some(&invalid.field),
+            _ => None,
         }
-        deserializer.deserialize_map(Visitor)
     }
 }
 
-/// Reads an object's top-level fields with their raw values; a repeated key keeps its last value.
-pub(crate) fn collect_fields<'de, A: serde::de::MapAccess<'de>>(
-    mut map: A,
-) -> Result<Vec<(String, Box<RawValue>)>, A::Error> {
-    let mut fields: Vec<(String, Box<RawValue>)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
-    while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-        match fields.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => fields.push((key, value)),
+impl Single {
+    /// Parses a message body of at most [`MAX_MESSAGE_BYTES`]: a JSON object, nested at most
+    /// [`crate::MAX_DEPTH`] levels.
+    pub fn from_slice(bytes: &[u8]) -> Result<Single, ParseError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(ParseError::TooLarge { size: bytes.len(), max: MAX_MESSAGE_BYTES });
+        }
+        Ok(Single { fields: crate::raw::parse_fields(bytes)? })
+    }
+
+    /// The `writeKey` field, when it is a string.
+    pub fn write_key(&self) -> Option<String> {
+        let at = crate::raw::position(&self.fields, "writeKey")?;
+        match parse(&self.fields[at].1) {
+            Value::String(key) => Some(key),
+            _ => None,
         }
     }
-    Ok(fields)
-}
 
-/// Checks that `bytes` hold a JSON object, by its first token; otherwise says what they are (or why they are not
-/// JSON at all), parsing them only on that error path.
-pub(crate) fn expect_object(bytes: &[u8]) -> Result<(), ParseError> {
-    if bytes.iter().copied().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(b'{') {
-        return Ok(());
-    }
-    Err(match serde_json::from_slice::<Value>(bytes) {
-        Ok(other) => ParseError::NotAnObject(json_type(&other)),
-        Err(e) => ParseError::from_json(&e),
-    })
-}
-
-/// Parses the top level of a JSON object; anything else is [`ParseError::NotAnObject`].
-pub(crate) fn parse_fields(bytes: &[u8]) -> Result<Vec<(String, Box<RawValue>)>, ParseError> {
-    expect_object(bytes)?;
-    serde_json::from_slice::<RawFields>(bytes).map(|f| f.0).map_err(|e| ParseError::from_json(&e))
-}
-
-/// A JSON value as raw JSON.
-pub(crate) fn raw(value: &Value) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).expect("a JSON value always serializes")
-}
-
-/// The JSON type of a raw value, from its first byte.
-fn raw_type(raw: &RawValue) -> &'static str {
-    match raw.get().as_bytes().first() {
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b'"') => "a string",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        _ => "a number",
+    /// Validates the message for the endpoint of `kind`, as [`Message::from_slice_as`] does, without its
+    /// `writeKey`.
+    pub fn into_message(mut self, kind: MessageType) -> Result<Message, Rejected> {
+        self.fields.retain(|(k, _)| k != "writeKey");
+        Message::from_fields(self.fields, Some(kind)).map_err(|invalid| Rejected::new(None, invalid))
     }
 }
 
@@ -259,10 +252,8 @@ impl Message {
     }
 
     fn from_slice_inner(bytes: &[u8], kind: Option<MessageType>) -> Result<Message, ParseError> {
-        if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(ParseError::TooLarge { size: bytes.len(), max: MAX_MESSAGE_BYTES });
-        }
-        Ok(Message::from_fields(parse_fields(bytes)?, kind)?)
+        let single = Single::from_slice(bytes)?;
+        Message::from_fields(single.fields, kind).map_err(|invalid| ParseError::Invalid(invalid.error))
     }
 
     /// Validates a JSON object whose `type` field names its call.
@@ -272,48 +263,47 @@ impl Message {
 
     /// Validates a JSON object for the endpoint of `kind`, as [`Message::from_slice_as`] does.
     pub fn from_map_as(fields: Map, kind: Option<MessageType>) -> Result<Message, ValidationError> {
-        Message::from_fields(fields.into_iter().map(|(k, v)| (k, raw(&v))).collect(), kind)
+        Message::from_fields(fields.into_iter().map(|(k, v)| (k, raw(&v))).collect(), kind).map_err(|i| i.error)
     }
 
-    pub(crate) fn from_fields(
-        mut fields: Vec<(String, Box<RawValue>)>,
-        kind: Option<MessageType>,
-    ) -> Result<Message, ValidationError> {
-        let declared = fields.iter().find(|(k, _)| k == "type").map(|(_, v)| parse(v));
+    pub(crate) fn from_fields(mut fields: Fields, kind: Option<MessageType>) -> Result<Message, Invalid> {
+        let invalid = |error, fields| Err(Invalid { error, fields });
+        let declared = crate::raw::position(&fields, "type").map(|at| parse(&fields[at].1));
         let kind = match (declared, kind) {
             (None | Some(Value::Null), Some(kind)) => {
                 fields.retain(|(k, _)| k != "type");
-                fields.push(("type".to_owned(), raw(&Value::String(kind.as_str().to_owned()))));
+                fields.push(("type".to_owned(), crate::raw::raw_string(kind.as_str())));
                 kind
             }
-            (None | Some(Value::Null), None) => return Err(ValidationError::new("type", Problem::Missing)),
-            (Some(Value::String(name)), endpoint) => {
-                let named = name.parse().map_err(|problem| ValidationError::new("type", problem))?;
-                if let Some(endpoint) = endpoint
-                    && endpoint != named
-                {
-                    return Err(ValidationError::new(
-                        "type",
-                        Problem::TypeMismatch { expected: endpoint.as_str(), found: name.clone() },
-                    ));
+            (None | Some(Value::Null), None) => return invalid(ValidationError::new("type", Problem::Missing), fields),
+            (Some(Value::String(name)), endpoint) => match name.parse::<MessageType>() {
+                Err(problem) => return invalid(ValidationError::new("type", problem), fields),
+                Ok(named) if endpoint.is_some_and(|endpoint| endpoint != named) => {
+                    let expected = endpoint.map_or("", MessageType::as_str);
+                    return invalid(
+                        ValidationError::new("type", Problem::TypeMismatch { expected, found: name.clone() }),
+                        fields,
+                    );
                 }
-                named
-            }
+                Ok(named) => named,
+            },
             (Some(other), _) => {
-                return Err(ValidationError::new(
-                    "type",
-                    Problem::WrongType { expected: "a string", found: json_type(&other) },
-                ));
+                let problem = Problem::WrongType { expected: "a string", found: json_type(&other) };
+                return invalid(ValidationError::new("type", problem), fields);
             }
         };
         let mut message =
-            Message { kind, fields, user_id: None, anonymous_id: None, message_id: None, times: Times::default() };
-        let checked = validate(kind, &message)?;
-        message.user_id = checked.user_id.and_then(IdValue::from_value);
-        message.anonymous_id = checked.anonymous_id.and_then(IdValue::from_value);
-        message.message_id = checked.message_id.filter(|id| !id.is_empty());
-        message.times = checked.times;
-        Ok(message)
+            Message { kind, fields, user_id: None, anonymous_id: None, message_id: None, times: Default::default() };
+        match validate(kind, &message) {
+            Ok(checked) => {
+                message.user_id = checked.user_id.and_then(IdValue::from_value);
+                message.anonymous_id = checked.anonymous_id.and_then(IdValue::from_value);
+                message.message_id = checked.message_id.filter(|id| !id.is_empty());
+                message.times = checked.times;
+                Ok(message)
+            }
+            Err(error) => Err(Invalid { error, fields: message.fields }),
+        }
     }
 
     /// The call type.
@@ -364,7 +354,7 @@ impl Message {
 
     /// One field's raw JSON, as sent.
     pub fn raw(&self, field: &str) -> Option<&RawValue> {
-        self.fields.iter().find(|(k, _)| k == field).map(|(_, v)| &**v)
+        crate::raw::position(&self.fields, field).map(|at| &*self.fields[at].1)
     }
 
     /// One field, parsed.
@@ -385,45 +375,20 @@ impl Message {
     /// Removes and returns `writeKey`, which some clients put in each message: it is a secret and must not be
     /// stored or forwarded.
     pub fn take_write_key(&mut self) -> Option<Value> {
-        let index = self.fields.iter().position(|(k, _)| k == "writeKey")?;
+        let index = crate::raw::position(&self.fields, "writeKey")?;
         Some(parse(&self.fields.remove(index).1))
     }
 
     /// The message as compact JSON bytes: what a destination receives.
     pub fn to_json_vec(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
-        out.push(b'{');
-        for (i, (key, value)) in self.fields.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            // Writing a string to a Vec cannot fail.
-            serde_json::to_writer(&mut out, key).expect("a string serializes");
-            out.push(b':');
-            out.extend_from_slice(value.get().as_bytes());
-        }
-        out.push(b'}');
-        out
+        crate::raw::write_object(&self.fields)
     }
 
-    /// Sets a field, replacing its value in place or appending it.
+    /// Sets a field, replacing its value in place or appending it. Callers keep any cache of the field up to date.
     pub(crate) fn set(&mut self, field: &str, value: Box<RawValue>) {
-        match self.fields.iter_mut().find(|(k, _)| k == field) {
-            Some(slot) => slot.1 = value,
+        match crate::raw::position(&self.fields, field) {
+            Some(at) => self.fields[at].1 = value,
             None => self.fields.push((field.to_owned(), value)),
-        }
-        if field == "messageId" {
-            self.message_id = match self.get("messageId") {
-                Some(Value::String(id)) if !id.is_empty() => Some(id),
-                _ => None,
-            };
-        }
-        if field == "originalTimestamp" {
-            self.times.original_timestamp = match self.get("originalTimestamp") {
-                Some(Value::String(text)) => crate::enrich::parse_timestamp(&text),
-                _ => None,
-            };
         }
     }
 }
@@ -439,20 +404,20 @@ impl Serialize for Message {
     }
 }
 
-/// Parses a raw value that is known to be valid JSON.
-fn parse(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).expect("raw values are valid JSON")
-}
-
 /// Checks an identifier field: absent, `null` and `""` are `Ok(None)`; a string or number is `Ok(Some)`.
+///
+/// The type is read from the first byte, so an array or object is refused without being parsed.
 fn check_id(message: &Message, name: &str) -> Result<Option<Value>, ValidationError> {
-    match message.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(value @ (Value::String(_) | Value::Number(_))) => Ok(Some(value)),
-        Some(other) => Err(ValidationError::new(
+    let Some(raw) = message.raw(name) else { return Ok(None) };
+    match JsonType::of_raw(raw) {
+        JsonType::Null => Ok(None),
+        JsonType::String | JsonType::Number => match parse(raw) {
+            Value::String(s) if s.is_empty() => Ok(None),
+            value => Ok(Some(value)),
+        },
+        other => Err(ValidationError::new(
             name,
-            Problem::WrongType { expected: "a string or a number", found: json_type(&other) },
+            Problem::WrongType { expected: "a string or a number", found: other.name() },
         )),
     }
 }
@@ -461,22 +426,33 @@ fn check_id(message: &Message, name: &str) -> Result<Option<Value>, ValidationEr
 fn require_id(message: &Message, name: &str) -> Result<(), ValidationError> {
     match check_id(message, name)? {
         Some(_) => Ok(()),
-        None if matches!(message.get(name), Some(Value::String(_))) => Err(ValidationError::new(name, Problem::Empty)),
+        None if message.raw(name).is_some_and(|raw| JsonType::of_raw(raw) == JsonType::String) => {
+            Err(ValidationError::new(name, Problem::Empty))
+        }
         None => Err(ValidationError::new(name, Problem::Missing)),
     }
 }
 
+/// Reads an optional string field: `Ok(None)` when absent or `null`; any other type is an error, found from the
+/// first byte without parsing.
+fn optional_string(message: &Message, name: &str, expected: &'static str) -> Result<Option<String>, ValidationError> {
+    let Some(raw) = message.raw(name) else { return Ok(None) };
+    match JsonType::of_raw(raw) {
+        JsonType::Null => Ok(None),
+        JsonType::String => match parse(raw) {
+            Value::String(s) => Ok(Some(s)),
+            _ => unreachable!("a value that starts with a quote is a string"),
+        },
+        other => Err(ValidationError::new(name, Problem::WrongType { expected, found: other.name() })),
+    }
+}
+
 /// Checks an optional field's JSON type from its first byte, without parsing it.
-fn check_type(
-    message: &Message,
-    name: &str,
-    expected: &'static str,
-    wanted: &'static str,
-) -> Result<(), ValidationError> {
-    match message.raw(name).map(raw_type) {
-        None | Some("null") => Ok(()),
+fn check_type(message: &Message, name: &str, expected: &'static str, wanted: JsonType) -> Result<(), ValidationError> {
+    match message.raw(name).map(JsonType::of_raw) {
+        None | Some(JsonType::Null) => Ok(()),
         Some(found) if found == wanted => Ok(()),
-        Some(found) => Err(ValidationError::new(name, Problem::WrongType { expected, found })),
+        Some(found) => Err(ValidationError::new(name, Problem::WrongType { expected, found: found.name() })),
     }
 }
 
@@ -485,7 +461,7 @@ struct Checked {
     user_id: Option<Value>,
     anonymous_id: Option<Value>,
     message_id: Option<String>,
-    times: Times,
+    times: crate::timestamp::ClientTimes,
 }
 
 /// Segment's rules, in the order a client most often breaks them.
@@ -496,68 +472,41 @@ fn validate(kind: MessageType, message: &Message) -> Result<Checked, ValidationE
         return Err(ValidationError::new("userId or anonymousId", Problem::Missing));
     }
     match kind {
-        MessageType::Track => match message.get("event") {
-            None | Some(Value::Null) => return Err(ValidationError::new("event", Problem::Missing)),
-            Some(Value::String(s)) if s.is_empty() => return Err(ValidationError::new("event", Problem::Empty)),
-            Some(Value::String(_)) => {}
-            Some(other) => {
-                return Err(ValidationError::new(
-                    "event",
-                    Problem::WrongType { expected: "a string", found: json_type(&other) },
-                ));
-            }
+        MessageType::Track => match optional_string(message, "event", "a string")? {
+            None => return Err(ValidationError::new("event", Problem::Missing)),
+            Some(s) if s.is_empty() => return Err(ValidationError::new("event", Problem::Empty)),
+            Some(_) => {}
         },
         MessageType::Group => require_id(message, "groupId")?,
         MessageType::Alias => {
             require_id(message, "previousId")?;
             require_id(message, "userId")?;
         }
-        MessageType::Page | MessageType::Screen => check_type(message, "name", "a string", "a string")?,
+        MessageType::Page | MessageType::Screen => check_type(message, "name", "a string", JsonType::String)?,
         MessageType::Identify => {}
     }
-    let message_id = match message.get("messageId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            let chars = s.chars().count();
-            if chars > MAX_MESSAGE_ID_CHARS {
-                return Err(ValidationError::new(
-                    "messageId",
-                    Problem::TooLong { max: MAX_MESSAGE_ID_CHARS, actual: chars },
-                ));
-            }
-            Some(s)
-        }
-        Some(other) => {
+    let message_id = optional_string(message, "messageId", "a string")?;
+    if let Some(id) = &message_id {
+        let chars = id.chars().count();
+        if chars > MAX_MESSAGE_ID_CHARS {
             return Err(ValidationError::new(
                 "messageId",
-                Problem::WrongType { expected: "a string", found: json_type(&other) },
+                Problem::TooLong { max: MAX_MESSAGE_ID_CHARS, actual: chars },
             ));
         }
-    };
+    }
     for object in ["properties", "traits", "context", "integrations"] {
-        check_type(message, object, "an object", "an object")?;
+        check_type(message, object, "an object", JsonType::Object)?;
     }
-    let mut times = Times::default();
-    for stamp in ["timestamp", "sentAt", "originalTimestamp"] {
-        match message.get(stamp) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => {
-                let Some(at) = crate::enrich::parse_timestamp(&s) else {
-                    return Err(ValidationError::new(stamp, Problem::NotATimestamp(s)));
-                };
-                match stamp {
-                    "timestamp" => times.timestamp = Some(at),
-                    "sentAt" => times.sent_at = Some(at),
-                    _ => times.original_timestamp = Some(at),
-                }
-            }
-            Some(other) => {
-                return Err(ValidationError::new(
-                    stamp,
-                    Problem::WrongType { expected: "an ISO-8601 date-time string", found: json_type(&other) },
-                ));
-            }
-        }
-    }
+    // A date-time string that does not parse is kept as sent and not used; only another JSON type is refused.
+    let time = |name| {
+        optional_string(message, name, "an ISO-8601 date-time string")
+            .map(|text| text.map(|text| crate::timestamp::parse_timestamp(&text)))
+    };
+    let times = crate::timestamp::ClientTimes {
+        timestamp: time("timestamp")?,
+        sent_at: time("sentAt")?,
+        original_timestamp: time("originalTimestamp")?,
+    };
     Ok(Checked { user_id: user, anonymous_id: anonymous, message_id, times })
 }

@@ -10,7 +10,7 @@
 //! nothing of Segment, HTTP or AWS.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -69,6 +69,52 @@ pub struct NewEntry {
     pub items: Vec<u8>,
     /// How many messages `items` holds.
     pub count: u32,
+}
+
+/// A message the server accepted the request of but refused to deliver (it broke a rule of the sender's protocol),
+/// kept for the operator to inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRejection {
+    /// The source the message came from.
+    pub source_id: String,
+    /// Its position in the request, when the request held several.
+    pub index: Option<u32>,
+    /// The field at fault, when one is.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+    /// The message as sent, when it is kept.
+    pub message: Option<Vec<u8>>,
+}
+
+/// A stored rejection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Its ID; increasing in order of arrival.
+    pub id: i64,
+    /// When it was stored, in Unix milliseconds.
+    pub at: i64,
+    /// The source the message came from.
+    pub source_id: String,
+    /// Its position in the request, when the request held several.
+    pub index: Option<u32>,
+    /// The field at fault, when one is.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+    /// The message as sent, when it was kept.
+    pub message: Option<Vec<u8>>,
+}
+
+/// Which rejections to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RejectionFilter {
+    /// Only those of this source.
+    pub source_id: Option<String>,
+    /// Only those stored at or after this time, in Unix milliseconds.
+    pub since: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: usize,
 }
 
 /// A stored entry.
@@ -135,7 +181,7 @@ pub struct DeadLetter {
 
 /// Work for the writer thread.
 enum Op {
-    Append(Vec<NewEntry>, i64),
+    Append(Vec<NewEntry>, Vec<NewRejection>, i64),
     Settle(Vec<Settlement>, i64),
     ForgetDeadLetters(Vec<i64>),
     UpdateDeadLetters(Vec<(i64, String)>, i64),
@@ -150,9 +196,23 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     reader: Mutex<Connection>,
-    depth: Arc<AtomicI64>,
+    counts: Arc<Counts>,
     max_depth: u64,
 }
+
+/// What the writer thread and the handle share.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Messages waiting, across destinations.
+    depth: AtomicI64,
+    /// How many rejections the table keeps; older ones are dropped.
+    max_rejections: AtomicU64,
+    /// Rejections dropped to keep the table within its bound.
+    rejections_dropped: AtomicU64,
+}
+
+/// How many rejections the table keeps unless told otherwise.
+pub const DEFAULT_MAX_REJECTIONS: u64 = 100_000;
 
 /// The spool. Cloning shares it.
 #[derive(Clone)]
@@ -187,6 +247,15 @@ CREATE TABLE IF NOT EXISTS spool (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS spool_by_destination ON spool (destination, id);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    source_id TEXT NOT NULL,
+    position INTEGER,
+    field TEXT,
+    reason TEXT NOT NULL,
+    message BLOB
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     destination TEXT NOT NULL,
@@ -214,21 +283,35 @@ impl Spool {
         let reader = open_connection(&path).map_err(database)?;
         let (sender, receiver) = mpsc::channel();
         let thread_path = path.clone();
-        let depth = Arc::new(AtomicI64::new(depth));
-        let thread_depth = depth.clone();
+        let counts = Arc::new(Counts {
+            depth: AtomicI64::new(depth),
+            max_rejections: AtomicU64::new(DEFAULT_MAX_REJECTIONS),
+            rejections_dropped: AtomicU64::new(0),
+        });
+        let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || write_loop(writer, receiver, &thread_path, &thread_depth))
+            .spawn(move || write_loop(writer, receiver, &thread_path, &thread_counts))
             .map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
         Ok(Spool {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(sender)),
                 reader: Mutex::new(reader),
-                depth,
+                counts,
                 max_depth,
             }),
         })
+    }
+
+    /// Keeps at most `max` rejections; each commit that adds some drops the oldest beyond it.
+    pub fn set_max_rejections(&self, max: u64) {
+        self.inner.counts.max_rejections.store(max, Ordering::Relaxed);
+    }
+
+    /// How many rejections were dropped since the spool was opened, to keep the table within its bound.
+    pub fn rejections_dropped(&self) -> u64 {
+        self.inner.counts.rejections_dropped.load(Ordering::Relaxed)
     }
 
     /// The database file.
@@ -238,7 +321,7 @@ impl Spool {
 
     /// Messages waiting for delivery, across destinations.
     pub fn depth(&self) -> u64 {
-        self.inner.depth.load(Ordering::Relaxed).max(0) as u64
+        self.inner.counts.depth.load(Ordering::Relaxed).max(0) as u64
     }
 
     async fn submit(&self, op: Op) -> Result<(), SpoolError> {
@@ -255,18 +338,25 @@ impl Spool {
     /// Stores `entries` durably; returns once they are committed. Refuses with [`SpoolError::Full`] when they
     /// would take the spool past its limit.
     pub async fn append(&self, entries: Vec<NewEntry>) -> Result<(), SpoolError> {
-        if entries.is_empty() {
+        self.append_with(entries, Vec::new()).await
+    }
+
+    /// Stores `entries` and `rejections` in one commit; returns once it is done. Refuses both with
+    /// [`SpoolError::Full`] when the entries would take the spool past its limit.
+    pub async fn append_with(&self, entries: Vec<NewEntry>, rejections: Vec<NewRejection>) -> Result<(), SpoolError> {
+        if entries.is_empty() && rejections.is_empty() {
             return Ok(());
         }
+        let depth = &self.inner.counts.depth;
         let count: i64 = entries.iter().map(|e| i64::from(e.count)).sum();
-        let before = self.inner.depth.fetch_add(count, Ordering::Relaxed);
-        if (before + count) as u64 > self.inner.max_depth {
-            self.inner.depth.fetch_sub(count, Ordering::Relaxed);
+        let before = depth.fetch_add(count, Ordering::Relaxed);
+        if count > 0 && (before + count) as u64 > self.inner.max_depth {
+            depth.fetch_sub(count, Ordering::Relaxed);
             return Err(SpoolError::Full { depth: before.max(0) as u64, max: self.inner.max_depth });
         }
-        let result = self.submit(Op::Append(entries, now_millis())).await;
+        let result = self.submit(Op::Append(entries, rejections, now_millis())).await;
         if result.is_err() {
-            self.inner.depth.fetch_sub(count, Ordering::Relaxed);
+            depth.fetch_sub(count, Ordering::Relaxed);
         }
         result
     }
@@ -375,14 +465,62 @@ impl Spool {
         self.submit(Op::UpdateDeadLetters(failures, now_millis())).await
     }
 
+    /// The rejections that match `filter`, newest first.
+    pub async fn rejections(&self, filter: RejectionFilter) -> Result<Vec<Rejection>, SpoolError> {
+        self.read(move |reader| query_rejections(reader, &filter)).await
+    }
+
     /// Stops the writer after the work already queued; later calls fail with [`SpoolError::Stopped`].
     pub fn close(&self) {
         self.inner.writer.lock().expect("writer lock poisoned").take();
     }
 }
 
+/// Reads the rejections that match `filter` from the spool in `dir` without opening it for writing, so that a
+/// server running on the same spool is not disturbed.
+pub fn read_rejections(dir: &Path, filter: &RejectionFilter) -> Result<Vec<Rejection>, SpoolError> {
+    let path = dir.join(FILE_NAME);
+    let database = |source| SpoolError::Database { path: path.clone(), source };
+    if !path.exists() {
+        return Err(SpoolError::Folder {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no spool here (pass the server's --spool-dir)"),
+        });
+    }
+    let connection =
+        Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(database)?;
+    connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(database)?;
+    let has_table: bool = connection
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'rejected')", [], |row| row.get(0))
+        .map_err(database)?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    query_rejections(&connection, filter).map_err(database)
+}
+
+fn query_rejections(reader: &Connection, filter: &RejectionFilter) -> Result<Vec<Rejection>, rusqlite::Error> {
+    let mut statement = reader.prepare_cached(
+        "SELECT id, at, source_id, position, field, reason, message FROM rejected
+         WHERE (?1 IS NULL OR source_id = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY id DESC LIMIT ?3",
+    )?;
+    let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![filter.source_id, filter.since, limit], |row| {
+        Ok(Rejection {
+            id: row.get(0)?,
+            at: row.get(1)?,
+            source_id: row.get(2)?,
+            index: row.get(3)?,
+            field: row.get(4)?,
+            reason: row.get(5)?,
+            message: row.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
 /// The writer thread: takes every job that has queued up, applies them in one transaction, commits, answers.
-fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path, depth: &AtomicI64) {
+fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path, counts: &Counts) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -391,9 +529,11 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
                 Err(_) => break,
             }
         }
-        let result = match apply(&mut connection, &batch) {
-            Ok(gone) => {
-                depth.fetch_sub(gone, Ordering::Relaxed);
+        let max_rejections = counts.max_rejections.load(Ordering::Relaxed);
+        let result = match apply(&mut connection, &batch, max_rejections) {
+            Ok(Applied { gone, rejections_dropped }) => {
+                counts.depth.fetch_sub(gone, Ordering::Relaxed);
+                counts.rejections_dropped.fetch_add(rejections_dropped, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => Err(format!("{}: {e}", path.display())),
@@ -404,18 +544,34 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
     }
 }
 
-/// Applies a batch of jobs in one transaction; returns how many messages left the spool.
-fn apply(connection: &mut Connection, batch: &[Job]) -> Result<i64, rusqlite::Error> {
+/// What one commit changed in the counts.
+struct Applied {
+    /// Messages that left the spool.
+    gone: i64,
+    /// Rejections dropped to keep the table within its bound.
+    rejections_dropped: u64,
+}
+
+/// Applies a batch of jobs in one transaction.
+fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Result<Applied, rusqlite::Error> {
     let transaction = connection.transaction()?;
     let mut gone = 0i64;
+    let mut rejected = false;
     for job in batch {
         match &job.op {
-            Op::Append(entries, at) => {
+            Op::Append(entries, rejections, at) => {
                 let mut insert = transaction.prepare_cached(
                     "INSERT INTO spool (destination, source_id, items, count, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for entry in entries {
                     insert.execute(params![entry.destination, entry.source_id, entry.items, entry.count, at])?;
+                }
+                let mut reject = transaction.prepare_cached(
+                    "INSERT INTO rejected (at, source_id, position, field, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for r in rejections {
+                    reject.execute(params![at, r.source_id, r.index, r.field, r.reason, r.message])?;
+                    rejected = true;
                 }
             }
             Op::Settle(settlements, at) => {
@@ -465,6 +621,15 @@ fn apply(connection: &mut Connection, batch: &[Job]) -> Result<i64, rusqlite::Er
             }
         }
     }
+    // Rowids grow by one per insert, so everything more than `max_rejections` below the newest is older than the
+    // newest `max_rejections`.
+    let rejections_dropped = match rejected {
+        true => transaction.execute(
+            "DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - ?1",
+            params![i64::try_from(max_rejections).unwrap_or(i64::MAX)],
+        )? as u64,
+        false => 0,
+    };
     transaction.commit()?;
-    Ok(gone)
+    Ok(Applied { gone, rejections_dropped })
 }

@@ -19,7 +19,7 @@ pub async fn list(spool: &Spool, destination: Option<&str>, out: &mut dyn std::i
             "id": letter.id,
             "destination": letter.destination,
             "source_id": letter.source_id,
-            "failed_at": segment_model::format_timestamp(time::OffsetDateTime::from_unix_timestamp_nanos(letter.failed_at as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
+            "failed_at": crate::commands::format_millis(letter.failed_at),
             "reason": letter.reason,
             "message": message,
         });

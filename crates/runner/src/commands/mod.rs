@@ -2,6 +2,7 @@
 
 pub mod dlq;
 pub mod personas;
+pub mod rejected;
 pub mod send;
 pub mod serve;
 pub mod setup;
@@ -33,4 +34,11 @@ pub(crate) fn kinesis_destination<'a>(
 /// The credentials every command starts from: the AWS default chain.
 pub fn base_credentials() -> BaseCredentials {
     BaseCredentials::DefaultChain
+}
+
+/// Formats Unix milliseconds as Segment formats times (`2026-11-25T23:54:55.123Z`).
+pub fn format_millis(millis: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    segment_model::format_timestamp(at)
 }

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::delivery::Worker;
-use crate::ingest::{Ingest, WriteKeys, router};
+use crate::ingest::{Ingest, Source, WriteKeys, router};
 use crate::metrics::Metrics;
 use crate::route::Router;
 
@@ -25,6 +25,8 @@ pub struct ServeOptions {
     pub spool_max: u64,
     /// How long a shutdown waits for the workers to deliver what is due.
     pub flush_timeout: Duration,
+    /// How many invalid messages the rejected table keeps; older ones are dropped.
+    pub rejected_max: u64,
 }
 
 /// Resolves every source's write key, naming the file and key of any that cannot be read.
@@ -36,7 +38,7 @@ fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
             .write_key
             .resolve(&config.dir)
             .with_context(|| format!("{}: write_key", source.file.display()))?;
-        keys.push((key, source.config.id.clone()));
+        keys.push((key, Source { id: source.config.id.clone(), strict: source.config.strict }));
     }
     Ok(WriteKeys::new(keys))
 }
@@ -48,6 +50,7 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     let keys = write_keys(config)?;
     let spool = Spool::open(&options.spool_dir, options.spool_max)
         .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
+    spool.set_max_rejections(options.rejected_max);
     let metrics = Arc::new(Metrics::default());
     let stored = Arc::new(Notify::new());
     let routes = Arc::new(routes);

@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
 use sink::Secret;
 use subtle::ConstantTimeEq as _;
 
@@ -28,26 +29,42 @@ pub fn basic_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(user.to_owned()).filter(|u| !u.is_empty()))
 }
 
-/// Every source's write key.
+/// What ingest needs to know of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Its ID.
+    pub id: String,
+    /// Whether one invalid message refuses the whole request.
+    pub strict: bool,
+}
+
+/// Every source's write key, kept as its SHA-256 digest.
 pub struct WriteKeys {
-    keys: Vec<(Secret, String)>,
+    keys: Vec<([u8; 32], Source)>,
+}
+
+/// The SHA-256 digest of a key: every key compares as 32 bytes, so the comparison's time says nothing of its length.
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 impl WriteKeys {
-    /// Keys and the IDs of their sources.
-    pub fn new(keys: Vec<(Secret, String)>) -> WriteKeys {
-        WriteKeys { keys }
+    /// Keys and the sources they open.
+    pub fn new(keys: Vec<(Secret, Source)>) -> WriteKeys {
+        WriteKeys { keys: keys.into_iter().map(|(secret, source)| (digest(secret.expose()), source)).collect() }
     }
 
-    /// The source whose key is `key`. Every key is compared, in constant time, so timing tells nothing.
-    pub fn source(&self, key: Option<&str>) -> Result<&str, ApiError> {
+    /// The source whose key is `key`. Every key's digest is compared in full, in constant time, so timing tells
+    /// nothing of which key matched, how much of it, or how long it is.
+    pub fn source(&self, key: Option<&str>) -> Result<&Source, ApiError> {
         let key = key.ok_or_else(|| {
             unauthorized("missing_write_key", "no write key: send it as the Basic username or as writeKey")
         })?;
+        let candidate = digest(key);
         let mut found = None;
-        for (secret, source) in &self.keys {
-            if bool::from(secret.expose().as_bytes().ct_eq(key.as_bytes())) {
-                found = Some(source.as_str());
+        for (known, source) in &self.keys {
+            if bool::from(known.ct_eq(&candidate)) {
+                found = Some(source);
             }
         }
         found.ok_or_else(|| unauthorized("invalid_write_key", "the write key matches no source"))

@@ -62,3 +62,8 @@ pub async fn read(headers: &HeaderMap, body: axum::body::Body, limit: usize) -> 
     }
     Ok(Bytes::from(inflated))
 }
+
+/// Reads and drops at most `limit` bytes of a body that will not be used, without decompressing or parsing it.
+pub async fn discard(body: axum::body::Body, limit: usize) {
+    let _ = Limited::new(body, limit).collect().await;
+}

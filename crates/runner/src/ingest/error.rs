@@ -28,11 +28,6 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// A 400 for a body that is not JSON.
-    pub fn invalid_json(error: &serde_json::Error) -> ApiError {
-        ApiError::bad_request("invalid_json", ParseError::from_serde(error).to_string())
-    }
-
     /// A 429 while the spool is full.
     pub fn spool_full(depth: u64, max: u64) -> ApiError {
         ApiError {
@@ -45,11 +40,23 @@ impl ApiError {
         }
     }
 
+    /// The answer to a single call's body that could not be parsed.
+    pub fn from_parse(error: ParseError) -> ApiError {
+        let code = match &error {
+            ParseError::TooLarge { .. } => "body_too_large",
+            ParseError::InvalidJson { .. } | ParseError::TooDeep { .. } | ParseError::NotAnObject(_) => "invalid_json",
+            ParseError::Invalid(_) => "invalid_message",
+        };
+        ApiError::bad_request(code, error.to_string())
+    }
+
     /// The answer to a batch envelope that was refused.
     pub fn from_batch(error: BatchError) -> ApiError {
         let code = match &error {
-            BatchError::TooLarge { .. } => "body_too_large",
-            BatchError::Parse(ParseError::InvalidJson { .. } | ParseError::NotAnObject(_)) => "invalid_json",
+            BatchError::TooLarge { .. } | BatchError::TooLargeMerged { .. } => "body_too_large",
+            BatchError::Parse(
+                ParseError::InvalidJson { .. } | ParseError::NotAnObject(_) | ParseError::TooDeep { .. },
+            ) => "invalid_json",
             BatchError::Parse(_) | BatchError::Envelope { .. } => "invalid_batch",
             BatchError::Empty => "empty_batch",
             BatchError::TooManyMessages { .. } => "too_many_messages",

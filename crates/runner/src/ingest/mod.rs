@@ -1,25 +1,29 @@
 //! The HTTP tracking API: Segment's endpoints, so that Segment's own libraries can point at Tributary.
 //!
-//! A request is acknowledged (`200 {"success":true}`) only once every message in it is committed to the spool,
-//! for every destination it is meant for.
+//! A request is acknowledged (`200 {"success":true}`) only once every valid message in it is committed to the
+//! spool, for every destination it is meant for. As Segment's API does, a request that is valid JSON within the
+//! limits is answered 200 even when some of its messages break Segment's rules: those are kept in the spool's
+//! rejected table for the operator, not delivered. A `strict` source refuses such a request whole instead.
 
 mod auth;
 mod body;
 mod error;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use segment_model::{Batch, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, Map, Message, MessageType};
-use serde_json::Value;
-use spool::{NewEntry, Spool, SpoolError};
+use futures::FutureExt as _;
+use segment_model::{Batch, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, Message, MessageType, Rejected, Single};
+use spool::{NewEntry, NewRejection, Spool, SpoolError};
 
-pub use auth::WriteKeys;
+pub use auth::{Source, WriteKeys};
 pub use error::ApiError;
 
 use crate::metrics::Metrics;
@@ -27,7 +31,7 @@ use crate::route::Router as Routes;
 
 /// What every handler shares.
 pub struct Ingest {
-    /// Write keys to source IDs.
+    /// Write keys to sources.
     pub keys: WriteKeys,
     /// Which destinations each message goes to.
     pub routes: Arc<Routes>,
@@ -41,9 +45,26 @@ pub struct Ingest {
     pub stored: Arc<tokio::sync::Notify>,
 }
 
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    /// `/v1/track` and the other single calls.
+    Single(MessageType),
+    /// `/v1/batch` and `/v1/import`.
+    Batch,
+}
+
+/// Set to `panic` in the environment of `serve`, this adds `POST /test/panic`, whose handler panics, so that tests
+/// can check the answer and the count a panic gets. Never set it in production.
+pub const TEST_FAULTS: &str = "TRIBUTARY_TEST_FAULTS";
+
 /// The HTTP routes.
 pub fn router(ingest: Arc<Ingest>) -> Router {
-    Router::new()
+    let mut routes = Router::new();
+    if std::env::var(TEST_FAULTS).is_ok_and(|faults| faults.split(',').any(|f| f == "panic")) {
+        routes = routes.route("/test/panic", post(test_panic));
+    }
+    routes
         .route("/v1/batch", post(batch))
         .route("/v1/import", post(batch))
         .route("/v1/{kind}", post(single))
@@ -53,7 +74,25 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST")
         })
+        .layer(axum::middleware::from_fn_with_state(ingest.clone(), catch_panics))
         .with_state(ingest)
+}
+
+/// The last line of defence: a handler that panics still answers `500 {"code":"internal"}` (so a client retries
+/// rather than seeing its connection drop), and the panic is counted. Nothing of the request was acknowledged.
+async fn catch_panics(State(ingest): State<Arc<Ingest>>, request: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            ingest.metrics.panics.inc();
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed on this request; retry")
+                .into_response()
+        }
+    }
+}
+
+async fn test_panic() -> StatusCode {
+    panic!("the test fault switch asked for a panic")
 }
 
 async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
@@ -66,6 +105,7 @@ async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
 
 async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
     ingest.metrics.spool_depth.set(ingest.spool.depth() as i64);
+    ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }
 
@@ -78,47 +118,11 @@ async fn single(
     let Ok(kind) = kind.parse::<MessageType>() else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response();
     };
-    ingest.metrics.received.inc();
-    let result = async {
-        ingest.check_open()?;
-        let basic = auth::basic_key(&headers)?;
-        let bytes = body::read(&headers, body, MAX_MESSAGE_BYTES).await?;
-        let mut fields: Map = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(_) => return Err(ApiError::bad_request("invalid_json", "the body must be a JSON object")),
-            Err(e) => return Err(ApiError::invalid_json(&e)),
-        };
-        let body_key = match fields.shift_remove("writeKey") {
-            Some(Value::String(key)) => Some(key),
-            _ => None,
-        };
-        let source = ingest.keys.source(basic.as_deref().or(body_key.as_deref()))?;
-        let message = Message::from_map_as(fields, Some(kind))
-            .map_err(|e| ApiError::bad_request("invalid_message", e.to_string()))?;
-        ingest.store(source, vec![message]).await
-    }
-    .await;
-    ingest.answer(result, 1)
+    ingest.receive(Endpoint::Single(kind), headers, body).await
 }
 
 async fn batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: axum::body::Body) -> Response {
-    let result = async {
-        ingest.check_open()?;
-        let basic = auth::basic_key(&headers)?;
-        let bytes = body::read(&headers, body, MAX_BATCH_BYTES).await?;
-        let batch = Batch::from_slice(&bytes).map_err(ApiError::from_batch)?;
-        ingest.metrics.received.inc_by(batch.len() as u64);
-        let source = ingest.keys.source(basic.as_deref().or(batch.write_key()))?;
-        let mut messages = Vec::with_capacity(batch.len());
-        for item in batch.into_messages() {
-            let mut message = item.map_err(|e| ApiError::bad_request("invalid_message", e.to_string()))?;
-            message.take_write_key();
-            messages.push(message);
-        }
-        ingest.store(source, messages).await
-    }
-    .await;
-    ingest.answer(result, 1)
+    ingest.receive(Endpoint::Batch, headers, body).await
 }
 
 impl Ingest {
@@ -129,14 +133,97 @@ impl Ingest {
         Ok(())
     }
 
-    /// Enriches `messages`, stores one spool entry per destination they go to, and returns once it is committed.
-    async fn store(&self, source: &str, messages: Vec<Message>) -> Result<u64, ApiError> {
+    /// Authenticates, reads, validates and stores one request, and answers it.
+    async fn receive(&self, endpoint: Endpoint, headers: HeaderMap, body: axum::body::Body) -> Response {
+        let limit = match endpoint {
+            Endpoint::Single(_) => MAX_MESSAGE_BYTES,
+            Endpoint::Batch => MAX_BATCH_BYTES,
+        };
+        // A key in the header is checked before the body is read, so a wrong one costs next to nothing. The body is
+        // still drained, unparsed, so that the client reads the answer instead of a reset connection.
+        let header_source = match self.check_open().and_then(|()| auth::basic_key(&headers)) {
+            Ok(None) => None,
+            Ok(Some(key)) => match self.keys.source(Some(&key)) {
+                Ok(source) => Some(source),
+                Err(error) => return self.refuse_unread(error, body, limit).await,
+            },
+            Err(error) => return self.refuse_unread(error, body, limit).await,
+        };
+        let mut messages = 1;
+        let result = self.accept(endpoint, header_source, &headers, body, limit, &mut messages).await;
+        self.answer(result, messages)
+    }
+
+    /// Answers `error` after reading and discarding at most `limit` bytes of the body.
+    async fn refuse_unread(&self, error: ApiError, body: axum::body::Body, limit: usize) -> Response {
+        body::discard(body, limit).await;
+        self.answer(Err(error), 1)
+    }
+
+    async fn accept(
+        &self,
+        endpoint: Endpoint,
+        header_source: Option<&Source>,
+        headers: &HeaderMap,
+        body: axum::body::Body,
+        limit: usize,
+        messages: &mut u64,
+    ) -> Result<u64, ApiError> {
+        let bytes = body::read(headers, body, limit).await?;
+        // Parsing is linear in the body whatever its shape; validation waits until the key is known good.
+        let (source, items) = match endpoint {
+            Endpoint::Single(kind) => {
+                let single = Single::from_slice(&bytes).map_err(ApiError::from_parse)?;
+                let source = match header_source {
+                    Some(source) => source,
+                    None => self.keys.source(single.write_key().as_deref())?,
+                };
+                (source, vec![single.into_message(kind)])
+            }
+            Endpoint::Batch => {
+                let batch = Batch::from_slice(&bytes).map_err(ApiError::from_batch)?;
+                *messages = batch.len() as u64;
+                let source = match header_source {
+                    Some(source) => source,
+                    None => self.keys.source(batch.write_key())?,
+                };
+                (source, batch.into_messages())
+            }
+        };
+        self.metrics.received.inc_by(*messages);
+        let mut valid = Vec::with_capacity(items.len());
+        let mut rejected = Vec::new();
+        for item in items {
+            match item {
+                Ok(mut message) => {
+                    message.take_write_key();
+                    valid.push(message);
+                }
+                Err(refused) if source.strict => {
+                    return Err(ApiError::bad_request("invalid_message", refused.to_string()));
+                }
+                Err(refused) => rejected.push(refused),
+            }
+        }
+        self.store(&source.id, valid, rejected).await
+    }
+
+    /// Enriches `messages`, stores one spool entry per destination they go to and the `rejected` ones for the
+    /// operator, and returns the number of messages accepted once all of it is committed.
+    async fn store(&self, source: &str, messages: Vec<Message>, rejected: Vec<Rejected>) -> Result<u64, ApiError> {
         let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
         let count = messages.len() as u64;
         let mut encoded = Vec::with_capacity(messages.len());
         let mut targets: Vec<(&str, Vec<usize>)> = Vec::new();
         for (index, mut message) in messages.into_iter().enumerate() {
-            message.enrich_on(&receipt, || uuid::Uuid::new_v4().to_string());
+            let note = message.enrich_on(&receipt, || uuid::Uuid::new_v4().to_string());
+            if note.skew_out_of_range {
+                tracing::debug!(
+                    source,
+                    message_id = message.message_id().unwrap_or_default(),
+                    "sentAt and the client's time are too far apart to correct timestamp; it is receivedAt"
+                );
+            }
             for destination in self.routes.destinations_for(source, &message) {
                 match targets.iter_mut().find(|(name, _)| *name == destination.name) {
                     Some((_, indices)) => indices.push(index),
@@ -158,7 +245,20 @@ impl Ingest {
                 ),
             })
             .collect();
-        match self.spool.append(entries).await {
+        let rejections: Vec<NewRejection> = rejected
+            .into_iter()
+            .map(|refused| {
+                self.metrics.drop_invalid(refused.field().unwrap_or("message"), refused.error.code());
+                NewRejection {
+                    source_id: source.to_owned(),
+                    index: refused.index.map(|i| i as u32),
+                    field: refused.field().map(str::to_owned),
+                    reason: refused.error.to_string(),
+                    message: refused.json,
+                }
+            })
+            .collect();
+        match self.spool.append_with(entries, rejections).await {
             Ok(()) => {
                 self.stored.notify_waiters();
                 Ok(count)
@@ -178,14 +278,14 @@ impl Ingest {
         }
     }
 
-    fn answer(&self, result: Result<u64, ApiError>, rejected: u64) -> Response {
+    fn answer(&self, result: Result<u64, ApiError>, refused: u64) -> Response {
         match result {
             Ok(accepted) => {
                 self.metrics.accepted.inc_by(accepted);
                 axum::Json(serde_json::json!({"success": true})).into_response()
             }
             Err(error) => {
-                self.metrics.reject(error.code, rejected);
+                self.metrics.reject(error.code, refused);
                 error.into_response()
             }
         }

@@ -19,10 +19,15 @@ pub const WRITE_KEY: &str = "test-write-key";
 
 /// A config folder with one source `src_test` connected to `destinations`, whose files are given.
 pub fn folder(name: &str, destinations: &[(&str, &str)]) -> PathBuf {
+    folder_with(name, destinations, "")
+}
+
+/// As [`folder`], with `extra` lines in the source's file (`strict = true`).
+pub fn folder_with(name: &str, destinations: &[(&str, &str)], extra: &str) -> PathBuf {
     let dir = crate::scratch(name);
     let names: Vec<String> = destinations.iter().map(|(n, _)| format!("{n:?}")).collect();
     let source = format!(
-        "id = \"src_test\"\nname = \"Test\"\nwrite_key = {{ env = \"TEST_WRITE_KEY\" }}\ndestinations = [{}]\n",
+        "id = \"src_test\"\nname = \"Test\"\nwrite_key = {{ env = \"TEST_WRITE_KEY\" }}\ndestinations = [{}]\n{extra}\n",
         names.join(", ")
     );
     crate::write_files(&dir, &[("sources/test.toml", &source)]);

@@ -73,6 +73,45 @@ fn an_exported_message_keeps_its_original_timestamp() {
 }
 
 #[test]
+fn broken_times_are_kept_and_not_used() {
+    // Segment's own example batch sends this timestamp.
+    check(
+        json!({"type":"identify","userId":"u","timestamp":"2015-2-02T00:30:08.276Z","sentAt":"2026-11-25T12:05:00Z"}),
+        json!({"originalTimestamp":"2015-2-02T00:30:08.276Z","timestamp":"2026-11-25T12:00:10.000Z","sentAt":"2026-11-25T12:05:00Z"}),
+    );
+    // A broken sentAt: the client's time stands, uncorrected.
+    check(
+        json!({"type":"identify","userId":"u","timestamp":"2026-11-20T08:00:00Z","sentAt":"soon"}),
+        json!({"timestamp":"2026-11-20T08:00:00Z","originalTimestamp":"2026-11-20T08:00:00Z","sentAt":"soon"}),
+    );
+    // A broken originalTimestamp is not replaced, and no client time is used.
+    check(
+        json!({"type":"identify","userId":"u","originalTimestamp":"then","sentAt":"2026-11-25T12:05:00Z"}),
+        json!({"originalTimestamp":"then","timestamp":"2026-11-25T12:00:10.000Z"}),
+    );
+}
+
+#[test]
+fn a_correction_out_of_range_falls_back_to_received_at() {
+    let input = json!({"type":"track","userId":"u","event":"e","sentAt":"0001-01-01T00:00:00Z","timestamp":"9999-12-31T00:00:00Z"});
+    let mut message = Message::from_map(input.as_object().unwrap().clone()).unwrap();
+    let note = message.enrich_with(datetime!(2026-11-25 12:00:10 UTC), || "generated".to_owned());
+    assert!(note.skew_out_of_range);
+    let map = message.to_map();
+    assert_eq!(map["timestamp"], "2026-11-25T12:00:10.000Z");
+    assert_eq!(map["originalTimestamp"], "9999-12-31T00:00:00Z");
+    // The other way round, and a correction that would land before year 0.
+    for (sent, client) in
+        [("9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z"), ("9000-01-01T00:00:00Z", "0001-01-01T00:00:00Z")]
+    {
+        let input = json!({"type":"identify","userId":"u","sentAt":sent,"timestamp":client});
+        let mut message = Message::from_map(input.as_object().unwrap().clone()).unwrap();
+        assert!(message.enrich_with(datetime!(2026-11-25 12:00:10 UTC), || "g".to_owned()).skew_out_of_range);
+        assert_eq!(message.to_map()["timestamp"], "2026-11-25T12:00:10.000Z");
+    }
+}
+
+#[test]
 fn enrichment_appends_and_keeps_everything_else() {
     let mut message =
         Message::from_slice(br#"{"type":"track","userId":"user_1","event":"E","custom":{"a":[1,2]}}"#).unwrap();

@@ -2,6 +2,7 @@
 
 mod batch;
 mod enrich;
+mod fuzz;
 mod key;
 mod roundtrip;
 mod validate;

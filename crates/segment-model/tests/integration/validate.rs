@@ -87,9 +87,12 @@ fn optional_fields_are_type_checked() {
         r#"{"type":"identify","userId":"u","integrations":true}"#,
         "integrations: must be an object, found a boolean",
     );
+    // A time string that does not parse is kept as sent (enrichment does not use it); only other types are refused.
+    check(r#"{"type":"identify","userId":"u","timestamp":"yesterday"}"#, "ok");
+    check(r#"{"type":"identify","userId":"u","timestamp":"2015-2-02T00:30:08.276Z"}"#, "ok");
     check(
-        r#"{"type":"identify","userId":"u","timestamp":"yesterday"}"#,
-        r#"timestamp: "yesterday" is not an ISO-8601 date-time"#,
+        r#"{"type":"identify","userId":"u","timestamp":{"at":1}}"#,
+        "timestamp: must be an ISO-8601 date-time string, found an object",
     );
     check(
         r#"{"type":"identify","userId":"u","sentAt":12}"#,
@@ -131,4 +134,18 @@ fn endpoint_types() {
     let wrong = Message::from_slice_as(MessageType::Identify, br#"{"type":"track","userId":"u","event":"E"}"#);
     assert_eq!(wrong.unwrap_err().to_string(), r#"type: is "track" but the endpoint takes "identify""#);
     assert!(matches!(Message::from_slice_as(MessageType::Track, br#"{"userId":"u"}"#), Err(ParseError::Invalid(_))));
+}
+
+#[test]
+fn nesting_is_bounded_before_parsing() {
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let body = |n| format!(r#"{{"type":"track","userId":"u","event":"E","properties":{{"p":{}}}}}"#, nested(n));
+    // The message object and `properties` take two levels.
+    check(&body(segment_model::MAX_DEPTH - 2), "ok");
+    check(&body(segment_model::MAX_DEPTH - 1), "invalid JSON: arrays and objects nest more than 127 levels deep");
+    // Identifiers of the wrong type are refused from their first byte, however deep they go.
+    check(
+        &format!(r#"{{"type":"identify","userId":{}}}"#, nested(100)),
+        "userId: must be a string or a number, found an array",
+    );
 }
