@@ -1,4 +1,102 @@
-//! Inputs shared by the benchmarks.
+//! Inputs and set-up shared by the benchmarks.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// The write key of the benchmarks' source.
+pub const WRITE_KEY: &str = "bench-write-key";
+
+/// A child process, killed when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port").local_addr().expect("an address").port()
+}
+
+/// Polls `url/health` until it answers 200.
+pub async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not become ready")
+}
+
+/// A `tributary serve` whose one source (key [`WRITE_KEY`]) delivers to a file sink, in a scratch folder that is
+/// removed when it stops.
+pub struct Served {
+    /// The server process.
+    pub server: Guard,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The file the sink writes.
+    pub out: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.server.0.kill();
+        let _ = self.server.0.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Served {
+    /// Starts `tributary` (the binary at `tributary`) serving with a durable spool and a file destination, and
+    /// waits until it answers.
+    pub async fn start(tributary: &Path, name: &str) -> anyhow::Result<Served> {
+        let dir = std::env::temp_dir().join(format!("tributary-{name}-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("configs/sources"))?;
+        std::fs::create_dir_all(dir.join("configs/destinations"))?;
+        let out = dir.join("out.ndjson");
+        std::fs::write(
+            dir.join("configs/sources/bench.toml"),
+            "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = { env = \"BENCH_WRITE_KEY\" }\ndestinations = [\"archive\"]\n",
+        )?;
+        std::fs::write(
+            dir.join("configs/destinations/archive.toml"),
+            format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()),
+        )?;
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let server = Guard(
+            Command::new(tributary)
+                .arg("--config")
+                .arg(dir.join("configs"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--spool-dir"])
+                .arg(dir.join("spool"))
+                .env("BENCH_WRITE_KEY", WRITE_KEY)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting tributary serve")?,
+        );
+        let served = Served { server, url, out, dir };
+        wait_ready(&served.url).await?;
+        Ok(served)
+    }
+
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.server.0.id()
+    }
+}
 
 /// A realistic track call of about 700 bytes, as analytics-node sends it (messageId, timestamps and a library
 /// context included).

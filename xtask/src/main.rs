@@ -4,8 +4,12 @@
 //!   need them and stopped at the end.
 //! - `demo`: the end-to-end job on local defaults: an emulator, a stream, example events sent with
 //!   `tributary send`, and the records shown with `tributary tail`.
-//! - `bench`: the criterion benchmarks and the ingest load test, with the figures the issues set printed at the
-//!   end; `bench ingest` and `bench personas` run one of the two alone.
+//! - `bench`: the criterion benchmarks, the ingest load test, the hostile-input test and the personas syncs, with
+//!   the figures the issues set printed at the end; `bench ingest`, `bench hostile` and `bench personas` run one
+//!   alone.
+//! - `fuzz [--cases N] [--seed S]`: the message model's property suite in a release build, 10 million cases by
+//!   default, spread over every core; it prints the cases run and each failure with the seed and case that
+//!   reproduce it.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -25,9 +29,11 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test(&sh, &args[1..]),
         Some("demo") => demo(&sh),
         Some("bench") => bench(&sh, &args[1..]),
+        Some("fuzz") => fuzz(&sh, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | personas | CRITERION FILTER]>"
+                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | hostile | personas | CRITERION \
+                 FILTER] | fuzz [--cases N] [--seed S]>"
             );
             bail!("unknown or missing command")
         }
@@ -161,8 +167,9 @@ fn demo(sh: &Shell) -> anyhow::Result<()> {
 fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
     let cargo = cargo();
     match filter.first().map(String::as_str) {
-        Some("ingest") => return ingest_bench(sh),
-        Some("personas") => return personas_bench(sh),
+        Some("ingest") => return release_driver(sh, "ingest"),
+        Some("hostile") => return release_driver(sh, "hostile"),
+        Some("personas") => return release_driver(sh, "personas"),
         _ => {}
     }
     cmd!(sh, "{cargo} bench --package benches -- {filter...}").run()?;
@@ -190,24 +197,33 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
         }
     }
     if filter.is_empty() {
-        ingest_bench(sh)?;
-        personas_bench(sh)?;
+        for driver in ["ingest", "hostile", "personas"] {
+            release_driver(sh, driver)?;
+        }
     }
     Ok(())
 }
 
-/// The ingest benchmark: the load generator against `tributary serve` and a bare handler.
-fn ingest_bench(sh: &Shell) -> anyhow::Result<()> {
-    release_driver(sh, "ingest")
-}
-
-/// The personas benchmark: large audience syncs.
-fn personas_bench(sh: &Shell) -> anyhow::Result<()> {
-    release_driver(sh, "personas")
+/// Runs the message model's fuzz suite in a release build: `--cases N` (default 10 million) and `--seed S`.
+fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let cases = value("--cases").unwrap_or_else(|| "10000000".to_owned());
+    let cargo = cargo();
+    let mut command = cmd!(
+        sh,
+        "{cargo} test --release --package segment-model --test integration fuzz::nothing_panics -- --nocapture"
+    )
+    .env("TRIBUTARY_FUZZ_CASES", cases);
+    if let Some(seed) = value("--seed") {
+        command = command.env("TRIBUTARY_FUZZ_SEED", seed);
+    }
+    command.run().context("the fuzz suite found failures; each is printed above with the seed and case")?;
+    Ok(())
 }
 
 /// Builds `tributary` and the driver `bin` of the benches package in release mode, then runs the driver, which
-/// prints its figures.
+/// prints its figures: `ingest` (the load test of `serve` beside a bare handler), `hostile` (adversarial bodies
+/// against an ordinary batch) or `personas` (large audience syncs).
 fn release_driver(sh: &Shell, bin: &str) -> anyhow::Result<()> {
     let cargo = cargo();
     cmd!(sh, "{cargo} build --release --package runner --bin tributary --package benches --bin {bin}").run()?;

@@ -5,12 +5,15 @@
 //! `cargo xtask bench` runs it as `ingest --tributary PATH`; `ingest --bare-server PORT` is the baseline server.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use benches::{Guard, Served, WRITE_KEY, free_port, wait_ready};
 
-const WRITE_KEY: &str = "bench-write-key";
+/// The same allocator as `tributary`, so that the bare baseline is not handicapped by a slower one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// One request body: 100 track calls of about 600 bytes each.
 fn body() -> Vec<u8> {
@@ -90,31 +93,6 @@ async fn load(url: &str, connections: usize, warmup: Duration, measure: Duration
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_ready(url: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} did not become ready")
-}
-
-/// Kills a child on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn bare_server(port: u16) -> anyhow::Result<()> {
     use axum::routing::{get, post};
     let app = axum::Router::new()
@@ -154,40 +132,12 @@ fn main() -> anyhow::Result<()> {
     let connections = 8;
     let (warmup, measure) = (Duration::from_secs(2), Duration::from_secs(10));
 
-    let dir = std::env::temp_dir().join(format!("tributary-ingest-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("configs/sources"))?;
-    std::fs::create_dir_all(dir.join("configs/destinations"))?;
-    let out = dir.join("out.ndjson");
-    std::fs::write(
-        dir.join("configs/sources/bench.toml"),
-        "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = { env = \"BENCH_WRITE_KEY\" }\ndestinations = [\"archive\"]\n",
-    )?;
-    std::fs::write(
-        dir.join("configs/destinations/archive.toml"),
-        format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()),
-    )?;
-
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let server = Guard(
-        Command::new(&tributary)
-            .arg("--config")
-            .arg(dir.join("configs"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--spool-dir"])
-            .arg(dir.join("spool"))
-            .env("BENCH_WRITE_KEY", WRITE_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting tributary serve")?,
-    );
-    runtime.block_on(wait_ready(&url))?;
-    let ours = runtime.block_on(load(&url, connections, warmup, measure))?;
+    let served = runtime.block_on(Served::start(&tributary, "ingest"))?;
+    let ours = runtime.block_on(load(&served.url, connections, warmup, measure))?;
     // Let delivery catch up, to report that the file sink kept pace.
     std::thread::sleep(Duration::from_secs(2));
-    let delivered = std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
-    drop(server);
+    let delivered = std::fs::read_to_string(&served.out).map(|t| t.lines().count()).unwrap_or(0);
+    drop(served);
 
     let port = free_port();
     let bare_url = format!("http://127.0.0.1:{port}");
@@ -195,7 +145,6 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(wait_ready(&bare_url))?;
     let baseline = runtime.block_on(load(&bare_url, connections, warmup, measure))?;
     drop(bare);
-    let _ = std::fs::remove_dir_all(&dir);
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
@@ -209,7 +158,7 @@ fn main() -> anyhow::Result<()> {
         ours.p99.as_secs_f64() * 1e3
     );
     println!(
-        "  bare axum handler (parse and 200):           {:.0} messages/s, latency p50 {:.1} ms, p99 {:.1} ms",
+        "  bare axum handler (parse and 200, mimalloc): {:.0} messages/s, latency p50 {:.1} ms, p99 {:.1} ms",
         baseline.messages_per_second,
         baseline.p50.as_secs_f64() * 1e3,
         baseline.p99.as_secs_f64() * 1e3

@@ -101,3 +101,82 @@ async fn analytics_python_and_analytics_node_deliver_all_six_calls() {
         }
     }
 }
+
+const PYTHON_MIXED: &str = r#"
+import sys
+import segment.analytics as analytics
+
+failures = []
+analytics.write_key = sys.argv[1]
+analytics.host = sys.argv[2]
+analytics.on_error = lambda error, items: failures.append(error)
+analytics.track(user_id="py_mixed", event="Before", message_id="py-before")
+# The library lets this through; Segment (and Tributary) refuse a messageId over 100 characters.
+analytics.track(user_id="py_mixed", event="Refused", message_id="x" * 150)
+analytics.track(user_id="py_mixed", event="After", message_id="py-after")
+analytics.flush()
+analytics.shutdown()
+if failures:
+    print("failures:", failures, file=sys.stderr)
+    sys.exit(1)
+"#;
+
+const NODE_MIXED: &str = r#"
+const { Analytics } = require('@segment/analytics-node');
+const [writeKey, host] = process.argv.slice(1);
+const analytics = new Analytics({ writeKey, host, maxRetries: 0, flushAt: 10 });
+analytics.on('error', (error) => { console.error(error); process.exitCode = 1; });
+analytics.track({ userId: 'node_mixed', event: 'Before' });
+// The library counts groupId as an identity; Segment (and Tributary) need userId or anonymousId.
+analytics.group({ groupId: 'node_orphan', traits: { name: 'Orphan' } });
+analytics.track({ userId: 'node_mixed', event: 'After' });
+analytics.closeAndFlush().then(() => {});
+"#;
+
+#[tokio::test]
+async fn a_library_batch_with_one_refused_message_still_delivers_the_others() {
+    let (python, node_modules) = tests::env::clients();
+    let (_, url) = tests::env::kinesis_endpoints().remove(0);
+    let stream = unique_name("clients-mixed");
+    let admin = client(&url, dummy_credentials()).await;
+    create(&admin, &stream, 1).await;
+    let spool = scratch("clients-mixed-spool");
+    let config = folder("clients-mixed", &[("main", &kinesis_destination("main", &stream, &url, "max_in_flight = 1"))]);
+    let server = Server::start(&config, &spool, &[]).await;
+
+    run(Command::new(&python).args(["-c", PYTHON_MIXED, WRITE_KEY, &server.url]), "analytics-python");
+    run(
+        Command::new("node").args(["-e", NODE_MIXED, WRITE_KEY, &server.url]).env("NODE_PATH", &node_modules),
+        "analytics-node",
+    );
+
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = read_all(&admin, &stream).await;
+        if records.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut landed: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.data).unwrap())
+        .map(|m| format!("{} {}", m["userId"].as_str().unwrap(), m["event"].as_str().unwrap()))
+        .collect();
+    landed.sort();
+    assert_eq!(
+        landed,
+        ["node_mixed After", "node_mixed Before", "py_mixed After", "py_mixed Before"],
+        "server log:\n{}",
+        server.log()
+    );
+    let mut refused: Vec<String> = crate::acceptance::rejected_list(&spool, &[])
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        ["messageId: is 150 characters long, more than the 100 allowed", "userId or anonymousId: is required"]
+    );
+}

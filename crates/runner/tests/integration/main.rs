@@ -1,9 +1,11 @@
 //! The runner test binary: config examples, validation, and the `tributary` command end to end.
 
+mod acceptance;
 mod cli;
 mod clients;
 mod durability;
 mod examples;
+mod hostile;
 mod personas;
 mod serve;
 mod server;

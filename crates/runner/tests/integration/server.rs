@@ -56,6 +56,11 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts `tributary serve` on `config` with its spool in `spool`, and waits until it answers.
     pub async fn start(config: &Path, spool: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(config, spool, extra, &[]).await
+    }
+
+    /// As [`Server::start`], with more environment variables.
+    pub async fn start_with_env(config: &Path, spool: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = spool.with_extension(format!("{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
@@ -67,6 +72,7 @@ impl Server {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -83,6 +89,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("tributary serve did not answer /health; its log:\n{}", server.log());
+    }
+
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the server wrote to standard error.
