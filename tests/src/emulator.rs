@@ -31,12 +31,30 @@ net.Server.prototype.listen = function (...args) {
 /// The Segment client libraries the ingest suites drive, pinned so that a new release cannot change a test.
 const PYTHON_CLIENT: &str = "segment-analytics-python==2.4.0";
 const NODE_CLIENT: &str = "@segment/analytics-node@3.1.0";
+/// The browser library, the bundler a web app would build it with, and the driver for Debian's Chromium.
+const BROWSER_PACKAGES: [&str; 3] = ["@segment/analytics-next@1.84.3", "esbuild@0.28.2", "playwright-core@1.65.1"];
+
+/// Where Debian's `chromium` package puts the browser (`.ci/run` installs it).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The Segment client libraries the suites drive.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// A Python with analytics-python.
+    pub python: PathBuf,
+    /// A `node_modules` with analytics-node.
+    pub node_modules: PathBuf,
+    /// A `node_modules` with analytics-next, esbuild and playwright-core.
+    pub browser_modules: PathBuf,
+    /// Chromium, when it is installed.
+    pub chromium: Option<PathBuf>,
+}
 
 /// Everything that was started.
 pub struct Emulators {
     kinesis: Vec<(String, String)>,
     iam: Option<(String, String)>,
-    clients: Option<(PathBuf, PathBuf)>,
+    clients: Option<Clients>,
     children: Vec<Child>,
     container: Option<ContainerAsync<LocalStack>>,
 }
@@ -48,9 +66,13 @@ impl Emulators {
             crate::env::KINESIS.to_owned(),
             self.kinesis.iter().map(|(name, url)| format!("{name}={url}")).collect::<Vec<_>>().join(","),
         )];
-        if let Some((python, node_modules)) = &self.clients {
-            env.push((crate::env::PYTHON.to_owned(), python.display().to_string()));
-            env.push((crate::env::NODE_MODULES.to_owned(), node_modules.display().to_string()));
+        if let Some(clients) = &self.clients {
+            env.push((crate::env::PYTHON.to_owned(), clients.python.display().to_string()));
+            env.push((crate::env::NODE_MODULES.to_owned(), clients.node_modules.display().to_string()));
+            env.push((crate::env::BROWSER_MODULES.to_owned(), clients.browser_modules.display().to_string()));
+            if let Some(chromium) = &clients.chromium {
+                env.push((crate::env::CHROMIUM.to_owned(), chromium.display().to_string()));
+            }
         }
         if let Some((url, admin)) = &self.iam {
             env.push((crate::env::IAM.to_owned(), url.clone()));
@@ -149,15 +171,16 @@ fn pip_install(venv: &Path, package: &str) -> anyhow::Result<()> {
 }
 
 /// npm-installs `package` under `prefix`.
-fn npm_install(prefix: &Path, package: &str) -> anyhow::Result<()> {
-    eprintln!("emulators: installing {package} into {}", prefix.display());
+fn npm_install(prefix: &Path, packages: &[&str]) -> anyhow::Result<()> {
+    let names = packages.join(" ");
+    eprintln!("emulators: installing {names} into {}", prefix.display());
     std::fs::create_dir_all(prefix)?;
     run(
         std::process::Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
             .arg(prefix)
-            .arg(package),
-        &format!("npm install {package}"),
+            .args(packages),
+        &format!("npm install {names}"),
     )
 }
 
@@ -176,15 +199,14 @@ pub fn install_kinesis_local() -> anyhow::Result<PathBuf> {
     let prefix = install_dir().join("node");
     let main = prefix.join("node_modules/kinesis-local/main.js");
     if !main.exists() {
-        npm_install(&prefix, KINESIS_LOCAL)?;
+        npm_install(&prefix, &[KINESIS_LOCAL])?;
     }
     std::fs::write(prefix.join("loopback.js"), LOOPBACK_PRELOAD)?;
     Ok(main)
 }
 
-/// Installs the Segment client libraries under [`install_dir`] unless they are there; returns the Python that
-/// has analytics-python and the `node_modules` folder that has analytics-node.
-pub fn install_clients() -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Installs the Segment client libraries under [`install_dir`] unless they are there, and finds Chromium.
+pub fn install_clients() -> anyhow::Result<Clients> {
     let venv = install_dir().join("clients-venv");
     let marker = venv.join(".installed-segment-analytics-python-2.4.0");
     if !marker.exists() {
@@ -194,9 +216,19 @@ pub fn install_clients() -> anyhow::Result<(PathBuf, PathBuf)> {
     let prefix = install_dir().join("clients-node");
     let modules = prefix.join("node_modules");
     if !modules.join("@segment/analytics-node/package.json").exists() {
-        npm_install(&prefix, NODE_CLIENT)?;
+        npm_install(&prefix, &[NODE_CLIENT])?;
     }
-    Ok((venv.join("bin/python"), modules))
+    let browser_prefix = install_dir().join("browser-node");
+    let browser_modules = browser_prefix.join("node_modules");
+    if !browser_prefix.join(".installed-analytics-next-1.84.3").exists() {
+        npm_install(&browser_prefix, &BROWSER_PACKAGES)?;
+        std::fs::write(browser_prefix.join(".installed-analytics-next-1.84.3"), "")?;
+    }
+    let chromium = Path::new(CHROMIUM).exists().then(|| PathBuf::from(CHROMIUM));
+    if chromium.is_none() {
+        eprintln!("emulators: {CHROMIUM} is missing (apt-get install chromium); the browser suite will fail");
+    }
+    Ok(Clients { python: venv.join("bin/python"), node_modules: modules, browser_modules, chromium })
 }
 
 /// Polls `check` until it succeeds or `timeout` passes.

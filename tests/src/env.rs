@@ -19,6 +19,16 @@ pub const PYTHON: &str = "TRIBUTARY_TEST_PYTHON";
 /// A `node_modules` folder with @segment/analytics-node installed.
 pub const NODE_MODULES: &str = "TRIBUTARY_TEST_NODE_MODULES";
 
+/// A `node_modules` folder with @segment/analytics-next, esbuild and playwright-core.
+pub const BROWSER_MODULES: &str = "TRIBUTARY_TEST_BROWSER_MODULES";
+/// The Chromium the browser suite drives.
+pub const CHROMIUM: &str = "TRIBUTARY_TEST_CHROMIUM";
+
+/// The `node_modules` folder for the browser suite, and Chromium.
+pub fn browser() -> (String, String) {
+    (required(BROWSER_MODULES), required(CHROMIUM))
+}
+
 /// The Python with segment-analytics-python, and the node_modules folder with @segment/analytics-node.
 pub fn clients() -> (String, String) {
     (required(PYTHON), required(NODE_MODULES))

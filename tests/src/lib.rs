@@ -7,3 +7,4 @@ pub mod hostile;
 pub mod iam;
 pub mod proxy;
 pub mod stream;
+pub mod web;

@@ -43,6 +43,25 @@ pub struct SourceConfig {
     /// of a mixed batch at the client; it is for teams who want a broken sender to fail loudly.
     #[serde(default)]
     pub strict: bool,
+    /// The web origins browsers may send this source's events from, as `scheme://host[:port]`
+    /// (`"https://www.example.com"`), or `"https://*.example.com"` for its subdomains.
+    ///
+    /// Absent (the default), empty or `["*"]` allows any origin: a browser write key is public anyway. A request
+    /// with an `Origin` header that is not listed is refused with 403 (`origin_not_allowed`) and stores nothing;
+    /// requests without one (servers, mobile apps) are not affected.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
+    /// The most messages per second this source may send; past it, requests get 429 with `Retry-After` and
+    /// `x-ratelimit-reset`, which Segment's libraries honour. A token bucket holding one second's worth: a batch
+    /// larger than that still passes and makes the next requests wait. Absent (the default) means no limit.
+    #[serde(default)]
+    pub max_messages_per_second: Option<u32>,
+    /// Fill `context.ip` of every message that has none with the client's address, as Segment does for browser
+    /// and mobile sources. Without it, only messages that set `context.direct: true` get it (Segment's rule for
+    /// its HTTP API). The address is the connection's, or, behind a proxy listed in `serve --trusted-proxy`, the
+    /// client that proxy forwarded for.
+    #[serde(default)]
+    pub collect_ip: bool,
 }
 
 /// The kinds of destination.
@@ -394,6 +413,14 @@ fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationCon
                 problems.error(&s.file, "write_key", format!("is the same as the write key of {}", first.display()));
             }
             None => keys.push((&config.write_key, &s.file)),
+        }
+        for (i, pattern) in config.allowed_origins.iter().flatten().enumerate() {
+            if let Err(message) = crate::ingest::origin::check_pattern(pattern) {
+                problems.error(&s.file, format!("allowed_origins[{i}]"), message);
+            }
+        }
+        if config.max_messages_per_second == Some(0) {
+            problems.error(&s.file, "max_messages_per_second", "must be at least 1 (leave it out for no limit)");
         }
         if config.write_key.is_inline() {
             problems.warn(

@@ -62,6 +62,21 @@ enum Command {
         /// How many invalid messages the rejected table keeps (`tributary rejected list`); older ones are dropped.
         #[arg(long, default_value_t = spool::DEFAULT_MAX_REJECTIONS)]
         rejected_max: u64,
+        /// The URL clients reach this server at (behind a load balancer, its address), which the settings
+        /// analytics.js loads from /v1/projects/WRITE_KEY/settings point to; by default http://LISTEN.
+        #[arg(long, value_parser = parse_public_url)]
+        public_url: Option<runner::ingest::settings::PublicUrl>,
+        /// Seconds a client may send nothing while the server waits for it (headers, a body, or its next request)
+        /// before its connection is closed.
+        #[arg(long, default_value_t = 30)]
+        read_timeout: u64,
+        /// The most client connections open at once; more wait in the kernel's backlog.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// A proxy (an address or a CIDR network) whose X-Forwarded-For header names the client for context.ip;
+        /// repeat for several. Without one, the connection's address is the client's.
+        #[arg(long = "trusted-proxy", value_parser = parse_network)]
+        trusted_proxies: Vec<runner::ingest::client_ip::Network>,
     },
     /// Inspect the messages serve accepted the request of but did not deliver, because they broke Segment's rules.
     Rejected {
@@ -202,6 +217,14 @@ enum StreamsAction {
     },
 }
 
+fn parse_public_url(text: &str) -> Result<runner::ingest::settings::PublicUrl, String> {
+    text.parse()
+}
+
+fn parse_network(text: &str) -> Result<runner::ingest::client_ip::Network, String> {
+    text.parse()
+}
+
 /// The server allocates and frees many small JSON values per message across worker threads, where glibc's
 /// allocator spends a third of the CPU on arena locks; mimalloc's thread-local heaps do not.
 #[global_allocator]
@@ -251,7 +274,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { listen, spool_dir, spool_max, flush_timeout, rejected_max } => {
+        Command::Serve {
+            listen,
+            spool_dir,
+            spool_max,
+            flush_timeout,
+            rejected_max,
+            public_url,
+            read_timeout,
+            max_connections,
+            trusted_proxies,
+        } => {
             let config = load(&cli.config)?;
             let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
             let options = serve::ServeOptions {
@@ -260,6 +293,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 spool_max,
                 flush_timeout: std::time::Duration::from_secs(flush_timeout),
                 rejected_max,
+                public_url,
+                read_timeout: std::time::Duration::from_secs(read_timeout.max(1)),
+                max_connections: max_connections.max(1),
+                trusted_proxies,
             };
             serve::serve(&config, routes, options).await?;
             Ok(ExitCode::SUCCESS)

@@ -58,6 +58,22 @@ impl MessageType {
     }
 }
 
+impl MessageType {
+    /// The call type of an endpoint path segment: the full name (`track`) or, as analytics.js 2.0 posts them, its
+    /// first letter (`t`, `i`, `p`, `s`, `g`, `a`).
+    pub fn from_path(segment: &str) -> Option<MessageType> {
+        match segment {
+            "t" => Some(MessageType::Track),
+            "i" => Some(MessageType::Identify),
+            "p" => Some(MessageType::Page),
+            "s" => Some(MessageType::Screen),
+            "g" => Some(MessageType::Group),
+            "a" => Some(MessageType::Alias),
+            name => name.parse().ok(),
+        }
+    }
+}
+
 impl fmt::Display for MessageType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -382,6 +398,40 @@ impl Message {
     /// The message as compact JSON bytes: what a destination receives.
     pub fn to_json_vec(&self) -> Vec<u8> {
         crate::raw::write_object(&self.fields)
+    }
+
+    /// Fills `context.ip` with `ip`, as Segment's HTTP API does, when the message has no `context.ip` (or `null`)
+    /// and either `always` is set or the message says `context.direct: true`. Returns whether it did.
+    ///
+    /// The context's other members keep their bytes: only its top level is read, and `ip` is appended.
+    pub fn fill_ip(&mut self, ip: &str, always: bool) -> bool {
+        let at = crate::raw::position(&self.fields, "context");
+        let context = at.map(|at| &self.fields[at].1);
+        let mut members = match context {
+            None => Vec::new(),
+            Some(raw) if raw.get() == "null" => Vec::new(),
+            // A message that does not ask for it is never parsed further than this.
+            Some(raw) if !always && !raw.get().contains("\"direct\"") => return false,
+            Some(raw) => match serde_json::from_str::<crate::raw::RawFields>(raw.get()) {
+                Ok(fields) => fields.0,
+                // Validation made sure the context is an object; anything else is left alone.
+                Err(_) => return false,
+            },
+        };
+        let direct = members.iter().any(|(k, v)| k == "direct" && v.get() == "true");
+        if !(always || direct) {
+            return false;
+        }
+        match members.iter_mut().find(|(k, _)| k == "ip") {
+            Some((_, value)) if value.get() != "null" => return false,
+            Some((_, value)) => *value = crate::raw::raw_string(ip),
+            None => members.push(("ip".to_owned(), crate::raw::raw_string(ip))),
+        }
+        let object = crate::raw::write_object(&members);
+        let object = String::from_utf8(object).expect("JSON written from strings is UTF-8");
+        let raw = RawValue::from_string(object).expect("an object written from raw values is valid JSON");
+        self.set("context", raw);
+        true
     }
 
     /// Sets a field, replacing its value in place or appending it. Callers keep any cache of the field up to date.

@@ -11,6 +11,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::delivery::Worker;
+use crate::ingest::client_ip::Network;
+use crate::ingest::connections::{self, Limits};
+use crate::ingest::limit::RateLimit;
+use crate::ingest::origin::Origins;
+use crate::ingest::settings::PublicUrl;
 use crate::ingest::{Ingest, Source, WriteKeys, router};
 use crate::metrics::Metrics;
 use crate::route::Router;
@@ -27,6 +32,15 @@ pub struct ServeOptions {
     pub flush_timeout: Duration,
     /// How many invalid messages the rejected table keeps; older ones are dropped.
     pub rejected_max: u64,
+    /// Where clients reach this server (the settings analytics.js loads point there); by default
+    /// `http://LISTEN`.
+    pub public_url: Option<PublicUrl>,
+    /// How long a client may send nothing while the server waits for it.
+    pub read_timeout: Duration,
+    /// The most client connections open at once.
+    pub max_connections: usize,
+    /// Networks of proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Network>,
 }
 
 /// Resolves every source's write key, naming the file and key of any that cannot be read.
@@ -38,7 +52,17 @@ fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
             .write_key
             .resolve(&config.dir)
             .with_context(|| format!("{}: write_key", source.file.display()))?;
-        keys.push((key, Source { id: source.config.id.clone(), strict: source.config.strict }));
+        let c = &source.config;
+        keys.push((
+            key,
+            Source {
+                id: c.id.clone(),
+                strict: c.strict,
+                origins: Origins::from_config(c.allowed_origins.as_deref()),
+                rate: c.max_messages_per_second.map(RateLimit::new),
+                collect_ip: c.collect_ip,
+            },
+        ));
     }
     Ok(WriteKeys::new(keys))
 }
@@ -66,6 +90,14 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
         };
         workers.push(tokio::spawn(worker.run(stopped.clone())));
     }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("listening on {}", options.listen))?;
+    let local = listener.local_addr()?;
+    let public_url = match options.public_url {
+        Some(url) => url,
+        None => format!("http://{local}").parse().map_err(anyhow::Error::msg)?,
+    };
     let ingest = Arc::new(Ingest {
         keys,
         routes: routes.clone(),
@@ -73,31 +105,32 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
         metrics,
         shutting_down: Default::default(),
         stored,
+        public_url,
+        trusted_proxies: options.trusted_proxies,
+        read_timeout: options.read_timeout,
     });
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))?;
+    let open_files = connections::raise_open_files();
     eprintln!(
-        "tributary: listening on http://{}, spool {} ({} waiting)",
-        listener.local_addr()?,
+        "tributary: listening on http://{local} (at most {} connections, {open_files} open files), spool {} ({} \
+         waiting)",
+        options.max_connections,
         spool.path().display(),
         spool.depth()
     );
     let shutdown_ingest = ingest.clone();
     let app = router(ingest);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let limits = Limits { max_connections: options.max_connections, read_timeout: options.read_timeout };
+    let shutdown = async move {
+        first_signal().await;
+        eprintln!("tributary: shutting down: no new requests; finishing those in flight");
+        shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
+        tokio::spawn(async {
             first_signal().await;
-            eprintln!("tributary: shutting down: no new requests; finishing those in flight");
-            shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
-            tokio::spawn(async {
-                first_signal().await;
-                eprintln!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
-                std::process::exit(130);
-            });
-        })
-        .await
-        .context("serving HTTP")?;
+            eprintln!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
+            std::process::exit(130);
+        });
+    };
+    connections::serve(listener, app, limits, shutdown, options.read_timeout).await;
     let _ = stop.send(true);
     let flushed = tokio::time::timeout(options.flush_timeout, futures::future::join_all(workers)).await;
     if flushed.is_err() {

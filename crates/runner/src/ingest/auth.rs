@@ -30,12 +30,18 @@ pub fn basic_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// What ingest needs to know of a source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Source {
     /// Its ID.
     pub id: String,
     /// Whether one invalid message refuses the whole request.
     pub strict: bool,
+    /// The web origins browsers may send its events from.
+    pub origins: super::origin::Origins,
+    /// Its rate limit, if it has one.
+    pub rate: Option<super::limit::RateLimit>,
+    /// Whether every message gets the client's address as `context.ip` when it has none.
+    pub collect_ip: bool,
 }
 
 /// Every source's write key, kept as its SHA-256 digest.

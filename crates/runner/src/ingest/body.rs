@@ -13,8 +13,13 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::bad_request("body_too_large", format!("the body is larger than the {limit} bytes Segment allows"))
 }
 
-/// Reads a body of at most `limit` bytes (after any gzip decompression).
-pub async fn read(headers: &HeaderMap, body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a body of at most `limit` bytes (after any gzip decompression), arriving within `timeout`.
+pub async fn read(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         if !matches!(kind.as_str(), "application/json" | "text/plain" | "") {
@@ -43,7 +48,14 @@ pub async fn read(headers: &HeaderMap, body: axum::body::Body, limit: usize) -> 
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }
-    let raw = match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the body did not arrive within {} s", timeout.as_secs()),
+        )
+    })?;
+    let raw = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large(limit)),
         Err(e) => return Err(ApiError::bad_request("unreadable_body", format!("reading the body: {e}"))),

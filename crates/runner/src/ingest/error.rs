@@ -40,6 +40,18 @@ impl ApiError {
         }
     }
 
+    /// A 429 for a source over its `max_messages_per_second`.
+    pub fn rate_limited(seconds: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("this source is over its max_messages_per_second; retry in {seconds} s"),
+            )
+        }
+    }
+
     /// The answer to a single call's body that could not be parsed.
     pub fn from_parse(error: ParseError) -> ApiError {
         let code = match &error {
@@ -70,7 +82,9 @@ impl IntoResponse for ApiError {
         let body = axum::Json(serde_json::json!({"code": self.code, "message": self.message}));
         let mut response = (self.status, body).into_response();
         if let Some(seconds) = self.retry_after {
+            // Segment's libraries read either: Retry-After (seconds), or analytics.js's x-ratelimit-reset (seconds).
             response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+            response.headers_mut().insert("x-ratelimit-reset", seconds.into());
         }
         response
     }

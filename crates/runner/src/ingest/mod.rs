@@ -7,14 +7,21 @@
 
 mod auth;
 mod body;
+pub mod client_ip;
+pub mod connections;
 mod error;
+pub mod limit;
+pub mod origin;
+pub mod settings;
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -43,6 +50,12 @@ pub struct Ingest {
     pub shutting_down: AtomicBool,
     /// Wakes the delivery workers when new messages are stored.
     pub stored: Arc<tokio::sync::Notify>,
+    /// Where clients reach this server, for the settings analytics.js loads.
+    pub public_url: settings::PublicUrl,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<client_ip::Network>,
+    /// How long a request's body may take to arrive.
+    pub read_timeout: Duration,
 }
 
 /// Which endpoint a request came to.
@@ -67,13 +80,16 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
     routes
         .route("/v1/batch", post(batch))
         .route("/v1/import", post(batch))
+        .route("/v1/b", post(batch))
         .route("/v1/{kind}", post(single))
+        .route("/v1/projects/{key}/settings", get(project_settings))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST")
         })
+        .layer(axum::middleware::from_fn(origin::cors))
         .layer(axum::middleware::from_fn_with_state(ingest.clone(), catch_panics))
         .with_state(ingest)
 }
@@ -111,18 +127,54 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
 
 async fn single(
     State(ingest): State<Arc<Ingest>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(kind): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let Ok(kind) = kind.parse::<MessageType>() else {
+    let Some(kind) = MessageType::from_path(&kind) else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response();
     };
-    ingest.receive(Endpoint::Single(kind), headers, body).await
+    ingest.receive(Endpoint::Single(kind), peer, headers, body).await
 }
 
-async fn batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: axum::body::Body) -> Response {
-    ingest.receive(Endpoint::Batch, headers, body).await
+async fn batch(
+    State(ingest): State<Arc<Ingest>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    ingest.receive(Endpoint::Batch, peer, headers, body).await
+}
+
+/// The settings analytics.js loads (`cdnURL` pointed here): send to this server with this key.
+async fn project_settings(State(ingest): State<Arc<Ingest>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    let source = match ingest.keys.source(Some(&key)) {
+        Ok(source) => source,
+        Err(_) => {
+            return ApiError::new(StatusCode::NOT_FOUND, "unknown_write_key", "no source has this write key")
+                .into_response();
+        }
+    };
+    if let Some(origin) = origin::of(&headers).filter(|o| !source.origins.allows(o)) {
+        let error = origin::refused(origin);
+        ingest.metrics.reject(error.code, 0);
+        return error.into_response();
+    }
+    let document = settings::document(&key, &ingest.public_url);
+    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(document)).into_response()
+}
+
+/// Whether `source` takes requests from this origin now: its `allowed_origins`, and a rate limit that is not in
+/// debt.
+fn admissible(source: &Source, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(origin) = origin::of(headers).filter(|o| !source.origins.allows(o)) {
+        return Err(origin::refused(origin));
+    }
+    match source.rate.as_ref().and_then(limit::RateLimit::wait) {
+        Some(wait) => Err(ApiError::rate_limited(limit::seconds(wait))),
+        None => Ok(()),
+    }
 }
 
 impl Ingest {
@@ -134,29 +186,36 @@ impl Ingest {
     }
 
     /// Authenticates, reads, validates and stores one request, and answers it.
-    async fn receive(&self, endpoint: Endpoint, headers: HeaderMap, body: axum::body::Body) -> Response {
+    async fn receive(
+        &self,
+        endpoint: Endpoint,
+        peer: SocketAddr,
+        headers: HeaderMap,
+        body: axum::body::Body,
+    ) -> Response {
         let limit = match endpoint {
             Endpoint::Single(_) => MAX_MESSAGE_BYTES,
             Endpoint::Batch => MAX_BATCH_BYTES,
         };
-        // A key in the header is checked before the body is read, so a wrong one costs next to nothing. The body is
-        // still drained, unparsed, so that the client reads the answer instead of a reset connection.
+        // A key in the header is checked before the body is read, with the source's origin and rate, so that a
+        // wrong key, a foreign site or a source over its rate costs next to nothing. The body is still drained,
+        // unparsed, so that the client reads the answer instead of a reset connection.
         let header_source = match self.check_open().and_then(|()| auth::basic_key(&headers)) {
             Ok(None) => None,
-            Ok(Some(key)) => match self.keys.source(Some(&key)) {
+            Ok(Some(key)) => match self.keys.source(Some(&key)).and_then(|s| admissible(s, &headers).map(|()| s)) {
                 Ok(source) => Some(source),
                 Err(error) => return self.refuse_unread(error, body, limit).await,
             },
             Err(error) => return self.refuse_unread(error, body, limit).await,
         };
         let mut messages = 1;
-        let result = self.accept(endpoint, header_source, &headers, body, limit, &mut messages).await;
+        let result = self.accept(endpoint, header_source, (peer, &headers), body, limit, &mut messages).await;
         self.answer(result, messages)
     }
 
     /// Answers `error` after reading and discarding at most `limit` bytes of the body.
     async fn refuse_unread(&self, error: ApiError, body: axum::body::Body, limit: usize) -> Response {
-        body::discard(body, limit).await;
+        let _ = tokio::time::timeout(self.read_timeout, body::discard(body, limit)).await;
         self.answer(Err(error), 1)
     }
 
@@ -164,12 +223,12 @@ impl Ingest {
         &self,
         endpoint: Endpoint,
         header_source: Option<&Source>,
-        headers: &HeaderMap,
+        (peer, headers): (SocketAddr, &HeaderMap),
         body: axum::body::Body,
         limit: usize,
         messages: &mut u64,
     ) -> Result<u64, ApiError> {
-        let bytes = body::read(headers, body, limit).await?;
+        let bytes = body::read(headers, body, limit, self.read_timeout).await?;
         // Parsing is linear in the body whatever its shape; validation waits until the key is known good.
         let (source, items) = match endpoint {
             Endpoint::Single(kind) => {
@@ -190,6 +249,12 @@ impl Ingest {
                 (source, batch.into_messages())
             }
         };
+        if header_source.is_none() {
+            admissible(source, headers)?;
+        }
+        if let Some(limit) = &source.rate {
+            limit.admit(*messages).map_err(|wait| ApiError::rate_limited(limit::seconds(wait)))?;
+        }
         self.metrics.received.inc_by(*messages);
         let mut valid = Vec::with_capacity(items.len());
         let mut rejected = Vec::new();
@@ -204,6 +269,10 @@ impl Ingest {
                 }
                 Err(refused) => rejected.push(refused),
             }
+        }
+        let ip = client_ip::client_ip(peer, headers, &self.trusted_proxies).to_string();
+        for message in &mut valid {
+            message.fill_ip(&ip, source.collect_ip);
         }
         self.store(&source.id, valid, rejected).await
     }

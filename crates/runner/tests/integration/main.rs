@@ -1,6 +1,7 @@
 //! The runner test binary: config examples, validation, and the `tributary` command end to end.
 
 mod acceptance;
+mod browser;
 mod cli;
 mod clients;
 mod durability;

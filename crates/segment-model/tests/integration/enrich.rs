@@ -131,3 +131,41 @@ fn random_message_ids_are_unique() {
         assert!(ids.insert(message.message_id().unwrap().to_owned()));
     }
 }
+
+#[test]
+fn the_clients_ip_is_filled_when_asked_for() {
+    #[track_caller]
+    fn check(input: &str, always: bool, expected: &str) {
+        let mut message = Message::from_slice(input.as_bytes()).unwrap();
+        let filled = message.fill_ip("203.0.113.9", always);
+        assert_eq!(String::from_utf8(message.to_json_vec()).unwrap(), expected, "input: {input}");
+        assert_eq!(filled, input != expected, "input: {input}");
+    }
+    // context.direct asks for it, as Segment's HTTP API documents; other members keep their bytes.
+    check(
+        r#"{"type":"track","userId":"u","event":"E","context":{"direct":true,"n":12345678901234567890123}}"#,
+        false,
+        r#"{"type":"track","userId":"u","event":"E","context":{"direct":true,"n":12345678901234567890123,"ip":"203.0.113.9"}}"#,
+    );
+    // A source that collects IPs fills it for every message, with or without a context.
+    check(
+        r#"{"type":"identify","userId":"u"}"#,
+        true,
+        r#"{"type":"identify","userId":"u","context":{"ip":"203.0.113.9"}}"#,
+    );
+    check(
+        r#"{"type":"identify","userId":"u","context":{"ip":null}}"#,
+        true,
+        r#"{"type":"identify","userId":"u","context":{"ip":"203.0.113.9"}}"#,
+    );
+    // Never over an IP the client sent, never without being asked, and "direct" must be true.
+    for (input, always) in [
+        (r#"{"type":"identify","userId":"u","context":{"ip":"198.51.100.1","direct":true}}"#, true),
+        (r#"{"type":"identify","userId":"u","context":{"library":{"name":"x"}}}"#, false),
+        (r#"{"type":"identify","userId":"u","context":{"direct":false}}"#, false),
+        (r#"{"type":"identify","userId":"u","context":{"x":{"direct":true}}}"#, false),
+        (r#"{"type":"identify","userId":"u"}"#, false),
+    ] {
+        check(input, always, input);
+    }
+}
