@@ -124,14 +124,21 @@ fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
     // Build first, so a compile error shows before any emulator starts.
     cmd!(sh, "{cargo} build --workspace --all-targets").run()?;
     let emulators = Emulators::start(sh, false)?;
-    let mut command = cmd!(sh, "{cargo} test --workspace {extra...}");
-    for (name, value) in aws_env() {
-        command = command.env(name, value);
+    let env: Vec<(String, String)> =
+        aws_env().into_iter().map(|(n, v)| (n.to_owned(), v.to_owned())).chain(emulators.env.clone()).collect();
+    fn with_env<'a>(command: xshell::Cmd<'a>, env: &[(String, String)]) -> xshell::Cmd<'a> {
+        command.envs(env.iter().map(|(n, v)| (n, v)))
     }
-    for (name, value) in &emulators.env {
-        command = command.env(name, value);
-    }
-    let result = command.run();
+    // The latency comparisons (`timing::`) run after everything else and one at a time, so that no other test
+    // shares the machine with them; arguments given to `cargo xtask test` run as they are.
+    let result = if extra.is_empty() {
+        with_env(cmd!(sh, "{cargo} test --workspace -- --skip timing::"), &env).run().and_then(|()| {
+            with_env(cmd!(sh, "{cargo} test --package runner --test integration timing:: -- --test-threads=1"), &env)
+                .run()
+        })
+    } else {
+        with_env(cmd!(sh, "{cargo} test --workspace {extra...}"), &env).run()
+    };
     drop(emulators);
     result.context("some tests failed")?;
     Ok(())

@@ -7,10 +7,12 @@ mod clients;
 mod durability;
 mod examples;
 mod hostile;
+mod libraries;
 mod personas;
 mod serve;
 mod server;
 mod setup;
+mod timing;
 mod validate;
 
 use std::path::{Path, PathBuf};
