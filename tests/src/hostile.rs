@@ -23,22 +23,28 @@ pub struct Shape {
     pub body: Vec<u8>,
 }
 
-/// An ordinary batch of about 480 KB: 800 track calls of about 600 bytes, as a server library sends them.
-pub fn ordinary_batch() -> Vec<u8> {
-    let items: Vec<serde_json::Value> = (0..800)
-        .map(|i| {
-            json!({
-                "type": "track",
-                "userId": format!("user_{i:06}"),
-                "event": "Product Viewed",
-                "messageId": format!("hostile-{i:04}-0a1b2c3d-4e5f-6789-abcd-ef0123456789"),
-                "timestamp": "2026-11-25T23:54:55.123Z",
-                "properties": {"product_id": "507f1f77bcf86cd799439011", "sku": "G-32", "name": "Monopoly: 3rd Edition", "price": 18.99, "category": "Games", "url": "https://www.example.com/product/path", "image_url": "https://www.example.com/product/path.jpg", "position": i},
-                "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7", "locale": "en-US", "userAgent": "Mozilla/5.0 (X11; Linux x86_64)"}
-            })
-        })
-        .collect();
+/// A track call of about 600 bytes, as a server library sends it; `i` makes its user and messageId.
+pub fn product_viewed(i: usize) -> serde_json::Value {
+    json!({
+        "type": "track",
+        "userId": format!("user_{i:06}"),
+        "event": "Product Viewed",
+        "messageId": format!("bench-{i:04}-0a1b2c3d-4e5f-6789-abcd-ef0123456789"),
+        "timestamp": "2026-11-25T23:54:55.123Z",
+        "properties": {"product_id": "507f1f77bcf86cd799439011", "sku": "G-32", "name": "Monopoly: 3rd Edition", "price": 18.99, "category": "Games", "url": "https://www.example.com/product/path", "image_url": "https://www.example.com/product/path.jpg", "position": i},
+        "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7", "locale": "en-US", "userAgent": "Mozilla/5.0 (X11; Linux x86_64)"}
+    })
+}
+
+/// A batch of `count` [`product_viewed`] calls.
+pub fn batch_of(count: usize) -> Vec<u8> {
+    let items: Vec<serde_json::Value> = (0..count).map(product_viewed).collect();
     serde_json::to_vec(&json!({"batch": items, "sentAt": "2026-11-25T23:54:55.500Z"})).expect("JSON serializes")
+}
+
+/// An ordinary batch of about 480 KB: 800 track calls of about 600 bytes.
+pub fn ordinary_batch() -> Vec<u8> {
+    batch_of(800)
 }
 
 /// Repeats `piece` (numbered from `{i}`) until the body reaches [`BODY_BYTES`], joined by `separator`.

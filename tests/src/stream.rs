@@ -42,3 +42,16 @@ pub async fn read_all(client: &aws_sdk_kinesis::Client, name: &str) -> Vec<ReadR
     .unwrap_or_else(|e| panic!("reading stream {name}: {e}"));
     records
 }
+
+/// Every record of `name`, read again until there are at least `count` or about 20 seconds have passed.
+pub async fn read_at_least(client: &aws_sdk_kinesis::Client, name: &str, count: usize) -> Vec<ReadRecord> {
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = read_all(client, name).await;
+        if records.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    records
+}

@@ -17,20 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// One request body: 100 track calls of about 600 bytes each.
 fn body() -> Vec<u8> {
-    let items: Vec<serde_json::Value> = (0..100)
-        .map(|i| {
-            serde_json::json!({
-                "type": "track",
-                "userId": format!("user_{i:06}"),
-                "event": "Product Viewed",
-                "messageId": format!("bench-{i:04}-0a1b2c3d-4e5f-6789-abcd-ef0123456789"),
-                "timestamp": "2026-11-25T23:54:55.123Z",
-                "properties": {"product_id": "507f1f77bcf86cd799439011", "sku": "G-32", "name": "Monopoly: 3rd Edition", "price": 18.99, "category": "Games", "url": "https://www.example.com/product/path", "image_url": "https://www.example.com/product/path.jpg", "position": i},
-                "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7", "locale": "en-US", "userAgent": "Mozilla/5.0 (X11; Linux x86_64)"}
-            })
-        })
-        .collect();
-    let body = serde_json::to_vec(&serde_json::json!({"batch": items, "sentAt": "2026-11-25T23:54:55.500Z"})).unwrap();
+    let body = tests::hostile::batch_of(100);
     let per = body.len() / 100;
     assert!((550..=700).contains(&per), "messages are {per} bytes each");
     body

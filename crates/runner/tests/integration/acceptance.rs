@@ -7,21 +7,14 @@ use std::time::Duration;
 use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 use tests::env::dummy_credentials;
-use tests::stream::{KinesisClient, client, create, read_all, unique_name};
+use tests::stream::{KinesisClient, client, create, read_all, read_at_least, unique_name};
 
 use crate::server::{Server, WRITE_KEY, file_destination, folder, folder_with, kinesis_destination};
 use crate::{scratch, tributary};
 
-/// Reads the stream until it holds `count` records (or a few seconds pass), as parsed JSON.
+/// Reads the stream until it holds `count` records (or some seconds pass), as parsed JSON and bytes.
 async fn read_messages(admin: &KinesisClient, stream: &str, count: usize) -> Vec<(Value, Vec<u8>)> {
-    let mut records = Vec::new();
-    for _ in 0..50 {
-        records = read_all(admin, stream).await;
-        if records.len() >= count {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let records = read_at_least(admin, stream, count).await;
     records.into_iter().map(|r| (serde_json::from_slice(&r.data).unwrap(), r.data)).collect()
 }
 

@@ -1,11 +1,10 @@
 //! Segment's own client libraries, unchanged, against `tributary serve`, read back from the stream.
 
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 use tests::env::dummy_credentials;
-use tests::stream::{client, create, read_all, unique_name};
+use tests::stream::{client, create, read_at_least, unique_name};
 
 use crate::scratch;
 use crate::server::{Server, WRITE_KEY, folder, kinesis_destination};
@@ -74,14 +73,7 @@ async fn analytics_python_and_analytics_node_deliver_all_six_calls() {
         "analytics-node",
     );
 
-    let mut records = Vec::new();
-    for _ in 0..100 {
-        records = read_all(&admin, &stream).await;
-        if records.len() >= 12 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let records = read_at_least(&admin, &stream, 12).await;
     assert_eq!(records.len(), 12, "records: {records:?}\nserver log:\n{}", server.log());
     for (user, library) in [("py_user", "analytics-python"), ("node_user", "@segment/analytics-node")] {
         let mine: Vec<(Value, String)> = records
@@ -150,14 +142,7 @@ async fn a_library_batch_with_one_refused_message_still_delivers_the_others() {
         "analytics-node",
     );
 
-    let mut records = Vec::new();
-    for _ in 0..100 {
-        records = read_all(&admin, &stream).await;
-        if records.len() >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let records = read_at_least(&admin, &stream, 4).await;
     let mut landed: Vec<String> = records
         .iter()
         .map(|r| serde_json::from_slice::<Value>(&r.data).unwrap())

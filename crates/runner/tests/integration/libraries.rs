@@ -232,6 +232,12 @@ async fn idle_connections_are_closed_and_the_cap_makes_others_wait() {
     assert!(matches!(read, Ok(0) | Err(_)), "the idle connection is still open: {read:?}");
 }
 
+/// Each stored message's event and `context.ip`, once `count` are stored.
+async fn event_ips(out: &std::path::Path, count: usize) -> Vec<(String, Value)> {
+    let messages = stored(out, count).await;
+    messages.iter().map(|m| (m["event"].as_str().unwrap().to_owned(), m["context"]["ip"].clone())).collect()
+}
+
 #[tokio::test]
 async fn context_ip_comes_from_the_connection_or_a_trusted_proxy() {
     let http = reqwest::Client::new();
@@ -258,13 +264,8 @@ async fn context_ip_comes_from_the_connection_or_a_trusted_proxy() {
     )
     .await
     .unwrap();
-    let ips: Vec<(String, Value)> = stored(&out, 4)
-        .await
-        .iter()
-        .map(|m| (m["event"].as_str().unwrap().to_owned(), m["context"]["ip"].clone()))
-        .collect();
     assert_eq!(
-        ips,
+        event_ips(&out, 4).await,
         [
             ("plain".to_owned(), json!("127.0.0.1")),
             ("forged".to_owned(), json!("127.0.0.1")),
@@ -281,13 +282,8 @@ async fn context_ip_comes_from_the_connection_or_a_trusted_proxy() {
     send(server.url.clone(), json!({"userId": "u", "event": "forwarded"}), Some("203.0.113.9")).await.unwrap();
     send(server.url.clone(), json!({"userId": "u", "event": "chain"}), Some("6.6.6.6, 203.0.113.10")).await.unwrap();
     send(server.url.clone(), json!({"userId": "u", "event": "no header"}), None).await.unwrap();
-    let ips: Vec<(String, Value)> = stored(&out, 3)
-        .await
-        .iter()
-        .map(|m| (m["event"].as_str().unwrap().to_owned(), m["context"]["ip"].clone()))
-        .collect();
     assert_eq!(
-        ips,
+        event_ips(&out, 3).await,
         [
             ("forwarded".to_owned(), json!("203.0.113.9")),
             ("chain".to_owned(), json!("203.0.113.10")),
