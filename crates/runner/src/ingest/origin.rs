@@ -82,9 +82,10 @@ pub fn refused(origin: &str) -> ApiError {
     )
 }
 
-/// The request's `Origin`, when a browser sent one.
+/// The request's `Origin`, when a browser sent one. `null` (a sandboxed frame, a `file:` page) is an origin too: it
+/// matches no `allowed_origins` entry, so such pages cannot get round the list.
 pub fn of(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).filter(|o| !o.is_empty() && *o != "null")
+    headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null")).filter(|o| !o.is_empty())
 }
 
 /// Answers preflights, and adds the CORS headers to every answer to a request that has an `Origin`.
@@ -136,6 +137,7 @@ mod tests {
         ] {
             assert_eq!(only.allows(origin), allowed, "{origin}");
         }
+        assert!(!only.allows("null"));
         assert!(Origins::from_config(None).allows("https://anything.test"));
         assert!(Origins::from_config(Some(&["*".into()])).allows("https://anything.test"));
     }
