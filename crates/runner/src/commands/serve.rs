@@ -109,17 +109,24 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
         trusted_proxies: options.trusted_proxies,
         read_timeout: options.read_timeout,
     });
+    // Each connection takes a descriptor; the spool, the sinks and the runtime need some too.
     let open_files = connections::raise_open_files();
+    let max_connections =
+        options.max_connections.min(usize::try_from(open_files.saturating_sub(256)).unwrap_or(usize::MAX)).max(1);
+    if max_connections < options.max_connections {
+        eprintln!(
+            "tributary: at most {max_connections} connections, not {}: the open-files limit is {open_files}",
+            options.max_connections
+        );
+    }
     eprintln!(
-        "tributary: listening on http://{local} (at most {} connections, {open_files} open files), spool {} ({} \
-         waiting)",
-        options.max_connections,
+        "tributary: listening on http://{local} (at most {max_connections} connections), spool {} ({} waiting)",
         spool.path().display(),
         spool.depth()
     );
     let shutdown_ingest = ingest.clone();
     let app = router(ingest);
-    let limits = Limits { max_connections: options.max_connections, read_timeout: options.read_timeout };
+    let limits = Limits { max_connections, read_timeout: options.read_timeout };
     let shutdown = async move {
         first_signal().await;
         eprintln!("tributary: shutting down: no new requests; finishing those in flight");
