@@ -156,8 +156,7 @@ async fn project_settings(State(ingest): State<Arc<Ingest>>, Path(key): Path<Str
                 .into_response();
         }
     };
-    if let Some(origin) = origin::of(&headers).filter(|o| !source.origins.allows(o)) {
-        let error = origin::refused(origin);
+    if let Err(error) = source.origins.check(&headers) {
         ingest.metrics.reject(error.code, 0);
         return error.into_response();
     }
@@ -168,9 +167,7 @@ async fn project_settings(State(ingest): State<Arc<Ingest>>, Path(key): Path<Str
 /// Whether `source` takes requests from this origin now: its `allowed_origins`, and a rate limit that is not in
 /// debt.
 fn admissible(source: &Source, headers: &HeaderMap) -> Result<(), ApiError> {
-    if let Some(origin) = origin::of(headers).filter(|o| !source.origins.allows(o)) {
-        return Err(origin::refused(origin));
-    }
+    source.origins.check(headers)?;
     match source.rate.as_ref().and_then(limit::RateLimit::wait) {
         Some(wait) => Err(ApiError::rate_limited(limit::seconds(wait))),
         None => Ok(()),

@@ -59,6 +59,14 @@ impl Origins {
         }
     }
 
+    /// Refuses (403) a request whose `Origin` is not allowed; requests without one (servers, phones) pass.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match of(headers) {
+            Some(origin) if !self.allows(origin) => Err(refused(origin)),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether a request with this `Origin` header may send events.
     pub fn allows(&self, origin: &str) -> bool {
         let Origins::Only(patterns) = self else { return true };
