@@ -289,8 +289,12 @@ impl Batch {
     /// Refuses a batch whose merged messages could exceed [`MAX_EXPANDED_BYTES`], counting in each item the whole
     /// batch `context` and `integrations` (an upper bound: an item's own keys replace some of them).
     fn check_expansion(&self) -> Result<(), BatchError> {
+        // The size of the compact JSON a map serializes to, counted without building it.
         let merged = |map: &Option<Map>| {
-            map.as_ref().filter(|m| !m.is_empty()).map_or(0, |m| raw(&Value::Object(m.clone())).get().len())
+            map.as_ref().filter(|m| !m.is_empty()).map_or(0, |m| {
+                let mut counter = ByteCount(0);
+                serde_json::to_writer(&mut counter, m).map_or(0, |()| counter.0)
+            })
         };
         let per_item = merged(&self.context) + merged(&self.integrations);
         if per_item == 0 {
@@ -332,6 +336,20 @@ impl Batch {
             }
         }
         Message::from_fields(fields, None).map_err(|invalid| Rejected::new(Some(index), invalid))
+    }
+}
+
+/// A writer that only counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
