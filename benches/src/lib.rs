@@ -19,6 +19,12 @@ impl Drop for Guard {
     }
 }
 
+/// The value after `--name` on the command line, if it is there.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port").local_addr().expect("an address").port()

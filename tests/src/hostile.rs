@@ -62,6 +62,11 @@ fn fill(prefix: &str, piece: impl Fn(usize) -> String, separator: &str, suffix: 
     body.into_bytes()
 }
 
+/// A `/v1/batch` body of these raw JSON items.
+fn batch_body(items: &[String]) -> Vec<u8> {
+    format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes()
+}
+
 /// The adversarial shapes: each aims at a step that could be more than linear in the body.
 pub fn shapes() -> Vec<Shape> {
     let item = r#"{"batch":[{"type":"track","userId":"u","event":"e","#;
@@ -107,7 +112,7 @@ pub fn shapes() -> Vec<Shape> {
                 let items: Vec<String> = (0..1_600)
                     .map(|i| format!(r#"{{"type":"track","userId":"u{i}","event":"e","properties":{{"p":{nested}}}}}"#))
                     .collect();
-                format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes()
+                batch_body(&items)
             },
         },
         Shape {
@@ -130,7 +135,7 @@ pub fn shapes() -> Vec<Shape> {
                         format!(r#"{{"type":"track","userId":"u{i}","event":"e","properties":{{"s":"{escapes}"}}}}"#)
                     })
                     .collect();
-                format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes()
+                batch_body(&items)
             },
         },
         Shape {
@@ -141,7 +146,7 @@ pub fn shapes() -> Vec<Shape> {
                 let items: Vec<String> = (0..2_500)
                     .map(|i| format!(r#"{{"type":"track","userId":"u{i}","event":"e","properties":{{"p":"{pad}"}}}}"#))
                     .collect();
-                format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes()
+                batch_body(&items)
             },
         },
         Shape {
@@ -164,7 +169,7 @@ pub fn shapes() -> Vec<Shape> {
                         format!(r#"{{"type":"track","userId":{digits},"event":"e","properties":{{"n":{digits}}}}}"#)
                     })
                     .collect();
-                format!(r#"{{"batch":[{}]}}"#, items.join(",")).into_bytes()
+                batch_body(&items)
             },
         },
         Shape {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use benches::{Served, WRITE_KEY};
+use benches::{Served, WRITE_KEY, arg};
 
 /// Requests per series: enough that the kernel's 10 ms CPU accounting is a few percent of the total.
 const REPS: usize = 25;
@@ -16,13 +16,7 @@ const REPS: usize = 25;
 const LIMIT: f64 = 5.0;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let tributary = args
-        .iter()
-        .position(|a| a == "--tributary")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
-        .context("usage: hostile --tributary PATH_TO_RELEASE_BINARY")?;
+    let tributary = PathBuf::from(arg("--tributary").context("usage: hostile --tributary PATH_TO_RELEASE_BINARY")?);
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
         let served = Served::start(&tributary, "hostile").await?;

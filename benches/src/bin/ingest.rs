@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use benches::{Guard, Served, WRITE_KEY, free_port, wait_ready};
+use benches::{Guard, Served, WRITE_KEY, arg, free_port, wait_ready};
 
 /// The same allocator as `tributary`, so that the bare baseline is not handicapped by a slower one.
 #[global_allocator]
@@ -99,23 +99,17 @@ async fn bare_server(port: u16) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Runtime::new()?;
-    if let Some(port) = args.iter().position(|a| a == "--bare-server").and_then(|i| args.get(i + 1)) {
+    if let Some(port) = arg("--bare-server") {
         return runtime.block_on(bare_server(port.parse()?));
     }
-    if let Some(url) = args.iter().position(|a| a == "--load").and_then(|i| args.get(i + 1)) {
+    if let Some(url) = arg("--load") {
         // Load alone, against a server started by hand (for profiling).
-        let figures = runtime.block_on(load(url, 8, Duration::from_secs(2), Duration::from_secs(10)))?;
+        let figures = runtime.block_on(load(&url, 8, Duration::from_secs(2), Duration::from_secs(10)))?;
         println!("{:.0} messages/s, p99 {:.1} ms", figures.messages_per_second, figures.p99.as_secs_f64() * 1e3);
         return Ok(());
     }
-    let tributary = args
-        .iter()
-        .position(|a| a == "--tributary")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
-        .context("usage: ingest --tributary PATH_TO_RELEASE_BINARY")?;
+    let tributary = PathBuf::from(arg("--tributary").context("usage: ingest --tributary PATH_TO_RELEASE_BINARY")?);
     let connections = 8;
     let (warmup, measure) = (Duration::from_secs(2), Duration::from_secs(10));
 

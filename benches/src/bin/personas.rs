@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use benches::arg;
 
 /// Writes a CSV of members `user_{from}` to `user_{to - 1}`.
 fn members(path: &Path, from: u64, to: u64) -> anyhow::Result<()> {
@@ -90,8 +91,6 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let tributary = PathBuf::from(arg("--tributary").context("usage: personas --tributary PATH [--large N]")?);
     let large: u64 = arg("--large").map(|n| n.parse()).transpose()?.unwrap_or(10_000_000);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
