@@ -1,8 +1,10 @@
 //! Inputs and set-up shared by the benchmarks.
 
+pub mod null_kinesis;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -42,43 +44,69 @@ pub async fn wait_ready(url: &str) -> anyhow::Result<()> {
     bail!("{url} did not become ready")
 }
 
-/// A `tributary serve` whose one source (key [`WRITE_KEY`]) delivers to a file sink, in a scratch folder that is
-/// removed when it stops.
+/// A `tributary serve` whose one source (key [`WRITE_KEY`]) delivers to one destination, in a scratch folder.
 pub struct Served {
     /// The server process.
     pub server: Guard,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    /// The file the sink writes.
+    /// The file the sink writes, for a file destination.
     pub out: PathBuf,
-    dir: PathBuf,
+    /// The scratch folder; removed on drop when this server made it.
+    pub dir: PathBuf,
+    owns_dir: bool,
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.server.0.kill();
         let _ = self.server.0.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// A scratch folder for a benchmark's server, emptied first.
+pub fn scratch(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tributary-{name}-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("configs/sources"))?;
+    std::fs::create_dir_all(dir.join("configs/destinations"))?;
+    Ok(dir)
 }
 
 impl Served {
     /// Starts `tributary` (the binary at `tributary`) serving with a durable spool and a file destination, and
     /// waits until it answers.
     pub async fn start(tributary: &Path, name: &str) -> anyhow::Result<Served> {
-        let dir = std::env::temp_dir().join(format!("tributary-{name}-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("configs/sources"))?;
-        std::fs::create_dir_all(dir.join("configs/destinations"))?;
+        let dir = scratch(name)?;
         let out = dir.join("out.ndjson");
+        let destination =
+            format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string());
+        let mut served = Served::start_in(tributary, &dir, "archive", &destination, &[], &[]).await?;
+        served.owns_dir = true;
+        Ok(served)
+    }
+
+    /// Starts `tributary serve` with its configs and spool in `dir` (kept on drop), one source delivering to the
+    /// destination `name` described by `destination` (a destination file's TOML), with `env` set and `args` added
+    /// to `serve`'s, and waits until it answers.
+    pub async fn start_in(
+        tributary: &Path,
+        dir: &Path,
+        name: &str,
+        destination: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Served> {
         std::fs::write(
             dir.join("configs/sources/bench.toml"),
-            "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = { env = \"BENCH_WRITE_KEY\" }\ndestinations = [\"archive\"]\n",
+            format!(
+                "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = {{ env = \"BENCH_WRITE_KEY\" }}\ndestinations = [\"{name}\"]\n"
+            ),
         )?;
-        std::fs::write(
-            dir.join("configs/destinations/archive.toml"),
-            format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string()),
-        )?;
+        std::fs::write(dir.join(format!("configs/destinations/{name}.toml")), destination)?;
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let server = Guard(
@@ -87,13 +115,15 @@ impl Served {
                 .arg(dir.join("configs"))
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--spool-dir"])
                 .arg(dir.join("spool"))
+                .args(args)
                 .env("BENCH_WRITE_KEY", WRITE_KEY)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .context("starting tributary serve")?,
         );
-        let served = Served { server, url, out, dir };
+        let served = Served { server, url, out: dir.join("out.ndjson"), dir: dir.to_owned(), owns_dir: false };
         wait_ready(&served.url).await?;
         Ok(served)
     }
@@ -135,4 +165,85 @@ pub fn track_700() -> Vec<u8> {
     let bytes = serde_json::to_vec(&body).unwrap();
     assert!((650..=760).contains(&bytes.len()), "the sample is {} bytes", bytes.len());
     bytes
+}
+
+/// One request body: 100 track calls of about 600 bytes each.
+pub fn body() -> Vec<u8> {
+    let body = tests::hostile::batch_of(100);
+    let per = body.len() / 100;
+    assert!((550..=700).contains(&per), "messages are {per} bytes each");
+    body
+}
+
+/// Throughput and latency of one run.
+pub struct Figures {
+    /// Acknowledged messages per second over the measured window.
+    pub messages_per_second: f64,
+    /// Median acknowledgement latency.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Requests answered 429 (the spool full) in the measured window; the ingest benchmark allows none.
+    pub pushed_back: u64,
+}
+
+/// Posts [`body`] over `connections` keep-alive connections for `warmup` plus `measure`; the figures cover
+/// `measure`.
+pub async fn load(url: &str, connections: usize, warmup: Duration, measure: Duration) -> anyhow::Result<Figures> {
+    let body = bytes::Bytes::from(body());
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let until = measure_from + measure;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (url, body) = (format!("{url}/v1/batch"), body.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                let (mut latencies, mut pushed_back) = (Vec::new(), 0u64);
+                loop {
+                    let sent = Instant::now();
+                    if sent >= until {
+                        break;
+                    }
+                    let response = client
+                        .post(&url)
+                        .basic_auth(WRITE_KEY, Some(""))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    response.bytes().await?;
+                    let done = Instant::now();
+                    if status == 429 {
+                        pushed_back += u64::from(sent >= measure_from && done <= until);
+                        // As a Segment library would, back off before sending again.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    if status != 200 {
+                        bail!("the server answered {status}");
+                    }
+                    if sent >= measure_from && done <= until {
+                        latencies.push(done - sent);
+                    }
+                }
+                Ok((latencies, pushed_back))
+            })
+        })
+        .collect();
+    let (mut latencies, mut pushed_back) = (Vec::new(), 0);
+    for task in tasks {
+        let (more, refused) = task.await??;
+        latencies.extend(more);
+        pushed_back += refused;
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Figures {
+        messages_per_second: latencies.len() as f64 * 100.0 / measure.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        pushed_back,
+    })
 }

@@ -67,7 +67,10 @@ async fn a_wrong_external_id_is_refused_with_the_role_named() {
     let setup = setup("ext-wrong", &["src_web"], &["kinesis:PutRecord", "kinesis:PutRecords"]).await;
     let sink = sink(&role_config(&setup), None, setup.caller.clone()).await;
     let outcomes = sink::Sink::deliver(&sink, records("src_mobile", &[event("refused")])).await;
-    let Outcome::Failed(reason) = &outcomes[0] else { panic!("expected a permanent failure, got {:?}", outcomes[0]) };
+    // A trust policy is fixed by an operator: the record waits to be retried rather than failing.
+    let Outcome::Retryable(reason) = &outcomes[0] else {
+        panic!("expected a retryable outcome, got {:?}", outcomes[0])
+    };
     assert!(reason.contains(&setup.role_arn), "the reason does not name the role: {reason}");
     assert!(reason.contains("ExternalId \"src_mobile\" was refused"), "{reason}");
     assert!(read_ids(&setup).await.is_empty());
@@ -83,7 +86,9 @@ async fn the_secret_id_replaces_the_source_id() {
 
     let wrong = sink(&role_config(&setup), Some("not-the-secret"), setup.caller.clone()).await;
     let outcomes = sink::Sink::deliver(&wrong, records("src_web", &[event("wrong-secret")])).await;
-    let Outcome::Failed(reason) = &outcomes[0] else { panic!("expected a failure, got {:?}", outcomes[0]) };
+    let Outcome::Retryable(reason) = &outcomes[0] else {
+        panic!("expected a retryable outcome, got {:?}", outcomes[0])
+    };
     assert!(!reason.contains("not-the-secret"), "the Secret ID leaked into an error: {reason}");
     assert!(reason.contains("secret_id as ExternalId was refused"), "{reason}");
 }

@@ -73,3 +73,15 @@ pub async fn put_role_policy(role: &str, name: &str, policy: &Value) {
         .await
         .unwrap_or_else(|e| panic!("IAM refused the policy {name} of role {role}: {e:?}"));
 }
+
+/// Replaces the trust policy of the role `role`.
+pub async fn update_trust(role: &str, trust: &Value) {
+    admin()
+        .await
+        .update_assume_role_policy()
+        .role_name(role)
+        .policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("IAM refused the trust policy of role {role}: {e:?}"));
+}

@@ -176,6 +176,7 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
     match filter.first().map(String::as_str) {
         Some("ingest") => return release_driver(sh, "ingest"),
         Some("hostile") => return release_driver(sh, "hostile"),
+        Some("e2e") => return release_driver(sh, "e2e"),
         Some("personas") => return release_driver(sh, "personas"),
         _ => {}
     }
@@ -204,7 +205,7 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
         }
     }
     if filter.is_empty() {
-        for driver in ["ingest", "hostile", "personas"] {
+        for driver in ["ingest", "e2e", "hostile", "personas"] {
             release_driver(sh, driver)?;
         }
     }

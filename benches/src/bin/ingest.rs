@@ -6,79 +6,14 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use benches::{Guard, Served, WRITE_KEY, arg, free_port, wait_ready};
+use anyhow::Context as _;
+use benches::{Guard, Served, arg, free_port, load, wait_ready};
 
 /// The same allocator as `tributary`, so that the bare baseline is not handicapped by a slower one.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// One request body: 100 track calls of about 600 bytes each.
-fn body() -> Vec<u8> {
-    let body = tests::hostile::batch_of(100);
-    let per = body.len() / 100;
-    assert!((550..=700).contains(&per), "messages are {per} bytes each");
-    body
-}
-
-/// Throughput and latency of one run.
-struct Figures {
-    messages_per_second: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-async fn load(url: &str, connections: usize, warmup: Duration, measure: Duration) -> anyhow::Result<Figures> {
-    let body = bytes::Bytes::from(body());
-    let start = Instant::now();
-    let measure_from = start + warmup;
-    let until = measure_from + measure;
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let (url, body) = (format!("{url}/v1/batch"), body.clone());
-            tokio::spawn(async move {
-                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
-                let mut latencies = Vec::new();
-                loop {
-                    let sent = Instant::now();
-                    if sent >= until {
-                        break;
-                    }
-                    let response = client
-                        .post(&url)
-                        .basic_auth(WRITE_KEY, Some(""))
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = response.status();
-                    response.bytes().await?;
-                    if status != 200 {
-                        bail!("the server answered {status}");
-                    }
-                    let done = Instant::now();
-                    if sent >= measure_from && done <= until {
-                        latencies.push(done - sent);
-                    }
-                }
-                Ok(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Ok(Figures {
-        messages_per_second: latencies.len() as f64 * 100.0 / measure.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
-    })
-}
 
 async fn bare_server(port: u16) -> anyhow::Result<()> {
     use axum::routing::{get, post};
@@ -115,6 +50,7 @@ fn main() -> anyhow::Result<()> {
 
     let served = runtime.block_on(Served::start(&tributary, "ingest"))?;
     let ours = runtime.block_on(load(&served.url, connections, warmup, measure))?;
+    anyhow::ensure!(ours.pushed_back == 0, "the server answered 429 to {} requests", ours.pushed_back);
     // Let delivery catch up, to report that the file sink kept pace.
     std::thread::sleep(Duration::from_secs(2));
     let delivered = std::fs::read_to_string(&served.out).map(|t| t.lines().count()).unwrap_or(0);

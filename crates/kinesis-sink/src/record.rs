@@ -37,18 +37,25 @@ pub struct EntryError {
 }
 
 /// How a failed call should be handled.
+///
+/// Only [`ErrorKind::Invalid`] fails a record for good. Everything else an operator can fix (a policy, a trust
+/// policy, a stream, a KMS key) or that passes by itself, so the record waits: [`ErrorKind::Retryable`] is retried
+/// within the delivery, the rest on the spool's schedule, for up to the destination's `max_retry_duration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Throttling, an internal failure, an outage or a timeout: retry with backoff.
     Retryable,
     /// The session credentials expired: refresh them, then retry.
     ExpiredToken,
-    /// The caller may not perform the action (HTTP 403): not retryable.
+    /// The caller may not perform the action (HTTP 403): wait until a policy allows it.
     AccessDenied,
-    /// Assuming the role was refused: not retryable until the trust policy or External ID is fixed.
+    /// Assuming the role was refused: wait until the trust policy or External ID is fixed.
     AssumeRoleRefused,
-    /// Anything else that will not pass by itself: a missing stream, a disabled KMS key, a validation error.
-    Permanent,
+    /// Something else to fix outside Tributary, or an error code this sink does not know: a missing stream, a
+    /// disabled or missing KMS key.
+    Fixable,
+    /// The request was refused for what a record holds (a validation error): that record cannot be delivered.
+    Invalid,
 }
 
 /// A failed Kinesis or STS call.
@@ -71,7 +78,7 @@ impl ApiError {
             None => match status {
                 Some(403) => ErrorKind::AccessDenied,
                 Some(429) | Some(500..) | None => ErrorKind::Retryable,
-                Some(_) => ErrorKind::Permanent,
+                Some(_) => ErrorKind::Fixable,
             },
         };
         ApiError { kind, code: code.map(str::to_owned), message }
@@ -95,7 +102,8 @@ pub fn classify_code(code: &str) -> ErrorKind {
         | "RequestTimeoutException" => ErrorKind::Retryable,
         "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => ErrorKind::ExpiredToken,
         "AccessDenied" | "AccessDeniedException" => ErrorKind::AccessDenied,
-        _ => ErrorKind::Permanent,
+        "ValidationException" | "InvalidArgumentException" | "SerializationException" => ErrorKind::Invalid,
+        _ => ErrorKind::Fixable,
     }
 }
 

@@ -108,6 +108,18 @@ impl<A: KinesisApi> Service<A> {
                             continue;
                         }
                     }
+                    Err(e) if e.kind == ErrorKind::Invalid && pending.len() > 1 => {
+                        // The call was refused for what some record holds: send each alone to find which.
+                        for &i in &pending {
+                            match self.api.put_record(identity, &entries[i]).await {
+                                Ok(delivery) => outcomes[i] = Some(Outcome::Delivered(delivery)),
+                                Err(e) => {
+                                    refresh |= e.kind == ErrorKind::ExpiredToken;
+                                    self.settle_error(i, e, &mut outcomes, &mut retry, &mut last_reason);
+                                }
+                            }
+                        }
+                    }
                     Err(e) => {
                         refresh |= e.kind == ErrorKind::ExpiredToken;
                         for &i in &pending {
@@ -138,7 +150,8 @@ impl<A: KinesisApi> Service<A> {
         outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retryable("not sent".to_owned()))).collect()
     }
 
-    /// Records a failed entry: permanent failures are settled; the rest are queued for the next round.
+    /// Records a failed entry: what passes by itself is queued for the next round; what needs a fix is handed back
+    /// as retryable at once, for the spool's schedule; only an invalid record fails.
     fn settle_error(
         &self,
         i: usize,
@@ -152,16 +165,17 @@ impl<A: KinesisApi> Service<A> {
                 last_reason[i] = error.message;
                 retry.push(i);
             }
-            ErrorKind::AccessDenied | ErrorKind::AssumeRoleRefused | ErrorKind::Permanent => {
-                outcomes[i] = Some(Outcome::Failed(error.message));
+            ErrorKind::AccessDenied | ErrorKind::AssumeRoleRefused | ErrorKind::Fixable => {
+                outcomes[i] = Some(Outcome::Retryable(error.message));
             }
+            ErrorKind::Invalid => outcomes[i] = Some(Outcome::Failed(error.message)),
         }
     }
 
     /// PutRecords was refused: if PutRecord is allowed, switch this destination to it for good.
     ///
-    /// Returns whether the switch happened. If PutRecord is refused too, every pending entry fails with that
-    /// reason, since no call this role may make can deliver it.
+    /// Returns whether the switch happened. If PutRecord is refused too, no call this role may make can deliver
+    /// the entries now: they go back as retryable with that reason, to wait for the policy to change.
     async fn try_single_records(
         &self,
         identity: &ExternalId,
@@ -193,13 +207,12 @@ impl<A: KinesisApi> Service<A> {
                 } else {
                     single_error.message.clone()
                 };
-                let retryable = matches!(single_error.kind, ErrorKind::Retryable | ErrorKind::ExpiredToken);
-                for &i in pending {
-                    outcomes[i] = Some(if retryable {
-                        Outcome::Retryable(reason.clone())
-                    } else {
-                        Outcome::Failed(reason.clone())
-                    });
+                let invalid = single_error.kind == ErrorKind::Invalid;
+                outcomes[first] =
+                    Some(if invalid { Outcome::Failed(reason.clone()) } else { Outcome::Retryable(reason.clone()) });
+                for &i in &pending[1..] {
+                    // One record's validation error says nothing of the others.
+                    outcomes[i] = Some(Outcome::Retryable(reason.clone()));
                 }
                 false
             }
@@ -328,7 +341,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn permanent_entry_errors_are_not_retried() {
+    async fn entry_errors_that_need_a_fix_go_back_to_the_spool_at_once() {
         let fake = Fake::default();
         fake.put_records.lock().unwrap().extend([Reply::Entries(vec![
             Some("KMSDisabledException"),
@@ -338,8 +351,8 @@ mod tests {
         ])]);
         let service = service(fake, 5);
         let outcomes = service.send(&None, &entries(&["a", "b", "c", "d"])).await;
-        assert_eq!(summary(&outcomes), ["failed", "delivered", "delivered", "failed"]);
-        let Outcome::Failed(reason) = &outcomes[0] else { unreachable!() };
+        assert_eq!(summary(&outcomes), ["retryable", "delivered", "delivered", "retryable"]);
+        let Outcome::Retryable(reason) = &outcomes[0] else { unreachable!() };
         assert_eq!(reason, "KMSDisabledException: scripted (stream events)");
         assert_eq!(calls(&service).len(), 2);
     }
@@ -368,12 +381,38 @@ mod tests {
         let fake = Fake::default();
         fake.put_records.lock().unwrap().extend([
             Reply::Call(error(ErrorKind::Retryable, Some("ServiceUnavailable"))),
-            Reply::Call(error(ErrorKind::Permanent, Some("ResourceNotFoundException"))),
+            Reply::Call(error(ErrorKind::Fixable, Some("ResourceNotFoundException"))),
         ]);
         let service = service(fake, 5);
         let outcomes = service.send(&None, &entries(&["a", "b"])).await;
-        assert_eq!(summary(&outcomes), ["failed", "failed"]);
+        // The outage is retried here; the missing stream waits on the spool's schedule, and nothing fails.
+        assert_eq!(summary(&outcomes), ["retryable", "retryable"]);
         assert_eq!(calls(&service).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_batch_is_sent_record_by_record_to_find_the_invalid_one() {
+        let fake = Fake::default();
+        fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::Invalid, Some("ValidationException"))));
+        fake.put_record.lock().unwrap().extend([
+            Ok(()),
+            Err(error(ErrorKind::Invalid, Some("ValidationException"))),
+            Ok(()),
+        ]);
+        let service = service(fake, 5);
+        let outcomes = service.send(&None, &entries(&["a", "b", "c"])).await;
+        assert_eq!(summary(&outcomes), ["delivered", "failed", "delivered"]);
+        assert!(!service.is_single_record_mode());
+    }
+
+    #[test]
+    fn only_validation_errors_fail_a_record() {
+        for code in ["ResourceNotFoundException", "KMSDisabledException", "KMSNotFoundException", "SomethingNew"] {
+            assert_eq!(classify_code(code), ErrorKind::Fixable, "{code}");
+        }
+        assert_eq!(classify_code("ValidationException"), ErrorKind::Invalid);
+        assert_eq!(ApiError::classify(None, Some(503), String::new()).kind, ErrorKind::Retryable);
+        assert_eq!(ApiError::classify(None, Some(404), String::new()).kind, ErrorKind::Fixable);
     }
 
     #[tokio::test]
@@ -400,14 +439,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn denied_everything_fails_with_both_actions_named() {
+    async fn denied_everything_waits_with_both_actions_named() {
         let fake = Fake::default();
         fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::AccessDenied, None)));
         fake.put_record.lock().unwrap().push_back(Err(error(ErrorKind::AccessDenied, None)));
         let service = service(fake, 5);
         let outcomes = service.send(&None, &entries(&["a", "b"])).await;
-        assert_eq!(summary(&outcomes), ["failed", "failed"]);
-        let Outcome::Failed(reason) = &outcomes[0] else { unreachable!() };
+        assert_eq!(summary(&outcomes), ["retryable", "retryable"]);
+        let Outcome::Retryable(reason) = &outcomes[0] else { unreachable!() };
         assert!(reason.contains("kinesis:PutRecords and kinesis:PutRecord on stream events"), "{reason}");
         assert!(!service.is_single_record_mode());
     }
@@ -428,7 +467,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_role_fails_without_retrying() {
+    async fn a_refused_role_waits_for_the_spool_without_retrying_here() {
         let fake = Fake::default();
         fake.put_records
             .lock()
@@ -436,7 +475,7 @@ mod tests {
             .push_back(Reply::Call(error(ErrorKind::AssumeRoleRefused, Some("AccessDenied"))));
         let service = service(fake, 5);
         let outcomes = service.send(&Some("src_x".into()), &entries(&["a"])).await;
-        assert_eq!(summary(&outcomes), ["failed"]);
+        assert_eq!(summary(&outcomes), ["retryable"]);
         assert_eq!(calls(&service).len(), 1);
     }
 

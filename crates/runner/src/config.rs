@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -104,6 +105,100 @@ pub struct DestinationConfig {
     /// Settings of a `file` destination.
     #[serde(default)]
     pub file: Option<FileConfig>,
+    /// How long a message keeps being retried while deliveries fail in a way that passes or that an operator can
+    /// fix (throttling, an outage, access denied, a refused role, a missing stream, a disabled KMS key), before it
+    /// moves to the dead-letter table with the last reason: `"90s"`, `"30m"`, `"4h"`, `"2d"`. Default `"4h"`, as
+    /// Segment. Only a record that cannot be delivered at all (over the size limit, refused as invalid) is
+    /// dead-lettered at once.
+    #[serde(default)]
+    pub max_retry_duration: Option<String>,
+    /// The most bytes of stored messages this destination may have waiting in the spool: a number of bytes, or a
+    /// size such as `"512MiB"` or `"2GB"`. Beyond it, its oldest waiting messages move to the dead-letter table
+    /// with the reason `backlog budget exceeded` (replayable with `dlq replay`), so that a destination that is
+    /// down for long cannot fill the spool for the others. Default: an equal share of `serve --spool-max-bytes`
+    /// among the enabled destinations.
+    #[serde(default)]
+    pub max_backlog_bytes: Option<ByteSize>,
+}
+
+/// How long messages are retried when a destination does not say: four hours, as Segment retries.
+pub const DEFAULT_MAX_RETRY: Duration = Duration::from_secs(4 * 3_600);
+
+impl DestinationConfig {
+    /// `max_retry_duration`, or its default; checked when loading.
+    pub fn max_retry(&self) -> Duration {
+        self.max_retry_duration.as_deref().and_then(|d| parse_duration(d).ok()).unwrap_or(DEFAULT_MAX_RETRY)
+    }
+
+    /// `max_backlog_bytes`, if set; checked when loading.
+    pub fn max_backlog(&self) -> Option<u64> {
+        self.max_backlog_bytes.as_ref().and_then(|size| size.bytes().ok())
+    }
+}
+
+/// A size in bytes, written as a number or as text with a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// A number of bytes.
+    Bytes(u64),
+    /// A number and a unit: `B`, `KB`, `MB`, `GB`, `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB` (of 1024).
+    Text(String),
+}
+
+impl ByteSize {
+    /// The size in bytes, or what is wrong with it.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            ByteSize::Bytes(n) => Ok(*n),
+            ByteSize::Text(text) => parse_size(text),
+        }
+    }
+}
+
+/// Parses a size such as `512MiB`, `2GB` or `1048576`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(number) = number.parse::<u64>() else {
+        return Err(format!("{text:?} is not a size: write a whole number and a unit, such as 512MiB or 2GB"));
+    };
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!("{other:?} in {text:?} is not a unit of size: use B, KB, MB, GB, KiB, MiB or GiB"));
+        }
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1w` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    use anyhow::{Context as _, bail};
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(number) = number.parse::<u64>() else {
+        bail!("{text:?} is not a duration: write a whole number and a unit, such as 90s, 15m, 2h or 7d")
+    };
+    let seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        other => bail!("{other:?} in {text:?} is not a unit of time: use s, m, h, d or w"),
+    };
+    number.checked_mul(seconds).map(Duration::from_secs).with_context(|| format!("{text:?} is too long a duration"))
 }
 
 fn enabled_by_default() -> bool {
@@ -382,6 +477,22 @@ fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationCon
                 problems.error(&d.file, "file", "a file destination needs a [file] table with a path");
             }
             _ => {}
+        }
+        if let Some(text) = &config.max_retry_duration {
+            match parse_duration(text) {
+                Ok(duration) if duration.is_zero() => {
+                    problems.error(&d.file, "max_retry_duration", "must be longer than 0s (every message gets retries)")
+                }
+                Ok(_) => {}
+                Err(e) => problems.error(&d.file, "max_retry_duration", e.to_string()),
+            }
+        }
+        if let Some(size) = &config.max_backlog_bytes {
+            match size.bytes() {
+                Ok(0) => problems.error(&d.file, "max_backlog_bytes", "must be more than 0 bytes"),
+                Ok(_) => {}
+                Err(message) => problems.error(&d.file, "max_backlog_bytes", message),
+            }
         }
         if config.kind != DestinationType::Kinesis && config.kinesis.is_some() {
             problems.error(

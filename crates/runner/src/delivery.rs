@@ -3,15 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use sink::{Outcome, Sink};
 use spool::{Entry, Retry, Settlement, Spool, now_millis};
 use tokio::sync::{Notify, watch};
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::stored;
 
 /// How many spool entries one delivery takes at most; an entry is one request's messages, up to 2,500.
 pub const BATCH: usize = 20;
+
+/// How many deliveries of one destination are in flight at once.
+pub const PIPELINE: usize = 4;
 
 /// The wait before retry `attempt` (from 1): doubling from 1 s, capped at 5 minutes. Retries never stop: a
 /// message that was acknowledged stays in the spool until it is delivered or fails permanently.
@@ -21,6 +27,7 @@ pub fn retry_delay(attempt: i64) -> Duration {
 }
 
 /// One destination's worker.
+#[derive(Clone)]
 pub struct Worker {
     /// The destination's name.
     pub name: String,
@@ -32,35 +39,55 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Signalled when new entries are stored.
     pub stored: Arc<Notify>,
+    /// Where it reports its state.
+    pub health: Arc<Health>,
+    /// How long a message is retried before it moves to the dead-letter table.
+    pub max_retry: Duration,
 }
 
 impl Worker {
     /// Delivers until `stop` turns true, then flushes: every waiting message gets attempts, whatever its retry
     /// schedule, until none is left. The caller bounds the flush with a timeout.
+    ///
+    /// Up to [`PIPELINE`] deliveries are in flight at once, each reading its entries, sending them and settling
+    /// them; the next read starts while earlier ones are on the wire, so neither the spool's commits nor the
+    /// stream's round trips leave the sink idle.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let label = Metrics::destination(&self.name);
+        self.health.running(&self.name);
+        let mut in_flight = FuturesUnordered::new();
+        // Entries being delivered, which reads skip, and the highest fresh entry taken, after which they resume.
+        let mut busy: Vec<i64> = Vec::new();
+        let mut cursor = 0i64;
         loop {
             let flushing = *stop.borrow();
-            let due = if flushing {
-                self.spool.all_waiting(&self.name, BATCH).await
-            } else {
-                self.spool.due(&self.name, BATCH).await
-            };
-            let due = match due {
-                Ok(due) => due,
-                Err(e) => {
-                    tracing::error!(destination = %self.name, error = %e, "reading the spool failed");
-                    if *stop.borrow() {
-                        return;
+            if in_flight.len() < PIPELINE {
+                let due_by = if flushing { i64::MAX } else { now_millis() };
+                match self.spool.take(&self.name, BATCH, due_by, cursor, busy.clone()).await {
+                    Ok(entries) if !entries.is_empty() => {
+                        let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+                        cursor = entries.iter().filter(|e| e.fresh).map(|e| e.id).fold(cursor, i64::max);
+                        busy.extend(&ids);
+                        let (worker, label) = (&self, &label);
+                        in_flight.push(async move { (ids, worker.deliver(entries, label).await) });
+                        continue;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(destination = %self.name, error = %e, "reading the spool failed");
+                        if flushing && in_flight.is_empty() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
-            };
-            if due.is_empty() {
+            }
+            if in_flight.is_empty() {
                 if flushing {
                     return;
                 }
+                // Nothing in flight and nothing to take: the next read starts from the beginning again.
+                cursor = 0;
                 let next = self.spool.next_due_at(&self.name).await.ok().flatten();
                 let wait = next.map_or(1_000, |at| (at - now_millis()).clamp(10, 1_000)) as u64;
                 // Registering interest before sleeping means a store that lands now still wakes us.
@@ -72,13 +99,25 @@ impl Worker {
                 }
                 continue;
             }
-            if let Err(e) = self.deliver(due, &label).await {
-                tracing::error!(destination = %self.name, error = %e, "recording delivery outcomes failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            let stored = self.stored.notified();
+            let room = in_flight.len() < PIPELINE;
+            tokio::select! {
+                Some((ids, settled)) = in_flight.next() => {
+                    busy.retain(|id| !ids.contains(id));
+                    if let Err(e) = settled {
+                        tracing::error!(destination = %self.name, error = %e, "recording delivery outcomes failed");
+                        // The entries stay as they were: read them again.
+                        cursor = 0;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                () = stored, if room => {}
+                _ = stop.changed(), if !flushing => {}
             }
         }
     }
 
+    /// Sends `due` and settles what became of each message.
     async fn deliver(&self, due: Vec<Entry>, label: &crate::metrics::Destination) -> Result<(), spool::SpoolError> {
         let mut records = Vec::new();
         let mut spans = Vec::with_capacity(due.len());
@@ -102,6 +141,7 @@ impl Worker {
         let outcomes = self.sink.deliver(records).await;
         let now = now_millis();
         let (mut delivered, mut retried, mut failed) = (0u64, 0u64, 0u64);
+        let mut last_failure = None;
         for (id, count, enqueued_at, attempts, items, span) in spans {
             let start = span.start;
             let mut left = Vec::new();
@@ -116,6 +156,15 @@ impl Worker {
                     }
                     Outcome::Failed(why) => dead_at.push((i - start, why.clone())),
                 }
+            }
+            if let Some(why) = &reason
+                && now.saturating_sub(enqueued_at) >= self.max_retry.as_millis() as i64
+            {
+                // Retried for as long as the destination allows: what is left becomes dead letters.
+                let why =
+                    format!("gave up after {} of retries: {why}", crate::commands::format_duration(self.max_retry));
+                dead_at.extend(left.drain(..).map(|i| (i, why.clone())));
+                reason = None;
             }
             let (mut retry, mut dead) = (None, Vec::new());
             if reason.is_some() || !dead_at.is_empty() {
@@ -136,6 +185,7 @@ impl Worker {
             retried += left.len() as u64;
             if let Some(retry) = &retry {
                 tracing::warn!(destination = %self.name, count = retry.count, reason = %retry.reason, "delivery failed; will retry");
+                last_failure = Some(retry.reason.clone());
             }
             let latency = (now - enqueued_at).max(0) as f64 / 1000.0;
             let histogram = self.metrics.delivery_latency.get_or_create(label);
@@ -147,7 +197,40 @@ impl Worker {
         self.metrics.delivered.get_or_create(label).inc_by(delivered);
         self.metrics.retried.get_or_create(label).inc_by(retried);
         self.metrics.failed.get_or_create(label).inc_by(failed);
+        match &last_failure {
+            Some(reason) => self.health.failing(&self.name, reason, now),
+            None => self.health.delivered(&self.name),
+        }
         self.spool.settle(settlements).await
+    }
+}
+
+/// Wraps `sink` as `TRIBUTARY_TEST_FAULTS` asks, for the suites that check how workers survive faults: with
+/// `sink-panic=TEXT` in it, the first delivery holding a message that contains `TEXT` panics. Never set it in
+/// production.
+pub fn with_test_faults(sink: Arc<dyn Sink>) -> Arc<dyn Sink> {
+    let faults = std::env::var(crate::ingest::TEST_FAULTS).unwrap_or_default();
+    match faults.split(',').find_map(|f| f.strip_prefix("sink-panic=")) {
+        Some(text) => Arc::new(PanicOnce { sink, text: text.as_bytes().to_vec(), done: Default::default() }),
+        None => sink,
+    }
+}
+
+/// A sink that panics once, on the first delivery holding a message that contains `text`.
+struct PanicOnce {
+    sink: Arc<dyn Sink>,
+    text: Vec<u8>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Sink for PanicOnce {
+    async fn deliver(&self, records: Vec<sink::Record>) -> Vec<Outcome> {
+        let hit = records.iter().any(|r| r.payload().windows(self.text.len()).any(|w| w == self.text.as_slice()));
+        if hit && !self.done.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            panic!("the test fault switch asked for a panic in the sink");
+        }
+        self.sink.deliver(records).await
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod config;
 pub mod delivery;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod route;

@@ -77,6 +77,10 @@ enum Command {
         /// repeat for several. Without one, the connection's address is the client's.
         #[arg(long = "trusted-proxy", value_parser = parse_network)]
         trusted_proxies: Vec<runner::ingest::client_ip::Network>,
+        /// /health answers 503 when a destination's oldest waiting message has waited longer than this (90s, 15m,
+        /// 2h), so that a load balancer or a Kubernetes probe sees a destination that is not keeping up.
+        #[arg(long, default_value = "15m", value_parser = parse_duration_arg)]
+        health_max_age: std::time::Duration,
     },
     /// Inspect the messages serve accepted the request of but did not deliver, because they broke Segment's rules.
     Rejected {
@@ -221,6 +225,10 @@ fn parse_public_url(text: &str) -> Result<runner::ingest::settings::PublicUrl, S
     text.parse()
 }
 
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    runner::config::parse_duration(text).map_err(|e| e.to_string())
+}
+
 fn parse_network(text: &str) -> Result<runner::ingest::client_ip::Network, String> {
     text.parse()
 }
@@ -284,6 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             read_timeout,
             max_connections,
             trusted_proxies,
+            health_max_age,
         } => {
             let config = load(&cli.config)?;
             let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
@@ -297,6 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 read_timeout: std::time::Duration::from_secs(read_timeout.max(1)),
                 max_connections: max_connections.max(1),
                 trusted_proxies,
+                health_max_age,
             };
             serve::serve(&config, routes, options).await?;
             Ok(ExitCode::SUCCESS)
@@ -374,7 +384,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { spool_dir, action } => {
-            let spool = spool::Spool::open(&spool_dir, u64::MAX)
+            // A server may be running on this spool: open it beside the server, leaving its schedule alone.
+            let spool = spool::Spool::open_shared(&spool_dir)
                 .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
             match action {
                 DlqAction::List { destination } => {

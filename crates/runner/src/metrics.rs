@@ -23,6 +23,15 @@ pub struct Invalid {
     pub problem: String,
 }
 
+/// A destination and one of its states.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationState {
+    /// The destination's name.
+    pub destination: String,
+    /// `ok`, `degraded` or `stopped`.
+    pub state: String,
+}
+
 /// A destination label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Destination {
@@ -60,6 +69,16 @@ pub struct Metrics {
     pub spool_depth: Gauge,
     /// Seconds from acknowledgement to delivery, per destination.
     pub delivery_latency: Family<Destination, Histogram, fn() -> Histogram>,
+    /// Delivery workers restarted after a panic, per destination.
+    pub restarts: Family<Destination, Counter>,
+    /// 1 for each destination's current state, 0 for the others.
+    pub state: Family<DestinationState, Gauge>,
+    /// Seconds the oldest waiting message of each destination has waited.
+    pub oldest_waiting: Family<Destination, Gauge>,
+    /// Messages waiting, per destination.
+    pub backlog_messages: Family<Destination, Gauge>,
+    /// Bytes of stored messages waiting, per destination.
+    pub backlog_bytes: Family<Destination, Gauge>,
 }
 
 impl Default for Metrics {
@@ -77,6 +96,11 @@ impl Default for Metrics {
             failed: Family::default(),
             spool_depth: Gauge::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            restarts: Family::default(),
+            state: Family::default(),
+            oldest_waiting: Family::default(),
+            backlog_messages: Family::default(),
+            backlog_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("messages_received", "Messages received, valid or not", metrics.received.clone());
@@ -105,6 +129,23 @@ impl Default for Metrics {
             "delivery_latency_seconds",
             "Seconds from acknowledgement to delivery",
             metrics.delivery_latency.clone(),
+        );
+        registry.register("worker_restarts", "Delivery workers restarted after a panic", metrics.restarts.clone());
+        registry.register(
+            "destination_state",
+            "1 for each destination's current state (ok, degraded, stopped)",
+            metrics.state.clone(),
+        );
+        registry.register(
+            "oldest_waiting_seconds",
+            "Seconds the oldest waiting message of each destination has waited",
+            metrics.oldest_waiting.clone(),
+        );
+        registry.register("backlog_messages", "Messages waiting, per destination", metrics.backlog_messages.clone());
+        registry.register(
+            "backlog_bytes",
+            "Bytes of stored messages waiting, per destination",
+            metrics.backlog_bytes.clone(),
         );
         Metrics { registry, ..metrics }
     }

@@ -20,6 +20,10 @@ pub struct Destination {
     pub catalog_name: Option<&'static str>,
     /// Its sink.
     pub sink: Arc<dyn Sink>,
+    /// How long a message is retried before it becomes a dead letter.
+    pub max_retry: std::time::Duration,
+    /// The most bytes it may have waiting in the spool, if its config says.
+    pub max_backlog: Option<u64>,
 }
 
 impl DestinationType {
@@ -75,7 +79,13 @@ impl Router {
                     Arc::new(KinesisSink::connect(kinesis, secret_id, base).await)
                 }
             };
-            let destination = Destination { name: d.name.clone(), catalog_name: d.kind.catalog_name(), sink };
+            let destination = Destination {
+                name: d.name.clone(),
+                catalog_name: d.kind.catalog_name(),
+                sink,
+                max_retry: d.max_retry(),
+                max_backlog: d.max_backlog(),
+            };
             destinations.insert(d.name.clone(), destination);
         }
         let routes = config

@@ -56,6 +56,18 @@ pub enum SpoolError {
     /// The writer thread has stopped.
     #[error("the spool writer has stopped")]
     Stopped,
+    /// Another process owns the spool folder.
+    #[error(
+        "the spool folder {} is in use by another `tributary serve`{}; stop it, or give this server its own --spool-dir",
+        path.display(),
+        owner.map(|pid| format!(" (PID {pid})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+        /// The owner's process ID, as it wrote it in the lock file.
+        owner: Option<u32>,
+    },
 }
 
 /// Messages to store for one destination.
@@ -134,6 +146,8 @@ pub struct Entry {
     pub enqueued_at: i64,
     /// How many delivery attempts have failed so far.
     pub attempts: i64,
+    /// Whether it has never been tried since the spool was opened by its owner (not waiting for a retry).
+    pub fresh: bool,
 }
 
 /// What became of an entry after a delivery attempt.
@@ -198,13 +212,28 @@ struct Inner {
     reader: Mutex<Connection>,
     counts: Arc<Counts>,
     max_depth: u64,
+    /// The owner's lock on the folder, held while the spool is open; `None` for a shared handle.
+    _lock: Option<std::fs::File>,
+}
+
+/// What one destination has waiting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Messages.
+    pub messages: u64,
+    /// Bytes of their stored entries.
+    pub bytes: u64,
 }
 
 /// What the writer thread and the handle share.
 #[derive(Debug, Default)]
 struct Counts {
-    /// Messages waiting, across destinations.
+    /// Messages waiting, across destinations, as of the last commit.
     depth: AtomicI64,
+    /// Messages of appends on their way to a commit, counted against the limit before they land.
+    reserved: AtomicI64,
+    /// What each destination has waiting, as of the last commit.
+    backlogs: Mutex<std::collections::HashMap<String, Backlog>>,
     /// How many rejections the table keeps; older ones are dropped.
     max_rejections: AtomicU64,
     /// Rejections dropped to keep the table within its bound.
@@ -244,19 +273,41 @@ fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(connection)
 }
 
+/// The schema. An entry's small columns come before its blob: SQLite reads a column after a large blob by walking
+/// the blob's overflow pages, so `count`, the schedule and the accounting stay cheap to read and update. `totals`
+/// is kept by triggers, so that every process writing the spool (a server, `dlq replay`) keeps it exact. IDs never
+/// go back (`AUTOINCREMENT`), so a reader may resume after the highest fresh ID it took.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spool (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     destination TEXT NOT NULL,
     source_id TEXT NOT NULL,
-    items BLOB NOT NULL,
     count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
     enqueued_at INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    items BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS spool_due ON spool (destination, next_attempt_at, id);
 CREATE INDEX IF NOT EXISTS spool_by_destination ON spool (destination, id);
+CREATE TABLE IF NOT EXISTS totals (
+    destination TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS spool_counted_in AFTER INSERT ON spool BEGIN
+    INSERT INTO totals (destination, count, bytes) VALUES (new.destination, new.count, new.bytes)
+    ON CONFLICT (destination) DO UPDATE SET count = count + excluded.count, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS spool_counted_out AFTER DELETE ON spool BEGIN
+    UPDATE totals SET count = count - old.count, bytes = bytes - old.bytes WHERE destination = old.destination;
+END;
+CREATE TRIGGER IF NOT EXISTS spool_recounted AFTER UPDATE OF count, bytes ON spool BEGIN
+    UPDATE totals SET count = count - old.count + new.count, bytes = bytes - old.bytes + new.bytes
+    WHERE destination = old.destination;
+END;
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
@@ -277,27 +328,87 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 ";
 
+/// Brings a spool written by an earlier version (the blob before the small columns, no totals) to [`SCHEMA`], in
+/// one transaction, keeping every entry and its schedule.
+fn migrate(connection: &mut Connection) -> Result<(), rusqlite::Error> {
+    let columns: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('spool') ORDER BY cid")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let transaction = connection.transaction()?;
+    if columns.iter().any(|c| c == "items") && !columns.iter().any(|c| c == "bytes") {
+        transaction.execute_batch(
+            "ALTER TABLE spool RENAME TO spool_v1;
+             DROP INDEX IF EXISTS spool_by_destination;",
+        )?;
+        transaction.execute_batch(SCHEMA)?;
+        transaction.execute_batch(
+            "INSERT INTO spool (id, destination, source_id, count, bytes, enqueued_at, attempts, next_attempt_at,
+                                last_error, items)
+             SELECT id, destination, source_id, count, length(items), enqueued_at, attempts, next_attempt_at,
+                    last_error, items FROM spool_v1;
+             DROP TABLE spool_v1;",
+        )?;
+    } else {
+        transaction.execute_batch(SCHEMA)?;
+    }
+    transaction.commit()
+}
+
 impl Spool {
-    /// Opens (creating if needed) the spool in `dir`, holding at most `max_depth` waiting messages. Messages
-    /// waiting for a retry are made due now.
+    /// Opens (creating if needed) the spool in `dir` as its owner, holding at most `max_depth` waiting messages.
+    /// The owner takes an exclusive lock on the folder (a second owner gets [`SpoolError::Locked`]), and makes
+    /// every message waiting for a retry due now: a restart is usually an operator's fix.
     pub fn open(dir: &Path, max_depth: u64) -> Result<Spool, SpoolError> {
-        std::fs::create_dir_all(dir).map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
+        create_folder(dir)?;
+        let lock = lock(dir)?;
+        Spool::start(dir, max_depth, Some(lock))
+    }
+
+    /// Opens the spool in `dir` beside whichever process owns it, for commands that read it or hand work to its
+    /// owner (`dlq list`, `dlq replay`): no lock is taken and no retry is rescheduled.
+    pub fn open_shared(dir: &Path) -> Result<Spool, SpoolError> {
+        if !dir.join(FILE_NAME).exists() {
+            return Err(SpoolError::Folder {
+                path: dir.join(FILE_NAME),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no spool here (pass the server's --spool-dir)",
+                ),
+            });
+        }
+        Spool::start(dir, u64::MAX, None)
+    }
+
+    /// Whether another process holds the owner's lock on the spool in `dir` (a server is running on it).
+    pub fn is_owned(dir: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else { return false };
+        match file.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => false,
+        }
+    }
+
+    fn start(dir: &Path, max_depth: u64, lock: Option<std::fs::File>) -> Result<Spool, SpoolError> {
         let path = dir.join(FILE_NAME);
         let database = |source| SpoolError::Database { path: path.clone(), source };
-        let writer = open_connection(&path).map_err(database)?;
-        writer.execute_batch(SCHEMA).map_err(database)?;
-        // A restart is usually an operator's fix: every waiting message becomes due at once.
-        writer.execute("UPDATE spool SET next_attempt_at = 0 WHERE next_attempt_at > 0", []).map_err(database)?;
-        let depth: i64 =
-            writer.query_row("SELECT COALESCE(SUM(count), 0) FROM spool", [], |row| row.get(0)).map_err(database)?;
+        let mut writer = open_connection(&path).map_err(database)?;
+        migrate(&mut writer).map_err(database)?;
+        if lock.is_some() {
+            writer.execute("UPDATE spool SET next_attempt_at = 0 WHERE next_attempt_at > 0", []).map_err(database)?;
+        }
         let reader = open_connection(&path).map_err(database)?;
         let (sender, receiver) = mpsc::channel();
         let thread_path = path.clone();
         let counts = Arc::new(Counts {
-            depth: AtomicI64::new(depth),
+            depth: AtomicI64::new(0),
+            reserved: AtomicI64::new(0),
+            backlogs: Mutex::default(),
             max_rejections: AtomicU64::new(DEFAULT_MAX_REJECTIONS),
             rejections_dropped: AtomicU64::new(0),
         });
+        recount(&writer, &counts).map_err(database)?;
         let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -310,8 +421,29 @@ impl Spool {
                 reader: Mutex::new(reader),
                 counts,
                 max_depth,
+                _lock: lock,
             }),
         })
+    }
+
+    /// What each destination has waiting, as of the last commit.
+    pub fn backlogs(&self) -> std::collections::HashMap<String, Backlog> {
+        self.inner.counts.backlogs.lock().expect("backlog lock poisoned").clone()
+    }
+
+    /// When the oldest message waiting for `destination` was stored, in Unix milliseconds.
+    pub async fn oldest(&self, destination: &str) -> Result<Option<i64>, SpoolError> {
+        let destination = destination.to_owned();
+        self.read(move |reader| {
+            reader
+                .query_row(
+                    "SELECT enqueued_at FROM spool WHERE destination = ?1 ORDER BY id LIMIT 1",
+                    params![destination],
+                    |row| row.get(0),
+                )
+                .optional()
+        })
+        .await
     }
 
     /// Keeps at most `max` rejections; each commit that adds some drops the oldest beyond it.
@@ -357,28 +489,27 @@ impl Spool {
         if entries.is_empty() && rejections.is_empty() {
             return Ok(());
         }
-        let depth = &self.inner.counts.depth;
+        let counts = &self.inner.counts;
         let count: i64 = entries.iter().map(|e| i64::from(e.count)).sum();
-        let before = depth.fetch_add(count, Ordering::Relaxed);
+        let before = counts.reserved.fetch_add(count, Ordering::Relaxed) + counts.depth.load(Ordering::Relaxed);
         if count > 0 && (before + count) as u64 > self.inner.max_depth {
-            depth.fetch_sub(count, Ordering::Relaxed);
+            counts.reserved.fetch_sub(count, Ordering::Relaxed);
             return Err(SpoolError::Full { depth: before.max(0) as u64, max: self.inner.max_depth });
         }
         let result = self.submit(Op::Append(entries, rejections, now_millis())).await;
-        if result.is_err() {
-            depth.fetch_sub(count, Ordering::Relaxed);
-        }
+        counts.reserved.fetch_sub(count, Ordering::Relaxed);
         result
     }
 
-    /// Up to `limit` entries for `destination` that are due for an attempt, oldest first.
+    /// Up to `limit` entries for `destination` that are due for an attempt: retries first, then the rest in
+    /// order of arrival.
     pub async fn due(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
-        self.waiting(destination, limit, now_millis()).await
+        self.take(destination, limit, now_millis(), 0, Vec::new()).await
     }
 
-    /// Up to `limit` entries for `destination`, due or not, oldest first: a shutdown flushes these.
+    /// Up to `limit` entries for `destination`, due or not: a shutdown flushes these.
     pub async fn all_waiting(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
-        self.waiting(destination, limit, i64::MAX).await
+        self.take(destination, limit, i64::MAX, 0, Vec::new()).await
     }
 
     /// Runs `query` on the read connection on a blocking thread; a SQLite error names the database.
@@ -395,25 +526,53 @@ impl Spool {
         .map_err(|_| SpoolError::Stopped)?
     }
 
-    async fn waiting(&self, destination: &str, limit: usize, due_by: i64) -> Result<Vec<Entry>, SpoolError> {
+    /// The entries of `destination` to deliver next, at most `limit`: those waiting for a retry that is due by
+    /// `due_by`, earliest first, then fresh ones (never tried) with an ID above `after`, in order of arrival.
+    /// Entries in `busy` (in flight) are skipped. A worker that keeps several deliveries in flight passes the
+    /// highest fresh ID it has taken as `after`, so each read starts where the last one ended.
+    pub async fn take(
+        &self,
+        destination: &str,
+        limit: usize,
+        due_by: i64,
+        after: i64,
+        busy: Vec<i64>,
+    ) -> Result<Vec<Entry>, SpoolError> {
         let destination = destination.to_owned();
         self.read(move |reader| {
-            let mut statement = reader.prepare_cached(
-                "SELECT id, source_id, items, count, enqueued_at, attempts FROM spool
-                 WHERE destination = ?1 AND next_attempt_at <= ?2 ORDER BY id LIMIT ?3",
+            let mut entries = Vec::new();
+            let mut retries = reader.prepare_cached(
+                "SELECT id FROM spool WHERE destination = ?1 AND next_attempt_at BETWEEN 1 AND ?2
+                 ORDER BY next_attempt_at, id LIMIT ?3",
             )?;
-            let rows = statement.query_map(params![destination, due_by, limit as i64], |row| {
-                Ok(Entry {
-                    id: row.get(0)?,
-                    destination: destination.clone(),
-                    source_id: row.get(1)?,
-                    items: row.get(2)?,
-                    count: row.get(3)?,
-                    enqueued_at: row.get(4)?,
-                    attempts: row.get(5)?,
-                })
-            })?;
-            rows.collect()
+            let ids: Vec<i64> = retries
+                .query_map(params![destination, due_by, (limit + busy.len()) as i64], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut by_id = reader.prepare_cached(
+                "SELECT id, source_id, items, count, enqueued_at, attempts, next_attempt_at FROM spool WHERE id = ?1",
+            )?;
+            for id in ids.into_iter().filter(|id| !busy.contains(id)).take(limit) {
+                if let Some(entry) = by_id.query_row(params![id], |row| entry(row, &destination)).optional()? {
+                    entries.push(entry);
+                }
+            }
+            if entries.len() < limit {
+                let mut fresh = reader.prepare_cached(
+                    "SELECT id, source_id, items, count, enqueued_at, attempts, next_attempt_at FROM spool
+                     WHERE destination = ?1 AND next_attempt_at = 0 AND id > ?2 ORDER BY id LIMIT ?3",
+                )?;
+                let rows = fresh
+                    .query_map(params![destination, after, (limit - entries.len() + busy.len()) as i64], |row| {
+                        entry(row, &destination)
+                    })?;
+                for row in rows {
+                    let row = row?;
+                    if !busy.contains(&row.id) && entries.len() < limit {
+                        entries.push(row);
+                    }
+                }
+            }
+            Ok(entries)
         })
         .await
     }
@@ -486,6 +645,65 @@ impl Spool {
     }
 }
 
+/// The name of the lock file in the spool folder; it holds the owner's process ID.
+pub const LOCK_FILE: &str = "spool.lock";
+
+fn create_folder(dir: &Path) -> Result<(), SpoolError> {
+    std::fs::create_dir_all(dir).map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })
+}
+
+/// Takes the owner's lock on the spool folder `dir` and writes this process's ID into it. The lock is the
+/// kernel's (`flock`), so it goes when the process does, however it ends.
+fn lock(dir: &Path) -> Result<std::fs::File, SpoolError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = dir.join(LOCK_FILE);
+    let io = |source| SpoolError::Folder { path: path.clone(), source };
+    let mut file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            writeln!(file, "{}", std::process::id()).map_err(io)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Err(SpoolError::Locked { path: dir.to_owned(), owner: text.trim().parse().ok() })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
+fn entry(row: &rusqlite::Row<'_>, destination: &str) -> Result<Entry, rusqlite::Error> {
+    Ok(Entry {
+        id: row.get(0)?,
+        destination: destination.to_owned(),
+        source_id: row.get(1)?,
+        items: row.get(2)?,
+        count: row.get(3)?,
+        enqueued_at: row.get(4)?,
+        attempts: row.get(5)?,
+        fresh: row.get::<_, i64>(6)? == 0,
+    })
+}
+
+/// Reads every destination's backlog and the total depth from `totals` into `counts`.
+fn recount(connection: &Connection, counts: &Counts) -> Result<(), rusqlite::Error> {
+    let mut statement = connection.prepare_cached("SELECT destination, count, bytes FROM totals WHERE count > 0")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            Backlog { messages: row.get::<_, i64>(1)? as u64, bytes: row.get::<_, i64>(2)? as u64 },
+        ))
+    })?;
+    let backlogs: std::collections::HashMap<String, Backlog> = rows.collect::<Result<_, _>>()?;
+    counts.depth.store(backlogs.values().map(|b| b.messages as i64).sum(), Ordering::Relaxed);
+    *counts.backlogs.lock().expect("backlog lock poisoned") = backlogs;
+    Ok(())
+}
+
 /// Reads the rejections that match `filter` from the spool in `dir` without opening it for writing, so that a
 /// server running on the same spool is not disturbed.
 pub fn read_rejections(dir: &Path, filter: &RejectionFilter) -> Result<Vec<Rejection>, SpoolError> {
@@ -541,9 +759,12 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
         }
         let max_rejections = counts.max_rejections.load(Ordering::Relaxed);
         let result = match apply(&mut connection, &batch, max_rejections) {
-            Ok(Applied { gone, rejections_dropped }) => {
-                counts.depth.fetch_sub(gone, Ordering::Relaxed);
+            Ok(Applied { rejections_dropped }) => {
                 counts.rejections_dropped.fetch_add(rejections_dropped, Ordering::Relaxed);
+                // The totals are exact whichever process wrote the spool; reading them back is one small query.
+                if let Err(e) = recount(&connection, counts) {
+                    tracing::warn!(spool = %path.display(), error = %e, "reading the spool's totals failed");
+                }
                 Ok(())
             }
             Err(e) => Err(format!("{}: {e}", path.display())),
@@ -556,8 +777,6 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
 
 /// What one commit changed in the counts.
 struct Applied {
-    /// Messages that left the spool.
-    gone: i64,
     /// Rejections dropped to keep the table within its bound.
     rejections_dropped: u64,
 }
@@ -565,16 +784,17 @@ struct Applied {
 /// Applies a batch of jobs in one transaction.
 fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Result<Applied, rusqlite::Error> {
     let transaction = connection.transaction()?;
-    let mut gone = 0i64;
     let mut rejected = false;
     for job in batch {
         match &job.op {
             Op::Append(entries, rejections, at) => {
                 let mut insert = transaction.prepare_cached(
-                    "INSERT INTO spool (destination, source_id, items, count, enqueued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, items)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for entry in entries {
-                    insert.execute(params![entry.destination, entry.source_id, entry.items, entry.count, at])?;
+                    let bytes = entry.items.len() as i64;
+                    insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
                 }
                 let mut reject = transaction.prepare_cached(
                     "INSERT INTO rejected (at, source_id, position, field, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -590,17 +810,11 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
                      SELECT destination, source_id, ?2, enqueued_at, ?3, ?4 FROM spool WHERE id = ?1",
                 )?;
                 let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
-                let mut held = transaction.prepare_cached("SELECT count FROM spool WHERE id = ?1")?;
                 let mut reschedule = transaction.prepare_cached(
-                    "UPDATE spool SET items = ?2, count = ?3, attempts = attempts + 1, next_attempt_at = ?4,
-                     last_error = ?5 WHERE id = ?1",
+                    "UPDATE spool SET items = ?2, count = ?3, bytes = ?6, attempts = attempts + 1,
+                     next_attempt_at = ?4, last_error = ?5 WHERE id = ?1",
                 )?;
                 for settlement in settlements {
-                    let Some(count) = held.query_row(params![settlement.id], |row| row.get::<_, i64>(0)).optional()?
-                    else {
-                        continue;
-                    };
-                    gone += count - settlement.retry.as_ref().map_or(0, |r| i64::from(r.count));
                     for (message, reason) in &settlement.dead {
                         bury.execute(params![settlement.id, message, at, reason])?;
                     }
@@ -611,7 +825,8 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
                             retry.items,
                             retry.count,
                             retry.at,
-                            retry.reason
+                            retry.reason,
+                            retry.items.len() as i64
                         ])?),
                     }
                 }
@@ -641,5 +856,5 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
         false => 0,
     };
     transaction.commit()?;
-    Ok(Applied { gone, rejections_dropped })
+    Ok(Applied { rejections_dropped })
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::{Value, json};
 use spool::RejectionFilter;
 
@@ -46,24 +46,7 @@ pub fn list(spool_dir: &Path, options: &ListOptions, out: &mut dyn std::io::Writ
     Ok(rejections.len())
 }
 
-/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1w` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let Ok(number) = number.parse::<u64>() else {
-        bail!("{text:?} is not a duration: write a whole number and a unit, such as 90s, 15m, 2h or 7d")
-    };
-    let seconds = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        other => bail!("{other:?} in {text:?} is not a unit of time: use s, m, h, d or w"),
-    };
-    number.checked_mul(seconds).map(Duration::from_secs).with_context(|| format!("{text:?} is too long a duration"))
-}
+pub use crate::config::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,8 @@ use spool::Spool;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
-use crate::delivery::Worker;
+use crate::delivery::{self, Worker};
+use crate::health::Health;
 use crate::ingest::client_ip::Network;
 use crate::ingest::connections::{self, Limits};
 use crate::ingest::limit::RateLimit;
@@ -41,6 +42,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Networks of proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Network>,
+    /// `/health` answers 503 when a destination's oldest waiting message is older than this.
+    pub health_max_age: Duration,
 }
 
 /// Resolves every source's write key, naming the file and key of any that cannot be read.
@@ -76,6 +79,7 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
         .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
     spool.set_max_rejections(options.rejected_max);
     let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());
     let routes = Arc::new(routes);
     let (stop, stopped) = watch::channel(false);
@@ -83,12 +87,14 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     for destination in routes.all() {
         let worker = Worker {
             name: destination.name.clone(),
-            sink: destination.sink.clone(),
+            sink: delivery::with_test_faults(destination.sink.clone()),
             spool: spool.clone(),
             metrics: metrics.clone(),
             stored: stored.clone(),
+            health: health.clone(),
+            max_retry: destination.max_retry,
         };
-        workers.push(tokio::spawn(worker.run(stopped.clone())));
+        workers.push(tokio::spawn(supervise(worker, stopped.clone())));
     }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -103,6 +109,8 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
         routes: routes.clone(),
         spool: spool.clone(),
         metrics,
+        health,
+        health_max_age: options.health_max_age,
         shutting_down: Default::default(),
         stored,
         public_url,
@@ -146,6 +154,32 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     spool.close();
     eprintln!("tributary: stopped with {} messages waiting in {}", spool.depth(), spool.path().display());
     Ok(())
+}
+
+/// Runs `worker` until it returns, restarting it after a panic: with a backoff from 1 second doubling to a minute,
+/// reported as `stopped` in `/health` meanwhile and counted in `/metrics`. Entries it had in flight were not
+/// settled, so the restarted worker reads and delivers them again: nothing acknowledged is lost.
+async fn supervise(worker: Worker, stop: watch::Receiver<bool>) {
+    let mut restarts = 0u32;
+    loop {
+        let run = tokio::spawn(worker.clone().run(stop.clone()));
+        let panic = match run.await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => e.into_panic(),
+            Err(_) => return,
+        };
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        restarts += 1;
+        let backoff = Duration::from_secs(1u64 << (restarts - 1).min(6)).min(Duration::from_secs(60));
+        tracing::error!(destination = %worker.name, %reason, ?backoff, "the delivery worker panicked; restarting it");
+        worker.health.stopped(&worker.name, &format!("the delivery worker panicked: {reason}"), spool::now_millis());
+        worker.metrics.restarts.get_or_create(&Metrics::destination(&worker.name)).inc();
+        tokio::time::sleep(backoff).await;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -46,6 +46,10 @@ pub struct Ingest {
     pub spool: Spool,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// What the delivery workers report.
+    pub health: Arc<crate::health::Health>,
+    /// `/health` answers 503 when a destination's oldest waiting message is older than this.
+    pub health_max_age: Duration,
     /// Set when the server is shutting down: new requests get 503.
     pub shutting_down: AtomicBool,
     /// Wakes the delivery workers when new messages are stored.
@@ -116,11 +120,86 @@ async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
     }
-    axum::Json(serde_json::json!({"status": "ok", "spool_depth": ingest.spool.depth()})).into_response()
+    let destinations = destination_health(&ingest).await;
+    let max_age = ingest.health_max_age.as_secs_f64();
+    let unhealthy = destinations
+        .iter()
+        .any(|d| d.report.state == crate::health::State::Stopped || d.oldest_waiting.is_some_and(|age| age > max_age));
+    let degraded = destinations.iter().any(|d| d.report.state != crate::health::State::Ok);
+    let status = if unhealthy {
+        "unhealthy"
+    } else if degraded {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "spool_depth": ingest.spool.depth(),
+        "destinations": destinations.iter().map(|d| {
+            (d.name.clone(), serde_json::json!({
+                "state": d.report.state,
+                "waiting": d.waiting,
+                "waiting_bytes": d.waiting_bytes,
+                "oldest_waiting_seconds": d.oldest_waiting.map(|s| (s * 1000.0).round() / 1000.0),
+                "last_error": d.report.last_error,
+                "last_error_at": d.report.last_error_at.map(crate::commands::format_millis),
+                "restarts": d.report.restarts,
+            }))
+        }).collect::<serde_json::Map<_, _>>(),
+    });
+    let code = if unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, axum::Json(body)).into_response()
+}
+
+/// One destination's health, as `/health` and `/metrics` show it.
+struct DestinationHealth {
+    name: String,
+    report: crate::health::Report,
+    waiting: u64,
+    waiting_bytes: u64,
+    oldest_waiting: Option<f64>,
+}
+
+async fn destination_health(ingest: &Ingest) -> Vec<DestinationHealth> {
+    let backlogs = ingest.spool.backlogs();
+    let now = spool::now_millis();
+    let mut names: Vec<&str> = ingest.routes.all().map(|d| d.name.as_str()).collect();
+    names.sort_unstable();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let backlog = backlogs.get(name).copied().unwrap_or_default();
+        let oldest = match backlog.messages {
+            0 => None,
+            _ => ingest.spool.oldest(name).await.ok().flatten().map(|at| (now - at).max(0) as f64 / 1000.0),
+        };
+        out.push(DestinationHealth {
+            name: name.to_owned(),
+            report: ingest.health.report(name),
+            waiting: backlog.messages,
+            waiting_bytes: backlog.bytes,
+            oldest_waiting: oldest,
+        });
+    }
+    out
 }
 
 async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
     ingest.metrics.spool_depth.set(ingest.spool.depth() as i64);
+    for d in destination_health(&ingest).await {
+        let label = Metrics::destination(&d.name);
+        let m = &ingest.metrics;
+        m.oldest_waiting.get_or_create(&label).set(d.oldest_waiting.unwrap_or(0.0) as i64);
+        m.backlog_messages.get_or_create(&label).set(d.waiting as i64);
+        m.backlog_bytes.get_or_create(&label).set(d.waiting_bytes as i64);
+        for state in crate::health::State::ALL {
+            let label =
+                crate::metrics::DestinationState { destination: d.name.clone(), state: state.name().to_owned() };
+            m.state.get_or_create(&label).set(i64::from(state == d.report.state));
+        }
+        // Shown at 0 from the start, so that an alert on its increase has a series to watch.
+        drop(m.restarts.get_or_create(&Metrics::destination(&d.name)));
+    }
     ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }

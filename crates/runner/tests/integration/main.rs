@@ -6,6 +6,7 @@ mod cli;
 mod clients;
 mod durability;
 mod examples;
+mod faults;
 mod hostile;
 mod libraries;
 mod personas;

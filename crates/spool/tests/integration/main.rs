@@ -131,3 +131,94 @@ async fn concurrent_appends_share_commits_and_all_land() {
     assert_eq!(spool.depth(), 10_000);
     assert_eq!(spool.due("a", 20_000).await.unwrap().len(), 10_000);
 }
+
+#[tokio::test]
+async fn a_second_owner_is_refused_with_the_first_ones_pid() {
+    let dir = dir("lock");
+    let spool = Spool::open(&dir, 100).unwrap();
+    assert!(Spool::is_owned(&dir));
+    let error = Spool::open(&dir, 100).err().expect("the folder is locked");
+    assert!(matches!(error, SpoolError::Locked { owner: Some(pid), .. } if pid == std::process::id()), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&dir.display().to_string()) && message.contains("PID"), "{message}");
+    // A shared handle works beside the owner.
+    let shared = Spool::open_shared(&dir).unwrap();
+    assert!(shared.dead_letters(None).await.unwrap().is_empty());
+    spool.close();
+    drop(spool);
+    assert!(!Spool::is_owned(&dir));
+    Spool::open(&dir, 100).unwrap();
+}
+
+#[tokio::test]
+async fn a_shared_handle_leaves_the_retry_schedule_alone() {
+    let dir = dir("shared-schedule");
+    let spool = Spool::open(&dir, 100).unwrap();
+    spool.append(vec![entry("a", 1)]).await.unwrap();
+    let id = spool.due("a", 10).await.unwrap()[0].id;
+    let at = spool::now_millis() + 3_600_000;
+    spool.settle(vec![retry(id, at, "down")]).await.unwrap();
+    let shared = Spool::open_shared(&dir).unwrap();
+    assert_eq!(shared.depth(), 1);
+    drop(shared);
+    assert!(spool.due("a", 10).await.unwrap().is_empty());
+    assert_eq!(spool.next_due_at("a").await.unwrap(), Some(at));
+}
+
+#[tokio::test]
+async fn take_skips_entries_in_flight_and_resumes_after_the_cursor() {
+    let spool = Spool::open(&dir("take"), 100).unwrap();
+    spool.append((0..6).map(|n| entry("a", n)).collect()).await.unwrap();
+    let now = spool::now_millis();
+    let first = spool.take("a", 2, now, 0, Vec::new()).await.unwrap();
+    assert_eq!(messages(&first), ["m0", "m1"]);
+    assert!(first.iter().all(|e| e.fresh));
+    let busy: Vec<i64> = first.iter().map(|e| e.id).collect();
+    let second = spool.take("a", 2, now, busy[1], busy.clone()).await.unwrap();
+    assert_eq!(messages(&second), ["m2", "m3"]);
+    // A retry that is due comes before fresh entries; one in flight is skipped.
+    spool.settle(vec![retry(busy[0], now - 1, "throttled")]).await.unwrap();
+    let third = spool.take("a", 2, now, second[1].id, vec![second[0].id, second[1].id]).await.unwrap();
+    assert_eq!(messages(&third), ["left", "m4"]);
+    assert!(!third[0].fresh);
+    let fourth = spool.take("a", 5, now, third[1].id, vec![busy[0]]).await.unwrap();
+    assert_eq!(messages(&fourth), ["m5"]);
+}
+
+#[tokio::test]
+async fn backlogs_count_messages_and_bytes_per_destination() {
+    let spool = Spool::open(&dir("backlogs"), 100).unwrap();
+    spool.append(vec![entry("a", 1), entry("a", 22), entry("b", 3)]).await.unwrap();
+    let backlogs = spool.backlogs();
+    assert_eq!(backlogs["a"], spool::Backlog { messages: 2, bytes: 5 });
+    assert_eq!(backlogs["b"], spool::Backlog { messages: 1, bytes: 2 });
+    let due = spool.due("a", 10).await.unwrap();
+    spool.settle(vec![delivered(due[0].id)]).await.unwrap();
+    assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 1, bytes: 3 });
+    assert_eq!(spool.depth(), 2);
+    assert!(spool.oldest("a").await.unwrap().is_some());
+    assert_eq!(spool.oldest("c").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_spool_of_the_first_layout_is_migrated_with_its_schedule() {
+    let dir = dir("migrate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = rusqlite::Connection::open(dir.join(spool::FILE_NAME)).unwrap();
+    old.execute_batch(
+        "CREATE TABLE spool (id INTEGER PRIMARY KEY, destination TEXT NOT NULL, source_id TEXT NOT NULL,
+             items BLOB NOT NULL, count INTEGER NOT NULL, enqueued_at INTEGER NOT NULL,
+             attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+         CREATE INDEX spool_by_destination ON spool (destination, id);
+         INSERT INTO spool (destination, source_id, items, count, enqueued_at, attempts, next_attempt_at)
+             VALUES ('a', 'src', X'6D31', 1, 5, 0, 0), ('a', 'src', X'6D32', 3, 6, 2, 99999999999999);",
+    )
+    .unwrap();
+    drop(old);
+    let spool = Spool::open(&dir, 100).unwrap();
+    assert_eq!(spool.depth(), 4);
+    assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 4, bytes: 4 });
+    let due = spool.due("a", 10).await.unwrap();
+    assert_eq!(messages(&due), ["m1", "m2"]);
+    assert_eq!((due[1].attempts, due[1].count, due[1].enqueued_at), (2, 3, 6));
+}

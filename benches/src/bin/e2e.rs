@@ -1,0 +1,161 @@
+//! The end-to-end benchmark: `tributary serve` delivering to a null Kinesis endpoint (`benches::null_kinesis`),
+//! with load generator, server and endpoint on the same machine.
+//!
+//! - Sustained: eight keep-alive connections post `/v1/batch` requests of 100 track calls of about 600 bytes for
+//!   30 seconds at full speed; prints acknowledged/s, delivered/s (records the endpoint accepted in that window)
+//!   and the spool depth at the end.
+//! - Drain: the same load for 10 seconds while the endpoint is down (the spool fills), then the server restarts
+//!   with the endpoint up and no load; prints how fast the backlog reaches the endpoint.
+//!
+//! `cargo xtask bench e2e` runs it as `e2e --tributary PATH`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use benches::null_kinesis::{self, Counts};
+use benches::{Served, arg, free_port, load, scratch};
+
+/// A Kinesis destination sending to the null endpoint at `port`.
+fn destination(port: u16) -> String {
+    format!(
+        "name = \"stream\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"bench\"\n\
+         endpoint = \"http://127.0.0.1:{port}\"\n"
+    )
+}
+
+/// Static credentials for the process's default chain: the endpoint does not check signatures.
+const ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIDBENCH"),
+    ("AWS_SECRET_ACCESS_KEY", "bench-secret"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A spool that takes the whole backlog of the drain phase.
+const BIG: &[&str] = &["--spool-max", "100000000"];
+
+/// The spool depth the server reports on `/metrics`.
+async fn spool_depth(url: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("tributary_spool_depth "))
+        .context("no tributary_spool_depth in /metrics")?
+        .trim()
+        .parse()
+        .context("tributary_spool_depth is not a number")
+}
+
+/// Waits until the endpoint has `target` records or `limit` passes; returns when it got there.
+fn wait_for(counts: &Counts, target: u64, limit: Duration) -> anyhow::Result<Instant> {
+    let start = Instant::now();
+    while counts.records() < target {
+        if start.elapsed() > limit {
+            bail!("the endpoint has {} of {target} records after {limit:?}", counts.records());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(Instant::now())
+}
+
+fn start_endpoint(port: u16) -> anyhow::Result<Arc<Counts>> {
+    null_kinesis::start(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+struct Sustained {
+    acknowledged: f64,
+    delivered: f64,
+    depth: u64,
+    pushed_back: u64,
+}
+
+fn sustained(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> anyhow::Result<Sustained> {
+    let port = free_port();
+    let counts = start_endpoint(port)?;
+    let dir = scratch("e2e-sustained")?;
+    let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &destination(port), ENV, &[]))?;
+    let before = counts.records();
+    let window = Duration::from_secs(seconds);
+    let started = Instant::now();
+    let figures = runtime.block_on(load(&served.url, 8, Duration::ZERO, window))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let delivered = counts.records() - before;
+    let depth = runtime.block_on(spool_depth(&served.url))?;
+    drop(served);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Sustained {
+        acknowledged: figures.messages_per_second,
+        delivered: delivered as f64 / elapsed,
+        depth,
+        pushed_back: figures.pushed_back,
+    })
+}
+
+struct Drained {
+    messages: u64,
+    per_second: f64,
+}
+
+fn drain(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> anyhow::Result<Drained> {
+    // Nothing listens on `port` while the spool fills, so every delivery attempt fails and waits.
+    let port = free_port();
+    let dir = scratch("e2e-drain")?;
+    let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &destination(port), ENV, BIG))?;
+    let figures = runtime.block_on(load(&served.url, 8, Duration::ZERO, Duration::from_secs(seconds)))?;
+    let messages = runtime.block_on(spool_depth(&served.url))?;
+    let acknowledged = (figures.messages_per_second * seconds as f64).round() as u64;
+    if messages < acknowledged {
+        bail!("{acknowledged} messages were acknowledged but only {messages} wait in the spool");
+    }
+    drop(served);
+
+    let counts = start_endpoint(port)?;
+    let started = Instant::now();
+    let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &destination(port), ENV, BIG))?;
+    let done = wait_for(&counts, messages, Duration::from_secs(300))?;
+    let per_second = messages as f64 / (done - started).as_secs_f64();
+    drop(served);
+
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Drained { messages, per_second })
+}
+
+fn main() -> anyhow::Result<()> {
+    let seconds: u64 = arg("--seconds").map_or(Ok(30), |s| s.parse()).context("--seconds")?;
+    if let Some(port) = arg("--null-endpoint") {
+        // The endpoint alone, printing records per second, for profiling a server started by hand.
+        let counts = start_endpoint(port.parse()?)?;
+        let mut last = 0;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = counts.records();
+            eprintln!("{} records/s ({now} in all)", now - last);
+            last = now;
+        }
+    }
+    let tributary = PathBuf::from(arg("--tributary").context("usage: e2e --tributary PATH_TO_RELEASE_BINARY")?);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+
+    let drained = drain(&runtime, &tributary, 10)?;
+    let run = sustained(&runtime, &tributary, seconds)?;
+    println!(
+        "end to end ({cores} cores; load generator, server and null Kinesis endpoint on the same machine; 8 \
+         connections, /v1/batch of 100 messages of ~600 bytes):"
+    );
+    println!(
+        "  sustained {seconds}s: {:.0} acknowledged/s, {:.0} delivered/s (ratio {:.2}; limits: at least 0.95 and \
+         100000/s), spool depth at the end {}, {} requests answered 429",
+        run.acknowledged,
+        run.delivered,
+        run.delivered / run.acknowledged,
+        run.depth,
+        run.pushed_back
+    );
+    println!(
+        "  drain alone: {} messages at {:.0} delivered/s (limit: at least 250000/s)",
+        drained.messages, drained.per_second
+    );
+    Ok(())
+}
