@@ -23,13 +23,20 @@ pub trait AssumeRole: Send + Sync + std::fmt::Debug {
 ///
 /// Each External ID has its own slot behind an async lock, so concurrent callers for the same identity share one
 /// AssumeRole call while other identities proceed.
-#[derive(Debug)]
 pub struct CredentialCache {
     assumer: Arc<dyn AssumeRole>,
     role_arn: String,
     /// Whether the External ID is the destination's Secret ID, which must never be printed.
     external_id_is_secret: bool,
     slots: Mutex<HashMap<ExternalId, Arc<tokio::sync::Mutex<Option<Credentials>>>>>,
+}
+
+/// The SDK prints its credential providers at debug level; the External IDs (a Secret ID among them) stay out.
+impl std::fmt::Debug for CredentialCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let identities = self.slots.lock().map(|slots| slots.len()).unwrap_or(0);
+        f.debug_struct("CredentialCache").field("role_arn", &self.role_arn).field("identities", &identities).finish()
+    }
 }
 
 impl CredentialCache {
@@ -98,10 +105,16 @@ impl CredentialCache {
 }
 
 /// The SDK's view of one identity's credentials: it reads the cache, which the sink fills before each call.
-#[derive(Debug)]
 pub(crate) struct CachedRoleProvider {
     pub(crate) cache: Arc<CredentialCache>,
     pub(crate) identity: ExternalId,
+}
+
+impl std::fmt::Debug for CachedRoleProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The identity may be the destination's Secret ID.
+        f.debug_struct("CachedRoleProvider").field("cache", &self.cache).finish_non_exhaustive()
+    }
 }
 
 impl ProvideCredentials for CachedRoleProvider {

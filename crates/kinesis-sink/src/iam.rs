@@ -202,10 +202,13 @@ async fn explain_refusal(
     let allowed: Vec<String> = statements.iter().flat_map(|s| external_ids(s)).collect();
     match identity {
         Some(id) if !allowed.is_empty() && !allowed.contains(id) => {
-            let listed = if secret { "the secret_id".to_owned() } else { format!("{id:?}") };
+            // The trust policy's values are not printed: any of them may be some destination's secret_id.
+            let listed = if secret { "the configured secret_id".to_owned() } else { format!("{id:?}") };
+            let count = allowed.len();
+            let ids = if count == 1 { "1 External ID" } else { &format!("{count} External IDs") };
             format!(
-                "the External ID does not match: role {role} trusts {caller} only with External IDs {}, not {listed}; {regenerate}",
-                allowed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+                "the External ID does not match: role {role} trusts {caller} with {ids}, and {listed} is not among \
+                 them; {regenerate}"
             )
         }
         _ => format!(

@@ -43,7 +43,12 @@ pub struct Worker {
     pub health: Arc<Health>,
     /// How long a message is retried before it moves to the dead-letter table.
     pub max_retry: Duration,
+    /// The most bytes it may have waiting; beyond, its oldest waiting messages become dead letters.
+    pub max_backlog_bytes: u64,
 }
+
+/// The reason a message that overflowed its destination's backlog budget has in the dead-letter table.
+pub const OVER_BUDGET: &str = "backlog budget exceeded";
 
 impl Worker {
     /// Delivers until `stop` turns true, then flushes: every waiting message gets attempts, whatever its retry
@@ -59,8 +64,12 @@ impl Worker {
         // Entries being delivered, which reads skip, and the highest fresh entry taken, after which they resume.
         let mut busy: Vec<i64> = Vec::new();
         let mut cursor = 0i64;
+        let mut budget = Budget::default();
         loop {
             let flushing = *stop.borrow();
+            if let Err(e) = self.keep_within_budget(&busy, &mut budget, &label).await {
+                tracing::error!(destination = %self.name, error = %e, "moving messages over the backlog budget failed");
+            }
             if in_flight.len() < PIPELINE {
                 let due_by = if flushing { i64::MAX } else { now_millis() };
                 match self.spool.take(&self.name, BATCH, due_by, cursor, busy.clone()).await {
@@ -102,6 +111,8 @@ impl Worker {
             let stored = self.stored.notified();
             let room = in_flight.len() < PIPELINE;
             tokio::select! {
+                // A delivery can take as long as a call's timeout; the budget is checked meanwhile.
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 Some((ids, settled)) = in_flight.next() => {
                     busy.retain(|id| !ids.contains(id));
                     if let Err(e) = settled {
@@ -115,6 +126,60 @@ impl Worker {
                 _ = stop.changed(), if !flushing => {}
             }
         }
+    }
+
+    /// Moves the oldest waiting messages of this destination to the dead-letter table while it holds more than its
+    /// budget, so that a destination that is down for long never fills the spool for the others. Checked at most
+    /// four times a second; logged at most once a minute.
+    async fn keep_within_budget(
+        &self,
+        busy: &[i64],
+        budget: &mut Budget,
+        label: &crate::metrics::Destination,
+    ) -> Result<(), spool::SpoolError> {
+        let now = std::time::Instant::now();
+        if budget.checked.is_some_and(|at| now - at < Duration::from_millis(250)) {
+            return Ok(());
+        }
+        budget.checked = Some(now);
+        let waiting = self.spool.backlogs().get(&self.name).map_or(0, |b| b.bytes);
+        let mut excess = waiting.saturating_sub(self.max_backlog_bytes);
+        while excess > 0 {
+            let oldest = self.spool.oldest(&self.name, BATCH, busy.to_vec()).await?;
+            if oldest.is_empty() {
+                break;
+            }
+            let mut settlements = Vec::new();
+            let mut moved = 0u64;
+            for entry in oldest {
+                if excess == 0 {
+                    break;
+                }
+                excess = excess.saturating_sub(entry.items.len() as u64);
+                let dead = match stored::triples(&entry.items) {
+                    Ok(triples) => triples.iter().map(|t| (t.2.as_bytes().to_vec(), OVER_BUDGET.to_owned())).collect(),
+                    Err(e) => {
+                        vec![(entry.items.clone(), format!("{OVER_BUDGET}; the stored entry cannot be read: {e}"))]
+                    }
+                };
+                moved += u64::from(entry.count);
+                settlements.push(Settlement { id: entry.id, retry: None, dead });
+            }
+            self.spool.settle(settlements).await?;
+            self.metrics.overflowed.get_or_create(label).inc_by(moved);
+            budget.moved += moved;
+        }
+        if budget.moved > 0 && budget.logged.is_none_or(|at| now - at >= Duration::from_secs(60)) {
+            tracing::warn!(
+                destination = %self.name,
+                moved = budget.moved,
+                budget = self.max_backlog_bytes,
+                "over its backlog budget: the oldest waiting messages moved to the dead-letter table (replay them with `tributary dlq replay`)"
+            );
+            budget.logged = Some(now);
+            budget.moved = 0;
+        }
+        Ok(())
     }
 
     /// Sends `due` and settles what became of each message.
@@ -203,6 +268,14 @@ impl Worker {
         }
         self.spool.settle(settlements).await
     }
+}
+
+/// When the backlog budget was last checked and logged, and what was moved since the last log line.
+#[derive(Default)]
+struct Budget {
+    checked: Option<std::time::Instant>,
+    logged: Option<std::time::Instant>,
+    moved: u64,
 }
 
 /// Wraps `sink` as `TRIBUTARY_TEST_FAULTS` asks, for the suites that check how workers survive faults: with

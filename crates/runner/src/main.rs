@@ -53,9 +53,16 @@ enum Command {
         /// Where accepted messages wait for delivery.
         #[arg(long, default_value = ".tributary")]
         spool_dir: PathBuf,
-        /// The most messages waiting before requests are answered 429.
-        #[arg(long, default_value_t = 1_000_000)]
-        spool_max: u64,
+        /// The most messages waiting before requests are answered 429; by default no count limit, since
+        /// --spool-max-bytes bounds the spool.
+        #[arg(long)]
+        spool_max: Option<u64>,
+        /// The most bytes of messages waiting before requests are answered 429, as bytes or a size (512MiB, 20GB);
+        /// by default a quarter of the free space on the spool's disk at start, printed at start. Each destination
+        /// may hold an equal share unless its file sets max_backlog_bytes; beyond its share, its oldest waiting
+        /// messages move to the dead-letter table, so one broken destination never stops the others.
+        #[arg(long, value_parser = parse_size_arg)]
+        spool_max_bytes: Option<u64>,
         /// Seconds a shutdown waits for due messages to be delivered.
         #[arg(long, default_value_t = 10)]
         flush_timeout: u64,
@@ -191,14 +198,19 @@ enum DlqAction {
         #[arg(long)]
         destination: Option<String>,
     },
-    /// Resend dead letters now; delivered ones are removed, the rest keep their new reason.
+    /// Move dead letters back to the queue, a page per commit, and deliver them: a server running on the spool
+    /// delivers them; with none, this command delivers its destinations' queues itself until they are empty or
+    /// delivery fails again. An interrupted replay resends nothing it had confirmed; run it again to go on.
     Replay {
         /// Only this destination's.
         #[arg(long)]
         destination: Option<String>,
-        /// Only these dead-letter IDs.
+        /// Only these dead-letter IDs (repeat for several).
         #[arg(long = "id")]
         ids: Vec<i64>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
     },
 }
 
@@ -225,6 +237,10 @@ fn parse_public_url(text: &str) -> Result<runner::ingest::settings::PublicUrl, S
     text.parse()
 }
 
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    runner::config::parse_size(text)
+}
+
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     runner::config::parse_duration(text).map_err(|e| e.to_string())
 }
@@ -243,6 +259,9 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (its disk is full) is dropped; reporting that with `eprintln!` would
+        // panic the request that logged it.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
@@ -286,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             spool_dir,
             spool_max,
+            spool_max_bytes,
             flush_timeout,
             rejected_max,
             public_url,
@@ -299,7 +319,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = serve::ServeOptions {
                 listen,
                 spool_dir,
-                spool_max,
+                spool_max: spool_max.unwrap_or(u64::MAX),
+                spool_max_bytes,
                 flush_timeout: std::time::Duration::from_secs(flush_timeout),
                 rejected_max,
                 public_url,
@@ -383,27 +404,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("{count} rejected messages");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dlq { spool_dir, action } => {
-            // A server may be running on this spool: open it beside the server, leaving its schedule alone.
+        Command::Dlq { spool_dir, action: DlqAction::List { destination } } => {
+            // A server may be running on this spool: read it beside the server, leaving its schedule alone.
             let spool = spool::Spool::open_shared(&spool_dir)
                 .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
-            match action {
-                DlqAction::List { destination } => {
-                    let count = dlq::list(&spool, destination.as_deref(), &mut std::io::stdout().lock()).await?;
-                    eprintln!("{count} dead letters");
-                    Ok(ExitCode::SUCCESS)
+            let count = dlq::list(&spool, destination.as_deref(), &mut std::io::stdout().lock()).await?;
+            eprintln!("{count} dead letters");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { spool_dir, action: DlqAction::Replay { destination, ids, limit } } => {
+            let config = load(&cli.config)?;
+            let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
+            let options = dlq::ReplayOptions { destination, ids, limit };
+            let done = dlq::replay(&spool_dir, &routes, &options).await?;
+            let skipped = format!("{} skipped (destination unknown or disabled, or unreadable)", done.skipped);
+            match (done.delivered, &done.failing) {
+                (None, _) => eprintln!(
+                    "{} moved back to the queue; the server running on {} (PID {}) delivers them; {skipped}",
+                    done.queued,
+                    spool_dir.display(),
+                    done.server.map_or_else(|| "unknown".to_owned(), |pid| pid.to_string())
+                ),
+                (Some(delivered), None) => {
+                    eprintln!("{} moved back to the queue, {delivered} delivered; {skipped}", done.queued)
                 }
-                DlqAction::Replay { destination, ids } => {
-                    let config = load(&cli.config)?;
-                    let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
-                    let done = dlq::replay(&spool, &routes, destination.as_deref(), &ids).await?;
-                    eprintln!(
-                        "{} delivered, {} failed again, {} skipped (destination unknown or disabled)",
-                        done.delivered, done.failed, done.skipped
-                    );
-                    Ok(if done.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-                }
+                (Some(delivered), Some(reason)) => eprintln!(
+                    "{} moved back to the queue, {delivered} delivered; delivery is failing again ({reason}), so the \
+                     rest waits in the spool for the next `serve`; {skipped}",
+                    done.queued
+                ),
             }
+            Ok(if done.failing.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Send { source, file } => {
             let config = load(&cli.config)?;

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub backlog_messages: Family<Destination, Gauge>,
     /// Bytes of stored messages waiting, per destination.
     pub backlog_bytes: Family<Destination, Gauge>,
+    /// Messages moved to the dead-letter table because their destination was over its backlog budget.
+    pub overflowed: Family<Destination, Counter>,
 }
 
 impl Default for Metrics {
@@ -101,6 +103,7 @@ impl Default for Metrics {
             oldest_waiting: Family::default(),
             backlog_messages: Family::default(),
             backlog_bytes: Family::default(),
+            overflowed: Family::default(),
             registry: Registry::default(),
         };
         registry.register("messages_received", "Messages received, valid or not", metrics.received.clone());
@@ -146,6 +149,11 @@ impl Default for Metrics {
             "backlog_bytes",
             "Bytes of stored messages waiting, per destination",
             metrics.backlog_bytes.clone(),
+        );
+        registry.register(
+            "backlog_overflow",
+            "Messages moved to the dead-letter table because their destination was over its backlog budget",
+            metrics.overflowed.clone(),
         );
         Metrics { registry, ..metrics }
     }

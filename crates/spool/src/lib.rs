@@ -34,6 +34,14 @@ pub enum SpoolError {
         /// The limit.
         max: u64,
     },
+    /// The spool holds as many bytes as it may; the caller should push back (HTTP 429).
+    #[error("the spool is full ({bytes} bytes waiting, the limit is {max})")]
+    FullBytes {
+        /// Bytes waiting.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
     /// SQLite failed.
     #[error("spool database {path}: {source}")]
     Database {
@@ -197,8 +205,7 @@ pub struct DeadLetter {
 enum Op {
     Append(Vec<NewEntry>, Vec<NewRejection>, i64),
     Settle(Vec<Settlement>, i64),
-    ForgetDeadLetters(Vec<i64>),
-    UpdateDeadLetters(Vec<(i64, String)>, i64),
+    Requeue(Vec<NewEntry>, Vec<i64>, i64),
 }
 
 struct Job {
@@ -232,6 +239,12 @@ struct Counts {
     depth: AtomicI64,
     /// Messages of appends on their way to a commit, counted against the limit before they land.
     reserved: AtomicI64,
+    /// Bytes of stored entries waiting, across destinations, as of the last commit.
+    bytes: AtomicI64,
+    /// Bytes of appends on their way to a commit.
+    reserved_bytes: AtomicI64,
+    /// The most bytes the spool may hold waiting.
+    max_bytes: AtomicU64,
     /// What each destination has waiting, as of the last commit.
     backlogs: Mutex<std::collections::HashMap<String, Backlog>>,
     /// How many rejections the table keeps; older ones are dropped.
@@ -404,6 +417,9 @@ impl Spool {
         let counts = Arc::new(Counts {
             depth: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
+            bytes: AtomicI64::new(0),
+            reserved_bytes: AtomicI64::new(0),
+            max_bytes: AtomicU64::new(u64::MAX),
             backlogs: Mutex::default(),
             max_rejections: AtomicU64::new(DEFAULT_MAX_REJECTIONS),
             rejections_dropped: AtomicU64::new(0),
@@ -432,7 +448,7 @@ impl Spool {
     }
 
     /// When the oldest message waiting for `destination` was stored, in Unix milliseconds.
-    pub async fn oldest(&self, destination: &str) -> Result<Option<i64>, SpoolError> {
+    pub async fn oldest_at(&self, destination: &str) -> Result<Option<i64>, SpoolError> {
         let destination = destination.to_owned();
         self.read(move |reader| {
             reader
@@ -444,6 +460,16 @@ impl Spool {
                 .optional()
         })
         .await
+    }
+
+    /// Holds at most `max` bytes of waiting entries; appends beyond it get [`SpoolError::FullBytes`].
+    pub fn set_max_bytes(&self, max: u64) {
+        self.inner.counts.max_bytes.store(max, Ordering::Relaxed);
+    }
+
+    /// Bytes of stored entries waiting, across destinations.
+    pub fn bytes(&self) -> u64 {
+        self.inner.counts.bytes.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// Keeps at most `max` rejections; each commit that adds some drops the oldest beyond it.
@@ -491,14 +517,47 @@ impl Spool {
         }
         let counts = &self.inner.counts;
         let count: i64 = entries.iter().map(|e| i64::from(e.count)).sum();
+        let bytes: i64 = entries.iter().map(|e| e.items.len() as i64).sum();
         let before = counts.reserved.fetch_add(count, Ordering::Relaxed) + counts.depth.load(Ordering::Relaxed);
-        if count > 0 && (before + count) as u64 > self.inner.max_depth {
-            counts.reserved.fetch_sub(count, Ordering::Relaxed);
-            return Err(SpoolError::Full { depth: before.max(0) as u64, max: self.inner.max_depth });
-        }
-        let result = self.submit(Op::Append(entries, rejections, now_millis())).await;
+        let bytes_before =
+            counts.reserved_bytes.fetch_add(bytes, Ordering::Relaxed) + counts.bytes.load(Ordering::Relaxed);
+        let max_bytes = counts.max_bytes.load(Ordering::Relaxed);
+        let refused = if count > 0 && (before + count) as u64 > self.inner.max_depth {
+            Some(SpoolError::Full { depth: before.max(0) as u64, max: self.inner.max_depth })
+        } else if bytes > 0 && (bytes_before + bytes) as u64 > max_bytes {
+            Some(SpoolError::FullBytes { bytes: bytes_before.max(0) as u64, max: max_bytes })
+        } else {
+            None
+        };
+        let result = match refused {
+            Some(error) => Err(error),
+            None => self.submit(Op::Append(entries, rejections, now_millis())).await,
+        };
         counts.reserved.fetch_sub(count, Ordering::Relaxed);
+        counts.reserved_bytes.fetch_sub(bytes, Ordering::Relaxed);
         result
+    }
+
+    /// Up to `limit` of the oldest entries of `destination`, in order of arrival, due or not, skipping `busy`.
+    pub async fn oldest(&self, destination: &str, limit: usize, busy: Vec<i64>) -> Result<Vec<Entry>, SpoolError> {
+        let destination = destination.to_owned();
+        self.read(move |reader| {
+            let mut statement = reader.prepare_cached(
+                "SELECT id, source_id, items, count, enqueued_at, attempts, next_attempt_at FROM spool
+                 WHERE destination = ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = statement
+                .query_map(params![destination, (limit + busy.len()) as i64], |row| entry(row, &destination))?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let row = row?;
+                if !busy.contains(&row.id) && entries.len() < limit {
+                    entries.push(row);
+                }
+            }
+            Ok(entries)
+        })
+        .await
     }
 
     /// Up to `limit` entries for `destination` that are due for an attempt: retries first, then the rest in
@@ -624,14 +683,41 @@ impl Spool {
         .await
     }
 
-    /// Removes dead letters that were resent successfully.
-    pub async fn forget_dead_letters(&self, ids: Vec<i64>) -> Result<(), SpoolError> {
-        self.submit(Op::ForgetDeadLetters(ids)).await
+    /// Up to `limit` dead letters (of one destination, if given) with IDs above `after`, in ID order: a caller
+    /// pages through a dead-letter table of any size without holding it.
+    pub async fn dead_letter_page(
+        &self,
+        destination: Option<&str>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, SpoolError> {
+        let destination = destination.map(str::to_owned);
+        self.read(move |reader| {
+            let mut statement = reader.prepare_cached(
+                "SELECT id, destination, source_id, message, enqueued_at, failed_at, reason FROM dead_letters
+                 WHERE (?1 IS NULL OR destination = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = statement.query_map(params![destination, after, limit as i64], |row| {
+                Ok(DeadLetter {
+                    id: row.get(0)?,
+                    destination: row.get(1)?,
+                    source_id: row.get(2)?,
+                    message: row.get(3)?,
+                    enqueued_at: row.get(4)?,
+                    failed_at: row.get(5)?,
+                    reason: row.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
-    /// Records new reasons for dead letters whose resend failed again.
-    pub async fn update_dead_letters(&self, failures: Vec<(i64, String)>) -> Result<(), SpoolError> {
-        self.submit(Op::UpdateDeadLetters(failures, now_millis())).await
+    /// Moves dead letters back to the queue in one commit: `entries` (the letters' messages, encoded by the
+    /// caller) are stored as new waiting entries, and the letters `ids` are removed. Whoever delivers the spool
+    /// (its owner) delivers them; an interruption leaves each letter either still a letter or queued, never both.
+    pub async fn requeue(&self, entries: Vec<NewEntry>, ids: Vec<i64>) -> Result<(), SpoolError> {
+        self.submit(Op::Requeue(entries, ids, now_millis())).await
     }
 
     /// The rejections that match `filter`, newest first.
@@ -700,6 +786,7 @@ fn recount(connection: &Connection, counts: &Counts) -> Result<(), rusqlite::Err
     })?;
     let backlogs: std::collections::HashMap<String, Backlog> = rows.collect::<Result<_, _>>()?;
     counts.depth.store(backlogs.values().map(|b| b.messages as i64).sum(), Ordering::Relaxed);
+    counts.bytes.store(backlogs.values().map(|b| b.bytes as i64).sum(), Ordering::Relaxed);
     *counts.backlogs.lock().expect("backlog lock poisoned") = backlogs;
     Ok(())
 }
@@ -831,17 +918,18 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
                     }
                 }
             }
-            Op::ForgetDeadLetters(ids) => {
+            Op::Requeue(entries, ids, at) => {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, items)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for entry in entries {
+                    let bytes = entry.items.len() as i64;
+                    insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
+                }
                 let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
                 for id in ids {
                     delete.execute(params![id])?;
-                }
-            }
-            Op::UpdateDeadLetters(failures, at) => {
-                let mut update =
-                    transaction.prepare_cached("UPDATE dead_letters SET reason = ?2, failed_at = ?3 WHERE id = ?1")?;
-                for (id, reason) in failures {
-                    update.execute(params![id, reason, at])?;
                 }
             }
         }

@@ -1,71 +1,209 @@
-//! `tributary dlq list|replay`: inspect and resend messages that failed permanently.
+//! `tributary dlq list|replay`: inspect and resend messages that failed for good.
 
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use segment_model::Message;
 use serde_json::{Value, json};
-use sink::{Outcome, Record};
-use spool::Spool;
+use spool::{NewEntry, Spool, SpoolError};
+use tokio::sync::{Notify, watch};
 
+use crate::delivery::Worker;
+use crate::health::{Health, State};
+use crate::metrics::Metrics;
 use crate::route::Router;
 
-/// Prints every dead letter (of one destination, if given) as a JSON line; returns how many.
+/// How many dead letters one page (and one requeue commit) holds.
+const PAGE: usize = 5_000;
+
+/// Prints every dead letter (of one destination, if given) as a JSON line, a page at a time; returns how many.
 pub async fn list(spool: &Spool, destination: Option<&str>, out: &mut dyn std::io::Write) -> anyhow::Result<usize> {
-    let letters = spool.dead_letters(destination).await?;
-    for letter in &letters {
-        let message = serde_json::from_slice::<Value>(&letter.message)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&letter.message).into_owned()));
-        let line = json!({
-            "id": letter.id,
-            "destination": letter.destination,
-            "source_id": letter.source_id,
-            "failed_at": crate::commands::format_millis(letter.failed_at),
-            "reason": letter.reason,
-            "message": message,
-        });
-        writeln!(out, "{line}")?;
+    let (mut after, mut count) = (0, 0);
+    loop {
+        let letters = spool.dead_letter_page(destination, after, PAGE).await?;
+        let Some(last) = letters.last() else { return Ok(count) };
+        after = last.id;
+        for letter in &letters {
+            let message = serde_json::from_slice::<Value>(&letter.message)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&letter.message).into_owned()));
+            let line = json!({
+                "id": letter.id,
+                "destination": letter.destination,
+                "source_id": letter.source_id,
+                "failed_at": crate::commands::format_millis(letter.failed_at),
+                "reason": letter.reason,
+                "message": message,
+            });
+            writeln!(out, "{line}")?;
+        }
+        count += letters.len();
     }
-    Ok(letters.len())
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayOptions {
+    /// Only this destination's.
+    pub destination: Option<String>,
+    /// Only these IDs (all, if empty).
+    pub ids: Vec<i64>,
+    /// At most this many.
+    pub limit: Option<usize>,
 }
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Replayed {
-    /// Dead letters delivered and removed.
-    pub delivered: usize,
-    /// Dead letters that failed again and stay, with the new reason.
-    pub failed: usize,
-    /// Dead letters of destinations that are unknown or disabled now, left alone.
+    /// Dead letters moved back to the queue (and removed from the dead-letter table).
+    pub queued: usize,
+    /// Dead letters of destinations that are unknown or disabled now, or whose message cannot be read, left alone.
     pub skipped: usize,
+    /// With no server on the spool: messages this command delivered. `None` when a server delivers them.
+    pub delivered: Option<u64>,
+    /// With no server on the spool: why delivery stopped before the queue was empty, if it did.
+    pub failing: Option<String>,
+    /// The process ID of the server that delivers the queued letters, when one runs on the spool.
+    pub server: Option<u32>,
 }
 
-/// Resends dead letters (of one destination, or only `ids`, if given) to their destinations now.
-pub async fn replay(
-    spool: &Spool,
-    routes: &Router,
-    destination: Option<&str>,
-    ids: &[i64],
-) -> anyhow::Result<Replayed> {
-    let letters = spool.dead_letters(destination).await?;
+/// Moves dead letters back to the queue, a page per commit, and has them delivered.
+///
+/// A server running on the spool delivers them as it delivers everything. With none, this command takes the
+/// spool and delivers each page before it moves the next, so that an interruption resends at most the page in
+/// flight and a rerun carries on; if delivery fails again, the page waits in the spool for the next `serve` and
+/// the letters not yet moved stay letters.
+pub async fn replay(dir: &Path, routes: &Router, options: &ReplayOptions) -> anyhow::Result<Replayed> {
+    let owned = match Spool::open(dir, u64::MAX) {
+        Ok(spool) => Some(spool),
+        Err(SpoolError::Locked { .. }) => None,
+        Err(e) => return Err(e).with_context(|| format!("opening the spool in {}", dir.display())),
+    };
+    let spool = match &owned {
+        Some(spool) => spool.clone(),
+        None => Spool::open_shared(dir).with_context(|| format!("opening the spool in {}", dir.display()))?,
+    };
+    let delivery = owned.as_ref().map(|spool| Delivery::start(spool, routes, options.destination.as_deref()));
     let mut result = Replayed::default();
-    let mut delivered = Vec::new();
-    let mut failed = Vec::new();
-    for letter in letters.into_iter().filter(|l| ids.is_empty() || ids.contains(&l.id)) {
-        let (Some(target), Ok(message)) = (routes.get(&letter.destination), Message::from_slice(&letter.message))
-        else {
-            result.skipped += 1;
-            continue;
-        };
-        let record = Record::new(Arc::from(letter.source_id.as_str()), message);
-        match target.sink.deliver(vec![record]).await.pop() {
-            Some(Outcome::Delivered(_)) => delivered.push(letter.id),
-            Some(Outcome::Retryable(reason) | Outcome::Failed(reason)) => failed.push((letter.id, reason)),
-            None => failed.push((letter.id, "the sink returned no outcome".to_owned())),
+    let wanted: HashSet<i64> = options.ids.iter().copied().collect();
+    let mut left = options.limit.unwrap_or(usize::MAX);
+    let mut after = 0;
+    while left > 0 && result.failing.is_none() {
+        let letters = spool.dead_letter_page(options.destination.as_deref(), after, PAGE).await?;
+        let Some(last) = letters.last() else { break };
+        after = last.id;
+        // Entries of at most ENTRY messages per destination and source, as ingest stores requests.
+        let mut groups: BTreeMap<(String, String), Vec<(String, String, Vec<u8>)>> = BTreeMap::new();
+        let mut ids = Vec::new();
+        for letter in letters.into_iter().filter(|l| wanted.is_empty() || wanted.contains(&l.id)) {
+            if left == 0 {
+                break;
+            }
+            let (Some(_), Ok(message)) = (routes.get(&letter.destination), Message::from_slice(&letter.message)) else {
+                result.skipped += 1;
+                continue;
+            };
+            let id = message.message_id().unwrap_or_default().to_owned();
+            let key = message.partition_key(false).into_owned();
+            groups.entry((letter.destination, letter.source_id)).or_default().push((id, key, letter.message));
+            ids.push(letter.id);
+            left -= 1;
+        }
+        let mut entries = Vec::new();
+        for ((destination, source_id), messages) in groups {
+            for chunk in messages.chunks(ENTRY) {
+                entries.push(NewEntry {
+                    destination: destination.clone(),
+                    source_id: source_id.clone(),
+                    count: chunk.len() as u32,
+                    items: crate::stored::encode(chunk.iter().map(|(i, k, m)| (i.as_str(), k.as_str(), m.as_slice()))),
+                });
+            }
+        }
+        result.queued += ids.len();
+        spool.requeue(entries, ids).await?;
+        if let Some(delivery) = &delivery {
+            result.failing = delivery.until_empty(&spool).await;
         }
     }
-    result.delivered = delivered.len();
-    result.failed = failed.len();
-    spool.forget_dead_letters(delivered).await?;
-    spool.update_dead_letters(failed).await?;
+    match (owned, delivery) {
+        (Some(spool), Some(delivery)) => {
+            result.delivered = Some(delivery.stop().await);
+            spool.close();
+        }
+        _ => {
+            result.server =
+                std::fs::read_to_string(dir.join(spool::LOCK_FILE)).ok().and_then(|t| t.trim().parse().ok());
+        }
+    }
     Ok(result)
+}
+
+/// How many messages one requeued entry holds at most.
+const ENTRY: usize = 500;
+
+/// The server's delivery workers, run by `dlq replay` when no server owns the spool.
+struct Delivery {
+    names: Vec<String>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stored: Arc<Notify>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    _stop: watch::Sender<bool>,
+}
+
+impl Delivery {
+    /// Starts a worker for every enabled destination (or only `only`).
+    fn start(spool: &Spool, routes: &Router, only: Option<&str>) -> Delivery {
+        let metrics = Arc::new(Metrics::default());
+        let health = Arc::new(Health::default());
+        let stored = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let mut names = Vec::new();
+        let mut workers = Vec::new();
+        for destination in routes.all().filter(|d| only.is_none_or(|name| name == d.name)) {
+            let worker = Worker {
+                name: destination.name.clone(),
+                sink: destination.sink.clone(),
+                spool: spool.clone(),
+                metrics: metrics.clone(),
+                stored: stored.clone(),
+                health: health.clone(),
+                max_retry: destination.max_retry,
+                // Replayed letters are not moved straight back for a budget; the server's workers keep it.
+                max_backlog_bytes: u64::MAX,
+            };
+            names.push(destination.name.clone());
+            workers.push(tokio::spawn(worker.run(stopped.clone())));
+        }
+        Delivery { names, metrics, health, stored, workers, _stop: stop }
+    }
+
+    /// Wakes the workers and waits until their queues are empty; returns why not, if a delivery failed.
+    async fn until_empty(&self, spool: &Spool) -> Option<String> {
+        self.stored.notify_waiters();
+        loop {
+            if let Some((name, report)) =
+                self.names.iter().map(|name| (name, self.health.report(name))).find(|(_, r)| r.state != State::Ok)
+            {
+                return Some(format!("{name}: {}", report.last_error.unwrap_or_default()));
+            }
+            let backlogs = spool.backlogs();
+            if self.names.iter().all(|name| backlogs.get(name).is_none_or(|b| b.messages == 0)) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Stops the workers; returns how many messages they delivered. What they had in flight stays queued.
+    async fn stop(self) -> u64 {
+        for worker in self.workers {
+            worker.abort();
+            let _ = worker.await;
+        }
+        self.names.iter().map(|name| self.metrics.delivered.get_or_create(&Metrics::destination(name)).get()).sum()
+    }
 }

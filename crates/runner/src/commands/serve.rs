@@ -21,14 +21,26 @@ use crate::ingest::{Ingest, Source, WriteKeys, router};
 use crate::metrics::Metrics;
 use crate::route::Router;
 
+/// Writes a line to standard error, dropping it if it cannot be written: a full disk under the log must not
+/// crash the server (`eprintln!` panics on a failed write).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Settings of `serve`.
 pub struct ServeOptions {
     /// The address to listen on.
     pub listen: SocketAddr,
     /// The spool folder.
     pub spool_dir: std::path::PathBuf,
-    /// The most messages the spool may hold before requests get 429.
+    /// The most messages the spool may hold before requests get 429 (no limit by default: bytes bound it).
     pub spool_max: u64,
+    /// The most bytes of messages the spool may hold before requests get 429; by default a quarter of the free
+    /// space on the spool's disk at start.
+    pub spool_max_bytes: Option<u64>,
     /// How long a shutdown waits for the workers to deliver what is due.
     pub flush_timeout: Duration,
     /// How many invalid messages the rejected table keeps; older ones are dropped.
@@ -78,6 +90,22 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     let spool = Spool::open(&options.spool_dir, options.spool_max)
         .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
     spool.set_max_rejections(options.rejected_max);
+    let max_bytes = match options.spool_max_bytes {
+        Some(bytes) => bytes,
+        None => {
+            free_space(&options.spool_dir)
+                .with_context(|| format!("reading the free space of {}", options.spool_dir.display()))?
+                / 4
+        }
+    };
+    spool.set_max_bytes(max_bytes);
+    let enabled = routes.all().count().max(1) as u64;
+    note!(
+        "tributary: the spool holds at most {} of messages{}; each destination's share is {} unless it sets max_backlog_bytes",
+        format_bytes(max_bytes),
+        if options.spool_max_bytes.is_none() { " (a quarter of the free space on its disk)" } else { "" },
+        format_bytes(max_bytes / enabled)
+    );
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());
@@ -93,6 +121,7 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
             stored: stored.clone(),
             health: health.clone(),
             max_retry: destination.max_retry,
+            max_backlog_bytes: destination.max_backlog.unwrap_or(max_bytes / enabled),
         };
         workers.push(tokio::spawn(supervise(worker, stopped.clone())));
     }
@@ -122,12 +151,12 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     let max_connections =
         options.max_connections.min(usize::try_from(open_files.saturating_sub(256)).unwrap_or(usize::MAX)).max(1);
     if max_connections < options.max_connections {
-        eprintln!(
+        note!(
             "tributary: at most {max_connections} connections, not {}: the open-files limit is {open_files}",
             options.max_connections
         );
     }
-    eprintln!(
+    note!(
         "tributary: listening on http://{local} (at most {max_connections} connections), spool {} ({} waiting)",
         spool.path().display(),
         spool.depth()
@@ -137,11 +166,11 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     let limits = Limits { max_connections, read_timeout: options.read_timeout };
     let shutdown = async move {
         first_signal().await;
-        eprintln!("tributary: shutting down: no new requests; finishing those in flight");
+        note!("tributary: shutting down: no new requests; finishing those in flight");
         shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
         tokio::spawn(async {
             first_signal().await;
-            eprintln!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
+            note!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
             std::process::exit(130);
         });
     };
@@ -149,10 +178,10 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     let _ = stop.send(true);
     let flushed = tokio::time::timeout(options.flush_timeout, futures::future::join_all(workers)).await;
     if flushed.is_err() {
-        eprintln!("tributary: flush timed out; {} messages stay in the spool for the next run", spool.depth());
+        note!("tributary: flush timed out; {} messages stay in the spool for the next run", spool.depth());
     }
     spool.close();
-    eprintln!("tributary: stopped with {} messages waiting in {}", spool.depth(), spool.path().display());
+    note!("tributary: stopped with {} messages waiting in {}", spool.depth(), spool.path().display());
     Ok(())
 }
 
@@ -180,6 +209,25 @@ async fn supervise(worker: Worker, stop: watch::Receiver<bool>) {
         worker.metrics.restarts.get_or_create(&Metrics::destination(&worker.name)).inc();
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// The bytes free for an unprivileged writer on the filesystem of `dir` (created if missing).
+fn free_space(dir: &std::path::Path) -> anyhow::Result<u64> {
+    std::fs::create_dir_all(dir)?;
+    let stats = rustix::fs::statvfs(dir)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// A byte count as people read it: `1.5 GiB`.
+fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} bytes") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -29,13 +29,13 @@ impl ApiError {
     }
 
     /// A 429 while the spool is full.
-    pub fn spool_full(depth: u64, max: u64) -> ApiError {
+    pub fn spool_full(how: &str) -> ApiError {
         ApiError {
             retry_after: Some(5),
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "spool_full",
-                format!("{depth} messages are waiting for delivery, the limit is {max}; retry later"),
+                format!("the spool is full ({how}); retry later"),
             )
         }
     }

@@ -171,7 +171,7 @@ async fn destination_health(ingest: &Ingest) -> Vec<DestinationHealth> {
         let backlog = backlogs.get(name).copied().unwrap_or_default();
         let oldest = match backlog.messages {
             0 => None,
-            _ => ingest.spool.oldest(name).await.ok().flatten().map(|at| (now - at).max(0) as f64 / 1000.0),
+            _ => ingest.spool.oldest_at(name).await.ok().flatten().map(|at| (now - at).max(0) as f64 / 1000.0),
         };
         out.push(DestinationHealth {
             name: name.to_owned(),
@@ -408,16 +408,22 @@ impl Ingest {
                 self.stored.notify_waiters();
                 Ok(count)
             }
-            Err(SpoolError::Full { depth, max }) => Err(ApiError::spool_full(depth, max)),
+            Err(SpoolError::Full { depth, max }) => {
+                Err(ApiError::spool_full(&format!("{depth} messages waiting, the limit is {max}")))
+            }
+            Err(SpoolError::FullBytes { bytes, max }) => {
+                Err(ApiError::spool_full(&format!("{bytes} bytes waiting, the limit is {max}")))
+            }
             Err(SpoolError::Stopped) => {
                 Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"))
             }
+            // A full disk, or any other failure to commit: nothing was stored, and the client keeps the messages.
             Err(e) => {
                 tracing::error!(error = %e, "the spool refused a write");
                 Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "spool_error",
-                    "the message could not be stored; retry",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "spool_unavailable",
+                    "the messages could not be stored (is the spool's disk full?); retry later",
                 ))
             }
         }

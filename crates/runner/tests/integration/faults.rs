@@ -254,3 +254,197 @@ async fn dlq_list_during_a_backoff_leaves_the_schedule_alone() {
     let after = schedule();
     assert!(after >= before, "dlq list made the retry due: {before} -> {after}");
 }
+
+fn count(spool: &Path, table: &str) -> i64 {
+    let db =
+        rusqlite::Connection::open_with_flags(spool.join(spool::FILE_NAME), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0)).unwrap()
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|m| m["messageId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn dlq_replay_of_twenty_thousand_letters_resumes_after_a_kill_and_beside_a_server() {
+    // Every message is over a 10-byte record limit: 20,000 dead letters at once.
+    let spool = scratch("replay-spool");
+    let broken = kinesis_destination("main", "s", "http://127.0.0.1:9", "max_record_bytes = 10");
+    let config = folder("replay", &[("main", &broken)]);
+    let mut server = Server::start(&config, &spool, &[]).await;
+    let client = reqwest::Client::new();
+    for b in 0..200 {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "track", "userId": format!("u{i}"), "event": "E", "messageId": format!("r-{}", b * 100 + i)}))
+            .collect();
+        assert_eq!(server.post(&client, "/v1/batch", &json!({ "batch": batch })).await.0, 200);
+    }
+    for _ in 0..200 {
+        if count(&spool, "dead_letters") == 20_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&spool, "dead_letters"), 20_000, "{}", server.log());
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(20)).await, Some(Some(0)));
+
+    // Fixed (the destination becomes a file), then replayed and killed midway.
+    let out = scratch("replay-out").join("out.ndjson");
+    crate::write_files(&config, &[("destinations/main.toml", &file_destination("main", &out))]);
+    let replay = |extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"));
+        command
+            .args(["--config", config.to_str().unwrap(), "dlq", "replay", "--spool-dir", spool.to_str().unwrap()])
+            .args(extra)
+            .env("TEST_WRITE_KEY", crate::server::WRITE_KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let mut child = replay(&[]).spawn().unwrap();
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while lines_of(&out).len() < 4_000 {
+        assert!(std::time::Instant::now() < give_up, "the replay delivered nothing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let letters_after_kill = count(&spool, "dead_letters");
+    assert!(letters_after_kill > 0, "the replay finished before it was killed; kill it sooner");
+
+    // Rerun for part of the rest only.
+    let output = replay(&["--limit", "5000"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("5000 moved back to the queue"), "{stderr}");
+    assert_eq!(count(&spool, "dead_letters"), (letters_after_kill - 5_000).max(0));
+
+    // The rest, while a server runs on the spool: the server delivers them.
+    let server = Server::start(&config, &spool, &[]).await;
+    let output = replay(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("(PID {})", server.pid())), "{stderr}");
+    assert_eq!(count(&spool, "dead_letters"), 0);
+    let mut delivered = Vec::new();
+    for _ in 0..200 {
+        delivered = lines_of(&out);
+        let mut unique = delivered.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() == 20_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let total = delivered.len();
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered.len(), 20_000, "{}", server.log());
+    // Only what was in flight when the replay was killed (one page) may have gone twice.
+    assert!(total - 20_000 <= 5_000, "{} delivered twice", total - 20_000);
+}
+
+/// A tmpfs of `megabytes` mounted at `dir`, unmounted when dropped. Mounting needs root (CI runs as root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, megabytes: u32) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a {megabytes} MiB tmpfs at {} failed: this suite needs root",
+            dir.display()
+        );
+        SmallDisk(dir.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_never_gets_a_200_without_a_commit_and_the_server_recovers() {
+    let (_, upstream) =
+        tests::env::kinesis_endpoints().into_iter().find(|(name, _)| name != "moto").expect("kinesis-local");
+    let proxy = tests::proxy::FaultProxy::start(&upstream).await;
+    proxy.set_up(false);
+    let stream = tests::stream::unique_name("full-disk");
+    let admin = tests::stream::client(&upstream, tests::env::dummy_credentials()).await;
+    tests::stream::create(&admin, &stream, 1).await;
+    let disk = SmallDisk::mount(&scratch("full-disk-mount"), 12);
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 3 << 20]).unwrap();
+    let spool = disk.0.join("spool");
+    let config = folder("full-disk", &[("main", &kinesis_destination("main", &stream, &proxy.url, ""))]);
+    let server = Server::start(&config, &spool, &["--spool-max-bytes", "1GB"]).await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    let mut n = 0;
+    let send = async |n: &mut usize| {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "track", "userId": "u", "event": "Fill", "messageId": format!("f-{}-{i}", *n), "properties": {"pad": "x".repeat(400)}}))
+            .collect();
+        *n += 1;
+        let (status, body) = server.post(&client, "/v1/batch", &json!({ "batch": batch })).await;
+        (status, body, batch)
+    };
+    while refused < 5 {
+        assert!(n < 2_000, "the disk never filled");
+        let (status, body, batch) = send(&mut n).await;
+        match status {
+            200 => acknowledged.extend(batch.iter().map(|m| m["messageId"].as_str().unwrap().to_owned())),
+            429 | 503 => refused += 1,
+            other => panic!("a full disk answered {other}: {body}\n{}", server.log()),
+        }
+    }
+    assert!(!acknowledged.is_empty());
+    // Space frees; the server takes requests again by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let mut taken_again = false;
+    for _ in 0..50 {
+        let (status, _, batch) = send(&mut n).await;
+        if status == 200 {
+            acknowledged.extend(batch.iter().map(|m| m["messageId"].as_str().unwrap().to_owned()));
+            taken_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken_again, "the server did not take requests again after space freed:\n{}", server.log());
+    proxy.set_up(true);
+    // The retries have backed off while the stream was unreachable: up to a minute.
+    let mut got = Vec::new();
+    for _ in 0..90 {
+        got = ids(&tests::stream::read_all(&admin, &stream).await);
+        if got.len() >= acknowledged.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    acknowledged.sort();
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| got.binary_search(id).is_err()).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not delivered: {missing:?} ({} acknowledged)\n{}",
+        acknowledged.len(),
+        server.log()
+    );
+    drop(server);
+}

@@ -407,7 +407,7 @@ async fn permanent_failures_go_to_the_dead_letter_table_and_replay_after_a_fix()
     let (ok, _, stderr) =
         tributary(&["--config", config.to_str().unwrap(), "dlq", "replay", "--spool-dir", spool_arg], &env, None);
     assert!(ok, "{stderr}");
-    assert!(stderr.contains("1 delivered, 0 failed again, 0 skipped"), "{stderr}");
+    assert!(stderr.contains("1 moved back to the queue, 1 delivered; 0 skipped"), "{stderr}");
     assert_eq!(lines(&out)[0]["messageId"], "doomed-1");
     let (_, stdout, _) =
         tributary(&["--config", config.to_str().unwrap(), "dlq", "list", "--spool-dir", spool_arg], &[], None);

@@ -165,7 +165,8 @@ async fn check_explains_each_failure() {
     assert!(
         wrong.starts_with("FAIL")
             && wrong.contains("the External ID does not match")
-            && wrong.contains("\"src_other\", not \"src_x\""),
+            && wrong.contains("with 1 External ID, and \"src_x\" is not among them")
+            && !wrong.contains("src_other"),
         "{wrong}"
     );
     let describe = line("no-describe");
@@ -223,4 +224,47 @@ fn the_trust_policy_lists_audiences_or_only_the_secret_id() {
     let (ok, _, stderr) =
         run(&config, &["iam", "policy", "--destination", "main", "--account-id", "999999999999"], &[], None);
     assert!(ok, "{stderr}");
+}
+
+#[tokio::test]
+async fn the_secret_id_never_appears_in_any_output_even_at_trace() {
+    const SECRET: &str = "zq-ext-secret-7f3a9c";
+    let (url, _) = tests::env::iam();
+    let (caller_arn, credentials) =
+        caller("secret-caller", &["sts:AssumeRole", "sts:GetCallerIdentity", "iam:GetRole"]).await;
+    let full = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"], "Resource": "*"}]});
+    let trusting = |ids: &[&str]| json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": caller_arn}, "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": ids}}}]});
+    let stream = unique_name("secret");
+    create(&admin_kinesis().await, &stream, 1).await;
+    let good = role(&unique_name("secret-good"), &trusting(&[SECRET]), Some(&full)).await;
+    // This one trusts the secret of another destination, and not ours.
+    let other = role(&unique_name("secret-other"), &trusting(&["another-destinations-secret"]), Some(&full)).await;
+    let with_secret = |name: &str, role: &str| {
+        destination(name, role, &stream, &url)
+            .replace("[kinesis.delivery]", "secret_id = { env = \"KINESIS_SECRET\" }\n[kinesis.delivery]")
+    };
+    let config = scratch("secret-trace");
+    write_files(
+        &config,
+        &[
+            ("destinations/good.toml", &with_secret("good", &good)),
+            ("destinations/other.toml", &with_secret("other", &other)),
+            ("sources/s.toml", &source("src_s", &["good"])),
+        ],
+    );
+    let mut env = as_caller(&credentials);
+    env.push(("KINESIS_SECRET", SECRET.to_owned()));
+    env.push(("TRIBUTARY_LOG", "trace".to_owned()));
+    let event = "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"Secret Kept\",\"messageId\":\"secret-1\"}\n";
+    let (ok, stdout, stderr) = run(&config, &["send", "--source", "src_s", "-"], &env, Some(event));
+    assert!(ok, "{stderr}");
+    assert!(stderr.len() > 10_000, "TRIBUTARY_LOG=trace printed little: {} bytes", stderr.len());
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "the secret_id was printed during a delivery");
+    assert_eq!(read_all(&admin_kinesis().await, &stream).await.len(), 1);
+
+    let (ok, stdout, stderr) = run(&config, &["check", "--destination", "other"], &env, None);
+    assert!(!ok);
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "the secret_id was printed by check");
+    assert!(!stdout.contains("another-destinations-secret"), "check printed the trust policy's values:\n{stdout}");
+    assert!(stdout.contains("with 1 External ID, and the configured secret_id is not among them"), "{stdout}");
 }

@@ -63,10 +63,14 @@ async fn complete_retry_and_dead_letter() {
     assert_eq!(dead[0].message, b"m2");
     assert!(spool.dead_letters(Some("other")).await.unwrap().is_empty());
     assert_eq!(messages(&spool.all_waiting("a", 10).await.unwrap()), ["left", "m3"]);
-    spool.update_dead_letters(vec![(dead[0].id, "still denied".into())]).await.unwrap();
-    assert_eq!(spool.dead_letters(Some("a")).await.unwrap()[0].reason, "still denied");
-    spool.forget_dead_letters(vec![dead[0].id]).await.unwrap();
+
+    assert_eq!(spool.dead_letter_page(Some("a"), dead[0].id, 10).await.unwrap(), []);
+    assert_eq!(spool.dead_letter_page(None, 0, 10).await.unwrap(), dead);
+    // Requeued, a letter leaves the table and its message waits again, in one commit.
+    let again = NewEntry { destination: "a".into(), source_id: "src".into(), items: b"m2".to_vec(), count: 1 };
+    spool.requeue(vec![again], vec![dead[0].id]).await.unwrap();
     assert!(spool.dead_letters(None).await.unwrap().is_empty());
+    assert_eq!(spool.depth(), 3);
 }
 
 #[tokio::test]
@@ -196,8 +200,8 @@ async fn backlogs_count_messages_and_bytes_per_destination() {
     spool.settle(vec![delivered(due[0].id)]).await.unwrap();
     assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 1, bytes: 3 });
     assert_eq!(spool.depth(), 2);
-    assert!(spool.oldest("a").await.unwrap().is_some());
-    assert_eq!(spool.oldest("c").await.unwrap(), None);
+    assert!(spool.oldest_at("a").await.unwrap().is_some());
+    assert_eq!(spool.oldest_at("c").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -221,4 +225,19 @@ async fn a_spool_of_the_first_layout_is_migrated_with_its_schedule() {
     let due = spool.due("a", 10).await.unwrap();
     assert_eq!(messages(&due), ["m1", "m2"]);
     assert_eq!((due[1].attempts, due[1].count, due[1].enqueued_at), (2, 3, 6));
+}
+
+#[tokio::test]
+async fn a_spool_full_of_bytes_refuses_and_the_oldest_entries_come_first() {
+    let spool = Spool::open(&dir("bytes"), 1_000).unwrap();
+    spool.set_max_bytes(5);
+    spool.append(vec![entry("a", 1), entry("a", 22)]).await.unwrap();
+    assert_eq!(spool.bytes(), 5);
+    let error = spool.append(vec![entry("b", 3)]).await.unwrap_err();
+    assert!(matches!(error, SpoolError::FullBytes { bytes: 5, max: 5 }), "{error}");
+    let oldest = spool.oldest("a", 1, Vec::new()).await.unwrap();
+    assert_eq!(messages(&oldest), ["m1"]);
+    assert_eq!(messages(&spool.oldest("a", 5, vec![oldest[0].id]).await.unwrap()), ["m22"]);
+    spool.settle(vec![delivered(oldest[0].id)]).await.unwrap();
+    spool.append(vec![entry("b", 3)]).await.unwrap();
 }
