@@ -85,3 +85,15 @@ pub async fn update_trust(role: &str, trust: &Value) {
         .await
         .unwrap_or_else(|e| panic!("IAM refused the trust policy of role {role}: {e:?}"));
 }
+
+/// Removes the inline policy `name` of the role `role`: what revoking a role's access looks like.
+pub async fn delete_role_policy(role: &str, name: &str) {
+    admin()
+        .await
+        .delete_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("deleting the policy {name} of role {role}: {e:?}"));
+}

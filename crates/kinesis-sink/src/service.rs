@@ -1,8 +1,7 @@
 //! Sending one batch: PutRecords, per-entry results, retries of only what failed, the PutRecord fallback and
 //! credential refresh. This is the single owner of retries; the SDK's own retry is disabled.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sink::Outcome;
@@ -41,14 +40,19 @@ const PUT_RECORDS_HINT: &str = "add kinesis:PutRecords to the role's policy to s
 pub struct Service<A> {
     api: A,
     policy: RetryPolicy,
-    /// Set once PutRecords was refused and PutRecord allowed: from then on, one PutRecord per record.
-    single_records: AtomicBool,
+    /// When PutRecords was last refused while PutRecord was allowed: for [`RECHECK_PUT_RECORDS`] after that, one
+    /// PutRecord per record; then PutRecords is tried again, since a policy that was being changed (a revoked
+    /// role being restored) may allow it now.
+    single_records_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a destination sends one PutRecord per record before it tries PutRecords again.
+pub const RECHECK_PUT_RECORDS: Duration = Duration::from_secs(10);
 
 impl<A: KinesisApi> Service<A> {
     /// A service over `api`.
     pub fn new(api: A, policy: RetryPolicy) -> Service<A> {
-        Service { api, policy, single_records: AtomicBool::new(false) }
+        Service { api, policy, single_records_since: std::sync::Mutex::new(None) }
     }
 
     /// The client.
@@ -56,9 +60,17 @@ impl<A: KinesisApi> Service<A> {
         &self.api
     }
 
-    /// Whether this destination fell back to one PutRecord per record.
+    /// Whether this destination sends one PutRecord per record, because PutRecords was refused lately.
     pub fn is_single_record_mode(&self) -> bool {
-        self.single_records.load(Ordering::Relaxed)
+        let mut since = self.single_records_since.lock().expect("single-record lock poisoned");
+        match *since {
+            Some(at) if at.elapsed() < RECHECK_PUT_RECORDS => true,
+            Some(_) => {
+                *since = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// Delivers `entries` as `identity` and returns one outcome per entry, in order.
@@ -188,11 +200,18 @@ impl<A: KinesisApi> Service<A> {
         match self.api.put_record(identity, &entries[first]).await {
             Ok(delivery) => {
                 outcomes[first] = Some(Outcome::Delivered(delivery));
-                if !self.single_records.swap(true, Ordering::Relaxed) {
+                if self
+                    .single_records_since
+                    .lock()
+                    .expect("single-record lock poisoned")
+                    .replace(Instant::now())
+                    .is_none()
+                {
                     tracing::warn!(
                         stream = self.api.stream(),
                         "kinesis:PutRecords was denied but kinesis:PutRecord is allowed, so this destination now \
-                         sends one record per call; {PUT_RECORDS_HINT}"
+                         sends one record per call (and tries PutRecords again every {}s); {PUT_RECORDS_HINT}",
+                        RECHECK_PUT_RECORDS.as_secs()
                     );
                 }
                 true

@@ -129,8 +129,8 @@ impl Worker {
     }
 
     /// Moves the oldest waiting messages of this destination to the dead-letter table while it holds more than its
-    /// budget, so that a destination that is down for long never fills the spool for the others. Checked at most
-    /// four times a second; logged at most once a minute.
+    /// budget, so that a destination that is down for long never fills the spool for the others. Checked when
+    /// entries are stored (at most every 20 ms) and at least every second; logged at most once a minute.
     async fn keep_within_budget(
         &self,
         busy: &[i64],
@@ -138,7 +138,7 @@ impl Worker {
         label: &crate::metrics::Destination,
     ) -> Result<(), spool::SpoolError> {
         let now = std::time::Instant::now();
-        if budget.checked.is_some_and(|at| now - at < Duration::from_millis(250)) {
+        if budget.checked.is_some_and(|at| now - at < Duration::from_millis(20)) {
             return Ok(());
         }
         budget.checked = Some(now);

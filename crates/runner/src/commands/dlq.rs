@@ -95,7 +95,7 @@ pub async fn replay(dir: &Path, routes: &Router, options: &ReplayOptions) -> any
         let Some(last) = letters.last() else { break };
         after = last.id;
         // Entries of at most ENTRY messages per destination and source, as ingest stores requests.
-        let mut groups: BTreeMap<(String, String), Vec<(String, String, Vec<u8>)>> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, String), Vec<Stored>> = BTreeMap::new();
         let mut ids = Vec::new();
         for letter in letters.into_iter().filter(|l| wanted.is_empty() || wanted.contains(&l.id)) {
             if left == 0 {
@@ -140,6 +140,9 @@ pub async fn replay(dir: &Path, routes: &Router, options: &ReplayOptions) -> any
     }
     Ok(result)
 }
+
+/// A message as a spool entry keeps it: messageId, partition key, JSON.
+type Stored = (String, String, Vec<u8>);
 
 /// How many messages one requeued entry holds at most.
 const ENTRY: usize = 500;

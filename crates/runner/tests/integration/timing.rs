@@ -144,3 +144,140 @@ async fn two_thousand_idle_connections_do_not_slow_an_active_client() {
     );
     drop(idle);
 }
+
+/// Counts of what a paced load got acknowledged, shared with the test.
+#[derive(Default)]
+struct Paced {
+    acknowledged: std::sync::Mutex<Vec<String>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_role_on_one_destination_slows_neither_ingest_nor_the_other() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (url, admin) = tests::env::iam();
+    let (caller_arn, caller) = tests::iam::caller("budget-caller", &["sts:AssumeRole"]).await;
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords"], "Resource": "*"}]});
+    let role_name = tests::stream::unique_name("budget-role");
+    let trust = kinesis_sink::iam::trust_policy(&caller_arn, &["src_test".to_owned()]);
+    let role = tests::iam::role(&role_name, &trust, Some(&policy)).await;
+    let stream = tests::stream::unique_name("budget");
+    let kinesis = tests::stream::client(&url, admin).await;
+    tests::stream::create(&kinesis, &stream, 1).await;
+
+    let out = scratch("budget-out").join("out.ndjson");
+    // One PutRecords at a time: moto, the one emulator that enforces IAM, loses records and fails reads under
+    // concurrent PutRecords to one shard.
+    let broken = format!(
+        "name = \"broken\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = {stream:?}\nendpoint = {url:?}\nrole_address = {role:?}\n[kinesis.delivery]\nlinger_ms = 5\nmax_attempts = 2\nbackoff_base_ms = 10\nbackoff_max_ms = 50\nmax_in_flight = 1\n"
+    );
+    let config = folder("budget", &[("healthy", &file_destination("healthy", &out)), ("broken", &broken)]);
+    let spool = scratch("budget-spool");
+    let (key, secret) = (caller.access_key_id().to_owned(), caller.secret_access_key().to_owned());
+    let env = [("AWS_ACCESS_KEY_ID", key.as_str()), ("AWS_SECRET_ACCESS_KEY", secret.as_str())];
+    // Two destinations: 2 MB each.
+    let server = Server::start_with_env(&config, &spool, &["--spool-max-bytes", "4MB"], &env).await;
+
+    // 2,000 messages a second, in batches of 100 every 50 ms, each with its own messageId.
+    let paced = Arc::new(Paced::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (paced, stop, url) = (paced.clone(), stop.clone(), server.url.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let ids: Vec<String> = (0..100).map(|i| format!("b-{n}-{i}")).collect();
+                n += 1;
+                let batch: Vec<Value> = ids
+                    .iter()
+                    .map(|id| json!({"type": "track", "userId": "u", "event": "Budget", "messageId": id, "properties": {"pad": "x".repeat(300)}}))
+                    .collect();
+                let response = http
+                    .post(format!("{url}/v1/batch"))
+                    .header(AUTHORIZATION, basic(WRITE_KEY))
+                    .json(&json!({ "batch": batch }))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == 200 {
+                    paced.acknowledged.lock().unwrap().extend(ids);
+                } else {
+                    paced.refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let lines = || std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
+    let acked = || paced.acknowledged.lock().unwrap().len();
+    // One phase: (acknowledged/s, delivered to the healthy destination/s) over `seconds`.
+    let phase = async |seconds: u64| {
+        let (a0, l0, t0) = (acked(), lines(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let elapsed = t0.elapsed().as_secs_f64();
+        ((acked() - a0) as f64 / elapsed, (lines() - l0) as f64 / elapsed)
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ingest_before, healthy_before) = phase(5).await;
+    tests::iam::delete_role_policy(&role_name, "kinesis").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ingest_during, healthy_during) = phase(8).await;
+    let health: Value = reqwest::get(format!("{}/health", server.url)).await.unwrap().json().await.unwrap();
+    tests::iam::put_role_policy(&role_name, "kinesis", &policy).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    eprintln!(
+        "ingest {ingest_before:.0}/s before, {ingest_during:.0}/s while the role was revoked; the healthy \
+         destination {healthy_before:.0}/s before, {healthy_during:.0}/s during"
+    );
+    assert_eq!(paced.refused.load(Ordering::Relaxed), 0, "requests were refused");
+    for (what, before, during) in
+        [("ingest", ingest_before, ingest_during), ("healthy", healthy_before, healthy_during)]
+    {
+        assert!(during >= before * 0.9, "{what} went from {before:.0}/s to {during:.0}/s");
+    }
+    let broken_state = &health["destinations"]["broken"];
+    assert_eq!(broken_state["state"], "degraded", "{health}");
+    assert!(
+        broken_state["waiting_bytes"].as_u64().unwrap() <= 2_000_000 + 200_000,
+        "the broken destination's backlog went past its budget: {health}"
+    );
+
+    // The overflow is in the dead-letter table; after the fix, the backlog drains and a replay sends the rest.
+    let dlq = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap(), "dlq"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--spool-dir", spool.to_str().unwrap()]);
+        crate::tributary(&all, &env, None)
+    };
+    let (ok, listed, _) = dlq(&["list", "--destination", "broken"]);
+    assert!(ok);
+    let letters: Vec<Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!letters.is_empty(), "nothing overflowed");
+    assert!(letters.iter().all(|l| l["reason"] == "backlog budget exceeded"), "{}", letters[0]);
+    let (ok, _, stderr) = dlq(&["replay", "--destination", "broken"]);
+    assert!(ok, "{stderr}");
+    let mut expected = paced.acknowledged.lock().unwrap().clone();
+    expected.sort();
+    let mut got = Vec::new();
+    for _ in 0..120 {
+        got = tests::stream::read_all(&kinesis, &stream)
+            .await
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.data).unwrap()["messageId"].as_str().unwrap().to_owned())
+            .collect();
+        got.sort();
+        got.dedup();
+        if got.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(got.len(), expected.len(), "{}", server.log());
+    assert_eq!(got, expected);
+    assert_eq!(lines(), expected.len(), "the healthy destination missed messages");
+}
