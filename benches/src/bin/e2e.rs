@@ -6,6 +6,8 @@
 //!   and the spool depth at the end.
 //! - Drain: the same load for 10 seconds while the endpoint is down (the spool fills), then the server restarts
 //!   with the endpoint up and no load; prints how fast the backlog reaches the endpoint.
+//! - Replay: 5 seconds of load on a destination whose record limit no message fits (each message becomes a dead
+//!   letter), then `tributary dlq replay` to the endpoint, timed from start to exit.
 //!
 //! `cargo xtask bench e2e` runs it as `e2e --tributary PATH`.
 
@@ -121,6 +123,39 @@ fn drain(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> a
     Ok(Drained { messages, per_second })
 }
 
+/// Dead letters made by `seconds` of load on a destination whose record limit no message fits, then replayed by
+/// `tributary dlq replay` (no server running) to the null endpoint: (letters, messages per second).
+fn replay(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> anyhow::Result<(u64, f64)> {
+    let port = free_port();
+    let dir = scratch("e2e-replay")?;
+    let refusing = destination(port).replace("endpoint =", "delivery = { max_record_bytes = 10 }\nendpoint =");
+    let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &refusing, ENV, BIG))?;
+    runtime.block_on(load(&served.url, 8, Duration::ZERO, Duration::from_secs(seconds)))?;
+    // Every message becomes a dead letter at once; wait until the spool is empty.
+    let limit = Instant::now() + Duration::from_secs(120);
+    while runtime.block_on(spool_depth(&served.url))? > 0 {
+        anyhow::ensure!(Instant::now() < limit, "the messages did not all become dead letters");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(served);
+    std::fs::write(dir.join("configs/destinations/stream.toml"), destination(port))?;
+    let counts = start_endpoint(port)?;
+    let started = Instant::now();
+    let output = std::process::Command::new(tributary)
+        .arg("--config")
+        .arg(dir.join("configs"))
+        .args(["dlq", "replay", "--spool-dir"])
+        .arg(dir.join("spool"))
+        .envs(ENV.iter().copied())
+        .env("BENCH_WRITE_KEY", benches::WRITE_KEY)
+        .output()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(output.status.success(), "dlq replay failed: {}", String::from_utf8_lossy(&output.stderr));
+    let letters = counts.records();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((letters, letters as f64 / elapsed))
+}
+
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg("--seconds").map_or(Ok(30), |s| s.parse()).context("--seconds")?;
     if let Some(port) = arg("--null-endpoint") {
@@ -140,6 +175,7 @@ fn main() -> anyhow::Result<()> {
 
     let drained = drain(&runtime, &tributary, 10)?;
     let run = sustained(&runtime, &tributary, seconds)?;
+    let (letters, replayed) = replay(&runtime, &tributary, 5)?;
     println!(
         "end to end ({cores} cores; load generator, server and null Kinesis endpoint on the same machine; 8 \
          connections, /v1/batch of 100 messages of ~600 bytes):"
@@ -157,5 +193,6 @@ fn main() -> anyhow::Result<()> {
         "  drain alone: {} messages at {:.0} delivered/s (limit: at least 250000/s)",
         drained.messages, drained.per_second
     );
+    println!("  dlq replay: {letters} dead letters at {replayed:.0} delivered/s (limit: at least 50000/s)");
     Ok(())
 }
