@@ -14,11 +14,35 @@ use crate::request_builder::RequestBuilder;
 use crate::sdk::{BaseCredentials, SdkKinesis};
 use crate::service::{RetryPolicy, Service};
 
-/// A record waiting for its batch, with the channel its outcome goes back on.
+/// The records of one [`Sink::deliver`] call for one identity, with the channel their outcomes go back on.
 struct Queued {
     identity: ExternalId,
-    entry: Entry,
-    respond: oneshot::Sender<Outcome>,
+    entries: Vec<Entry>,
+    respond: oneshot::Sender<Vec<Outcome>>,
+}
+
+/// Outcomes of one [`Queued`] chunk as its records come back, possibly from several batches.
+struct Pending {
+    outcomes: Vec<Option<Outcome>>,
+    remaining: usize,
+    respond: Option<oneshot::Sender<Vec<Outcome>>>,
+}
+
+impl Pending {
+    /// Records the outcomes of the chunk's records from `start`; answers the caller once all are in.
+    fn settle(&mut self, start: usize, outcomes: impl IntoIterator<Item = Outcome>) {
+        for (slot, outcome) in self.outcomes[start..].iter_mut().zip(outcomes) {
+            *slot = Some(outcome);
+            self.remaining -= 1;
+        }
+        if self.remaining == 0
+            && let Some(respond) = self.respond.take()
+        {
+            let outcomes = std::mem::take(&mut self.outcomes);
+            // A caller that stopped waiting no longer needs its outcomes.
+            let _ = respond.send(outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect());
+        }
+    }
 }
 
 /// The Kinesis destination.
@@ -90,25 +114,39 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
 #[async_trait::async_trait]
 impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome> {
+        let stopped = || Outcome::Retryable("the Kinesis sink has stopped".to_owned());
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        let mut waiting = Vec::with_capacity(records.len());
+        // One chunk per identity, in record order; the positions map its outcomes back.
+        let mut chunks: Vec<(ExternalId, Vec<usize>, Vec<Entry>)> = Vec::new();
         for (i, record) in records.iter().enumerate() {
             match self.builder.encode(record) {
                 Err(reason) => outcomes[i] = Some(Outcome::Failed(reason)),
                 Ok(entry) => {
-                    let (respond, outcome) = oneshot::channel();
-                    let queued = Queued { identity: self.identity(record), entry, respond };
-                    if self.queue.send(queued).is_err() {
-                        outcomes[i] = Some(Outcome::Retryable("the Kinesis sink has stopped".to_owned()));
-                    } else {
-                        waiting.push((i, outcome));
+                    let identity = self.identity(record);
+                    match chunks.iter_mut().find(|(id, _, _)| *id == identity) {
+                        Some((_, positions, entries)) => {
+                            positions.push(i);
+                            entries.push(entry);
+                        }
+                        None => chunks.push((identity, vec![i], vec![entry])),
                     }
                 }
             }
         }
-        for (i, outcome) in waiting {
-            outcomes[i] =
-                Some(outcome.await.unwrap_or_else(|_| Outcome::Retryable("the Kinesis sink has stopped".to_owned())));
+        let mut waiting = Vec::with_capacity(chunks.len());
+        for (identity, positions, entries) in chunks {
+            let (respond, answer) = oneshot::channel();
+            if self.queue.send(Queued { identity, entries, respond }).is_err() {
+                positions.iter().for_each(|&i| outcomes[i] = Some(stopped()));
+            } else {
+                waiting.push((positions, answer));
+            }
+        }
+        for (positions, answer) in waiting {
+            match answer.await {
+                Ok(answered) => positions.into_iter().zip(answered).for_each(|(i, o)| outcomes[i] = Some(o)),
+                Err(_) => positions.iter().for_each(|&i| outcomes[i] = Some(stopped())),
+            }
         }
         outcomes.into_iter().map(|o| o.expect("every record has an outcome")).collect()
     }
@@ -122,12 +160,24 @@ struct Batcher<A> {
     in_flight: Arc<Semaphore>,
 }
 
-/// Records waiting for one identity's next batch.
+/// Records waiting for one identity's next batch: the entries, and which chunk (and where in it) each run of
+/// them came from.
 #[derive(Default)]
 struct Group {
     entries: Vec<Entry>,
-    responders: Vec<oneshot::Sender<Outcome>>,
+    parts: Vec<(Arc<std::sync::Mutex<Pending>>, usize, usize)>,
     bytes: usize,
+}
+
+impl Group {
+    fn push(&mut self, pending: &Arc<std::sync::Mutex<Pending>>, index: usize, entry: Entry) {
+        self.bytes += entry.size();
+        self.entries.push(entry);
+        match self.parts.last_mut() {
+            Some((last, start, len)) if Arc::ptr_eq(last, pending) && *start + *len == index => *len += 1,
+            _ => self.parts.push((pending.clone(), index, 1)),
+        }
+    }
 }
 
 impl<A: KinesisApi + 'static> Batcher<A> {
@@ -143,22 +193,26 @@ impl<A: KinesisApi + 'static> Batcher<A> {
             };
             tokio::select! {
                 queued = incoming.recv() => {
-                    let Some(queued) = queued else { break };
-                    let size = queued.entry.size();
-                    let group = groups.entry(queued.identity.clone()).or_default();
-                    if !group.entries.is_empty() && group.bytes + size > self.builder.max_batch_bytes {
-                        let full = std::mem::take(group);
-                        self.send(queued.identity.clone(), full).await;
+                    let Some(Queued { identity, entries, respond }) = queued else { break };
+                    let pending = Arc::new(std::sync::Mutex::new(Pending {
+                        outcomes: vec![None; entries.len()],
+                        remaining: entries.len(),
+                        respond: Some(respond),
+                    }));
+                    for (index, entry) in entries.into_iter().enumerate() {
+                        let group = groups.entry(identity.clone()).or_default();
+                        if !group.entries.is_empty() && group.bytes + entry.size() > self.builder.max_batch_bytes {
+                            let full = std::mem::take(group);
+                            self.send(identity.clone(), full).await;
+                        }
+                        let group = groups.entry(identity.clone()).or_default();
+                        group.push(&pending, index, entry);
+                        if group.entries.len() >= self.builder.max_batch_records {
+                            let full = std::mem::take(group);
+                            self.send(identity.clone(), full).await;
+                        }
                     }
-                    let group = groups.entry(queued.identity.clone()).or_default();
-                    group.entries.push(queued.entry);
-                    group.responders.push(queued.respond);
-                    group.bytes += size;
-                    if group.entries.len() >= self.builder.max_batch_records {
-                        let full = std::mem::take(group);
-                        self.send(queued.identity, full).await;
-                    }
-                    if deadline.is_none() {
+                    if deadline.is_none() && groups.values().any(|g| !g.entries.is_empty()) {
                         deadline = Some(Instant::now() + self.linger);
                     }
                 }
@@ -184,10 +238,9 @@ impl<A: KinesisApi + 'static> Batcher<A> {
         let permit = self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
         let service = self.service.clone();
         tokio::spawn(async move {
-            let outcomes = service.send(&identity, &group.entries).await;
-            for (respond, outcome) in group.responders.into_iter().zip(outcomes) {
-                // A caller that stopped waiting no longer needs its outcome.
-                let _ = respond.send(outcome);
+            let mut outcomes = service.send(&identity, &group.entries).await.into_iter();
+            for (pending, start, len) in group.parts {
+                pending.lock().expect("pending lock poisoned").settle(start, outcomes.by_ref().take(len));
             }
             drop(permit);
         });

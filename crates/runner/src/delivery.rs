@@ -19,6 +19,9 @@ pub const BATCH: usize = 20;
 /// How many deliveries of one destination are in flight at once.
 pub const PIPELINE: usize = 4;
 
+/// How many messages must be waiting, beyond those in flight, for another delivery to start beside them.
+const FULL: u64 = 1_000;
+
 /// The wait before retry `attempt` (from 1): doubling from 1 s, capped at 5 minutes. Retries never stop: a
 /// message that was acknowledged stays in the spool until it is delivered or fails permanently.
 pub fn retry_delay(attempt: i64) -> Duration {
@@ -64,21 +67,28 @@ impl Worker {
         // Entries being delivered, which reads skip, and the highest fresh entry taken, after which they resume.
         let mut busy: Vec<i64> = Vec::new();
         let mut cursor = 0i64;
+        let mut messages_in_flight = 0u64;
         let mut budget = Budget::default();
         loop {
             let flushing = *stop.borrow();
             if let Err(e) = self.keep_within_budget(&busy, &mut budget, &label).await {
                 tracing::error!(destination = %self.name, error = %e, "moving messages over the backlog budget failed");
             }
-            if in_flight.len() < PIPELINE {
+            // Another delivery beside those in flight only for a full one: while delivery keeps up, one delivery
+            // at a time takes whatever arrived meanwhile, which costs less per message than many small ones.
+            let waiting = self.spool.backlogs().get(&self.name).map_or(0, |b| b.messages);
+            let worth_it = in_flight.is_empty() || waiting.saturating_sub(messages_in_flight) >= FULL;
+            if in_flight.len() < PIPELINE && worth_it {
                 let due_by = if flushing { i64::MAX } else { now_millis() };
                 match self.spool.take(&self.name, BATCH, due_by, cursor, busy.clone()).await {
                     Ok(entries) if !entries.is_empty() => {
                         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+                        let count: u64 = entries.iter().map(|e| u64::from(e.count)).sum();
+                        messages_in_flight += count;
                         cursor = entries.iter().filter(|e| e.fresh).map(|e| e.id).fold(cursor, i64::max);
                         busy.extend(&ids);
                         let (worker, label) = (&self, &label);
-                        in_flight.push(async move { (ids, worker.deliver(entries, label).await) });
+                        in_flight.push(async move { (ids, count, worker.deliver(entries, label).await) });
                         continue;
                     }
                     Ok(_) => {}
@@ -113,8 +123,9 @@ impl Worker {
             tokio::select! {
                 // A delivery can take as long as a call's timeout; the budget is checked meanwhile.
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                Some((ids, settled)) = in_flight.next() => {
+                Some((ids, count, settled)) = in_flight.next() => {
                     busy.retain(|id| !ids.contains(id));
+                    messages_in_flight -= count;
                     if let Err(e) = settled {
                         tracing::error!(destination = %self.name, error = %e, "recording delivery outcomes failed");
                         // The entries stay as they were: read them again.
