@@ -99,6 +99,13 @@ async fn analytics_js_in_chromium_delivers_every_call_once_with_the_clients_ip()
         // Closing its input lets the driver close the browser.
         drop(browser.stdin.take());
         let status = browser.wait().unwrap();
+        // The driver's last lines may come after the records landed: read its output to the end.
+        while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(5)) {
+            sent |= line == "sent";
+            if let Some(request) = line.strip_prefix("request ") {
+                requests.push(request.to_owned());
+            }
+        }
         let mut stderr = String::new();
         let _ = std::io::Read::read_to_string(browser.stderr.as_mut().unwrap(), &mut stderr);
         assert!(status.success() && sent, "{strategy}: the page did not send its calls:\n{stderr}");
