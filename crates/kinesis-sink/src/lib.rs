@@ -5,14 +5,15 @@
 //! - [`request_builder`]: records to entries (data encoding, partition key, size limit) and entries to requests.
 //! - [`record`]: the entry, per-entry results, error classification, and [`KinesisApi`], the seam that hides the
 //!   SDK.
-//! - [`service`]: one batch on the wire, with retries of only the failed entries, the PutRecord fallback and
-//!   credential refresh.
+//! - [`service`]: one batch on the wire, with retries of only the failed entries (throttling and outages; faults an
+//!   operator fixes go back to the caller at once), the PutRecord fallback and credential refresh.
 //! - [`credentials`]: assumed-role credentials per External ID.
 //! - [`sdk`]: the AWS SDK behind the seams.
 //! - [`sink`]: [`KinesisSink`], which batches records from all callers.
 //! - [`admin`]: creating, describing and reading streams.
+//! - [`iam`]: the permission and trust policies a destination needs, and `check`, which tries each identity.
 //!
-//! This is the only crate that depends on `aws-sdk-*`.
+//! This is the only product crate that depends on `aws-sdk-*` (the `tests` package uses them to set up emulators).
 
 pub mod admin;
 pub mod config;

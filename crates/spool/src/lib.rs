@@ -66,7 +66,8 @@ pub enum SpoolError {
     Stopped,
     /// Another process owns the spool folder.
     #[error(
-        "the spool folder {} is in use by another `tributary serve`{}; stop it, or give this server its own --spool-dir",
+        "the spool folder {} is in use by another tributary process{}: a `serve`, or a `dlq replay` delivering with no \
+         server running; stop it, or give this server its own --spool-dir",
         path.display(),
         owner.map(|pid| format!(" (PID {pid})")).unwrap_or_default()
     )]
