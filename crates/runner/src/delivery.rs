@@ -76,7 +76,7 @@ impl Worker {
             }
             // Another delivery beside those in flight only for a full one: while delivery keeps up, one delivery
             // at a time takes whatever arrived meanwhile, which costs less per message than many small ones.
-            let waiting = self.spool.backlogs().get(&self.name).map_or(0, |b| b.messages);
+            let waiting = self.spool.backlog(&self.name).messages;
             let worth_it = in_flight.is_empty() || waiting.saturating_sub(messages_in_flight) >= FULL;
             if in_flight.len() < PIPELINE && worth_it {
                 let due_by = if flushing { i64::MAX } else { now_millis() };
@@ -153,7 +153,7 @@ impl Worker {
             return Ok(());
         }
         budget.checked = Some(now);
-        let waiting = self.spool.backlogs().get(&self.name).map_or(0, |b| b.bytes);
+        let waiting = self.spool.backlog(&self.name).bytes;
         let mut excess = waiting.saturating_sub(self.max_backlog_bytes);
         while excess > 0 {
             let oldest = self.spool.oldest(&self.name, BATCH, busy.to_vec()).await?;

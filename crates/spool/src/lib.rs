@@ -224,6 +224,31 @@ struct Inner {
     _lock: Option<std::fs::File>,
 }
 
+/// How many bytes of committed entries [`Fresh`] keeps for their first read; past it, readers read from disk.
+const FRESH_BYTES: usize = 64 << 20;
+
+/// Committed entries not yet read, by ID.
+#[derive(Debug, Default)]
+struct Fresh {
+    items: std::collections::HashMap<i64, Vec<u8>>,
+    bytes: usize,
+}
+
+impl Fresh {
+    fn put(&mut self, id: i64, items: Vec<u8>) {
+        if self.bytes + items.len() <= FRESH_BYTES {
+            self.bytes += items.len();
+            self.items.insert(id, items);
+        }
+    }
+
+    fn take(&mut self, id: i64) -> Option<Vec<u8>> {
+        let items = self.items.remove(&id)?;
+        self.bytes -= items.len();
+        Some(items)
+    }
+}
+
 /// What one destination has waiting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
@@ -248,6 +273,9 @@ struct Counts {
     max_bytes: AtomicU64,
     /// What each destination has waiting, as of the last commit.
     backlogs: Mutex<std::collections::HashMap<String, Backlog>>,
+    /// Entries committed by this process and not yet read, by ID: a reader takes them from here instead of from
+    /// disk, which it would otherwise read back milliseconds after they were written.
+    fresh: Mutex<Fresh>,
     /// How many rejections the table keeps; older ones are dropped.
     max_rejections: AtomicU64,
     /// Rejections dropped to keep the table within its bound.
@@ -422,6 +450,7 @@ impl Spool {
             reserved_bytes: AtomicI64::new(0),
             max_bytes: AtomicU64::new(u64::MAX),
             backlogs: Mutex::default(),
+            fresh: Mutex::default(),
             max_rejections: AtomicU64::new(DEFAULT_MAX_REJECTIONS),
             rejections_dropped: AtomicU64::new(0),
         });
@@ -441,6 +470,11 @@ impl Spool {
                 _lock: lock,
             }),
         })
+    }
+
+    /// What `destination` has waiting, as of the last commit.
+    pub fn backlog(&self, destination: &str) -> Backlog {
+        self.inner.counts.backlogs.lock().expect("backlog lock poisoned").get(destination).copied().unwrap_or_default()
     }
 
     /// What each destination has waiting, as of the last commit.
@@ -542,6 +576,7 @@ impl Spool {
     /// Up to `limit` of the oldest entries of `destination`, in order of arrival, due or not, skipping `busy`.
     pub async fn oldest(&self, destination: &str, limit: usize, busy: Vec<i64>) -> Result<Vec<Entry>, SpoolError> {
         let destination = destination.to_owned();
+        let counts = self.inner.counts.clone();
         self.read(move |reader| {
             let mut statement = reader.prepare_cached(
                 "SELECT id, source_id, items, count, enqueued_at, attempts, next_attempt_at FROM spool
@@ -553,6 +588,7 @@ impl Spool {
             for row in rows {
                 let row = row?;
                 if !busy.contains(&row.id) && entries.len() < limit {
+                    counts.fresh.lock().expect("fresh lock poisoned").take(row.id);
                     entries.push(row);
                 }
             }
@@ -599,6 +635,7 @@ impl Spool {
         busy: Vec<i64>,
     ) -> Result<Vec<Entry>, SpoolError> {
         let destination = destination.to_owned();
+        let counts = self.inner.counts.clone();
         self.read(move |reader| {
             let mut entries = Vec::new();
             let mut retries = reader.prepare_cached(
@@ -612,24 +649,37 @@ impl Spool {
                 "SELECT id, source_id, items, count, enqueued_at, attempts, next_attempt_at FROM spool WHERE id = ?1",
             )?;
             for id in ids.into_iter().filter(|id| !busy.contains(id)).take(limit) {
+                // A retried entry was rewritten on disk; a copy kept from its append is stale.
+                counts.fresh.lock().expect("fresh lock poisoned").take(id);
                 if let Some(entry) = by_id.query_row(params![id], |row| entry(row, &destination)).optional()? {
                     entries.push(entry);
                 }
             }
             if entries.len() < limit {
+                // Fresh entries usually come from memory (see `Fresh`); only the others are read from disk.
                 let mut fresh = reader.prepare_cached(
-                    "SELECT id, source_id, items, count, enqueued_at, attempts, next_attempt_at FROM spool
+                    "SELECT id, source_id, X'', count, enqueued_at, attempts, next_attempt_at FROM spool
                      WHERE destination = ?1 AND next_attempt_at = 0 AND id > ?2 ORDER BY id LIMIT ?3",
                 )?;
                 let rows = fresh
                     .query_map(params![destination, after, (limit - entries.len() + busy.len()) as i64], |row| {
                         entry(row, &destination)
                     })?;
+                let mut items = reader.prepare_cached("SELECT items FROM spool WHERE id = ?1")?;
                 for row in rows {
-                    let row = row?;
-                    if !busy.contains(&row.id) && entries.len() < limit {
-                        entries.push(row);
+                    let mut row = row?;
+                    if busy.contains(&row.id) || entries.len() >= limit {
+                        continue;
                     }
+                    let cached = counts.fresh.lock().expect("fresh lock poisoned").take(row.id);
+                    row.items = match cached {
+                        Some(cached) => cached,
+                        None => match items.query_row(params![row.id], |r| r.get(0)).optional()? {
+                            Some(read) => read,
+                            None => continue,
+                        },
+                    };
+                    entries.push(row);
                 }
             }
             Ok(entries)
@@ -847,8 +897,18 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
         }
         let max_rejections = counts.max_rejections.load(Ordering::Relaxed);
         let result = match apply(&mut connection, &batch, max_rejections) {
-            Ok(Applied { rejections_dropped }) => {
+            Ok(Applied { rejections_dropped, appended }) => {
                 counts.rejections_dropped.fetch_add(rejections_dropped, Ordering::Relaxed);
+                let mut fresh = counts.fresh.lock().expect("fresh lock poisoned");
+                let mut ids = appended.into_iter();
+                for job in &mut batch {
+                    if let Op::Append(entries, _, _) = &mut job.op {
+                        for (entry, id) in entries.iter_mut().zip(ids.by_ref()) {
+                            fresh.put(id, std::mem::take(&mut entry.items));
+                        }
+                    }
+                }
+                drop(fresh);
                 // The totals are exact whichever process wrote the spool; reading them back is one small query.
                 if let Err(e) = recount(&connection, counts) {
                     tracing::warn!(spool = %path.display(), error = %e, "reading the spool's totals failed");
@@ -865,6 +925,8 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
 
 /// What one commit changed in the counts.
 struct Applied {
+    /// The IDs of the appended entries, in the order of the jobs and their entries.
+    appended: Vec<i64>,
     /// Rejections dropped to keep the table within its bound.
     rejections_dropped: u64,
 }
@@ -873,6 +935,7 @@ struct Applied {
 fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Result<Applied, rusqlite::Error> {
     let transaction = connection.transaction()?;
     let mut rejected = false;
+    let mut appended = Vec::new();
     for job in batch {
         match &job.op {
             Op::Append(entries, rejections, at) => {
@@ -883,6 +946,7 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
                 for entry in entries {
                     let bytes = entry.items.len() as i64;
                     insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
+                    appended.push(transaction.last_insert_rowid());
                 }
                 let mut reject = transaction.prepare_cached(
                     "INSERT INTO rejected (at, source_id, position, field, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -945,5 +1009,5 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
         false => 0,
     };
     transaction.commit()?;
-    Ok(Applied { rejections_dropped })
+    Ok(Applied { rejections_dropped, appended })
 }
