@@ -86,15 +86,8 @@ impl<A: KinesisApi> Service<A> {
             let mut retry = Vec::new();
             let mut refresh = false;
             if self.is_single_record_mode() {
-                for &i in &pending {
-                    match self.api.put_record(identity, &entries[i]).await {
-                        Ok(delivery) => outcomes[i] = Some(Outcome::Delivered(delivery)),
-                        Err(e) => {
-                            refresh |= e.kind == ErrorKind::ExpiredToken;
-                            self.settle_error(i, e, &mut outcomes, &mut retry, &mut last_reason);
-                        }
-                    }
-                }
+                refresh |=
+                    self.one_by_one(identity, entries, &pending, &mut outcomes, &mut retry, &mut last_reason).await;
             } else {
                 let batch: Vec<Entry> = pending.iter().map(|&i| entries[i].clone()).collect();
                 match self.api.put_records(identity, &batch).await {
@@ -122,15 +115,9 @@ impl<A: KinesisApi> Service<A> {
                     }
                     Err(e) if e.kind == ErrorKind::Invalid && pending.len() > 1 => {
                         // The call was refused for what some record holds: send each alone to find which.
-                        for &i in &pending {
-                            match self.api.put_record(identity, &entries[i]).await {
-                                Ok(delivery) => outcomes[i] = Some(Outcome::Delivered(delivery)),
-                                Err(e) => {
-                                    refresh |= e.kind == ErrorKind::ExpiredToken;
-                                    self.settle_error(i, e, &mut outcomes, &mut retry, &mut last_reason);
-                                }
-                            }
-                        }
+                        refresh |= self
+                            .one_by_one(identity, entries, &pending, &mut outcomes, &mut retry, &mut last_reason)
+                            .await;
                     }
                     Err(e) => {
                         refresh |= e.kind == ErrorKind::ExpiredToken;
@@ -160,6 +147,29 @@ impl<A: KinesisApi> Service<A> {
             pending = retry;
         }
         outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retryable("not sent".to_owned()))).collect()
+    }
+
+    /// Sends the `pending` entries one PutRecord each; returns whether credentials expired on the way.
+    async fn one_by_one(
+        &self,
+        identity: &ExternalId,
+        entries: &[Entry],
+        pending: &[usize],
+        outcomes: &mut [Option<Outcome>],
+        retry: &mut Vec<usize>,
+        last_reason: &mut [String],
+    ) -> bool {
+        let mut expired = false;
+        for &i in pending {
+            match self.api.put_record(identity, &entries[i]).await {
+                Ok(delivery) => outcomes[i] = Some(Outcome::Delivered(delivery)),
+                Err(e) => {
+                    expired |= e.kind == ErrorKind::ExpiredToken;
+                    self.settle_error(i, e, outcomes, retry, last_reason);
+                }
+            }
+        }
+        expired
     }
 
     /// Records a failed entry: what passes by itself is queued for the next round; what needs a fix is handed back

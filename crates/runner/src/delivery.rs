@@ -153,7 +153,9 @@ impl Worker {
             return Ok(());
         }
         budget.checked = Some(now);
-        let waiting = self.spool.backlog(&self.name).bytes;
+        let backlog = self.spool.backlog(&self.name);
+        // Replayed letters were stored already: the budget bounds what ingest adds.
+        let waiting = backlog.bytes.saturating_sub(backlog.replayed_bytes);
         let mut excess = waiting.saturating_sub(self.max_backlog_bytes);
         while excess > 0 {
             let oldest = self.spool.oldest(&self.name, BATCH, busy.to_vec()).await?;

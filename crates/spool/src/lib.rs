@@ -256,6 +256,9 @@ pub struct Backlog {
     pub messages: u64,
     /// Bytes of their stored entries.
     pub bytes: u64,
+    /// Of those bytes, the ones of dead letters moved back by a replay: they were stored already, so a backlog
+    /// budget, which bounds what ingest adds, does not count them.
+    pub replayed_bytes: u64,
 }
 
 /// What the writer thread and the handle share.
@@ -330,6 +333,7 @@ CREATE TABLE IF NOT EXISTS spool (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
+    replayed INTEGER NOT NULL DEFAULT 0,
     items BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spool_due ON spool (destination, next_attempt_at, id);
@@ -337,17 +341,23 @@ CREATE INDEX IF NOT EXISTS spool_by_destination ON spool (destination, id);
 CREATE TABLE IF NOT EXISTS totals (
     destination TEXT PRIMARY KEY,
     count INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL,
+    replayed_bytes INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS spool_counted_in AFTER INSERT ON spool BEGIN
-    INSERT INTO totals (destination, count, bytes) VALUES (new.destination, new.count, new.bytes)
-    ON CONFLICT (destination) DO UPDATE SET count = count + excluded.count, bytes = bytes + excluded.bytes;
+    INSERT INTO totals (destination, count, bytes, replayed_bytes)
+    VALUES (new.destination, new.count, new.bytes, new.bytes * new.replayed)
+    ON CONFLICT (destination) DO UPDATE SET count = count + excluded.count, bytes = bytes + excluded.bytes,
+        replayed_bytes = replayed_bytes + excluded.replayed_bytes;
 END;
 CREATE TRIGGER IF NOT EXISTS spool_counted_out AFTER DELETE ON spool BEGIN
-    UPDATE totals SET count = count - old.count, bytes = bytes - old.bytes WHERE destination = old.destination;
+    UPDATE totals SET count = count - old.count, bytes = bytes - old.bytes,
+        replayed_bytes = replayed_bytes - old.bytes * old.replayed
+    WHERE destination = old.destination;
 END;
 CREATE TRIGGER IF NOT EXISTS spool_recounted AFTER UPDATE OF count, bytes ON spool BEGIN
-    UPDATE totals SET count = count - old.count + new.count, bytes = bytes - old.bytes + new.bytes
+    UPDATE totals SET count = count - old.count + new.count, bytes = bytes - old.bytes + new.bytes,
+        replayed_bytes = replayed_bytes - old.bytes * old.replayed + new.bytes * new.replayed
     WHERE destination = old.destination;
 END;
 CREATE TABLE IF NOT EXISTS rejected (
@@ -373,6 +383,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 /// Brings a spool written by an earlier version (the blob before the small columns, no totals) to [`SCHEMA`], in
 /// one transaction, keeping every entry and its schedule.
 fn migrate(connection: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "this spool was written by a newer Tributary (spool version {version}; this one reads up to \
+                 {SCHEMA_VERSION}): run that version on it, or give this one another --spool-dir"
+            )),
+        ));
+    }
     let columns: Vec<String> = connection
         .prepare("SELECT name FROM pragma_table_info('spool') ORDER BY cid")?
         .query_map([], |row| row.get(0))?
@@ -394,8 +414,13 @@ fn migrate(connection: &mut Connection) -> Result<(), rusqlite::Error> {
     } else {
         transaction.execute_batch(SCHEMA)?;
     }
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     transaction.commit()
 }
+
+/// The spool's layout version, kept in `PRAGMA user_version`: 0 for the first layout (migrated on open), 2 for
+/// [`SCHEMA`].
+const SCHEMA_VERSION: i64 = 2;
 
 impl Spool {
     /// Opens (creating if needed) the spool in `dir` as its owner, holding at most `max_depth` waiting messages.
@@ -573,14 +598,15 @@ impl Spool {
         result
     }
 
-    /// Up to `limit` of the oldest entries of `destination`, in order of arrival, due or not, skipping `busy`.
+    /// Up to `limit` of the oldest entries of `destination`, in order of arrival, due or not, skipping `busy` and
+    /// the entries a replay moved back.
     pub async fn oldest(&self, destination: &str, limit: usize, busy: Vec<i64>) -> Result<Vec<Entry>, SpoolError> {
         let destination = destination.to_owned();
         let counts = self.inner.counts.clone();
         self.read(move |reader| {
             let mut statement = reader.prepare_cached(
                 "SELECT id, source_id, items, count, enqueued_at, attempts, next_attempt_at FROM spool
-                 WHERE destination = ?1 ORDER BY id LIMIT ?2",
+                 WHERE destination = ?1 AND replayed = 0 ORDER BY id LIMIT ?2",
             )?;
             let rows = statement
                 .query_map(params![destination, (limit + busy.len()) as i64], |row| entry(row, &destination))?;
@@ -712,26 +738,7 @@ impl Spool {
 
     /// Every dead letter, or those of one destination, oldest first.
     pub async fn dead_letters(&self, destination: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
-        let destination = destination.map(str::to_owned);
-        self.read(move |reader| {
-            let mut statement = reader.prepare_cached(
-                "SELECT id, destination, source_id, message, enqueued_at, failed_at, reason FROM dead_letters
-                 WHERE ?1 IS NULL OR destination = ?1 ORDER BY id",
-            )?;
-            let rows = statement.query_map(params![destination], |row| {
-                Ok(DeadLetter {
-                    id: row.get(0)?,
-                    destination: row.get(1)?,
-                    source_id: row.get(2)?,
-                    message: row.get(3)?,
-                    enqueued_at: row.get(4)?,
-                    failed_at: row.get(5)?,
-                    reason: row.get(6)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.dead_letter_page(destination, 0, usize::MAX).await
     }
 
     /// Up to `limit` dead letters (of one destination, if given) with IDs above `after`, in ID order: a caller
@@ -748,7 +755,8 @@ impl Spool {
                 "SELECT id, destination, source_id, message, enqueued_at, failed_at, reason FROM dead_letters
                  WHERE (?1 IS NULL OR destination = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
             )?;
-            let rows = statement.query_map(params![destination, after, limit as i64], |row| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = statement.query_map(params![destination, after, limit], |row| {
                 Ok(DeadLetter {
                     id: row.get(0)?,
                     destination: row.get(1)?,
@@ -828,12 +836,15 @@ fn entry(row: &rusqlite::Row<'_>, destination: &str) -> Result<Entry, rusqlite::
 
 /// Reads every destination's backlog and the total depth from `totals` into `counts`.
 fn recount(connection: &Connection, counts: &Counts) -> Result<(), rusqlite::Error> {
-    let mut statement = connection.prepare_cached("SELECT destination, count, bytes FROM totals WHERE count > 0")?;
+    let mut statement =
+        connection.prepare_cached("SELECT destination, count, bytes, replayed_bytes FROM totals WHERE count > 0")?;
     let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            Backlog { messages: row.get::<_, i64>(1)? as u64, bytes: row.get::<_, i64>(2)? as u64 },
-        ))
+        let backlog = Backlog {
+            messages: row.get::<_, i64>(1)?.max(0) as u64,
+            bytes: row.get::<_, i64>(2)?.max(0) as u64,
+            replayed_bytes: row.get::<_, i64>(3)?.max(0) as u64,
+        };
+        Ok((row.get::<_, String>(0)?, backlog))
     })?;
     let backlogs: std::collections::HashMap<String, Backlog> = rows.collect::<Result<_, _>>()?;
     counts.depth.store(backlogs.values().map(|b| b.messages as i64).sum(), Ordering::Relaxed);
@@ -985,8 +996,8 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
             }
             Op::Requeue(entries, ids, at) => {
                 let mut insert = transaction.prepare_cached(
-                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, items)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, replayed, items)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
                 )?;
                 for entry in entries {
                     let bytes = entry.items.len() as i64;

@@ -264,7 +264,8 @@ async fn a_revoked_role_on_one_destination_slows_neither_ingest_nor_the_other() 
     let mut expected = paced.acknowledged.lock().unwrap().clone();
     expected.sort();
     let mut got = Vec::new();
-    for _ in 0..120 {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < give_up {
         got = tests::stream::read_all(&kinesis, &stream)
             .await
             .iter()

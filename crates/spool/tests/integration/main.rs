@@ -71,6 +71,10 @@ async fn complete_retry_and_dead_letter() {
     spool.requeue(vec![again], vec![dead[0].id]).await.unwrap();
     assert!(spool.dead_letters(None).await.unwrap().is_empty());
     assert_eq!(spool.depth(), 3);
+    // A replayed entry counts in the backlog, marked as replayed, and is never among the oldest a budget moves.
+    assert_eq!(spool.backlog("a").replayed_bytes, 2);
+    let oldest = spool.oldest("a", 10, Vec::new()).await.unwrap();
+    assert!(oldest.iter().all(|e| e.items != b"m2"), "{oldest:?}");
 }
 
 #[tokio::test]
@@ -194,11 +198,11 @@ async fn backlogs_count_messages_and_bytes_per_destination() {
     let spool = Spool::open(&dir("backlogs"), 100).unwrap();
     spool.append(vec![entry("a", 1), entry("a", 22), entry("b", 3)]).await.unwrap();
     let backlogs = spool.backlogs();
-    assert_eq!(backlogs["a"], spool::Backlog { messages: 2, bytes: 5 });
-    assert_eq!(backlogs["b"], spool::Backlog { messages: 1, bytes: 2 });
+    assert_eq!(backlogs["a"], spool::Backlog { messages: 2, bytes: 5, replayed_bytes: 0 });
+    assert_eq!(backlogs["b"], spool::Backlog { messages: 1, bytes: 2, replayed_bytes: 0 });
     let due = spool.due("a", 10).await.unwrap();
     spool.settle(vec![delivered(due[0].id)]).await.unwrap();
-    assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 1, bytes: 3 });
+    assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 1, bytes: 3, replayed_bytes: 0 });
     assert_eq!(spool.depth(), 2);
     assert!(spool.oldest_at("a").await.unwrap().is_some());
     assert_eq!(spool.oldest_at("c").await.unwrap(), None);
@@ -221,7 +225,7 @@ async fn a_spool_of_the_first_layout_is_migrated_with_its_schedule() {
     drop(old);
     let spool = Spool::open(&dir, 100).unwrap();
     assert_eq!(spool.depth(), 4);
-    assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 4, bytes: 4 });
+    assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 4, bytes: 4, replayed_bytes: 0 });
     let due = spool.due("a", 10).await.unwrap();
     assert_eq!(messages(&due), ["m1", "m2"]);
     assert_eq!((due[1].attempts, due[1].count, due[1].enqueued_at), (2, 3, 6));
@@ -240,4 +244,15 @@ async fn a_spool_full_of_bytes_refuses_and_the_oldest_entries_come_first() {
     assert_eq!(messages(&spool.oldest("a", 5, vec![oldest[0].id]).await.unwrap()), ["m22"]);
     spool.settle(vec![delivered(oldest[0].id)]).await.unwrap();
     spool.append(vec![entry("b", 3)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spool_from_a_newer_version_is_refused_clearly() {
+    let dir = dir("newer");
+    drop(Spool::open(&dir, 10).unwrap());
+    let db = rusqlite::Connection::open(dir.join(spool::FILE_NAME)).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let error = Spool::open(&dir, 10).err().expect("refused");
+    assert!(error.to_string().contains("written by a newer Tributary (spool version 99"), "{error}");
 }
