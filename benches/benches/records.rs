@@ -17,7 +17,7 @@ fn entries(c: &mut Criterion) {
         .map(|i| {
             let body = String::from_utf8(bytes.clone()).unwrap().replace("user_1234567890", &format!("user_{i:010}"));
             let mut message = Message::from_slice(body.as_bytes()).unwrap();
-            message.enrich(time::OffsetDateTime::now_utc());
+            message.enrich_with(time::OffsetDateTime::now_utc(), String::new);
             Record::new(source.clone(), message)
         })
         .collect();

@@ -85,3 +85,67 @@ fn the_readme_gives_the_two_set_up_commands() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     assert!(ci.lines().any(|l| l.trim() == "cargo xtask test"), ".ci/run must run the README's test command");
 }
+
+/// The names of the packages a manifest's `[dependencies]` table lists (not its dev-dependencies).
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+        } else if inside && let Some((key, _)) = line.split_once('=') {
+            names.push(key.trim().trim_end_matches(".workspace").to_owned());
+        }
+    }
+    names
+}
+
+fn package(path: &str) -> PathBuf {
+    root().join(path).join("Cargo.toml")
+}
+
+#[test]
+fn only_kinesis_sink_and_the_tests_package_depend_on_the_aws_sdk() {
+    // The reader of manifests must see what is there, or this test could not fail.
+    assert!(dependencies(&package("crates/kinesis-sink")).iter().any(|n| n == "aws-sdk-kinesis"));
+    for manifest in manifests() {
+        let allowed = manifest == package("crates/kinesis-sink") || manifest == package("tests");
+        for name in dependencies(&manifest) {
+            let aws = name.starts_with("aws-sdk-") || name == "aws-config";
+            assert!(!aws || allowed, "{} depends on {name}; only kinesis-sink talks to AWS", manifest.display());
+        }
+    }
+}
+
+#[test]
+fn the_pure_cores_do_no_io_and_read_no_clock() {
+    let io = ["tokio", "rusqlite", "axum", "hyper", "reqwest", "uuid", "rand"];
+    for name in dependencies(&package("crates/segment-model")) {
+        assert!(!io.contains(&name.as_str()), "segment-model depends on {name}: it does no IO and makes no IDs");
+    }
+    let mut pure: Vec<PathBuf> =
+        sources().into_iter().filter(|f| f.starts_with(root().join("crates/segment-model/src"))).collect();
+    pure.extend(["diff.rs", "key.rs"].iter().map(|f| root().join("crates/personas/src").join(f)));
+    let clock_and_io =
+        ["SystemTime::now", "now_utc", "Instant::now", "new_v4", "std::fs", "tokio::", "rusqlite", "std::net"];
+    for file in pure {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for forbidden in clock_and_io {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}: the clock and new IDs are arguments",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_spool_knows_nothing_of_segment_http_or_aws() {
+    for name in dependencies(&package("crates/spool")) {
+        let foreign =
+            name.starts_with("aws-") || ["segment-model", "sink", "axum", "hyper", "reqwest"].contains(&name.as_str());
+        assert!(!foreign, "spool depends on {name}");
+    }
+}

@@ -16,13 +16,6 @@ pub struct Enrichment {
 }
 
 impl Message {
-    /// Enriches the message as Segment does on receipt, with a random UUID for a missing `messageId`.
-    ///
-    /// See [`Message::enrich_with`] for the rules.
-    pub fn enrich(&mut self, received_at: OffsetDateTime) -> Enrichment {
-        self.enrich_with(received_at, || uuid::Uuid::new_v4().to_string())
-    }
-
     /// Enriches the message as Segment does on receipt.
     ///
     /// - `messageId`: set from `new_id` when missing, `null` or empty; it is the key consumers dedupe on.

@@ -36,6 +36,11 @@ pub fn base_credentials() -> BaseCredentials {
     BaseCredentials::DefaultChain
 }
 
+/// A new `messageId` for a message that came without one: a random UUID, as Segment's libraries make.
+pub fn new_message_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// Writes a duration as the config writes it: `4h`, `30m`, `90s`.
 pub fn format_duration(duration: std::time::Duration) -> String {
     let seconds = duration.as_secs();

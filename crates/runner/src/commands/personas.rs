@@ -184,7 +184,7 @@ async fn sync_one(
             .iter()
             .map(|change| {
                 let mut message = computation.identify(change);
-                message.enrich(time::OffsetDateTime::now_utc());
+                message.enrich_with(time::OffsetDateTime::now_utc(), crate::commands::new_message_id);
                 message
             })
             .collect();

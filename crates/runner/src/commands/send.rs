@@ -71,7 +71,7 @@ pub async fn send(
         }
         match Message::from_slice(line.as_bytes()) {
             Ok(mut message) => {
-                message.enrich(time::OffsetDateTime::now_utc());
+                message.enrich_with(time::OffsetDateTime::now_utc(), crate::commands::new_message_id);
                 summary.messages += 1;
                 chunk.push(message);
                 if chunk.len() == CHUNK {

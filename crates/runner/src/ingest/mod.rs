@@ -361,7 +361,7 @@ impl Ingest {
         let mut encoded = Vec::with_capacity(messages.len());
         let mut targets: Vec<(&str, Vec<usize>)> = Vec::new();
         for (index, mut message) in messages.into_iter().enumerate() {
-            let note = message.enrich_on(&receipt, || uuid::Uuid::new_v4().to_string());
+            let note = message.enrich_on(&receipt, crate::commands::new_message_id);
             if note.skew_out_of_range {
                 tracing::debug!(
                     source,

@@ -123,16 +123,6 @@ fn enrichment_appends_and_keeps_everything_else() {
 }
 
 #[test]
-fn random_message_ids_are_unique() {
-    let mut ids = std::collections::HashSet::new();
-    for _ in 0..1000 {
-        let mut message = Message::from_slice(br#"{"type":"identify","userId":"u"}"#).unwrap();
-        message.enrich(time::OffsetDateTime::now_utc());
-        assert!(ids.insert(message.message_id().unwrap().to_owned()));
-    }
-}
-
-#[test]
 fn the_clients_ip_is_filled_when_asked_for() {
     #[track_caller]
     fn check(input: &str, always: bool, expected: &str) {
