@@ -54,6 +54,28 @@ pub struct Worker {
 pub const OVER_BUDGET: &str = "backlog budget exceeded";
 
 impl Worker {
+    /// The worker of `destination`, sharing the spool, counters, store signal and health reports of its process.
+    /// Its sink is wrapped as `TRIBUTARY_TEST_FAULTS` asks (see [`with_test_faults`]).
+    pub fn new(
+        destination: &crate::route::Destination,
+        spool: &Spool,
+        metrics: &Arc<Metrics>,
+        stored: &Arc<Notify>,
+        health: &Arc<Health>,
+        max_backlog_bytes: u64,
+    ) -> Worker {
+        Worker {
+            name: destination.name.clone(),
+            sink: with_test_faults(destination.sink.clone()),
+            spool: spool.clone(),
+            metrics: metrics.clone(),
+            stored: stored.clone(),
+            health: health.clone(),
+            max_retry: destination.max_retry,
+            max_backlog_bytes,
+        }
+    }
+
     /// Delivers until `stop` turns true, then flushes: every waiting message gets attempts, whatever its retry
     /// schedule, until none is left. The caller bounds the flush with a timeout.
     ///

@@ -167,17 +167,8 @@ impl Delivery {
         let mut names = Vec::new();
         let mut workers = Vec::new();
         for destination in routes.all().filter(|d| only.is_none_or(|name| name == d.name)) {
-            let worker = Worker {
-                name: destination.name.clone(),
-                sink: destination.sink.clone(),
-                spool: spool.clone(),
-                metrics: metrics.clone(),
-                stored: stored.clone(),
-                health: health.clone(),
-                max_retry: destination.max_retry,
-                // Replayed letters are not moved straight back for a budget; the server's workers keep it.
-                max_backlog_bytes: u64::MAX,
-            };
+            // Replayed letters do not count against a budget, and nothing else is appended here: no budget.
+            let worker = Worker::new(destination, spool, &metrics, &stored, &health, u64::MAX);
             names.push(destination.name.clone());
             workers.push(tokio::spawn(worker.run(stopped.clone())));
         }
@@ -193,8 +184,7 @@ impl Delivery {
             {
                 return Some(format!("{name}: {}", report.last_error.unwrap_or_default()));
             }
-            let backlogs = spool.backlogs();
-            if self.names.iter().all(|name| backlogs.get(name).is_none_or(|b| b.messages == 0)) {
+            if self.names.iter().all(|name| spool.backlog(name).messages == 0) {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -10,7 +10,7 @@ use spool::Spool;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
-use crate::delivery::{self, Worker};
+use crate::delivery::Worker;
 use crate::health::Health;
 use crate::ingest::client_ip::Network;
 use crate::ingest::connections::{self, Limits};
@@ -113,16 +113,8 @@ pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> an
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     for destination in routes.all() {
-        let worker = Worker {
-            name: destination.name.clone(),
-            sink: delivery::with_test_faults(destination.sink.clone()),
-            spool: spool.clone(),
-            metrics: metrics.clone(),
-            stored: stored.clone(),
-            health: health.clone(),
-            max_retry: destination.max_retry,
-            max_backlog_bytes: destination.max_backlog.unwrap_or(max_bytes / enabled),
-        };
+        let budget = destination.max_backlog.unwrap_or(max_bytes / enabled);
+        let worker = Worker::new(destination, &spool, &metrics, &stored, &health, budget);
         workers.push(tokio::spawn(supervise(worker, stopped.clone())));
     }
     let listener = tokio::net::TcpListener::bind(options.listen)
