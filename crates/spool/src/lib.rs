@@ -393,11 +393,17 @@ fn migrate(connection: &mut Connection) -> Result<(), rusqlite::Error> {
             )),
         ));
     }
+    if version == SCHEMA_VERSION {
+        // Up to date: no write at all, so a command opening the spool beside a busy server never contends for its
+        // write lock (a deferred transaction that must upgrade under a concurrent writer fails at once).
+        return Ok(());
+    }
     let columns: Vec<String> = connection
         .prepare("SELECT name FROM pragma_table_info('spool') ORDER BY cid")?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    let transaction = connection.transaction()?;
+    // Immediate: the write lock is taken first, waiting (busy timeout) for any other writer.
+    let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if columns.iter().any(|c| c == "items") && !columns.iter().any(|c| c == "bytes") {
         transaction.execute_batch(
             "ALTER TABLE spool RENAME TO spool_v1;
