@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use crate::Message;
 use crate::raw::raw_string;
-use crate::timestamp::{correct_skew, format_timestamp};
+use crate::timestamp::{correct_skew, timestamp_json};
 
 /// What enrichment noticed about a message, for the caller to log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Message {
         };
         let timestamp = match (client, times.sent_at.flatten()) {
             (Some(client), Some(sent)) => match correct_skew(receipt.at, sent, client) {
-                Some(corrected) => Some((raw_string(&format_timestamp(corrected)), corrected)),
+                Some(corrected) => Some((timestamp_raw(corrected), corrected)),
                 None => {
                     note.skew_out_of_range = true;
                     None
@@ -94,6 +94,10 @@ pub struct Receipt {
 impl Receipt {
     /// A receipt at `at`.
     pub fn new(at: OffsetDateTime) -> Receipt {
-        Receipt { at, raw: raw_string(&format_timestamp(at)) }
+        Receipt { at, raw: timestamp_raw(at) }
     }
+}
+
+fn timestamp_raw(at: OffsetDateTime) -> Box<RawValue> {
+    RawValue::from_string(timestamp_json(at)).expect("a formatted time is a JSON string")
 }
