@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kinesis_sink::{BaseCredentials, KinesisConfig, KinesisSink};
+use kinesis_sink::{BaseCredentials, IdentityRule, KinesisConfig, KinesisSink};
 use segment_model::Message;
 use serde_json::Value;
 use sink::{Outcome, Record, Secret, Sink};
@@ -25,7 +25,12 @@ pub fn config(url: &str, stream: &str) -> KinesisConfig {
 
 /// A sink signing with `credentials`.
 pub async fn sink(config: &KinesisConfig, secret: Option<&str>, credentials: kinesis_sink::Credentials) -> KinesisSink {
-    KinesisSink::connect(config, secret.map(Secret::new), &BaseCredentials::Static(credentials)).await
+    KinesisSink::connect(
+        config,
+        IdentityRule::new(config, secret.map(Secret::new)),
+        &BaseCredentials::Static(credentials),
+    )
+    .await
 }
 
 /// Parses and enriches `body` as received at a fixed time, with `id` as messageId when it has none.

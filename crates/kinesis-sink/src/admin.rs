@@ -6,21 +6,17 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 
 use crate::config::KinesisConfig;
-use crate::record::{ApiError, ExternalId};
+use crate::identity::SignAs;
+use crate::record::ApiError;
 use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
 
 /// A plain Kinesis client for a destination, signing as `identity` when the destination has a role.
-pub async fn client(
-    config: &KinesisConfig,
-    identity: ExternalId,
-    secret: bool,
-    base: &BaseCredentials,
-) -> Result<Client, ApiError> {
+pub async fn client(config: &KinesisConfig, identity: SignAs, base: &BaseCredentials) -> Result<Client, ApiError> {
     let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
     let mut builder = aws_sdk_kinesis::config::Builder::from(&shared);
     if let Some(role) = &config.role_address {
-        let cache = role_cache(&shared, role, secret);
+        let cache = role_cache(&shared, role);
         cache.get(&identity).await?;
         builder = signing_as(builder, cache, identity);
     }

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
 
-use crate::record::{ApiError, ErrorKind, ExternalId};
+use crate::identity::SignAs;
+use crate::record::{ApiError, ErrorKind};
 
 /// How long before expiry cached credentials are replaced. Assumed-role sessions last an hour by default.
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
@@ -26,9 +27,7 @@ pub trait AssumeRole: Send + Sync + std::fmt::Debug {
 pub struct CredentialCache {
     assumer: Arc<dyn AssumeRole>,
     role_arn: String,
-    /// Whether the External ID is the destination's Secret ID, which must never be printed.
-    external_id_is_secret: bool,
-    slots: Mutex<HashMap<ExternalId, Arc<tokio::sync::Mutex<Option<Credentials>>>>>,
+    slots: Mutex<HashMap<SignAs, Arc<tokio::sync::Mutex<Option<Credentials>>>>>,
 }
 
 /// The SDK prints its credential providers at debug level; the External IDs (a Secret ID among them) stay out.
@@ -41,8 +40,8 @@ impl std::fmt::Debug for CredentialCache {
 
 impl CredentialCache {
     /// A cache for `role_arn`.
-    pub fn new(assumer: Arc<dyn AssumeRole>, role_arn: String, external_id_is_secret: bool) -> CredentialCache {
-        CredentialCache { assumer, role_arn, external_id_is_secret, slots: Mutex::new(HashMap::new()) }
+    pub fn new(assumer: Arc<dyn AssumeRole>, role_arn: String) -> CredentialCache {
+        CredentialCache { assumer, role_arn, slots: Mutex::new(HashMap::new()) }
     }
 
     /// The role.
@@ -50,14 +49,14 @@ impl CredentialCache {
         &self.role_arn
     }
 
-    fn slot(&self, identity: &ExternalId) -> Arc<tokio::sync::Mutex<Option<Credentials>>> {
+    fn slot(&self, identity: &SignAs) -> Arc<tokio::sync::Mutex<Option<Credentials>>> {
         let mut slots = self.slots.lock().expect("credential slots lock poisoned");
         slots.entry(identity.clone()).or_default().clone()
     }
 
     /// Credentials for `identity`: cached ones while they have more than [`REFRESH_BEFORE_EXPIRY`] left, else
     /// fresh ones from AssumeRole.
-    pub async fn get(&self, identity: &ExternalId) -> Result<Credentials, ApiError> {
+    pub async fn get(&self, identity: &SignAs) -> Result<Credentials, ApiError> {
         let slot = self.slot(identity);
         let mut cached = slot.lock().await;
         if let Some(credentials) = cached.as_ref()
@@ -67,7 +66,7 @@ impl CredentialCache {
         }
         let fresh = self
             .assumer
-            .assume_role(&self.role_arn, identity.as_deref())
+            .assume_role(&self.role_arn, identity.external_id().map(|id| id.expose()))
             .await
             .map_err(|e| self.explain(identity, e))?;
         *cached = Some(fresh.clone());
@@ -75,16 +74,16 @@ impl CredentialCache {
     }
 
     /// Forgets the credentials of `identity`, after the service reported them expired.
-    pub async fn invalidate(&self, identity: &ExternalId) {
+    pub async fn invalidate(&self, identity: &SignAs) {
         *self.slot(identity).lock().await = None;
     }
 
     /// Rewrites an AssumeRole failure so that it names the role and, unless it is secret, the External ID.
-    fn explain(&self, identity: &ExternalId, error: ApiError) -> ApiError {
-        let external_id = match (identity, self.external_id_is_secret) {
-            (None, _) => "no ExternalId".to_owned(),
-            (Some(_), true) => "the destination's secret_id as ExternalId".to_owned(),
-            (Some(id), false) => format!("ExternalId {id:?}"),
+    fn explain(&self, identity: &SignAs, error: ApiError) -> ApiError {
+        let external_id = match identity.external_id() {
+            None => "no ExternalId".to_owned(),
+            Some(id) if id.is_secret() => "the destination's secret_id as ExternalId".to_owned(),
+            Some(id) => format!("ExternalId {:?}", id.expose()),
         };
         match error.kind {
             ErrorKind::AccessDenied | ErrorKind::AssumeRoleRefused => ApiError {
@@ -107,7 +106,7 @@ impl CredentialCache {
 /// The SDK's view of one identity's credentials: it reads the cache, which the sink fills before each call.
 pub(crate) struct CachedRoleProvider {
     pub(crate) cache: Arc<CredentialCache>,
-    pub(crate) identity: ExternalId,
+    pub(crate) identity: SignAs,
 }
 
 impl std::fmt::Debug for CachedRoleProvider {
@@ -133,6 +132,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::identity::ExternalId;
 
     /// Hands out credentials that expire `lifetime` from now, counting calls; refuses the External ID "wrong".
     #[derive(Debug)]
@@ -153,16 +153,20 @@ mod tests {
         }
     }
 
-    fn cache(lifetime: Duration, secret: bool) -> CredentialCache {
+    fn cache(lifetime: Duration) -> CredentialCache {
         let fake = Arc::new(Fake { calls: AtomicUsize::new(0), lifetime });
-        CredentialCache::new(fake, "arn:aws:iam::123456789012:role/r".into(), secret)
+        CredentialCache::new(fake, "arn:aws:iam::123456789012:role/r".into())
+    }
+
+    fn sender(id: &str) -> SignAs {
+        SignAs::ExternalId(ExternalId::sender(id))
     }
 
     #[tokio::test]
     async fn cached_per_external_id() {
-        let cache = cache(Duration::from_secs(3600), false);
-        let a = Some("src_a".to_owned());
-        let b = Some("src_b".to_owned());
+        let cache = cache(Duration::from_secs(3600));
+        let a = sender("src_a");
+        let b = sender("src_b");
         let first = cache.get(&a).await.unwrap();
         assert_eq!(cache.get(&a).await.unwrap().access_key_id(), first.access_key_id());
         let other = cache.get(&b).await.unwrap();
@@ -172,8 +176,8 @@ mod tests {
     #[tokio::test]
     async fn refreshed_before_expiry() {
         // Credentials that expire within the refresh window are replaced on every use.
-        let cache = cache(REFRESH_BEFORE_EXPIRY - Duration::from_secs(1), false);
-        let id = Some("src".to_owned());
+        let cache = cache(REFRESH_BEFORE_EXPIRY - Duration::from_secs(1));
+        let id = sender("src");
         let first = cache.get(&id).await.unwrap();
         let second = cache.get(&id).await.unwrap();
         assert_ne!(first.access_key_id(), second.access_key_id());
@@ -181,8 +185,8 @@ mod tests {
 
     #[tokio::test]
     async fn invalidate_forces_a_new_session() {
-        let cache = cache(Duration::from_secs(3600), false);
-        let id = Some("src".to_owned());
+        let cache = cache(Duration::from_secs(3600));
+        let id = sender("src");
         let first = cache.get(&id).await.unwrap();
         cache.invalidate(&id).await;
         assert_ne!(cache.get(&id).await.unwrap().access_key_id(), first.access_key_id());
@@ -190,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusal_names_the_role_and_external_id_unless_secret() {
-        let shown = cache(Duration::from_secs(3600), false).get(&Some("wrong".into())).await.unwrap_err();
+        let shown = cache(Duration::from_secs(3600)).get(&sender("wrong")).await.unwrap_err();
         assert_eq!(shown.kind, ErrorKind::AssumeRoleRefused);
         assert!(
             shown
@@ -199,7 +203,8 @@ mod tests {
             "{}",
             shown.message
         );
-        let hidden = cache(Duration::from_secs(3600), true).get(&Some("wrong".into())).await.unwrap_err();
+        let secret = SignAs::ExternalId(ExternalId::secret(&sink::Secret::new("wrong")));
+        let hidden = cache(Duration::from_secs(3600)).get(&secret).await.unwrap_err();
         assert!(!hidden.message.contains("\"wrong\""), "{}", hidden.message);
         assert!(hidden.message.contains("secret_id as ExternalId"), "{}", hidden.message);
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::{KinesisConfig, role_account_id};
-use crate::record::{ApiError, ErrorKind, ExternalId};
+use crate::identity::SignAs;
+use crate::record::{ApiError, ErrorKind};
 use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
 
 /// The Kinesis actions the permission policy grants: the two that deliver, and the one `check` uses.
@@ -83,12 +84,18 @@ pub async fn caller_arn(config: &KinesisConfig, base: &BaseCredentials) -> Resul
 /// The result of checking one identity of a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
-    /// The External ID, or `None` without a role. A Secret ID is never shown: see `shown`.
-    pub external_id: ExternalId,
-    /// How the identity is printed: the source ID, "secret_id", or "own credentials".
-    pub shown: String,
+    /// The identity checked, or `None` when the destination has none to check; print it with
+    /// [`CheckResult::label`], which never shows a Secret ID.
+    pub identity: Option<SignAs>,
     /// `Ok` with a summary, or `Err` with an explanation an operator can act on.
     pub outcome: Result<String, String>,
+}
+
+impl CheckResult {
+    /// How the identity is printed: the sender's ID, `secret_id`, `own credentials`, or `-` for none.
+    pub fn label(&self) -> &str {
+        self.identity.as_ref().map_or("-", SignAs::label)
+    }
 }
 
 /// Tries each identity: assumes the role with its External ID (when there is a role), then describes the stream.
@@ -96,15 +103,14 @@ pub struct CheckResult {
 pub async fn check(
     destination: &str,
     config: &KinesisConfig,
-    identities: &[(ExternalId, String)],
-    secret: bool,
+    identities: &[SignAs],
     base: &BaseCredentials,
 ) -> Vec<CheckResult> {
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, Duration::from_secs(30)).await;
     let mut results = Vec::new();
-    for (identity, shown) in identities {
-        let outcome = check_one(destination, config, identity, secret, &shared).await;
-        results.push(CheckResult { external_id: identity.clone(), shown: shown.clone(), outcome });
+    for identity in identities {
+        let outcome = check_one(destination, config, identity, &shared).await;
+        results.push(CheckResult { identity: Some(identity.clone()), outcome });
     }
     results
 }
@@ -112,8 +118,7 @@ pub async fn check(
 async fn check_one(
     destination: &str,
     config: &KinesisConfig,
-    identity: &ExternalId,
-    secret: bool,
+    identity: &SignAs,
     shared: &aws_config::SdkConfig,
 ) -> Result<String, String> {
     let mut builder = aws_sdk_kinesis::config::Builder::from(shared);
@@ -126,9 +131,9 @@ async fn check_one(
         {
             return Err(format!("role {role} does not exist: create it, or fix kinesis.role_address"));
         }
-        let cache = role_cache(shared, role, secret);
+        let cache = role_cache(shared, role);
         if let Err(error) = cache.get(identity).await {
-            return Err(explain_refusal(destination, role, identity, secret, shared, error).await);
+            return Err(explain_refusal(destination, role, identity, shared, error).await);
         }
         assumed = format!("assumed {role}; ");
         builder = signing_as(builder, cache, identity.clone());
@@ -159,18 +164,17 @@ async fn check_one(
 async fn explain_refusal(
     destination: &str,
     role: &str,
-    identity: &ExternalId,
-    secret: bool,
+    identity: &SignAs,
     shared: &aws_config::SdkConfig,
     error: ApiError,
 ) -> String {
     if error.kind != ErrorKind::AssumeRoleRefused {
         return error.message;
     }
-    let external = match (identity, secret) {
-        (None, _) => "no External ID".to_owned(),
-        (Some(_), true) => "the secret_id as External ID".to_owned(),
-        (Some(id), false) => format!("External ID {id:?}"),
+    let external = match identity.external_id() {
+        None => "no External ID".to_owned(),
+        Some(id) if id.is_secret() => "the secret_id as External ID".to_owned(),
+        Some(id) => format!("External ID {:?}", id.expose()),
     };
     let regenerate = format!("`tributary iam trust --destination {destination}` prints the trust policy it needs");
     let caller = aws_sdk_sts::Client::new(shared)
@@ -200,10 +204,13 @@ async fn explain_refusal(
         );
     }
     let allowed: Vec<String> = statements.iter().flat_map(|s| external_ids(s)).collect();
-    match identity {
-        Some(id) if !allowed.is_empty() && !allowed.contains(id) => {
+    match identity.external_id() {
+        Some(id) if !allowed.iter().any(|a| a == id.expose()) && !allowed.is_empty() => {
             // The trust policy's values are not printed: any of them may be some destination's secret_id.
-            let listed = if secret { "the configured secret_id".to_owned() } else { format!("{id:?}") };
+            let listed = match id.is_secret() {
+                true => "the configured secret_id".to_owned(),
+                false => format!("{:?}", id.expose()),
+            };
             let count = allowed.len();
             let ids = if count == 1 { "1 External ID" } else { &format!("{count} External IDs") };
             format!(

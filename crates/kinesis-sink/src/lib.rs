@@ -7,6 +7,7 @@
 //!   SDK.
 //! - [`service`]: one batch on the wire, with retries of only the failed entries (throttling and outages; faults an
 //!   operator fixes go back to the caller at once), the PutRecord fallback and credential refresh.
+//! - [`identity`]: whom a call is signed as ([`SignAs`]), by Segment's rule ([`IdentityRule`]).
 //! - [`credentials`]: assumed-role credentials per External ID.
 //! - [`sdk`]: the AWS SDK behind the seams.
 //! - [`sink`]: [`KinesisSink`], which batches records from all callers.
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod iam;
+pub mod identity;
 pub mod record;
 pub mod request_builder;
 pub mod sdk;
@@ -26,7 +28,8 @@ pub mod service;
 pub mod sink;
 
 pub use config::{DataEncoding, DeliveryConfig, KinesisConfig};
-pub use record::{ApiError, Entry, ErrorKind, ExternalId, KinesisApi};
+pub use identity::{ExternalId, IdentityRule, SignAs};
+pub use record::{ApiError, Entry, ErrorKind, KinesisApi};
 pub use sdk::{BaseCredentials, SdkKinesis};
 pub use sink::KinesisSink;
 

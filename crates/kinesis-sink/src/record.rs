@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use sink::Delivery;
 
+use crate::identity::SignAs;
+
 /// One record as Kinesis receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -19,10 +21,6 @@ impl Entry {
         self.data.len() + self.partition_key.len()
     }
 }
-
-/// Which identity a call is made as: the External ID presented when assuming the role, or `None` for the
-/// process's own credentials.
-pub type ExternalId = Option<String>;
 
 /// The outcome of one entry of a PutRecords call.
 pub type EntryResult = Result<Delivery, EntryError>;
@@ -111,13 +109,13 @@ pub fn classify_code(code: &str) -> ErrorKind {
 #[async_trait::async_trait]
 pub trait KinesisApi: Send + Sync {
     /// One PutRecords call: a result per entry, in order, or an error for the whole call.
-    async fn put_records(&self, identity: &ExternalId, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError>;
+    async fn put_records(&self, identity: &SignAs, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError>;
 
     /// One PutRecord call.
-    async fn put_record(&self, identity: &ExternalId, entry: &Entry) -> Result<Delivery, ApiError>;
+    async fn put_record(&self, identity: &SignAs, entry: &Entry) -> Result<Delivery, ApiError>;
 
     /// Drops cached credentials for `identity`, so the next call assumes the role again.
-    async fn refresh_credentials(&self, identity: &ExternalId);
+    async fn refresh_credentials(&self, identity: &SignAs);
 
     /// The stream, as errors and logs name it.
     fn stream(&self) -> &str;

@@ -18,7 +18,8 @@ use sink::Delivery;
 
 use crate::config::KinesisConfig;
 use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
-use crate::record::{ApiError, Entry, EntryError, EntryResult, ExternalId, KinesisApi};
+use crate::identity::SignAs;
+use crate::record::{ApiError, Entry, EntryError, EntryResult, KinesisApi};
 
 /// Where the credentials that sign requests (or assume the role) come from.
 #[derive(Debug, Clone, Default)]
@@ -126,9 +127,9 @@ impl AssumeRole for StsAssumer {
 }
 
 /// The credential cache of a destination's role, assuming it through STS with the credentials of `shared`.
-pub(crate) fn role_cache(shared: &aws_config::SdkConfig, role: &str, secret: bool) -> Arc<CredentialCache> {
+pub(crate) fn role_cache(shared: &aws_config::SdkConfig, role: &str) -> Arc<CredentialCache> {
     let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(shared));
-    Arc::new(CredentialCache::new(assumer, role.to_owned(), secret))
+    Arc::new(CredentialCache::new(assumer, role.to_owned()))
 }
 
 /// `builder`, signing as `identity` with credentials from `cache`, which is then the one owner of caching and
@@ -136,7 +137,7 @@ pub(crate) fn role_cache(shared: &aws_config::SdkConfig, role: &str, secret: boo
 pub(crate) fn signing_as(
     builder: aws_sdk_kinesis::config::Builder,
     cache: Arc<CredentialCache>,
-    identity: ExternalId,
+    identity: SignAs,
 ) -> aws_sdk_kinesis::config::Builder {
     builder
         .credentials_provider(SharedCredentialsProvider::new(CachedRoleProvider { cache, identity }))
@@ -149,15 +150,15 @@ pub struct SdkKinesis {
     config: aws_sdk_kinesis::Config,
     /// With a role: the credentials per External ID. Without: `None`, and every call uses `config` as is.
     roles: Option<Arc<CredentialCache>>,
-    clients: Mutex<HashMap<ExternalId, aws_sdk_kinesis::Client>>,
+    clients: Mutex<HashMap<SignAs, aws_sdk_kinesis::Client>>,
 }
 
 impl SdkKinesis {
     /// A client for the destination `config`, signing with `base` (directly, or to assume the role).
-    pub async fn connect(config: &KinesisConfig, secret_id_set: bool, base: &BaseCredentials) -> SdkKinesis {
+    pub async fn connect(config: &KinesisConfig, base: &BaseCredentials) -> SdkKinesis {
         let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
         let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
-        let roles = config.role_address.as_ref().map(|role| role_cache(&shared, role, secret_id_set));
+        let roles = config.role_address.as_ref().map(|role| role_cache(&shared, role));
         SdkKinesis {
             stream: config.stream.clone(),
             config: aws_sdk_kinesis::config::Builder::from(&shared).build(),
@@ -167,7 +168,7 @@ impl SdkKinesis {
     }
 
     /// The client for `identity`, and for a role, fresh credentials in the cache it reads.
-    async fn client(&self, identity: &ExternalId) -> Result<aws_sdk_kinesis::Client, ApiError> {
+    async fn client(&self, identity: &SignAs) -> Result<aws_sdk_kinesis::Client, ApiError> {
         if let Some(cache) = &self.roles {
             // Fetching here, not inside the SDK, keeps AssumeRole failures classified and explained.
             cache.get(identity).await?;
@@ -203,7 +204,7 @@ pub fn sdk_entries(entries: &[Entry]) -> Vec<PutRecordsRequestEntry> {
 
 #[async_trait::async_trait]
 impl KinesisApi for SdkKinesis {
-    async fn put_records(&self, identity: &ExternalId, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
+    async fn put_records(&self, identity: &SignAs, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
         let client = self.client(identity).await?;
         let mut request = client.put_records().set_records(Some(sdk_entries(entries)));
         request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
@@ -239,7 +240,7 @@ impl KinesisApi for SdkKinesis {
             .collect())
     }
 
-    async fn put_record(&self, identity: &ExternalId, entry: &Entry) -> Result<Delivery, ApiError> {
+    async fn put_record(&self, identity: &SignAs, entry: &Entry) -> Result<Delivery, ApiError> {
         let client = self.client(identity).await?;
         let mut request = client.put_record().data(Blob::new(entry.data.to_vec())).partition_key(&entry.partition_key);
         request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
@@ -251,7 +252,7 @@ impl KinesisApi for SdkKinesis {
         })
     }
 
-    async fn refresh_credentials(&self, identity: &ExternalId) {
+    async fn refresh_credentials(&self, identity: &SignAs) {
         if let Some(cache) = &self.roles {
             cache.invalidate(identity).await;
         }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use sink::Outcome;
 
-use crate::record::{ApiError, Entry, ErrorKind, ExternalId, KinesisApi, classify_code};
+use crate::identity::SignAs;
+use crate::record::{ApiError, Entry, ErrorKind, KinesisApi, classify_code};
 
 /// Exponential backoff with full jitter: before attempt `n` (from 1), sleep a random time in
 /// `[0, min(max, base * 2^(n-1))]`.
@@ -77,7 +78,7 @@ impl<A: KinesisApi> Service<A> {
     ///
     /// Each round sends only the entries still pending; delivered and permanently failed entries are settled at
     /// once. What is still failing after `max_attempts` rounds is reported as retryable with its last reason.
-    pub async fn send(&self, identity: &ExternalId, entries: &[Entry]) -> Vec<Outcome> {
+    pub async fn send(&self, identity: &SignAs, entries: &[Entry]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
         let mut pending: Vec<usize> = (0..entries.len()).collect();
         let mut last_reason = vec![String::new(); entries.len()];
@@ -152,7 +153,7 @@ impl<A: KinesisApi> Service<A> {
     /// Sends the `pending` entries one PutRecord each; returns whether credentials expired on the way.
     async fn one_by_one(
         &self,
-        identity: &ExternalId,
+        identity: &SignAs,
         entries: &[Entry],
         pending: &[usize],
         outcomes: &mut [Option<Outcome>],
@@ -200,7 +201,7 @@ impl<A: KinesisApi> Service<A> {
     /// the entries now: they go back as retryable with that reason, to wait for the policy to change.
     async fn try_single_records(
         &self,
-        identity: &ExternalId,
+        identity: &SignAs,
         entries: &[Entry],
         pending: &[usize],
         outcomes: &mut [Option<Outcome>],
@@ -273,7 +274,7 @@ mod tests {
         put_record: Mutex<VecDeque<Result<(), ApiError>>>,
         /// The partition keys of each PutRecords call, and of each PutRecord call.
         calls: Mutex<Vec<(&'static str, Vec<String>)>>,
-        refreshes: Mutex<Vec<ExternalId>>,
+        refreshes: Mutex<Vec<SignAs>>,
     }
 
     fn delivered(n: usize) -> Delivery {
@@ -282,7 +283,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KinesisApi for Fake {
-        async fn put_records(&self, _: &ExternalId, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
+        async fn put_records(&self, _: &SignAs, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
             let keys = entries.iter().map(|e| e.partition_key.clone()).collect();
             self.calls.lock().unwrap().push(("PutRecords", keys));
             match self.put_records.lock().unwrap().pop_front() {
@@ -302,12 +303,12 @@ mod tests {
             }
         }
 
-        async fn put_record(&self, _: &ExternalId, entry: &Entry) -> Result<Delivery, ApiError> {
+        async fn put_record(&self, _: &SignAs, entry: &Entry) -> Result<Delivery, ApiError> {
             self.calls.lock().unwrap().push(("PutRecord", vec![entry.partition_key.clone()]));
             self.put_record.lock().unwrap().pop_front().unwrap_or(Ok(())).map(|()| delivered(0))
         }
 
-        async fn refresh_credentials(&self, identity: &ExternalId) {
+        async fn refresh_credentials(&self, identity: &SignAs) {
             self.refreshes.lock().unwrap().push(identity.clone());
         }
 
@@ -357,7 +358,7 @@ mod tests {
             Reply::Entries(vec![None, Some("ProvisionedThroughputExceededException")]),
         ]);
         let service = service(fake, 5);
-        let outcomes = service.send(&None, &entries(&["a", "b", "c", "d"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c", "d"])).await;
         assert_eq!(summary(&outcomes), ["delivered"; 4]);
         assert_eq!(
             calls(&service),
@@ -379,7 +380,7 @@ mod tests {
             Some("KMSAccessDeniedException"),
         ])]);
         let service = service(fake, 5);
-        let outcomes = service.send(&None, &entries(&["a", "b", "c", "d"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c", "d"])).await;
         assert_eq!(summary(&outcomes), ["retryable", "delivered", "delivered", "retryable"]);
         let Outcome::Retryable(reason) = &outcomes[0] else { unreachable!() };
         assert_eq!(reason, "KMSDisabledException: scripted (stream events)");
@@ -398,7 +399,7 @@ mod tests {
             .unwrap()
             .extend((0..2).map(|_| Reply::Entries(vec![Some("ProvisionedThroughputExceededException")])));
         let service = service(fake, 3);
-        let outcomes = service.send(&None, &entries(&["a", "b"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b"])).await;
         assert_eq!(summary(&outcomes), ["delivered", "retryable"]);
         let Outcome::Retryable(reason) = &outcomes[1] else { unreachable!() };
         assert!(reason.starts_with("gave up after 3 attempts: ProvisionedThroughputExceededException"), "{reason}");
@@ -413,7 +414,7 @@ mod tests {
             Reply::Call(error(ErrorKind::Fixable, Some("ResourceNotFoundException"))),
         ]);
         let service = service(fake, 5);
-        let outcomes = service.send(&None, &entries(&["a", "b"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b"])).await;
         // The outage is retried here; the missing stream waits on the spool's schedule, and nothing fails.
         assert_eq!(summary(&outcomes), ["retryable", "retryable"]);
         assert_eq!(calls(&service).len(), 2);
@@ -429,7 +430,7 @@ mod tests {
             Ok(()),
         ]);
         let service = service(fake, 5);
-        let outcomes = service.send(&None, &entries(&["a", "b", "c"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c"])).await;
         assert_eq!(summary(&outcomes), ["delivered", "failed", "delivered"]);
         assert!(!service.is_single_record_mode());
     }
@@ -449,11 +450,11 @@ mod tests {
         let fake = Fake::default();
         fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::AccessDenied, None)));
         let service = service(fake, 5);
-        let outcomes = service.send(&None, &entries(&["a", "b", "c"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c"])).await;
         assert_eq!(summary(&outcomes), ["delivered"; 3]);
         assert!(service.is_single_record_mode());
         // The next batch goes straight to PutRecord without trying PutRecords again.
-        let outcomes = service.send(&None, &entries(&["d"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["d"])).await;
         assert_eq!(summary(&outcomes), ["delivered"]);
         assert_eq!(
             calls(&service),
@@ -473,7 +474,7 @@ mod tests {
         fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::AccessDenied, None)));
         fake.put_record.lock().unwrap().push_back(Err(error(ErrorKind::AccessDenied, None)));
         let service = service(fake, 5);
-        let outcomes = service.send(&None, &entries(&["a", "b"])).await;
+        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b"])).await;
         assert_eq!(summary(&outcomes), ["retryable", "retryable"]);
         let Outcome::Retryable(reason) = &outcomes[0] else { unreachable!() };
         assert!(reason.contains("kinesis:PutRecords and kinesis:PutRecord on stream events"), "{reason}");
@@ -488,7 +489,7 @@ mod tests {
             .unwrap()
             .push_back(Reply::Call(error(ErrorKind::ExpiredToken, Some("ExpiredTokenException"))));
         let service = service(fake, 5);
-        let identity = Some("src_1".to_owned());
+        let identity = SignAs::ExternalId(crate::identity::ExternalId::sender("src_1"));
         let outcomes = service.send(&identity, &entries(&["a"])).await;
         assert_eq!(summary(&outcomes), ["delivered"]);
         assert_eq!(*service.api().refreshes.lock().unwrap(), [identity]);
@@ -503,7 +504,8 @@ mod tests {
             .unwrap()
             .push_back(Reply::Call(error(ErrorKind::AssumeRoleRefused, Some("AccessDenied"))));
         let service = service(fake, 5);
-        let outcomes = service.send(&Some("src_x".into()), &entries(&["a"])).await;
+        let outcomes =
+            service.send(&SignAs::ExternalId(crate::identity::ExternalId::sender("src_x")), &entries(&["a"])).await;
         assert_eq!(summary(&outcomes), ["retryable"]);
         assert_eq!(calls(&service).len(), 1);
     }

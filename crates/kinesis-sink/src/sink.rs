@@ -4,19 +4,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sink::{Outcome, Record, Secret, Sink};
+use sink::{Outcome, Record, Sink};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::KinesisConfig;
-use crate::record::{Entry, ExternalId, KinesisApi};
+use crate::identity::{IdentityRule, SignAs};
+use crate::record::{Entry, KinesisApi};
 use crate::request_builder::RequestBuilder;
 use crate::sdk::{BaseCredentials, SdkKinesis};
 use crate::service::{RetryPolicy, Service};
 
 /// The records of one [`Sink::deliver`] call for one identity, with the channel their outcomes go back on.
 struct Queued {
-    identity: ExternalId,
+    identity: SignAs,
     entries: Vec<Entry>,
     respond: oneshot::Sender<Vec<Outcome>>,
 }
@@ -53,22 +54,21 @@ impl Pending {
 pub struct KinesisSink<A = SdkKinesis> {
     service: Arc<Service<A>>,
     builder: RequestBuilder,
-    role: bool,
-    secret_id: Option<Secret>,
+    identities: IdentityRule,
     queue: mpsc::UnboundedSender<Queued>,
 }
 
 impl KinesisSink<SdkKinesis> {
-    /// Connects to the stream of `config`. `secret_id` is the resolved Secret ID, if the config has one.
-    pub async fn connect(config: &KinesisConfig, secret_id: Option<Secret>, base: &BaseCredentials) -> Self {
-        let api = SdkKinesis::connect(config, secret_id.is_some(), base).await;
-        KinesisSink::with_api(api, config, secret_id)
+    /// Connects to the stream of `config`, signing each record as `identities` says.
+    pub async fn connect(config: &KinesisConfig, identities: IdentityRule, base: &BaseCredentials) -> Self {
+        let api = SdkKinesis::connect(config, base).await;
+        KinesisSink::with_api(api, config, identities)
     }
 }
 
 impl<A: KinesisApi + 'static> KinesisSink<A> {
     /// A sink over any [`KinesisApi`]; tests use this with a scripted client.
-    pub fn with_api(api: A, config: &KinesisConfig, secret_id: Option<Secret>) -> Self {
+    pub fn with_api(api: A, config: &KinesisConfig, identities: IdentityRule) -> Self {
         let delivery = &config.delivery;
         let policy = RetryPolicy {
             max_attempts: delivery.max_attempts,
@@ -91,23 +91,12 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
             in_flight: Arc::new(Semaphore::new(delivery.max_in_flight)),
         };
         tokio::spawn(batcher.run(incoming));
-        KinesisSink { service, builder, role: config.role_address.is_some(), secret_id, queue }
+        KinesisSink { service, builder, identities, queue }
     }
 
     /// Whether PutRecords was denied and the sink now sends one PutRecord per record.
     pub fn is_single_record_mode(&self) -> bool {
         self.service.is_single_record_mode()
-    }
-
-    /// The identity a record is sent as: none without a role; with one, the Secret ID or else the source ID.
-    fn identity(&self, record: &Record) -> ExternalId {
-        if !self.role {
-            return None;
-        }
-        Some(match &self.secret_id {
-            Some(secret) => secret.expose().to_owned(),
-            None => record.source_id().to_owned(),
-        })
     }
 }
 
@@ -117,12 +106,12 @@ impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
         let stopped = || Outcome::Retryable("the Kinesis sink has stopped".to_owned());
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         // One chunk per identity, in record order; the positions map its outcomes back.
-        let mut chunks: Vec<(ExternalId, Vec<usize>, Vec<Entry>)> = Vec::new();
+        let mut chunks: Vec<(SignAs, Vec<usize>, Vec<Entry>)> = Vec::new();
         for (i, record) in records.iter().enumerate() {
             match self.builder.encode(record) {
                 Err(reason) => outcomes[i] = Some(Outcome::Failed(reason)),
                 Ok(entry) => {
-                    let identity = self.identity(record);
+                    let identity = self.identities.sign_as(record.source_id());
                     match chunks.iter_mut().find(|(id, _, _)| *id == identity) {
                         Some((_, positions, entries)) => {
                             positions.push(i);
@@ -182,7 +171,7 @@ impl Group {
 
 impl<A: KinesisApi + 'static> Batcher<A> {
     async fn run(self, mut incoming: mpsc::UnboundedReceiver<Queued>) {
-        let mut groups: HashMap<ExternalId, Group> = HashMap::new();
+        let mut groups: HashMap<SignAs, Group> = HashMap::new();
         let mut deadline: Option<Instant> = None;
         loop {
             let wake = async {
@@ -234,7 +223,7 @@ impl<A: KinesisApi + 'static> Batcher<A> {
     }
 
     /// Sends one batch on its own task, once a slot among `max_in_flight` is free.
-    async fn send(&self, identity: ExternalId, group: Group) {
+    async fn send(&self, identity: SignAs, group: Group) {
         let permit = self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
         let service = self.service.clone();
         tokio::spawn(async move {

@@ -4,17 +4,23 @@
 //! `TRIBUTARY__SOURCES__<FILE STEM>__<KEY>` or `TRIBUTARY__DESTINATIONS__<FILE STEM>__<KEY>`, with `__` between
 //! nested keys (`TRIBUTARY__DESTINATIONS__KINESIS_MAIN__KINESIS__STREAM=other`). The distinctive prefix keeps
 //! stray variables from changing a deployment.
+//!
+//! Files are read into the structs below as written (their doc comments are the reference for each key), checked
+//! as a whole, and resolved once into typed values: a [`Destination`] carries exactly the settings of its
+//! [`DestinationKind`]. Secrets stay references until a command needs them, and are read in one place
+//! ([`Config::secret`]), so that `validate` works without them.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::{Context as _, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use kinesis_sink::KinesisConfig;
+use kinesis_sink::{IdentityRule, KinesisConfig, SignAs};
 use serde::Deserialize;
-use sink::SecretRef;
+use sink::{Secret, SecretRef};
 
 /// A source: where events come from (`sources/*.toml`).
 ///
@@ -124,15 +130,50 @@ pub struct DestinationConfig {
 /// How long messages are retried when a destination does not say: four hours, as Segment retries.
 pub const DEFAULT_MAX_RETRY: Duration = Duration::from_secs(4 * 3_600);
 
-impl DestinationConfig {
-    /// `max_retry_duration`, or its default; checked when loading.
-    pub fn max_retry(&self) -> Duration {
-        self.max_retry_duration.as_deref().and_then(|d| parse_duration(d).ok()).unwrap_or(DEFAULT_MAX_RETRY)
+/// A destination, resolved from its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Its name.
+    pub name: String,
+    /// Whether events are delivered to it.
+    pub enabled: bool,
+    /// What it is, with the settings of that kind.
+    pub kind: DestinationKind,
+    /// How long a message is retried before it becomes a dead letter.
+    pub max_retry: Duration,
+    /// The most bytes it may have waiting in the spool, if its file says.
+    pub max_backlog: Option<u64>,
+}
+
+/// A destination's kind and the settings only that kind has. A new kind of destination is a variant here, its
+/// settings table in [`DestinationConfig`], and its sink in `route.rs`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestinationKind {
+    /// An AWS Kinesis Data Stream.
+    Kinesis(KinesisConfig),
+    /// NDJSON to standard output.
+    Stdout,
+    /// NDJSON appended to a file.
+    File(FileConfig),
+}
+
+impl DestinationKind {
+    /// The kind as files write it in `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DestinationKind::Kinesis(_) => "kinesis",
+            DestinationKind::Stdout => "stdout",
+            DestinationKind::File(_) => "file",
+        }
     }
 
-    /// `max_backlog_bytes`, if set; checked when loading.
-    pub fn max_backlog(&self) -> Option<u64> {
-        self.max_backlog_bytes.as_ref().and_then(|size| size.bytes().ok())
+    /// The destination's name in Segment's catalog, for kinds Segment has: what `integrations` objects written
+    /// for Segment use (`"Amazon Kinesis"`).
+    pub fn catalog_name(&self) -> Option<&'static str> {
+        match self {
+            DestinationKind::Kinesis(_) => Some("Amazon Kinesis"),
+            DestinationKind::Stdout | DestinationKind::File(_) => None,
+        }
     }
 }
 
@@ -282,8 +323,8 @@ pub struct Config {
     pub dir: PathBuf,
     /// `sources/*.toml`, in file name order.
     pub sources: Vec<Loaded<SourceConfig>>,
-    /// `destinations/*.toml`, in file name order.
-    pub destinations: Vec<Loaded<DestinationConfig>>,
+    /// `destinations/*.toml`, in file name order, resolved.
+    pub destinations: Vec<Loaded<Destination>>,
     /// `audiences/*.toml`: audiences and computed traits, in file name order.
     pub audiences: Vec<Loaded<personas::definition::ComputationConfig>>,
     /// Warnings that did not stop loading.
@@ -301,8 +342,9 @@ impl Config {
         let sources: Vec<Loaded<SourceConfig>> = load_all(dir, "sources", &mut problems);
         let destinations: Vec<Loaded<DestinationConfig>> = load_all(dir, "destinations", &mut problems);
         let audiences: Vec<Loaded<personas::definition::ComputationConfig>> = load_all(dir, "audiences", &mut problems);
-        check(&sources, &destinations, &mut problems);
+        check_sources(&sources, &destinations, &mut problems);
         check_audiences(&audiences, &destinations, &mut problems);
+        let destinations = resolve_destinations(destinations, &mut problems);
         if problems.has_errors() {
             return Err(problems);
         }
@@ -315,8 +357,50 @@ impl Config {
     }
 
     /// The destination named `name`.
-    pub fn destination(&self, name: &str) -> Option<&Loaded<DestinationConfig>> {
+    pub fn destination(&self, name: &str) -> Option<&Loaded<Destination>> {
         self.destinations.iter().find(|d| d.config.name == name)
+    }
+
+    /// The `[kinesis]` settings of the destination `name`, or an error naming what it is instead.
+    pub fn kinesis(&self, name: &str) -> anyhow::Result<&KinesisConfig> {
+        let Some(loaded) = self.destination(name) else {
+            let known: Vec<&str> = self.destinations.iter().map(|d| d.config.name.as_str()).collect();
+            bail!("no destination is named {name:?} (known: {})", known.join(", "));
+        };
+        match &loaded.config.kind {
+            DestinationKind::Kinesis(kinesis) => Ok(kinesis),
+            other => bail!("destination {name:?} is of type {}, not kinesis", other.type_name()),
+        }
+    }
+
+    /// Whom the Kinesis destination `name` signs as (Segment's rule), with its Secret ID read.
+    pub fn identity_rule(&self, name: &str) -> anyhow::Result<IdentityRule> {
+        let kinesis = self.kinesis(name)?;
+        let secret_id = match (&kinesis.role_address, &kinesis.secret_id) {
+            (Some(_), Some(secret)) => {
+                let file = &self.destination(name).expect("found above").file;
+                Some(self.secret(file, "kinesis.secret_id", secret)?)
+            }
+            _ => None,
+        };
+        Ok(IdentityRule::new(kinesis, secret_id))
+    }
+
+    /// Every identity the Kinesis destination `name` signs as: one without a role or with a Secret ID, else one
+    /// per source or audience that sends to it.
+    pub fn identities(&self, name: &str) -> anyhow::Result<Vec<SignAs>> {
+        Ok(self.identity_rule(name)?.identities(self.senders_of(name)))
+    }
+
+    /// The write key of `source`.
+    pub fn write_key(&self, source: &Loaded<SourceConfig>) -> anyhow::Result<Secret> {
+        self.secret(&source.file, "write_key", &source.config.write_key)
+    }
+
+    /// Reads a secret the file `file` refers to at `key`: the one place secrets are resolved, so that every
+    /// failure names the file and key, and none prints the value.
+    pub fn secret(&self, file: &Path, key: &str, secret: &SecretRef) -> anyhow::Result<Secret> {
+        secret.resolve(&self.dir).with_context(|| format!("{}: {key}", file.display()))
     }
 
     /// The IDs of the sources connected to the destination `name`.
@@ -377,6 +461,103 @@ fn load_all<T: for<'de> Deserialize<'de>>(dir: &Path, sub: &str, problems: &mut 
         }
     }
     loaded
+}
+
+/// Checks each destination file on its own and turns those without errors into [`Destination`]s; names used
+/// twice are errors too.
+fn resolve_destinations(files: Vec<Loaded<DestinationConfig>>, problems: &mut Problems) -> Vec<Loaded<Destination>> {
+    let mut names: HashMap<String, PathBuf> = HashMap::new();
+    let mut resolved = Vec::new();
+    for Loaded { file, config } in files {
+        let errors = problems.0.iter().filter(|p| p.error).count();
+        if let Some(first) = names.insert(config.name.clone(), file.clone()) {
+            problems.error(&file, "name", format!("{:?} is already the name of {}", config.name, first.display()));
+        }
+        if config.name.is_empty() {
+            problems.error(&file, "name", "must not be empty");
+        }
+        let max_retry = match config.max_retry_duration.as_deref().map(parse_duration) {
+            None => DEFAULT_MAX_RETRY,
+            Some(Ok(duration)) if duration.is_zero() => {
+                problems.error(&file, "max_retry_duration", "must be longer than 0s (every message gets retries)");
+                DEFAULT_MAX_RETRY
+            }
+            Some(Ok(duration)) => duration,
+            Some(Err(e)) => {
+                problems.error(&file, "max_retry_duration", e.to_string());
+                DEFAULT_MAX_RETRY
+            }
+        };
+        let max_backlog = match config.max_backlog_bytes.as_ref().map(ByteSize::bytes) {
+            None => None,
+            Some(Ok(0)) => {
+                problems.error(&file, "max_backlog_bytes", "must be more than 0 bytes");
+                None
+            }
+            Some(Ok(bytes)) => Some(bytes),
+            Some(Err(message)) => {
+                problems.error(&file, "max_backlog_bytes", message);
+                None
+            }
+        };
+        let kind = resolve_kind(&file, config.kind, config.kinesis, config.file, problems);
+        if let Some(kind) = kind
+            && problems.0.iter().filter(|p| p.error).count() == errors
+        {
+            let destination = Destination { name: config.name, enabled: config.enabled, kind, max_retry, max_backlog };
+            resolved.push(Loaded { file, config: destination });
+        }
+    }
+    resolved
+}
+
+/// The kind of a destination file, with the one settings table its `type` takes; a table for another type is an
+/// error.
+fn resolve_kind(
+    file: &Path,
+    kind: DestinationType,
+    kinesis: Option<KinesisConfig>,
+    file_table: Option<FileConfig>,
+    problems: &mut Problems,
+) -> Option<DestinationKind> {
+    let name = match kind {
+        DestinationType::Kinesis => "kinesis",
+        DestinationType::Stdout => "stdout",
+        DestinationType::File => "file",
+    };
+    if kind != DestinationType::Kinesis && kinesis.is_some() {
+        problems.error(file, "kinesis", format!("is only for kinesis destinations, and this one is {name:?}"));
+    }
+    if kind != DestinationType::File && file_table.is_some() {
+        problems.error(file, "file", format!("is only for file destinations, and this one is {name:?}"));
+    }
+    match kind {
+        DestinationType::Kinesis => {
+            let Some(kinesis) = kinesis else {
+                problems.error(file, "kinesis", "a kinesis destination needs a [kinesis] table");
+                return None;
+            };
+            for p in kinesis.problems() {
+                problems.error(file, format!("kinesis.{}", p.key), p.message);
+            }
+            if kinesis.secret_id.as_ref().is_some_and(SecretRef::is_inline) {
+                problems.warn(
+                    file,
+                    "kinesis.secret_id",
+                    "is written inline; it belongs in the environment: secret_id = { env = \"NAME\" }",
+                );
+            }
+            Some(DestinationKind::Kinesis(kinesis))
+        }
+        DestinationType::Stdout => Some(DestinationKind::Stdout),
+        DestinationType::File => match file_table {
+            Some(table) => Some(DestinationKind::File(table)),
+            None => {
+                problems.error(file, "file", "a file destination needs a [file] table with a path");
+                None
+            }
+        },
+    }
 }
 
 /// Checks audiences and traits: their own settings, their destinations, and names, keys and IDs used twice.
@@ -446,69 +627,13 @@ fn describe(error: &figment::Error) -> (String, String) {
     (path.join("."), message)
 }
 
-/// Checks that span files: references, duplicates, and each destination's settings.
-fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationConfig>], problems: &mut Problems) {
-    let mut names: HashMap<&str, &Path> = HashMap::new();
-    for d in destinations {
-        let config = &d.config;
-        if let Some(first) = names.insert(&config.name, &d.file) {
-            problems.error(&d.file, "name", format!("{:?} is already the name of {}", config.name, first.display()));
-        }
-        if config.name.is_empty() {
-            problems.error(&d.file, "name", "must not be empty");
-        }
-        match config.kind {
-            DestinationType::Kinesis => match &config.kinesis {
-                None => problems.error(&d.file, "kinesis", "a kinesis destination needs a [kinesis] table"),
-                Some(kinesis) => {
-                    for p in kinesis.problems() {
-                        problems.error(&d.file, format!("kinesis.{}", p.key), p.message);
-                    }
-                    if kinesis.secret_id.as_ref().is_some_and(SecretRef::is_inline) {
-                        problems.warn(
-                            &d.file,
-                            "kinesis.secret_id",
-                            "is written inline; it belongs in the environment: secret_id = { env = \"NAME\" }",
-                        );
-                    }
-                }
-            },
-            DestinationType::File if config.file.is_none() => {
-                problems.error(&d.file, "file", "a file destination needs a [file] table with a path");
-            }
-            _ => {}
-        }
-        if let Some(text) = &config.max_retry_duration {
-            match parse_duration(text) {
-                Ok(duration) if duration.is_zero() => {
-                    problems.error(&d.file, "max_retry_duration", "must be longer than 0s (every message gets retries)")
-                }
-                Ok(_) => {}
-                Err(e) => problems.error(&d.file, "max_retry_duration", e.to_string()),
-            }
-        }
-        if let Some(size) = &config.max_backlog_bytes {
-            match size.bytes() {
-                Ok(0) => problems.error(&d.file, "max_backlog_bytes", "must be more than 0 bytes"),
-                Ok(_) => {}
-                Err(message) => problems.error(&d.file, "max_backlog_bytes", message),
-            }
-        }
-        if config.kind != DestinationType::Kinesis && config.kinesis.is_some() {
-            problems.error(
-                &d.file,
-                "kinesis",
-                format!("is only for kinesis destinations, and this one is {:?}", config.kind),
-            );
-        }
-        if config.kind != DestinationType::File && config.file.is_some() {
-            problems.error(
-                &d.file,
-                "file",
-                format!("is only for file destinations, and this one is {:?}", config.kind),
-            );
-        }
-    }
+/// Checks sources: IDs and write keys used twice, their settings, and the destinations they name.
+fn check_sources(
+    sources: &[Loaded<SourceConfig>],
+    destinations: &[Loaded<DestinationConfig>],
+    problems: &mut Problems,
+) {
+    let names: HashSet<&str> = destinations.iter().map(|d| d.config.name.as_str()).collect();
     let mut ids: HashMap<&str, &Path> = HashMap::new();
     let mut keys: Vec<(&SecretRef, &Path)> = Vec::new();
     for s in sources {
@@ -542,7 +667,7 @@ fn check(sources: &[Loaded<SourceConfig>], destinations: &[Loaded<DestinationCon
         }
         let mut seen = HashSet::new();
         for (i, name) in config.destinations.iter().enumerate() {
-            if !names.contains_key(name.as_str()) {
+            if !names.contains(name.as_str()) {
                 problems.error(&s.file, format!("destinations[{i}]"), format!("no destination is named {name:?}"));
             }
             if !seen.insert(name) {

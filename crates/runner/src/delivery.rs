@@ -57,7 +57,7 @@ impl Worker {
     /// The worker of `destination`, sharing the spool, counters, store signal and health reports of its process.
     /// Its sink is wrapped as `TRIBUTARY_TEST_FAULTS` asks (see [`with_test_faults`]).
     pub fn new(
-        destination: &crate::route::Destination,
+        destination: &crate::route::Target,
         spool: &Spool,
         metrics: &Arc<Metrics>,
         stored: &Arc<Notify>,

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use runner::commands::{dlq, personas, rejected, send, serve, setup, streams, tail};
 use runner::config::Config;
-use runner::route::Router;
+use runner::route::Routes;
 
 /// Tributary: a self-hosted Segment-compatible event router for AWS Kinesis.
 #[derive(Parser)]
@@ -315,7 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             health_max_age,
         } => {
             let config = load(&cli.config)?;
-            let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
+            let routes = Routes::build(&config, &runner::commands::base_credentials()).await?;
             let options = serve::ServeOptions {
                 listen,
                 spool_dir,
@@ -344,7 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .collect();
             let router = match dry_run {
                 true => None,
-                false => Some(Router::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?),
+                false => Some(Routes::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?),
             };
             let options = personas::SyncOptions { audience, dry_run, full_resync, allow_mass_removal, state_dir };
             let summaries = personas::sync(&config, router.as_ref(), &options, &mut std::io::stdout()).await?;
@@ -388,10 +388,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut failed = 0;
             for (name, result) in &results {
                 match &result.outcome {
-                    Ok(summary) => println!("ok    {name} ({}): {summary}", result.shown),
+                    Ok(summary) => println!("ok    {name} ({}): {summary}", result.label()),
                     Err(problem) => {
                         failed += 1;
-                        println!("FAIL  {name} ({}): {problem}", result.shown);
+                        println!("FAIL  {name} ({}): {problem}", result.label());
                     }
                 }
             }
@@ -414,7 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq { spool_dir, action: DlqAction::Replay { destination, ids, limit } } => {
             let config = load(&cli.config)?;
-            let routes = Router::build(&config, &runner::commands::base_credentials()).await?;
+            let routes = Routes::build(&config, &runner::commands::base_credentials()).await?;
             let options = dlq::ReplayOptions { destination, ids, limit };
             let done = dlq::replay(&spool_dir, &routes, &options).await?;
             let skipped = format!("{} skipped (destination unknown or disabled, or unreadable)", done.skipped);
@@ -442,7 +442,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .source(&source)
                 .map(|s| s.config.destinations.iter().map(String::as_str).collect())
                 .unwrap_or_default();
-            let router = Router::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?;
+            let router = Routes::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?;
             let mut errors = std::io::stderr();
             let summary = if file.as_os_str() == "-" {
                 send::send(&config, &router, &source, tokio::io::stdin(), "<stdin>", &mut errors).await?

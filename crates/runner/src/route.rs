@@ -9,10 +9,10 @@ use segment_model::Message;
 use serde_json::Value;
 use sink::{FileSink, Sink, StdoutSink};
 
-use crate::config::{Config, DestinationType};
+use crate::config::{Config, DestinationKind};
 
-/// A destination that is ready to deliver.
-pub struct Destination {
+/// A destination that is ready to deliver: its sink, and what delivery needs from its config.
+pub struct Target {
     /// Its name.
     pub name: String,
     /// The name of its kind in Segment's catalog (`"Amazon Kinesis"`), which `integrations` objects written for
@@ -26,67 +26,45 @@ pub struct Destination {
     pub max_backlog: Option<u64>,
 }
 
-impl DestinationType {
-    /// The destination's name in Segment's catalog, for kinds Segment has.
-    pub fn catalog_name(self) -> Option<&'static str> {
-        match self {
-            DestinationType::Kinesis => Some("Amazon Kinesis"),
-            DestinationType::Stdout | DestinationType::File => None,
-        }
-    }
-}
-
-/// The sinks of every enabled destination.
-pub struct Router {
-    destinations: HashMap<String, Destination>,
+/// The sinks of every enabled destination, and which of them each source reaches.
+pub struct Routes {
+    destinations: HashMap<String, Target>,
     /// Source ID to the names of its enabled destinations.
     routes: HashMap<String, Vec<String>>,
 }
 
-impl Router {
+impl Routes {
     /// Builds a sink for every enabled destination of `config`.
-    pub async fn build(config: &Config, base: &BaseCredentials) -> anyhow::Result<Router> {
-        Router::build_only(config, base, None).await
+    pub async fn build(config: &Config, base: &BaseCredentials) -> anyhow::Result<Routes> {
+        Routes::build_only(config, base, None).await
     }
 
     /// Builds a sink for the enabled destinations named in `only` (all, with `None`): a command that uses a few
     /// destinations does not need the secrets of the others.
-    pub async fn build_only(config: &Config, base: &BaseCredentials, only: Option<&[&str]>) -> anyhow::Result<Router> {
+    pub async fn build_only(config: &Config, base: &BaseCredentials, only: Option<&[&str]>) -> anyhow::Result<Routes> {
         let mut destinations = HashMap::new();
         let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));
         for loaded in config.destinations.iter().filter(|d| d.config.enabled && wanted(&d.config.name)) {
             let d = &loaded.config;
-            let sink: Arc<dyn Sink> = match d.kind {
-                DestinationType::Stdout => Arc::new(StdoutSink::stdout()),
-                DestinationType::File => {
-                    let path = &d.file.as_ref().expect("checked when loading").path;
-                    Arc::new(
-                        FileSink::open(path)
-                            .await
-                            .with_context(|| format!("opening {} for destination {}", path.display(), d.name))?,
-                    )
-                }
-                DestinationType::Kinesis => {
-                    let kinesis = d.kinesis.as_ref().expect("checked when loading");
-                    let secret_id = match &kinesis.secret_id {
-                        None => None,
-                        Some(secret) => Some(
-                            secret
-                                .resolve(&config.dir)
-                                .with_context(|| format!("{}: kinesis.secret_id", loaded.file.display()))?,
-                        ),
-                    };
-                    Arc::new(KinesisSink::connect(kinesis, secret_id, base).await)
+            let sink: Arc<dyn Sink> = match &d.kind {
+                DestinationKind::Stdout => Arc::new(StdoutSink::stdout()),
+                DestinationKind::File(file) => Arc::new(
+                    FileSink::open(&file.path)
+                        .await
+                        .with_context(|| format!("opening {} for destination {}", file.path.display(), d.name))?,
+                ),
+                DestinationKind::Kinesis(kinesis) => {
+                    Arc::new(KinesisSink::connect(kinesis, config.identity_rule(&d.name)?, base).await)
                 }
             };
-            let destination = Destination {
+            let target = Target {
                 name: d.name.clone(),
                 catalog_name: d.kind.catalog_name(),
                 sink,
-                max_retry: d.max_retry(),
-                max_backlog: d.max_backlog(),
+                max_retry: d.max_retry,
+                max_backlog: d.max_backlog,
             };
-            destinations.insert(d.name.clone(), destination);
+            destinations.insert(d.name.clone(), target);
         }
         let routes = config
             .sources
@@ -96,11 +74,11 @@ impl Router {
                 (s.config.id.clone(), names)
             })
             .collect();
-        Ok(Router { destinations, routes })
+        Ok(Routes { destinations, routes })
     }
 
     /// The enabled destinations of `source_id` that `message` is meant for.
-    pub fn destinations_for<'a>(&'a self, source_id: &str, message: &Message) -> Vec<&'a Destination> {
+    pub fn destinations_for<'a>(&'a self, source_id: &str, message: &Message) -> Vec<&'a Target> {
         let Some(names) = self.routes.get(source_id) else { return Vec::new() };
         let integrations = match message.get("integrations") {
             Some(Value::Object(integrations)) => Some(integrations),
@@ -114,17 +92,17 @@ impl Router {
     }
 
     /// Every enabled destination.
-    pub fn all(&self) -> impl Iterator<Item = &Destination> {
+    pub fn all(&self) -> impl Iterator<Item = &Target> {
         self.destinations.values()
     }
 
     /// The enabled destination named `name`.
-    pub fn get(&self, name: &str) -> Option<&Destination> {
+    pub fn get(&self, name: &str) -> Option<&Target> {
         self.destinations.get(name)
     }
 
     /// The enabled destinations of `source_id`, whatever the message says.
-    pub fn connected(&self, source_id: &str) -> Vec<&Destination> {
+    pub fn connected(&self, source_id: &str) -> Vec<&Target> {
         self.routes
             .get(source_id)
             .map(|names| names.iter().filter_map(|n| self.destinations.get(n)).collect())

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use crate::delivery::Worker;
 use crate::health::{Health, State};
 use crate::metrics::Metrics;
-use crate::route::Router;
+use crate::route::Routes;
 
 /// How many dead letters one page (and one requeue commit) holds.
 const PAGE: usize = 5_000;
@@ -75,7 +75,7 @@ pub struct Replayed {
 /// spool and delivers each page before it moves the next, so that an interruption resends at most the page in
 /// flight and a rerun carries on; if delivery fails again, the page waits in the spool for the next `serve` and
 /// the letters not yet moved stay letters.
-pub async fn replay(dir: &Path, routes: &Router, options: &ReplayOptions) -> anyhow::Result<Replayed> {
+pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> anyhow::Result<Replayed> {
     let owned = match Spool::open(dir, u64::MAX) {
         Ok(spool) => Some(spool),
         Err(SpoolError::Locked { .. }) => None,
@@ -159,7 +159,7 @@ struct Delivery {
 
 impl Delivery {
     /// Starts a worker for every enabled destination (or only `only`).
-    fn start(spool: &Spool, routes: &Router, only: Option<&str>) -> Delivery {
+    fn start(spool: &Spool, routes: &Routes, only: Option<&str>) -> Delivery {
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
         let stored = Arc::new(Notify::new());

@@ -10,20 +10,16 @@ pub mod streams;
 pub mod tail;
 
 use anyhow::bail;
-use kinesis_sink::{BaseCredentials, ExternalId, KinesisConfig};
+use kinesis_sink::{BaseCredentials, KinesisConfig, SignAs};
 
 use crate::config::Config;
 
-/// The `[kinesis]` table of the destination `name`, and the identity to use for admin calls: the first of the
-/// External IDs it presents (see [`setup::identities`]), and whether that is its secret.
-pub(crate) fn kinesis_destination<'a>(
-    config: &'a Config,
-    name: &str,
-) -> anyhow::Result<(&'a KinesisConfig, ExternalId, bool)> {
-    let kinesis = setup::kinesis(config, name)?;
-    let (identities, secret) = setup::identities(config, name)?;
-    match identities.into_iter().next() {
-        Some((identity, _)) => Ok((kinesis, identity, secret)),
+/// The `[kinesis]` table of the destination `name`, and the identity to use for admin calls: the first it signs
+/// as ([`Config::identities`]).
+pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow::Result<(&'a KinesisConfig, SignAs)> {
+    let kinesis = config.kinesis(name)?;
+    match config.identities(name)?.into_iter().next() {
+        Some(identity) => Ok((kinesis, identity)),
         None => bail!(
             "destination {name:?} assumes a role without a secret_id, and no source or audience is connected to it to \
              give an External ID"

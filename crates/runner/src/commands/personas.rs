@@ -15,7 +15,7 @@ use personas::state::StateStore;
 use sink::{Outcome, Record};
 
 use crate::config::{Config, Loaded};
-use crate::route::{Destination, Router};
+use crate::route::{Routes, Target};
 
 /// How many changes are delivered (and recorded) together.
 const CHUNK: usize = 1_000;
@@ -64,7 +64,7 @@ impl SyncSummary {
 /// Syncs every audience (or one). Problems with one audience are reported in its summary and do not stop others.
 pub async fn sync(
     config: &Config,
-    router: Option<&Router>,
+    router: Option<&Routes>,
     options: &SyncOptions,
     out: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<Vec<SyncSummary>> {
@@ -96,7 +96,7 @@ pub async fn sync(
 
 async fn sync_one(
     config: &Config,
-    router: Option<&Router>,
+    router: Option<&Routes>,
     options: &SyncOptions,
     audience: &Loaded<ComputationConfig>,
     summary: &mut SyncSummary,
@@ -104,7 +104,7 @@ async fn sync_one(
 ) -> anyhow::Result<()> {
     let definition = audience.config.clone();
     let computation = Computation::from(&definition);
-    let destinations: Vec<&Destination> = match router {
+    let destinations: Vec<&Target> = match router {
         None => Vec::new(),
         Some(router) => definition.destinations.iter().filter_map(|name| router.get(name)).collect(),
     };

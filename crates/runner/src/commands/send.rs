@@ -9,7 +9,7 @@ use sink::{Outcome, Record};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::config::Config;
-use crate::route::Router;
+use crate::route::Routes;
 
 /// How many messages are delivered together.
 const CHUNK: usize = 1_000;
@@ -46,7 +46,7 @@ impl Summary {
 /// Each malformed line is reported on `errors` with its line number, and the rest are still sent.
 pub async fn send(
     config: &Config,
-    router: &Router,
+    router: &Routes,
     source_id: &str,
     input: impl AsyncRead + Unpin,
     input_name: &str,
@@ -90,7 +90,7 @@ pub async fn send(
 
 /// Delivers one chunk to every destination it is meant for, all destinations at once.
 async fn deliver(
-    router: &Router,
+    router: &Routes,
     source: &Arc<str>,
     messages: Vec<Message>,
     summary: &mut Summary,

@@ -19,7 +19,7 @@ use crate::ingest::origin::Origins;
 use crate::ingest::settings::PublicUrl;
 use crate::ingest::{Ingest, Source, WriteKeys, router};
 use crate::metrics::Metrics;
-use crate::route::Router;
+use crate::route::Routes;
 
 /// Writes a line to standard error, dropping it if it cannot be written: a full disk under the log must not
 /// crash the server (`eprintln!` panics on a failed write).
@@ -62,11 +62,7 @@ pub struct ServeOptions {
 fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
     let mut keys = Vec::new();
     for source in &config.sources {
-        let key = source
-            .config
-            .write_key
-            .resolve(&config.dir)
-            .with_context(|| format!("{}: write_key", source.file.display()))?;
+        let key = config.write_key(source)?;
         let c = &source.config;
         keys.push((
             key,
@@ -85,7 +81,7 @@ fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
 /// Serves until SIGTERM or SIGINT. The first signal stops accepting (new requests get 503), finishes in-flight
 /// requests and gives the workers `flush_timeout` to deliver; a second signal exits at once. Either way every
 /// acknowledged message is in the spool and is delivered by the next run.
-pub async fn serve(config: &Config, routes: Router, options: ServeOptions) -> anyhow::Result<()> {
+pub async fn serve(config: &Config, routes: Routes, options: ServeOptions) -> anyhow::Result<()> {
     let keys = write_keys(config)?;
     let spool = Spool::open(&options.spool_dir, options.spool_max)
         .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;

@@ -30,8 +30,8 @@ pub async fn tail(
     follow: bool,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<usize> {
-    let (kinesis, identity, secret) = kinesis_destination(config, destination)?;
-    let client = admin::client(kinesis, identity, secret, &base_credentials()).await?;
+    let (kinesis, identity) = kinesis_destination(config, destination)?;
+    let client = admin::client(kinesis, identity, &base_credentials()).await?;
     let start = if from_start { StartAt::TrimHorizon } else { StartAt::Latest };
     let mut printed = 0;
     let mut failure = None;

@@ -34,7 +34,7 @@ pub use auth::{Source, WriteKeys};
 pub use error::ApiError;
 
 use crate::metrics::Metrics;
-use crate::route::Router as Routes;
+use crate::route::Routes;
 
 /// What every handler shares.
 pub struct Ingest {

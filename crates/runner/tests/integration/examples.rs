@@ -1,6 +1,7 @@
 //! Every example in configs/ loads and validates, so the examples cannot rot.
 
-use runner::config::{Config, DestinationType};
+use kinesis_sink::SignAs;
+use runner::config::{Config, DestinationKind};
 
 use crate::{configs, tributary};
 
@@ -26,11 +27,15 @@ fn the_examples_load_without_problems() {
         assert!(loaded.contains(&file), "{file} was not loaded");
     }
     let main = config.destination("kinesis-main").unwrap();
-    assert_eq!(main.config.kind, DestinationType::Kinesis);
+    let DestinationKind::Kinesis(kinesis) = &main.config.kind else { panic!("kinesis-main is {:?}", main.config.kind) };
+    assert_eq!(config.kinesis("kinesis-main").unwrap(), kinesis);
+    assert!(config.kinesis("archive").unwrap_err().to_string().contains("is of type file, not kinesis"));
     assert_eq!(config.sources_of("kinesis-main"), ["src_web"]);
     assert!(!config.destination("archive").unwrap().config.enabled);
     // Without a secret_id, kinesis-main's External IDs are its source and the personas source.
     assert_eq!(config.senders_of("kinesis-main"), ["src_personas", "src_web"]);
+    // kinesis-demo assumes no role: one identity, the process's own credentials.
+    assert_eq!(config.identities("kinesis-demo").unwrap(), [SignAs::Process]);
 }
 
 #[test]
