@@ -199,9 +199,9 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
             ours / bare
         );
     }
-    for (id, per) in [("put_records_entries/json", 500.0), ("put_records_entries/base64", 500.0)] {
+    for (id, per) in [("kinesis_sink_deliver/json", 500.0), ("kinesis_sink_deliver/base64", 500.0)] {
         if let Some(ns) = mean(id) {
-            println!("  {id}: {:.0} records/s on one core (limit 500000)", per / (ns / 1e9));
+            println!("  {id}: {:.0} records/s through KinesisSink on one thread (limit 500000)", per / (ns / 1e9));
         }
     }
     if filter.is_empty() {

@@ -1,4 +1,5 @@
-//! Encoding records as Kinesis entries, and cutting them into PutRecords requests.
+//! Encoding records as Kinesis entries (data, partition key, size), and the caps that cut them into PutRecords
+//! requests, which the sink's batcher applies.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -6,6 +7,9 @@ use sink::Record;
 
 use crate::config::DataEncoding;
 use crate::record::Entry;
+
+/// Kinesis accepts partition keys of 1 to 256 Unicode characters.
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 
 /// Turns records into entries under one destination's settings.
 #[derive(Debug, Clone)]
@@ -23,9 +27,26 @@ pub struct RequestBuilder {
 }
 
 impl RequestBuilder {
+    /// The partition key of a record, as Segment's Kinesis destination makes it: `userId || anonymousId`, or its
+    /// `messageId` with `use_message_id` (a record not yet enriched has none, and its identity stands in); cut to
+    /// [`MAX_PARTITION_KEY_CHARS`] characters, and never empty, since Kinesis refuses a whole request over one empty
+    /// key.
+    pub fn partition_key<'r>(&self, record: &'r Record) -> &'r str {
+        let key = match (self.use_message_id, record.message_id(), record.user_key()) {
+            (true, id, _) if !id.is_empty() => id,
+            // Unreachable for a validated message; a fixed key keeps Kinesis from refusing the whole batch.
+            (_, _, "") => "anonymous",
+            (_, _, user) => user,
+        };
+        match key.char_indices().nth(MAX_PARTITION_KEY_CHARS) {
+            None => key,
+            Some((cut, _)) => &key[..cut],
+        }
+    }
+
     /// The entry for one record, or the reason it can never be sent.
     pub fn encode(&self, record: &Record) -> Result<Entry, String> {
-        let partition_key = record.partition_key(self.use_message_id).to_owned();
+        let partition_key = self.partition_key(record).to_owned();
         let data = match self.data_encoding {
             // Cloning `Bytes` shares the record's buffer; nothing is copied.
             DataEncoding::Json => record.payload().clone(),
@@ -43,23 +64,16 @@ impl RequestBuilder {
         Ok(entry)
     }
 
-    /// Cuts `entries` into consecutive requests that respect the count and byte caps, as index ranges.
-    pub fn split(&self, entries: &[Entry]) -> Vec<std::ops::Range<usize>> {
-        let mut requests = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, entry) in entries.iter().enumerate() {
-            let size = entry.size();
-            if i > start && (i - start == self.max_batch_records || bytes + size > self.max_batch_bytes) {
-                requests.push(start..i);
-                start = i;
-                bytes = 0;
-            }
-            bytes += size;
-        }
-        if start < entries.len() {
-            requests.push(start..entries.len());
-        }
-        requests
+    /// Whether a request of `count` entries and `bytes` bytes must go before an entry of `size` bytes can join
+    /// it: it holds `max_batch_records` entries, or the entry would take it past `max_batch_bytes`. An entry larger
+    /// than the byte cap still goes, alone; the record limit is what refuses it.
+    pub fn must_send_before(&self, count: usize, bytes: usize, size: usize) -> bool {
+        count > 0 && (count >= self.max_batch_records || bytes + size > self.max_batch_bytes)
+    }
+
+    /// Whether a request of `count` entries is full, so that waiting longer cannot add to it.
+    pub fn is_full(&self, count: usize) -> bool {
+        count >= self.max_batch_records
     }
 }
 
@@ -81,10 +95,24 @@ mod tests {
         sizes.iter().map(|&n| Entry { partition_key: "k".into(), data: Bytes::from(vec![b'x'; n - 1]) }).collect()
     }
 
-    /// Splits entries of `sizes` (key included) and compares the request ranges with `expected`.
+    /// Cuts entries of `sizes` (key included) into requests as the batcher does, and compares the request ranges
+    /// with `expected`.
     #[track_caller]
     fn check(max_records: usize, max_bytes: usize, sizes: &[usize], expected: &[std::ops::Range<usize>]) {
-        assert_eq!(builder(max_records, max_bytes).split(&entries(sizes)), expected);
+        let builder = builder(max_records, max_bytes);
+        let mut requests = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, entry) in entries(sizes).iter().enumerate() {
+            if builder.must_send_before(i - start, bytes, entry.size()) {
+                requests.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += entry.size();
+        }
+        if start < sizes.len() {
+            requests.push(start..sizes.len());
+        }
+        assert_eq!(requests, expected);
     }
 
     #[test]
@@ -96,6 +124,27 @@ mod tests {
         check(500, 20, &[10, 10, 10], &[0..2, 2..3]);
         // An entry larger than the byte cap still goes, alone; the record limit is what rejects it.
         check(500, 20, &[5, 30, 5], &[0..1, 1..2, 2..3]);
+    }
+
+    fn record(message_id: &str, user_key: &str) -> Record {
+        Record::from_stored("src".into(), message_id.into(), user_key.into(), Bytes::from_static(b"{}"))
+    }
+
+    #[test]
+    fn partition_keys() {
+        let by_user = builder(500, 5 << 20);
+        let by_id = RequestBuilder { use_message_id: true, ..by_user.clone() };
+        assert_eq!(by_user.partition_key(&record("m-1", "user_1")), "user_1");
+        assert_eq!(by_id.partition_key(&record("m-1", "user_1")), "m-1");
+        // Not enriched: no messageId, so the identity stands in rather than an empty key.
+        assert_eq!(by_id.partition_key(&record("", "u")), "u");
+        assert_eq!(by_user.partition_key(&record("m-1", "")), "anonymous");
+        // Cut to 256 characters, not bytes, on a character boundary.
+        let (long, wide) = ("k".repeat(300), "ü".repeat(300));
+        assert_eq!(by_user.partition_key(&record("", &long)), "k".repeat(256));
+        assert_eq!(by_user.partition_key(&record("", &wide)), "ü".repeat(256));
+        let exact = "z".repeat(256);
+        assert_eq!(by_user.partition_key(&record("", &exact)), exact);
     }
 
     #[test]

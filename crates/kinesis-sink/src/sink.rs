@@ -190,13 +190,13 @@ impl<A: KinesisApi + 'static> Batcher<A> {
                     }));
                     for (index, entry) in entries.into_iter().enumerate() {
                         let group = groups.entry(identity.clone()).or_default();
-                        if !group.entries.is_empty() && group.bytes + entry.size() > self.builder.max_batch_bytes {
+                        if self.builder.must_send_before(group.entries.len(), group.bytes, entry.size()) {
                             let full = std::mem::take(group);
                             self.send(identity.clone(), full).await;
                         }
                         let group = groups.entry(identity.clone()).or_default();
                         group.push(&pending, index, entry);
-                        if group.entries.len() >= self.builder.max_batch_records {
+                        if self.builder.is_full(group.entries.len()) {
                             let full = std::mem::take(group);
                             self.send(identity.clone(), full).await;
                         }

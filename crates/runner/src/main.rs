@@ -1,5 +1,6 @@
 //! `tributary`: the command line. Parses arguments, loads the config, runs a command, prints errors.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -274,6 +275,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves on the first SIGTERM or SIGINT, and from then on exits the process at the second one: a second signal
+/// means "now", and everything acknowledged is in the spool already.
+async fn shutdown_on_signals() {
+    first_signal().await;
+    tokio::spawn(async {
+        first_signal().await;
+        let _ = writeln!(
+            std::io::stderr(),
+            "tributary: second signal; exiting now (acknowledged messages stay in the spool)"
+        );
+        std::process::exit(130);
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn first_signal() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 /// Loads the config, printing every problem and warning.
 fn load(dir: &std::path::Path) -> anyhow::Result<Config> {
     match Config::load(dir) {
@@ -329,7 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 trusted_proxies,
                 health_max_age,
             };
-            serve::serve(&config, routes, options).await?;
+            serve::serve(&config, routes, options, shutdown_on_signals()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Personas {
@@ -347,7 +372,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 false => Some(Routes::build_only(&config, &runner::commands::base_credentials(), Some(&names)).await?),
             };
             let options = personas::SyncOptions { audience, dry_run, full_resync, allow_mass_removal, state_dir };
-            let summaries = personas::sync(&config, router.as_ref(), &options, &mut std::io::stdout()).await?;
+            let summaries =
+                personas::sync(&config, router.as_ref(), &options, &mut std::io::stdout(), &mut std::io::stderr())
+                    .await?;
             let mut clean = true;
             for s in &summaries {
                 clean &= s.is_clean();

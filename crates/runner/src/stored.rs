@@ -1,22 +1,28 @@
-//! How messages are kept in a spool entry: postcard (a compact serde format) of `(messageId, partition key,
-//! message JSON)` triples. The keys travel with the message so that delivery never parses it again, and reading
-//! an entry back is little more than copying its bytes.
+//! How messages are kept in a spool entry: a format mark, then postcard (a compact serde format) of `(messageId,
+//! user key, message JSON)` triples. The keys travel with the message so that delivery never parses it again, and
+//! reading an entry back is little more than copying its bytes.
+//!
+//! The mark is a zero byte and the format's version. Entries of the first layout had no mark; they start with the
+//! postcard count of their messages, which is never zero, so both read back.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use sink::Record;
 
-/// Encodes triples of (messageId, partition key, message JSON), as postcard encodes a `Vec<(&str, &str, &str)>`.
+/// Encodes triples of (messageId, user key, message JSON): the mark, then what postcard makes of a
+/// `Vec<(&str, &str, &str)>`.
 ///
 /// Written out rather than through serde, which grows the buffer as it goes and checks each message's UTF-8
 /// again: the entry is sized once and copied into. `decode` reads it back through postcard, which checks it.
 pub fn encode<'a>(items: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>) -> Vec<u8> {
     let items: Vec<(&str, &str, &[u8])> = items.into_iter().collect();
     const VARINT_MAX: usize = 10;
-    let size = VARINT_MAX
+    let size = MARK.len()
+        + VARINT_MAX
         + items.iter().map(|(id, key, message)| 3 * VARINT_MAX + id.len() + key.len() + message.len()).sum::<usize>();
     let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&MARK);
     varint(&mut out, items.len());
     for (id, key, message) in items {
         for field in [id.as_bytes(), key.as_bytes(), message] {
@@ -25,6 +31,23 @@ pub fn encode<'a>(items: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>)
         }
     }
     out
+}
+
+/// The version of the entry format this build writes and reads.
+pub const FORMAT: u8 = 1;
+
+/// What an entry of this format starts with.
+const MARK: [u8; 2] = [0, FORMAT];
+
+/// Why a stored entry cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredError {
+    /// A newer Tributary wrote it.
+    #[error("the entry was written in format {0} by a newer Tributary, and this one reads format {FORMAT}")]
+    Newer(u8),
+    /// Its bytes are not an entry.
+    #[error("the entry is damaged: {0}")]
+    Damaged(#[from] postcard::Error),
 }
 
 /// Postcard's unsigned varint: seven bits a byte, low bits first, the high bit set on every byte but the last.
@@ -37,7 +60,7 @@ fn varint(out: &mut Vec<u8>, mut value: usize) {
 }
 
 /// Decodes an entry into records from `source_id`; each record's payload is a slice of `items`, not a copy.
-pub fn decode(source_id: &str, items: &Bytes) -> Result<Vec<Record>, postcard::Error> {
+pub fn decode(source_id: &str, items: &Bytes) -> Result<Vec<Record>, StoredError> {
     let triples = triples(items)?;
     let source: Arc<str> = Arc::from(source_id);
     Ok(triples
@@ -48,9 +71,15 @@ pub fn decode(source_id: &str, items: &Bytes) -> Result<Vec<Record>, postcard::E
         .collect())
 }
 
-/// The (messageId, partition key, message JSON) triples of an entry, borrowed from it.
-pub fn triples(items: &[u8]) -> Result<Vec<(&str, &str, &str)>, postcard::Error> {
-    postcard::from_bytes(items)
+/// The (messageId, user key, message JSON) triples of an entry, borrowed from it.
+pub fn triples(items: &[u8]) -> Result<Vec<(&str, &str, &str)>, StoredError> {
+    let body = match items {
+        [0, FORMAT, body @ ..] => body,
+        [0, newer, ..] => return Err(StoredError::Newer(*newer)),
+        // The first layout, without a mark.
+        body => body,
+    };
+    Ok(postcard::from_bytes(body)?)
 }
 
 #[cfg(test)]
@@ -62,7 +91,7 @@ mod tests {
         let items = encode([("m1", "user \"1\"", br#"{"a":1}"#.as_slice()), ("m2", "ü", br#"{"b":[2]}"#.as_slice())]);
         let records = decode("src", &Bytes::from(items)).unwrap();
         assert_eq!(records.len(), 2);
-        assert_eq!((records[0].message_id(), records[0].partition_key(false)), ("m1", "user \"1\""));
+        assert_eq!((records[0].message_id(), records[0].user_key()), ("m1", "user \"1\""));
         assert_eq!(records[1].payload().as_ref(), br#"{"b":[2]}"#);
         assert_eq!(records[1].source_id(), "src");
         assert!(decode("src", &Bytes::from_static(b"\x05garbage")).is_err());
@@ -73,7 +102,18 @@ mod tests {
         let long = "x".repeat(20_000);
         let triples = vec![("m1", "k", "{}"), ("", "ü", long.as_str()), ("m3", &long[..127], &long[..128])];
         let ours = encode(triples.iter().map(|(id, key, message)| (*id, *key, message.as_bytes())));
-        assert_eq!(ours, postcard::to_stdvec(&triples).unwrap());
-        assert_eq!(encode([]), postcard::to_stdvec::<Vec<(&str, &str, &str)>>(&vec![]).unwrap());
+        assert_eq!(ours[..2], [0, FORMAT]);
+        assert_eq!(ours[2..], postcard::to_stdvec(&triples).unwrap());
+        assert_eq!(encode([])[2..], postcard::to_stdvec::<Vec<(&str, &str, &str)>>(&vec![]).unwrap());
+    }
+
+    #[test]
+    fn entries_of_the_first_layout_read_and_newer_ones_are_named() {
+        let triples = vec![("m1", "k", "{}")];
+        let first_layout = Bytes::from(postcard::to_stdvec(&triples).unwrap());
+        assert_eq!(decode("src", &first_layout).unwrap()[0].message_id(), "m1");
+        let newer = Bytes::from([&[0, FORMAT + 1][..], &first_layout[..]].concat());
+        let error = decode("src", &newer).unwrap_err().to_string();
+        assert!(error.contains("format 2 by a newer Tributary"), "{error}");
     }
 }

@@ -20,7 +20,6 @@ pub use batch::{Batch, BatchError, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_EXPA
 pub use enrich::{Enrichment, Receipt};
 pub use error::{ParseError, Problem, ValidationError};
 pub use id::Id;
-pub use key::MAX_PARTITION_KEY_CHARS;
 pub use message::{Call, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, Message, MessageType, Rejected, Single};
 pub use raw::MAX_DEPTH;
 pub use timestamp::format_timestamp;

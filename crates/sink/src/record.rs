@@ -30,13 +30,13 @@ impl Record {
         Record {
             source_id,
             message_id: message.message_id().unwrap_or_default().to_owned(),
-            user_key: message.partition_key(false).into_owned(),
+            user_key: message.user_key().unwrap_or_default().into_owned(),
             payload,
         }
     }
 
     /// A record from keys and payload kept by a store: `message_id` and `user_key` must be what
-    /// [`Record::message_id`] and `Record::partition_key(false)` gave for the same message.
+    /// [`Record::message_id`] and [`Record::user_key`] gave for the same message.
     pub fn from_stored(source_id: Arc<str>, message_id: String, user_key: String, payload: Bytes) -> Record {
         Record { source_id, message_id, user_key, payload }
     }
@@ -57,10 +57,10 @@ impl Record {
         &self.message_id
     }
 
-    /// The partition key, as [`Message::partition_key`] defines it: `userId || anonymousId` (cut to 256
-    /// characters), or with `use_message_id` the `messageId` when there is one.
-    pub fn partition_key(&self, use_message_id: bool) -> &str {
-        if use_message_id && !self.message_id.is_empty() { &self.message_id } else { &self.user_key }
+    /// The identity the message is grouped by ([`Message::user_key`]): `userId || anonymousId`, whole, or `""`
+    /// for a message that was never validated.
+    pub fn user_key(&self) -> &str {
+        &self.user_key
     }
 }
 

@@ -106,7 +106,7 @@ pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> any
                 continue;
             };
             let id = message.message_id().unwrap_or_default().to_owned();
-            let key = message.partition_key(false).into_owned();
+            let key = message.user_key().unwrap_or_default().into_owned();
             groups.entry((letter.destination, letter.source_id)).or_default().push((id, key, letter.message));
             ids.push(letter.id);
             left -= 1;

@@ -62,11 +62,13 @@ impl SyncSummary {
 }
 
 /// Syncs every audience (or one). Problems with one audience are reported in its summary and do not stop others.
+/// A dry run's calls go to `out`; malformed rows, progress and failures to `err`.
 pub async fn sync(
     config: &Config,
     router: Option<&Routes>,
     options: &SyncOptions,
     out: &mut (dyn std::io::Write + Send),
+    err: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<Vec<SyncSummary>> {
     let selected: Vec<&Loaded<ComputationConfig>> = match &options.audience {
         Some(name) => match config.audience(name) {
@@ -85,7 +87,7 @@ pub async fn sync(
     for audience in selected {
         let started = Instant::now();
         let mut summary = SyncSummary { name: audience.config.name.clone(), ..SyncSummary::default() };
-        if let Err(e) = sync_one(config, router, options, audience, &mut summary, out).await {
+        if let Err(e) = sync_one(config, router, options, audience, &mut summary, out, err).await {
             summary.error = Some(format!("{e:#}"));
         }
         summary.seconds = started.elapsed().as_secs_f64();
@@ -101,6 +103,7 @@ async fn sync_one(
     audience: &Loaded<ComputationConfig>,
     summary: &mut SyncSummary,
     out: &mut (dyn std::io::Write + Send),
+    err: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<()> {
     let definition = audience.config.clone();
     let computation = Computation::from(&definition);
@@ -116,7 +119,7 @@ async fn sync_one(
     let (source, kind) = (definition.source.clone(), definition.kind);
     let snapshot = tokio::task::spawn_blocking(move || snapshot::read(&path, &source, kind)).await??;
     for error in &snapshot.errors {
-        eprintln!("{error}");
+        writeln!(err, "{error}")?;
     }
     summary.malformed = snapshot.errors.len();
 
@@ -193,7 +196,7 @@ async fn sync_one(
                 writeln!(out, "{}", String::from_utf8_lossy(&message.to_json_vec()))?;
             }
             summary.sent += messages.len() as u64;
-            progress.advance(messages.len() as u64);
+            progress.advance(messages.len() as u64, err);
             continue;
         }
         let mut delivered_everywhere = vec![true; chunk.len()];
@@ -214,15 +217,16 @@ async fn sync_one(
         let id = computation.computation_id.clone();
         tokio::task::spawn_blocking(move || store.lock().expect("state lock poisoned").record(&id, &delivered))
             .await??;
-        progress.advance(delivered_everywhere.len() as u64);
+        progress.advance(delivered_everywhere.len() as u64, err);
     }
     differ.await??;
     progress.finish();
     if let Some(reason) = last_failure {
-        eprintln!(
+        writeln!(
+            err,
             "{}: {} changes failed and will be sent again by the next run; last failure: {reason}",
             definition.name, summary.failed
-        );
+        )?;
     }
     Ok(())
 }
@@ -250,14 +254,16 @@ impl Progress {
         Progress { bar, name: name.to_owned(), total, done: Default::default() }
     }
 
-    fn advance(&self, by: u64) {
+    fn advance(&self, by: u64, err: &mut dyn std::io::Write) {
         let before = self.done.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
         match &self.bar {
             Some(bar) => bar.inc(by),
             None => {
                 let tenth = (self.total / 10).max(1);
                 if (before + by) / tenth > before / tenth {
-                    eprintln!("{}: {}/{} changes sent", self.name, (before + by).min(self.total), self.total);
+                    // Progress is a courtesy: a line that cannot be written does not stop the sync.
+                    let _ =
+                        writeln!(err, "{}: {}/{} changes sent", self.name, (before + by).min(self.total), self.total);
                 }
             }
         }

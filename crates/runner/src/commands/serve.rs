@@ -78,10 +78,16 @@ fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
     Ok(WriteKeys::new(keys))
 }
 
-/// Serves until SIGTERM or SIGINT. The first signal stops accepting (new requests get 503), finishes in-flight
-/// requests and gives the workers `flush_timeout` to deliver; a second signal exits at once. Either way every
-/// acknowledged message is in the spool and is delivered by the next run.
-pub async fn serve(config: &Config, routes: Routes, options: ServeOptions) -> anyhow::Result<()> {
+/// Serves until `shutdown` resolves (the binary's is the first SIGTERM or SIGINT; a second one exits the process
+/// at once). Then it stops accepting (new requests get 503), finishes in-flight requests and gives the workers
+/// `flush_timeout` to deliver. Either way every acknowledged message is in the spool and is delivered by the next
+/// run.
+pub async fn serve(
+    config: &Config,
+    routes: Routes,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let keys = write_keys(config)?;
     let spool = Spool::open(&options.spool_dir, options.spool_max)
         .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
@@ -153,14 +159,9 @@ pub async fn serve(config: &Config, routes: Routes, options: ServeOptions) -> an
     let app = router(ingest);
     let limits = Limits { max_connections, read_timeout: options.read_timeout };
     let shutdown = async move {
-        first_signal().await;
+        shutdown.await;
         note!("tributary: shutting down: no new requests; finishing those in flight");
         shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
-        tokio::spawn(async {
-            first_signal().await;
-            note!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
-            std::process::exit(130);
-        });
     };
     connections::serve(listener, app, limits, shutdown, options.read_timeout).await;
     let _ = stop.send(true);
@@ -216,14 +217,4 @@ fn format_bytes(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} bytes") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn first_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

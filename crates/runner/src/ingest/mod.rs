@@ -376,7 +376,7 @@ impl Ingest {
                 }
             }
             let id = message.message_id().unwrap_or_default().to_owned();
-            let key = message.partition_key(false).into_owned();
+            let key = message.user_key().unwrap_or_default().into_owned();
             encoded.push((id, key, message.to_json_vec()));
         }
         let entries = targets

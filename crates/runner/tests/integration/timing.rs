@@ -129,20 +129,25 @@ async fn two_thousand_idle_connections_do_not_slow_an_active_client() {
     let server = Server::start(&config, &scratch("idle-spool"), &[]).await;
     let http = reqwest::Client::new();
     latencies(&http, &server.url, WRITE_KEY, 50).await;
-    let unloaded = best_p99(&http, &server.url, WRITE_KEY, 5, 200).await;
     let address = server.url.trim_start_matches("http://").to_owned();
-    let mut idle = Vec::with_capacity(2_000);
-    for _ in 0..2_000 {
-        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    // Without and with the idle connections in turns, so that the machine's drift over the run weighs on both.
+    let (mut unloaded, mut loaded) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        unloaded = unloaded.min(best_p99(&http, &server.url, WRITE_KEY, 2, 200).await);
+        let mut idle = Vec::with_capacity(2_000);
+        for _ in 0..2_000 {
+            idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        loaded = loaded.min(best_p99(&http, &server.url, WRITE_KEY, 2, 200).await);
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let loaded = best_p99(&http, &server.url, WRITE_KEY, 5, 200).await;
     eprintln!("active client p99: {unloaded:?} alone, {loaded:?} beside 2,000 idle connections");
     assert!(
         loaded.as_secs_f64() <= unloaded.as_secs_f64() * 1.2,
         "the active client's p99 went from {unloaded:?} to {loaded:?}"
     );
-    drop(idle);
 }
 
 /// Counts of what a paced load got acknowledged, shared with the test.

@@ -255,7 +255,7 @@ const MAY_CHANGE: &[&str] = &["messageId", "timestamp", "originalTimestamp", "re
 fn check_accepted(mut message: Message, client: &Map<String, Value>, may_change: &[&str], receipt: &Receipt) {
     message.take_write_key();
     let _ = message.enrich_on(receipt, || "generated-id".to_owned());
-    let _ = (message.partition_key(true), message.partition_key(false), message.call(), message.to_map());
+    let _ = (message.user_key(), message.call(), message.to_map());
     let out = message.to_json_vec();
     let parsed: Map<String, Value> = serde_json::from_slice(&out)
         .unwrap_or_else(|e| panic!("accepted output is not a JSON object ({e}): {}", String::from_utf8_lossy(&out)));
