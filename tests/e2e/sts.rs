@@ -23,7 +23,7 @@ async fn setup(name: &str, external_ids: &[&str], actions: &[&str]) -> Setup {
     let (url, admin) = iam();
     let (caller_arn, caller) = tests::iam::caller(&format!("{name}-caller"), &["sts:AssumeRole"]).await;
     let ids: Vec<String> = external_ids.iter().map(|id| (*id).to_owned()).collect();
-    let trust = kinesis_sink::iam::trust_policy(&caller_arn, &ids);
+    let trust = kinesis_sink::setup::iam::trust_policy(&caller_arn, &ids);
     // moto matches Kinesis policies only when the resource is "*".
     let policy =
         json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]});

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
-use kinesis_sink::admin::{self, ReadRecord, StartAt};
+use kinesis_sink::setup::admin::{self, ReadRecord, StartAt};
 
 use crate::env::sdk_config;
 

@@ -12,7 +12,7 @@
 //!   reproduce it.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, bail};
@@ -41,8 +41,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The workspace root.
+/// The workspace. `cargo run` (what `cargo xtask` is) sets `CARGO_MANIFEST_DIR` for the process, so the checkout
+/// it ran from wins over the one the binary was built in: two checkouts sharing a target folder share one binary.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is in the workspace").to_owned()
+    let xtask =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    xtask.parent().expect("xtask/ is in the workspace").to_owned()
 }
 
 /// The cargo that runs us, as rust-analyzer's xtask does.

@@ -2,9 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is in the workspace").to_owned()
-}
+use super::root;
 
 /// Every member package's manifest.
 fn manifests() -> Vec<PathBuf> {

@@ -11,20 +11,19 @@
 //! - [`credentials`]: assumed-role credentials per External ID.
 //! - [`sdk`]: the AWS SDK behind the seams.
 //! - [`sink`]: [`KinesisSink`], which batches records from all callers.
-//! - [`admin`]: creating, describing and reading streams.
-//! - [`iam`]: the permission and trust policies a destination needs, and `check`, which tries each identity.
+//! - [`setup`]: what operators run around delivery: `admin` (creating, describing and reading streams) and `iam`
+//!   (the permission and trust policies a destination needs, and `check`, which tries each identity).
 //!
 //! This is the only product crate that depends on `aws-sdk-*` (the `tests` package uses them to set up emulators).
 
-pub mod admin;
 pub mod config;
 pub mod credentials;
-pub mod iam;
 pub mod identity;
 pub mod record;
 pub mod request_builder;
 pub mod sdk;
 pub mod service;
+pub mod setup;
 pub mod sink;
 
 pub use config::{DataEncoding, DeliveryConfig, KinesisConfig};

@@ -651,7 +651,7 @@ fn check_sources(
             None => keys.push((&config.write_key, &s.file)),
         }
         for (i, pattern) in config.allowed_origins.iter().flatten().enumerate() {
-            if let Err(message) = crate::ingest::origin::check_pattern(pattern) {
+            if let Err(message) = crate::serve::ingest::origin::check_pattern(pattern) {
                 problems.error(&s.file, format!("allowed_origins[{i}]"), message);
             }
         }

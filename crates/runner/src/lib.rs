@@ -4,9 +4,5 @@
 
 pub mod commands;
 pub mod config;
-pub mod delivery;
-pub mod health;
-pub mod ingest;
-pub mod metrics;
 pub mod route;
-pub mod stored;
+pub mod serve;

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, personas, rejected, send, serve, setup, streams, tail};
+use runner::commands::{dlq, personas, rejected, send, setup, streams, tail};
 use runner::config::Config;
 use runner::route::Routes;
+use runner::serve;
 
 /// Tributary: a self-hosted Segment-compatible event router for AWS Kinesis.
 #[derive(Parser)]
@@ -73,7 +74,7 @@ enum Command {
         /// The URL clients reach this server at (behind a load balancer, its address), which the settings
         /// analytics.js loads from /v1/projects/WRITE_KEY/settings point to; by default http://LISTEN.
         #[arg(long, value_parser = parse_public_url)]
-        public_url: Option<runner::ingest::settings::PublicUrl>,
+        public_url: Option<runner::serve::ingest::settings::PublicUrl>,
         /// Seconds a client may send nothing while the server waits for it (headers, a body, or its next request)
         /// before its connection is closed.
         #[arg(long, default_value_t = 30)]
@@ -84,7 +85,7 @@ enum Command {
         /// A proxy (an address or a CIDR network) whose X-Forwarded-For header names the client for context.ip;
         /// repeat for several. Without one, the connection's address is the client's.
         #[arg(long = "trusted-proxy", value_parser = parse_network)]
-        trusted_proxies: Vec<runner::ingest::client_ip::Network>,
+        trusted_proxies: Vec<runner::serve::ingest::client_ip::Network>,
         /// /health answers 503 when a destination's oldest waiting message has waited longer than this (90s, 15m,
         /// 2h), so that a load balancer or a Kubernetes probe sees a destination that is not keeping up.
         #[arg(long, default_value = "15m", value_parser = parse_duration_arg)]
@@ -234,7 +235,7 @@ enum StreamsAction {
     },
 }
 
-fn parse_public_url(text: &str) -> Result<runner::ingest::settings::PublicUrl, String> {
+fn parse_public_url(text: &str) -> Result<runner::serve::ingest::settings::PublicUrl, String> {
     text.parse()
 }
 
@@ -246,7 +247,7 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     runner::config::parse_duration(text).map_err(|e| e.to_string())
 }
 
-fn parse_network(text: &str) -> Result<runner::ingest::client_ip::Network, String> {
+fn parse_network(text: &str) -> Result<runner::serve::ingest::client_ip::Network, String> {
     text.parse()
 }
 
@@ -495,10 +496,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(&cli.config)?;
             let (name, created) = streams::create(&config, &destination, shards).await?;
             match created {
-                kinesis_sink::admin::Created::New => {
+                kinesis_sink::setup::admin::Created::New => {
                     println!("created stream {name} with {shards} shards; it is ACTIVE")
                 }
-                kinesis_sink::admin::Created::Existing => println!("stream {name} already exists; it is ACTIVE"),
+                kinesis_sink::setup::admin::Created::Existing => println!("stream {name} already exists; it is ACTIVE"),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use spool::{NewEntry, Spool, SpoolError};
 use tokio::sync::{Notify, watch};
 
-use crate::delivery::Worker;
-use crate::health::{Health, State};
-use crate::metrics::Metrics;
 use crate::route::Routes;
+use crate::serve::delivery::Worker;
+use crate::serve::health::{Health, State};
+use crate::serve::metrics::Metrics;
 
 /// How many dead letters one page (and one requeue commit) holds.
 const PAGE: usize = 5_000;
@@ -118,7 +118,9 @@ pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> any
                     destination: destination.clone(),
                     source_id: source_id.clone(),
                     count: chunk.len() as u32,
-                    items: crate::stored::encode(chunk.iter().map(|(i, k, m)| (i.as_str(), k.as_str(), m.as_slice()))),
+                    items: crate::serve::stored::encode(
+                        chunk.iter().map(|(i, k, m)| (i.as_str(), k.as_str(), m.as_slice())),
+                    ),
                 });
             }
         }

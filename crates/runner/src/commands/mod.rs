@@ -4,7 +4,6 @@ pub mod dlq;
 pub mod personas;
 pub mod rejected;
 pub mod send;
-pub mod serve;
 pub mod setup;
 pub mod streams;
 pub mod tail;

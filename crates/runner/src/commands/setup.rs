@@ -1,7 +1,7 @@
 //! `tributary iam policy|trust` and `tributary check`: Segment's manual setup steps, derived from the config.
 
 use anyhow::{Context as _, bail};
-use kinesis_sink::iam::{self, CheckResult};
+use kinesis_sink::setup::iam::{self, CheckResult};
 use kinesis_sink::{SignAs, identity::ExternalId};
 use serde_json::Value;
 

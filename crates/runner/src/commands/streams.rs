@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kinesis_sink::admin::{self, Created, StreamSummary};
+use kinesis_sink::setup::admin::{self, Created, StreamSummary};
 
 use super::{base_credentials, kinesis_destination};
 use crate::config::Config;

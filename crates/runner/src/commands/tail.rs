@@ -1,6 +1,6 @@
 //! `tributary tail --destination NAME`: print the records of a destination's stream.
 
-use kinesis_sink::admin::{self, ReadRecord, StartAt};
+use kinesis_sink::setup::admin::{self, ReadRecord, StartAt};
 use serde_json::{Value, json};
 
 use super::{base_credentials, kinesis_destination};

@@ -50,7 +50,7 @@ fn dead_letters(config: &Path, spool: &Path) -> Vec<Value> {
     stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn ids(records: &[kinesis_sink::admin::ReadRecord]) -> Vec<String> {
+fn ids(records: &[kinesis_sink::setup::admin::ReadRecord]) -> Vec<String> {
     let mut ids: Vec<String> = records
         .iter()
         .map(|r| serde_json::from_slice::<Value>(&r.data).unwrap()["messageId"].as_str().unwrap().to_owned())
@@ -98,7 +98,7 @@ async fn a_trust_policy_fixed_later_lets_every_message_through() {
     let (caller_arn, caller) = tests::iam::caller("late-trust-caller", &["sts:AssumeRole"]).await;
     let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords"], "Resource": "*"}]});
     let role_name = tests::stream::unique_name("late-trust-role");
-    let untrusting = kinesis_sink::iam::trust_policy(&caller_arn, &["src_other".to_owned()]);
+    let untrusting = kinesis_sink::setup::iam::trust_policy(&caller_arn, &["src_other".to_owned()]);
     let role = tests::iam::role(&role_name, &untrusting, Some(&policy)).await;
     let stream = tests::stream::unique_name("late-trust");
     let kinesis = tests::stream::client(&url, admin.clone()).await;
@@ -118,7 +118,7 @@ async fn a_trust_policy_fixed_later_lets_every_message_through() {
     let error = body["destinations"]["main"]["last_error"].as_str().unwrap();
     assert!(error.contains(&role) && error.contains("src_test"), "{error}");
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let trusting = kinesis_sink::iam::trust_policy(&caller_arn, &["src_test".to_owned()]);
+    let trusting = kinesis_sink::setup::iam::trust_policy(&caller_arn, &["src_test".to_owned()]);
     tests::iam::update_trust(&role_name, &trusting).await;
     let read = tests::stream::read_at_least(&kinesis, &stream, 500).await;
     assert_eq!(ids(&read), expected("trust"));

@@ -168,7 +168,7 @@ async fn while_one_destinations_role_is_revoked_ingest_and_the_other_keep_their_
     let (caller_arn, caller) = tests::iam::caller("budget-caller", &["sts:AssumeRole"]).await;
     let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords"], "Resource": "*"}]});
     let role_name = tests::stream::unique_name("budget-role");
-    let trust = kinesis_sink::iam::trust_policy(&caller_arn, &["src_test".to_owned()]);
+    let trust = kinesis_sink::setup::iam::trust_policy(&caller_arn, &["src_test".to_owned()]);
     let role = tests::iam::role(&role_name, &trust, Some(&policy)).await;
     let stream = tests::stream::unique_name("budget");
     let kinesis = tests::stream::client(&url, admin).await;

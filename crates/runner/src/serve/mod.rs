@@ -1,4 +1,11 @@
-//! `tributary serve`: the HTTP tracking API, the spool and the delivery workers.
+//! `tributary serve`: the HTTP tracking API (`ingest`), the spool entry format (`stored`), the per-destination
+//! delivery workers (`delivery`), and what they report (`health`, `metrics`).
+
+pub mod delivery;
+pub mod health;
+pub mod ingest;
+pub mod metrics;
+pub mod stored;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,16 +16,16 @@ use anyhow::Context as _;
 use spool::Spool;
 use tokio::sync::{Notify, watch};
 
+use self::delivery::Worker;
+use self::health::Health;
+use self::ingest::client_ip::Network;
+use self::ingest::connections::{self, Limits};
+use self::ingest::limit::RateLimit;
+use self::ingest::origin::Origins;
+use self::ingest::settings::PublicUrl;
+use self::ingest::{Ingest, Source, WriteKeys, router};
+use self::metrics::Metrics;
 use crate::config::Config;
-use crate::delivery::Worker;
-use crate::health::Health;
-use crate::ingest::client_ip::Network;
-use crate::ingest::connections::{self, Limits};
-use crate::ingest::limit::RateLimit;
-use crate::ingest::origin::Origins;
-use crate::ingest::settings::PublicUrl;
-use crate::ingest::{Ingest, Source, WriteKeys, router};
-use crate::metrics::Metrics;
 use crate::route::Routes;
 
 /// Writes a line to standard error, dropping it if it cannot be written: a full disk under the log must not

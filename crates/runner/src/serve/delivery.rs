@@ -9,9 +9,9 @@ use sink::{Outcome, Sink};
 use spool::{Entry, Retry, Settlement, Spool, now_millis};
 use tokio::sync::{Notify, watch};
 
-use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::stored;
+use crate::serve::health::Health;
+use crate::serve::metrics::Metrics;
+use crate::serve::stored;
 
 /// How many spool entries one delivery takes at most; an entry is one request's messages, up to 2,500.
 pub const BATCH: usize = 20;
@@ -168,7 +168,7 @@ impl Worker {
         &self,
         busy: &[i64],
         budget: &mut Budget,
-        label: &crate::metrics::Destination,
+        label: &crate::serve::metrics::Destination,
     ) -> Result<(), spool::SpoolError> {
         let now = std::time::Instant::now();
         if budget.checked.is_some_and(|at| now - at < Duration::from_millis(20)) {
@@ -218,7 +218,11 @@ impl Worker {
     }
 
     /// Sends `due` and settles what became of each message.
-    async fn deliver(&self, due: Vec<Entry>, label: &crate::metrics::Destination) -> Result<(), spool::SpoolError> {
+    async fn deliver(
+        &self,
+        due: Vec<Entry>,
+        label: &crate::serve::metrics::Destination,
+    ) -> Result<(), spool::SpoolError> {
         let mut records = Vec::new();
         let mut spans = Vec::with_capacity(due.len());
         let mut settlements = Vec::new();
@@ -317,7 +321,7 @@ struct Budget {
 /// `sink-panic=TEXT` in it, the first delivery holding a message that contains `TEXT` panics. Never set it in
 /// production.
 pub fn with_test_faults(sink: Arc<dyn Sink>) -> Arc<dyn Sink> {
-    let faults = std::env::var(crate::ingest::TEST_FAULTS).unwrap_or_default();
+    let faults = std::env::var(crate::serve::ingest::TEST_FAULTS).unwrap_or_default();
     match faults.split(',').find_map(|f| f.strip_prefix("sink-panic=")) {
         Some(text) => Arc::new(PanicOnce { sink, text: text.as_bytes().to_vec(), done: Default::default() }),
         None => sink,

@@ -139,7 +139,7 @@ async fn check_one(
         builder = signing_as(builder, cache, identity.clone());
     }
     let client = aws_sdk_kinesis::Client::from_conf(builder.build());
-    match crate::admin::describe(&client, &config.stream).await {
+    match crate::setup::admin::describe(&client, &config.stream).await {
         Ok(summary) => Ok(format!(
             "{assumed}stream {} is {} with {} open shards",
             summary.name, summary.status, summary.open_shards

@@ -33,8 +33,8 @@ use spool::{NewEntry, NewRejection, Spool, SpoolError};
 pub use auth::{Source, WriteKeys};
 pub use error::ApiError;
 
-use crate::metrics::Metrics;
 use crate::route::Routes;
+use crate::serve::metrics::Metrics;
 
 /// What every handler shares.
 pub struct Ingest {
@@ -47,7 +47,7 @@ pub struct Ingest {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// What the delivery workers report.
-    pub health: Arc<crate::health::Health>,
+    pub health: Arc<crate::serve::health::Health>,
     /// `/health` answers 503 when a destination's oldest waiting message is older than this.
     pub health_max_age: Duration,
     /// Set when the server is shutting down: new requests get 503.
@@ -122,10 +122,10 @@ async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
     }
     let destinations = destination_health(&ingest).await;
     let max_age = ingest.health_max_age.as_secs_f64();
-    let unhealthy = destinations
-        .iter()
-        .any(|d| d.report.state == crate::health::State::Stopped || d.oldest_waiting.is_some_and(|age| age > max_age));
-    let degraded = destinations.iter().any(|d| d.report.state != crate::health::State::Ok);
+    let unhealthy = destinations.iter().any(|d| {
+        d.report.state == crate::serve::health::State::Stopped || d.oldest_waiting.is_some_and(|age| age > max_age)
+    });
+    let degraded = destinations.iter().any(|d| d.report.state != crate::serve::health::State::Ok);
     let status = if unhealthy {
         "unhealthy"
     } else if degraded {
@@ -155,7 +155,7 @@ async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
 /// One destination's health, as `/health` and `/metrics` show it.
 struct DestinationHealth {
     name: String,
-    report: crate::health::Report,
+    report: crate::serve::health::Report,
     waiting: u64,
     waiting_bytes: u64,
     oldest_waiting: Option<f64>,
@@ -192,9 +192,9 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
         m.oldest_waiting.get_or_create(&label).set(d.oldest_waiting.unwrap_or(0.0) as i64);
         m.backlog_messages.get_or_create(&label).set(d.waiting as i64);
         m.backlog_bytes.get_or_create(&label).set(d.waiting_bytes as i64);
-        for state in crate::health::State::ALL {
+        for state in crate::serve::health::State::ALL {
             let label =
-                crate::metrics::DestinationState { destination: d.name.clone(), state: state.name().to_owned() };
+                crate::serve::metrics::DestinationState { destination: d.name.clone(), state: state.name().to_owned() };
             m.state.get_or_create(&label).set(i64::from(state == d.report.state));
         }
         // Shown at 0 from the start, so that an alert on its increase has a series to watch.
@@ -385,7 +385,7 @@ impl Ingest {
                 destination: destination.to_owned(),
                 source_id: source.to_owned(),
                 count: indices.len() as u32,
-                items: crate::stored::encode(
+                items: crate::serve::stored::encode(
                     indices.iter().map(|&i| (encoded[i].0.as_str(), encoded[i].1.as_str(), encoded[i].2.as_slice())),
                 ),
             })
