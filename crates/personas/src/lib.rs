@@ -1,6 +1,6 @@
 //! Personas-style audiences and computed traits, synced as Segment Personas syncs a user-property destination.
 //!
-//! - [`definition`]: `configs/audiences/*.toml`.
+//! - [`definition`]: the audience files, `configs/audiences/*.toml`.
 //! - [`key`]: the snake_case rule that turns a name into a trait key.
 //! - [`diff`]: the membership diff, pure: previous state and current snapshot in, changes out.
 //! - [`message`]: the identify message for each change, with a deterministic `messageId`.

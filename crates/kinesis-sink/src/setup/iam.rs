@@ -58,11 +58,12 @@ pub fn trust_policy(principal: &str, external_ids: &[String]) -> Value {
 pub fn principal_of(caller_arn: &str) -> String {
     // arn:aws:sts::123456789012:assumed-role/ROLE/SESSION -> arn:aws:iam::123456789012:role/ROLE
     let parts: Vec<&str> = caller_arn.splitn(6, ':').collect();
-    if parts.len() == 6 && parts[2] == "sts" {
-        if let Some(rest) = parts[5].strip_prefix("assumed-role/") {
-            let role = rest.split('/').next().unwrap_or(rest);
-            return format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4]);
-        }
+    if parts.len() == 6
+        && parts[2] == "sts"
+        && let Some(rest) = parts[5].strip_prefix("assumed-role/")
+    {
+        let role = rest.split('/').next().unwrap_or(rest);
+        return format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4]);
     }
     caller_arn.to_owned()
 }
