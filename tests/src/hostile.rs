@@ -68,6 +68,8 @@ fn batch_body(items: &[String]) -> Vec<u8> {
 }
 
 /// The adversarial shapes: each aims at a step that could be more than linear in the body.
+///
+/// Long on purpose: one table, one entry per shape, reads better whole than cut into helpers.
 pub fn shapes() -> Vec<Shape> {
     let item = r#"{"batch":[{"type":"track","userId":"u","event":"e","#;
     vec![

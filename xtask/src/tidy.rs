@@ -160,3 +160,56 @@ fn the_spool_knows_nothing_of_segment_http_or_aws() {
         assert!(!foreign, "spool depends on {name}");
     }
 }
+
+/// The functions of a source file outside its tests, as (name, first line, length in lines, the comment above it).
+/// A function ends at the first line that is its indentation and a closing brace, as rustfmt writes it.
+fn functions(text: &str) -> Vec<(String, usize, usize, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.starts_with("#[cfg(test)]") {
+            break;
+        }
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let signature = ["fn ", "pub fn ", "pub(crate) fn ", "async fn ", "pub async fn ", "pub(crate) async fn "]
+            .iter()
+            .find_map(|prefix| trimmed.strip_prefix(prefix));
+        if let Some(rest) = signature {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let close = format!("{indent}}}");
+            let end = (i + 1..lines.len()).find(|&j| lines[j] == close).unwrap_or(lines.len() - 1);
+            let comment: Vec<&str> = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.trim_start().starts_with("//") || l.trim_start().starts_with("#["))
+                .copied()
+                .collect();
+            found.push((name, i + 1, end - i + 1, comment.join("\n")));
+            i = end;
+        }
+        i += 1;
+    }
+    found
+}
+
+#[test]
+fn no_function_is_over_80_lines_without_saying_why() {
+    let sample = "/// Long on purpose: a table.\nfn table() {\n    one();\n}\n";
+    assert_eq!(functions(sample), [("table".to_owned(), 2, 3, "/// Long on purpose: a table.".to_owned())]);
+    // Tests (integration suites and the tests package) read best as one scenario each, however long.
+    let root = root();
+    let outside_tests = sources().into_iter().filter(|f| !f.strip_prefix(&root).unwrap().iter().any(|c| c == "tests"));
+    for file in outside_tests {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (name, line, length, comment) in functions(&text) {
+            assert!(
+                length <= 80 || comment.to_lowercase().contains("long"),
+                "{}:{line}: fn {name} is {length} lines; split it, or say in its comment why it is long",
+                file.display()
+            );
+        }
+    }
+}

@@ -24,8 +24,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The ceiling of the backoff after `failures` failed attempts.
     pub fn ceiling(&self, failures: u32) -> Duration {
-        let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
+        sink::backoff::doubling(self.base, self.max, failures)
     }
 
     fn backoff(&self, failures: u32) -> Duration {

@@ -92,114 +92,16 @@ fn cell_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-/// Reads the export at `path` (resolved by the caller) for a computation of `kind`.
+/// Reads the export at `path` (resolved by the caller) for a computation of `kind`: CSV by its extension, else
+/// NDJSON. Rows that cannot be read are reported with their line and skipped; members come out sorted by identity,
+/// once each (the last row of an identity wins).
 pub fn read(path: &Path, config: &SnapshotConfig, kind: Kind) -> Result<Snapshot, SnapshotError> {
-    let io = |source| SnapshotError::Io { path: path.to_owned(), source };
-    let is_csv = path.extension().is_some_and(|e| e == "csv");
-    // Counting first sizes the vector exactly: growing it by doubling would briefly hold two copies, which is what
-    // decides the peak memory of a ten-million-member sync.
-    let rows = if is_csv {
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_path(path)
-            .map_err(|source| SnapshotError::Csv { path: path.to_owned(), source })?;
-        let mut record = csv::ByteRecord::new();
-        let mut count = 0usize;
-        loop {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => count += 1,
-                Ok(false) => break,
-                // An IO error would repeat; the reading pass reports it.
-                Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => break,
-                // The reading pass reports bad rows; here they only need counting.
-                Err(_) => count += 1,
-            }
-        }
-        count
-    } else {
-        let text = std::fs::read(path).map_err(io)?;
-        text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count()
-    };
-    let mut snapshot = Snapshot { members: Vec::with_capacity(rows), ..Snapshot::default() };
+    let mut snapshot = Snapshot::default();
     let mut fail = |line: u64, message: String| snapshot.errors.push(RowError { file: path.to_owned(), line, message });
-    let mut members = Vec::with_capacity(rows);
-    if is_csv {
-        let mut reader =
-            csv::Reader::from_path(path).map_err(|source| SnapshotError::Csv { path: path.to_owned(), source })?;
-        let headers = reader.headers().map_err(|source| SnapshotError::Csv { path: path.to_owned(), source })?.clone();
-        let column = |key: &'static str, name: &str| {
-            headers.iter().position(|h| h == name).ok_or_else(|| SnapshotError::MissingColumn {
-                path: path.to_owned(),
-                key,
-                column: name.to_owned(),
-                found: headers.iter().collect::<Vec<_>>().join(", "),
-            })
-        };
-        let user = column("user_id_column", &config.user_id_column).ok();
-        let anonymous = column("anonymous_id_column", &config.anonymous_id_column).ok();
-        if user.is_none() && anonymous.is_none() {
-            return Err(column("user_id_column", &config.user_id_column).unwrap_err());
-        }
-        let value = match (&config.value_column, kind) {
-            (Some(name), Kind::Trait) => Some(column("value_column", name)?),
-            _ => None,
-        };
-        let mut record = csv::StringRecord::new();
-        loop {
-            match reader.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {
-                    let line = record.position().map_or(0, |p| p.line());
-                    let cell = |index: Option<usize>| index.and_then(|i| record.get(i));
-                    match member(cell(user), cell(anonymous), cell(value).map(cell_value), kind) {
-                        Ok(m) => members.push(m),
-                        Err(message) => fail(line, message),
-                    }
-                }
-                Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    fail(line, format!("not a CSV row: {e}"));
-                    if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }) {
-                        break;
-                    }
-                }
-            }
-        }
-    } else {
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        for (index, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let number = index as u64 + 1;
-            let row: Value = match serde_json::from_str(line) {
-                Ok(Value::Object(row)) => Value::Object(row),
-                Ok(_) => {
-                    fail(number, "the line is not a JSON object".to_owned());
-                    continue;
-                }
-                Err(e) => {
-                    fail(number, format!("invalid JSON: {e}"));
-                    continue;
-                }
-            };
-            let text_of = |name: &str| match &row[name] {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            };
-            let value = config.value_column.as_deref().map(|name| row[name].clone());
-            match member(
-                text_of(&config.user_id_column).as_deref(),
-                text_of(&config.anonymous_id_column).as_deref(),
-                value,
-                kind,
-            ) {
-                Ok(m) => members.push(m),
-                Err(message) => fail(number, message),
-            }
-        }
-    }
+    let mut members = match path.extension().is_some_and(|e| e == "csv") {
+        true => read_csv(path, config, kind, &mut fail)?,
+        false => read_ndjson(path, config, kind, &mut fail)?,
+    };
     // A stable sort keeps file order among equal keys, so the dedup below keeps the last row's value.
     members.sort_by(|a, b| a.key.cmp(&b.key));
     let before = members.len();
@@ -214,4 +116,116 @@ pub fn read(path: &Path, config: &SnapshotConfig, kind: Kind) -> Result<Snapshot
     snapshot.duplicates = (before - members.len()) as u64;
     snapshot.members = members;
     Ok(snapshot)
+}
+
+/// The members of a CSV export. The file is read twice: counting its rows first sizes the vector exactly, since
+/// growing it by doubling would briefly hold two copies, which is what decides the peak memory of a
+/// ten-million-member sync.
+fn read_csv(
+    path: &Path,
+    config: &SnapshotConfig,
+    kind: Kind,
+    fail: &mut dyn FnMut(u64, String),
+) -> Result<Vec<Member>, SnapshotError> {
+    let csv_error = |source| SnapshotError::Csv { path: path.to_owned(), source };
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(csv_error)?;
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0usize;
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => rows += 1,
+            Ok(false) => break,
+            // An IO error would repeat; the reading pass reports it.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => break,
+            // The reading pass reports bad rows; here they only need counting.
+            Err(_) => rows += 1,
+        }
+    }
+    let mut members = Vec::with_capacity(rows);
+    let mut reader = csv::Reader::from_path(path).map_err(csv_error)?;
+    let headers = reader.headers().map_err(csv_error)?.clone();
+    let column = |key: &'static str, name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| SnapshotError::MissingColumn {
+            path: path.to_owned(),
+            key,
+            column: name.to_owned(),
+            found: headers.iter().collect::<Vec<_>>().join(", "),
+        })
+    };
+    let user = column("user_id_column", &config.user_id_column).ok();
+    let anonymous = column("anonymous_id_column", &config.anonymous_id_column).ok();
+    if user.is_none() && anonymous.is_none() {
+        return Err(column("user_id_column", &config.user_id_column).unwrap_err());
+    }
+    let value = match (&config.value_column, kind) {
+        (Some(name), Kind::Trait) => Some(column("value_column", name)?),
+        _ => None,
+    };
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map_or(0, |p| p.line());
+                let cell = |index: Option<usize>| index.and_then(|i| record.get(i));
+                match member(cell(user), cell(anonymous), cell(value).map(cell_value), kind) {
+                    Ok(m) => members.push(m),
+                    Err(message) => fail(line, message),
+                }
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                fail(line, format!("not a CSV row: {e}"));
+                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// The members of an NDJSON export, read once: the line count of the text in memory sizes the vector.
+fn read_ndjson(
+    path: &Path,
+    config: &SnapshotConfig,
+    kind: Kind,
+    fail: &mut dyn FnMut(u64, String),
+) -> Result<Vec<Member>, SnapshotError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SnapshotError::Io { path: path.to_owned(), source })?;
+    let rows = text.lines().filter(|l| !l.trim().is_empty()).count();
+    let mut members = Vec::with_capacity(rows);
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let number = index as u64 + 1;
+        let row: Value = match serde_json::from_str(line) {
+            Ok(Value::Object(row)) => Value::Object(row),
+            Ok(_) => {
+                fail(number, "the line is not a JSON object".to_owned());
+                continue;
+            }
+            Err(e) => {
+                fail(number, format!("invalid JSON: {e}"));
+                continue;
+            }
+        };
+        let text_of = |name: &str| match &row[name] {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let value = config.value_column.as_deref().map(|name| row[name].clone());
+        match member(
+            text_of(&config.user_id_column).as_deref(),
+            text_of(&config.anonymous_id_column).as_deref(),
+            value,
+            kind,
+        ) {
+            Ok(m) => members.push(m),
+            Err(message) => fail(number, message),
+        }
+    }
+    Ok(members)
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use kinesis_sink::{BaseCredentials, KinesisSink};
 use segment_model::Message;
 use serde_json::Value;
-use sink::{FileSink, Sink, StdoutSink};
+use sink::{FileSink, Outcome, Record, Sink, StdoutSink};
 
 use crate::config::{Config, DestinationKind};
 
@@ -108,6 +108,15 @@ impl Routes {
             .map(|names| names.iter().filter_map(|n| self.destinations.get(n)).collect())
             .unwrap_or_default()
     }
+}
+
+/// Delivers each destination's records, every destination at once, and returns each destination's outcomes in
+/// the order of its records. The one fan-out of the commands that deliver directly (`send`, `personas sync`);
+/// `serve` and `dlq replay` deliver through the spool's workers instead.
+pub async fn fan_out<'a>(batches: Vec<(&'a Target, Vec<Record>)>) -> Vec<(&'a Target, Vec<Outcome>)> {
+    let deliveries =
+        batches.into_iter().map(|(target, records)| async move { (target, target.sink.deliver(records).await) });
+    futures::future::join_all(deliveries).await
 }
 
 /// Whether a message's `integrations` object lets it go to a destination, as Segment reads it: the destination's own

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::error::ParseError;
 use crate::message::Rejected;
-use crate::raw::{Fields, json_type, object_size, raw};
+use crate::raw::{Fields, JsonType, json_type, object_size, raw};
 use crate::{MAX_MESSAGE_BYTES, Map, Message};
 
 /// Segment's limit on one batch request body, in bytes.
@@ -82,13 +82,13 @@ pub enum BatchError {
 #[derive(Debug)]
 enum Item {
     Fields(Fields),
-    Not(&'static str),
+    Not(JsonType),
 }
 
 /// The `batch` field: the items, or the JSON type it was instead of an array.
 enum Items {
     List(Vec<Item>),
-    Not(&'static str),
+    Not(JsonType),
 }
 
 struct ItemVisitor;
@@ -106,31 +106,31 @@ impl<'de> serde::de::Visitor<'de> for ItemVisitor {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Item::Not("an array"))
+        Ok(Item::Not(JsonType::Array))
     }
 
     fn visit_str<E>(self, _: &str) -> Result<Item, E> {
-        Ok(Item::Not("a string"))
+        Ok(Item::Not(JsonType::String))
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
-        Ok(Item::Not("a boolean"))
+        Ok(Item::Not(JsonType::Boolean))
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
-        Ok(Item::Not("a number"))
+        Ok(Item::Not(JsonType::Number))
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
-        Ok(Item::Not("a number"))
+        Ok(Item::Not(JsonType::Number))
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
-        Ok(Item::Not("a number"))
+        Ok(Item::Not(JsonType::Number))
     }
 
     fn visit_unit<E>(self) -> Result<Item, E> {
-        Ok(Item::Not("null"))
+        Ok(Item::Not(JsonType::Null))
     }
 }
 
@@ -160,27 +160,27 @@ impl<'de> Deserialize<'de> for Items {
 
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Items, A::Error> {
                 while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Items::Not("an object"))
+                Ok(Items::Not(JsonType::Object))
             }
 
             fn visit_str<E>(self, _: &str) -> Result<Items, E> {
-                Ok(Items::Not("a string"))
+                Ok(Items::Not(JsonType::String))
             }
 
             fn visit_bool<E>(self, _: bool) -> Result<Items, E> {
-                Ok(Items::Not("a boolean"))
+                Ok(Items::Not(JsonType::Boolean))
             }
 
             fn visit_i64<E>(self, _: i64) -> Result<Items, E> {
-                Ok(Items::Not("a number"))
+                Ok(Items::Not(JsonType::Number))
             }
 
             fn visit_u64<E>(self, _: u64) -> Result<Items, E> {
-                Ok(Items::Not("a number"))
+                Ok(Items::Not(JsonType::Number))
             }
 
             fn visit_f64<E>(self, _: f64) -> Result<Items, E> {
-                Ok(Items::Not("a number"))
+                Ok(Items::Not(JsonType::Number))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -212,7 +212,9 @@ impl Batch {
         let object = |field, value: Option<Value>| match value {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(map)) => Ok(Some(map)),
-            Some(other) => Err(BatchError::Envelope { field, expected: "an object", found: json_type(&other) }),
+            Some(other) => {
+                Err(BatchError::Envelope { field, expected: JsonType::Object.name(), found: json_type(&other) })
+            }
         };
         let context = object("context", envelope.context)?;
         let integrations = object("integrations", envelope.integrations)?;
@@ -220,13 +222,21 @@ impl Batch {
             None | Some(Value::Null) => None,
             Some(Value::String(key)) => Some(key),
             Some(other) => {
-                return Err(BatchError::Envelope { field: "writeKey", expected: "a string", found: json_type(&other) });
+                return Err(BatchError::Envelope {
+                    field: "writeKey",
+                    expected: JsonType::String.name(),
+                    found: json_type(&other),
+                });
             }
         };
         let items = match envelope.batch {
             Some(Items::List(items)) => items,
             Some(Items::Not(found)) => {
-                return Err(BatchError::Envelope { field: "batch", expected: "an array", found });
+                return Err(BatchError::Envelope {
+                    field: "batch",
+                    expected: JsonType::Array.name(),
+                    found: found.name(),
+                });
             }
             None => {
                 return Err(BatchError::Parse(ParseError::Invalid(crate::ValidationError::new(
@@ -272,7 +282,7 @@ impl Batch {
             .map(|(index, item)| {
                 let item = match item {
                     Item::Fields(fields) => Item::Fields(fields.clone()),
-                    Item::Not(found) => Item::Not(found),
+                    Item::Not(found) => Item::Not(*found),
                 };
                 self.item(index, item)
             })
@@ -317,7 +327,7 @@ impl Batch {
     fn item(&self, index: usize, item: Item) -> Result<Message, Rejected> {
         let mut fields = match item {
             Item::Not(found) => {
-                return Err(Rejected { index: Some(index), error: ParseError::NotAnObject(found), json: None });
+                return Err(Rejected { index: Some(index), error: ParseError::NotAnObject(found.name()), json: None });
             }
             Item::Fields(fields) => fields,
         };

@@ -304,7 +304,7 @@ impl Message {
                 Ok(named) => named,
             },
             (Some(other), _) => {
-                let problem = Problem::WrongType { expected: "a string", found: json_type(&other) };
+                let problem = Problem::WrongType { expected: JsonType::String.name(), found: json_type(&other) };
                 return invalid(ValidationError::new("type", problem), fields);
             }
         };
@@ -498,11 +498,13 @@ fn optional_string(message: &Message, name: &str, expected: &'static str) -> Res
 }
 
 /// Checks an optional field's JSON type from its first byte, without parsing it.
-fn check_type(message: &Message, name: &str, expected: &'static str, wanted: JsonType) -> Result<(), ValidationError> {
+fn check_type(message: &Message, name: &str, wanted: JsonType) -> Result<(), ValidationError> {
     match message.raw(name).map(JsonType::of_raw) {
         None | Some(JsonType::Null) => Ok(()),
         Some(found) if found == wanted => Ok(()),
-        Some(found) => Err(ValidationError::new(name, Problem::WrongType { expected, found: found.name() })),
+        Some(found) => {
+            Err(ValidationError::new(name, Problem::WrongType { expected: wanted.name(), found: found.name() }))
+        }
     }
 }
 
@@ -522,7 +524,7 @@ fn validate(kind: MessageType, message: &Message) -> Result<Checked, ValidationE
         return Err(ValidationError::new("userId or anonymousId", Problem::Missing));
     }
     match kind {
-        MessageType::Track => match optional_string(message, "event", "a string")? {
+        MessageType::Track => match optional_string(message, "event", JsonType::String.name())? {
             None => return Err(ValidationError::new("event", Problem::Missing)),
             Some(s) if s.is_empty() => return Err(ValidationError::new("event", Problem::Empty)),
             Some(_) => {}
@@ -532,10 +534,10 @@ fn validate(kind: MessageType, message: &Message) -> Result<Checked, ValidationE
             require_id(message, "previousId")?;
             require_id(message, "userId")?;
         }
-        MessageType::Page | MessageType::Screen => check_type(message, "name", "a string", JsonType::String)?,
+        MessageType::Page | MessageType::Screen => check_type(message, "name", JsonType::String)?,
         MessageType::Identify => {}
     }
-    let message_id = optional_string(message, "messageId", "a string")?;
+    let message_id = optional_string(message, "messageId", JsonType::String.name())?;
     if let Some(id) = &message_id {
         let chars = id.chars().count();
         if chars > MAX_MESSAGE_ID_CHARS {
@@ -546,7 +548,7 @@ fn validate(kind: MessageType, message: &Message) -> Result<Checked, ValidationE
         }
     }
     for object in ["properties", "traits", "context", "integrations"] {
-        check_type(message, object, "an object", JsonType::Object)?;
+        check_type(message, object, JsonType::Object)?;
     }
     // A date-time string that does not parse is kept as sent and not used; only another JSON type is refused.
     let time = |name| {

@@ -5,6 +5,7 @@
 //! runner. This crate also holds the two built-in sinks that need no cloud account: [`StdoutSink`] and
 //! [`FileSink`], both writing NDJSON.
 
+pub mod backoff;
 mod file;
 mod record;
 mod secret;

@@ -202,3 +202,84 @@ impl Delivery {
         self.names.iter().map(|name| self.metrics.delivered.get_or_create(&Metrics::destination(name)).get()).sum()
     }
 }
+/// `tributary dlq`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The spool folder.
+    #[arg(long, global = true, default_value = ".tributary")]
+    pub spool_dir: std::path::PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// What `tributary dlq` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Print each dead letter as a JSON line: id, destination, source, reason and message.
+    List {
+        /// Only this destination's.
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Move dead letters back to the queue, a page per commit, and deliver them: a server running on the spool
+    /// delivers them; with none, this command delivers its destinations' queues itself until they are empty or
+    /// delivery fails again. An interrupted replay resends nothing it had confirmed; run it again to go on.
+    Replay {
+        /// Only this destination's.
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only these dead-letter IDs (repeat for several).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+/// Lists dead letters to `out`, or replays them; counts and what became of a replay go to `err`. A replay whose
+/// delivery fails again exits with 1.
+pub async fn run(
+    dir: &Path,
+    args: Args,
+    out: super::Out<'_>,
+    err: super::Out<'_>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let spool_dir = args.spool_dir;
+    match args.action {
+        Action::List { destination } => {
+            // A server may be running on this spool: read it beside the server, leaving its schedule alone.
+            let spool = Spool::open_shared(&spool_dir)
+                .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
+            let count = list(&spool, destination.as_deref(), out).await?;
+            writeln!(err, "{count} dead letters")?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Action::Replay { destination, ids, limit } => {
+            let config = super::load(dir, err)?;
+            let routes = Routes::build(&config, &super::base_credentials()).await?;
+            let done = replay(&spool_dir, &routes, &ReplayOptions { destination, ids, limit }).await?;
+            let skipped = format!("{} skipped (destination unknown or disabled, or unreadable)", done.skipped);
+            match (done.delivered, &done.failing) {
+                (None, _) => writeln!(
+                    err,
+                    "{} moved back to the queue; the server running on {} (PID {}) delivers them; {skipped}",
+                    done.queued,
+                    spool_dir.display(),
+                    done.server.map_or_else(|| "unknown".to_owned(), |pid| pid.to_string())
+                )?,
+                (Some(delivered), None) => {
+                    writeln!(err, "{} moved back to the queue, {delivered} delivered; {skipped}", done.queued)?
+                }
+                (Some(delivered), Some(reason)) => writeln!(
+                    err,
+                    "{} moved back to the queue, {delivered} delivered; delivery is failing again ({reason}), so the \
+                     rest waits in the spool for the next `serve`; {skipped}",
+                    done.queued
+                )?,
+            }
+            Ok(if done.failing.is_none() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+        }
+    }
+}

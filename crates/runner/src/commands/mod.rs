@@ -1,4 +1,7 @@
-//! The commands of the command line.
+//! The commands of the command line. Each is `run(config folder, args, out, err) -> ExitCode`: its output goes to
+//! `out`, its warnings, summaries and progress to `err`, so that it can be driven and read whole by a test or
+//! another program. `serve` lives beside this module (`crate::serve`); the binary only parses arguments, installs
+//! signals and logging, and prints a failed command's error.
 
 pub mod dlq;
 pub mod personas;
@@ -7,11 +10,32 @@ pub mod send;
 pub mod setup;
 pub mod streams;
 pub mod tail;
+pub mod validate;
+
+use std::io::Write;
+use std::path::Path;
 
 use anyhow::bail;
 use kinesis_sink::{BaseCredentials, KinesisConfig, SignAs};
 
 use crate::config::Config;
+
+/// Where a command writes: its output, or its diagnostics.
+pub type Out<'a> = &'a mut (dyn Write + Send);
+
+/// Loads the config folder `dir`, writing its warnings to `err`; on errors, writes every problem and fails.
+pub fn load(dir: &Path, err: &mut dyn Write) -> anyhow::Result<Config> {
+    match Config::load(dir) {
+        Ok(config) => {
+            write!(err, "{}", config.warnings)?;
+            Ok(config)
+        }
+        Err(problems) => {
+            write!(err, "{problems}")?;
+            bail!("the config in {} has errors", dir.display())
+        }
+    }
+}
 
 /// The `[kinesis]` table of the destination `name`, and the identity to use for admin calls: the first it signs
 /// as ([`Config::identities`]).

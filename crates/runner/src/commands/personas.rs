@@ -15,7 +15,7 @@ use personas::state::StateStore;
 use sink::{Outcome, Record};
 
 use crate::config::{Config, Loaded};
-use crate::route::{Routes, Target};
+use crate::route::{Routes, Target, fan_out};
 
 /// How many changes are delivered (and recorded) together.
 const CHUNK: usize = 1_000;
@@ -115,6 +115,31 @@ async fn sync_one(
         bail!("none of its destinations ({}) is enabled", definition.destinations.join(", "));
     }
 
+    let plan = plan(config, options, &definition, &computation, summary, err).await?;
+    apply(plan, &definition, &computation, &destinations, options, summary, out, err).await
+}
+
+/// What a run will do for one audience: the changes counted (and past the removal guard), and the diff ready to
+/// stream them.
+struct Plan {
+    counts: Counts,
+    /// Chunks of changes, as the diff produces them.
+    incoming: tokio::sync::mpsc::Receiver<Vec<Change>>,
+    /// The blocking task that diffs, told to go on.
+    differ: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Reads the snapshot, counts the diff against the state and applies the mass-removal guard. The diff runs twice
+/// on a blocking thread: once to count (the guard needs the total before anything is sent), then, once the guard
+/// passes, to stream changes to [`apply`] in chunks.
+async fn plan(
+    config: &Config,
+    options: &SyncOptions,
+    definition: &ComputationConfig,
+    computation: &Computation,
+    summary: &mut SyncSummary,
+    err: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<Plan> {
     let path = config.dir.join(&definition.source.path);
     let (source, kind) = (definition.source.clone(), definition.kind);
     let snapshot = tokio::task::spawn_blocking(move || snapshot::read(&path, &source, kind)).await??;
@@ -123,13 +148,11 @@ async fn sync_one(
     }
     summary.malformed = snapshot.errors.len();
 
-    // The diff runs twice on a blocking thread: once to count (the removal guard needs the total before anything
-    // is sent), then to stream changes to this task in chunks.
     let state_dir = options.state_dir.clone();
     let id = computation.computation_id.clone();
     let removed = computation.removed_value().to_owned();
     let full_resync = options.full_resync;
-    let (chunks, mut incoming) = tokio::sync::mpsc::channel::<Vec<Change>>(4);
+    let (chunks, incoming) = tokio::sync::mpsc::channel::<Vec<Change>>(4);
     let (counted, counts) = tokio::sync::oneshot::channel::<Counts>();
     let (go, proceed) = std::sync::mpsc::channel::<bool>();
     let differ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -176,7 +199,23 @@ async fn sync_one(
         );
     }
     let _ = go.send(true);
+    Ok(Plan { counts, incoming, differ })
+}
 
+/// Sends the plan's changes to every destination (or, in a dry run, prints them to `out`) and records in the
+/// state store what every destination took.
+#[allow(clippy::too_many_arguments)] // The run's parts, each borrowed for the run.
+async fn apply(
+    plan: Plan,
+    definition: &ComputationConfig,
+    computation: &Computation,
+    destinations: &[&Target],
+    options: &SyncOptions,
+    summary: &mut SyncSummary,
+    out: &mut (dyn std::io::Write + Send),
+    err: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let Plan { counts, mut incoming, differ } = plan;
     let total = counts.added + counts.removed + counts.changed + if options.full_resync { counts.unchanged } else { 0 };
     let progress = Progress::new(&definition.name, total);
     let writer = if options.dry_run { None } else { Some(Arc::new(Mutex::new(StateStore::open(&options.state_dir)?))) };
@@ -200,9 +239,12 @@ async fn sync_one(
             continue;
         }
         let mut delivered_everywhere = vec![true; chunk.len()];
-        for destination in &destinations {
-            let records: Vec<Record> = messages.iter().map(|m| Record::new(source.clone(), m.clone())).collect();
-            for (i, outcome) in destination.sink.deliver(records).await.into_iter().enumerate() {
+        let batches = destinations
+            .iter()
+            .map(|d| (*d, messages.iter().map(|m| Record::new(source.clone(), m.clone())).collect()))
+            .collect();
+        for (destination, outcomes) in fan_out(batches).await {
+            for (i, outcome) in outcomes.into_iter().enumerate() {
                 if let Outcome::Retryable(reason) | Outcome::Failed(reason) = outcome {
                     delivered_everywhere[i] = false;
                     last_failure = Some(format!("{}: {reason}", destination.name));
@@ -229,6 +271,74 @@ async fn sync_one(
         )?;
     }
     Ok(())
+}
+
+/// `tributary personas`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Diff each audience's export against the last run and send the changes.
+    Sync {
+        /// Only this audience or trait (by name).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Print the identify calls that would be sent; send nothing and change no state.
+        #[arg(long)]
+        dry_run: bool,
+        /// Send every current member again.
+        #[arg(long)]
+        full_resync: bool,
+        /// Allow a run to remove more than the audience's max_removal_share (default 50%).
+        #[arg(long)]
+        allow_mass_removal: bool,
+        /// Where the sync state lives.
+        #[arg(long, default_value = ".tributary")]
+        state_dir: PathBuf,
+    },
+}
+
+/// Syncs the audiences: a dry run's calls go to `out`; each audience's summary line to `err`. Fails (exit code 1)
+/// if any audience stopped, or had failed changes or malformed rows.
+pub async fn run(
+    dir: &std::path::Path,
+    action: Action,
+    out: super::Out<'_>,
+    err: super::Out<'_>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let Action::Sync { audience, dry_run, full_resync, allow_mass_removal, state_dir } = action;
+    let config = super::load(dir, err)?;
+    let names: Vec<&str> = config
+        .audiences
+        .iter()
+        .filter(|a| audience.as_ref().is_none_or(|only| *only == a.config.name))
+        .flat_map(|a| a.config.destinations.iter().map(String::as_str))
+        .collect();
+    let routes = match dry_run {
+        true => None,
+        false => Some(Routes::build_only(&config, &super::base_credentials(), Some(&names)).await?),
+    };
+    let options = SyncOptions { audience, dry_run, full_resync, allow_mass_removal, state_dir };
+    let summaries = sync(&config, routes.as_ref(), &options, out, err).await?;
+    let verb = if dry_run { "would send" } else { "sent" };
+    for s in &summaries {
+        writeln!(
+            err,
+            "{}: {} added, {} removed, {} changed, {} unchanged, {} failed, {} malformed rows; {verb} {} in {:.2}s",
+            s.name,
+            s.counts.added,
+            s.counts.removed,
+            s.counts.changed,
+            s.counts.unchanged,
+            s.failed,
+            s.malformed,
+            s.sent,
+            s.seconds
+        )?;
+        if let Some(error) = &s.error {
+            writeln!(err, "{}: stopped: {error}", s.name)?;
+        }
+    }
+    let clean = summaries.iter().all(SyncSummary::is_clean);
+    Ok(if clean { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
 }
 
 /// A progress bar on a terminal; plain lines at every tenth otherwise.

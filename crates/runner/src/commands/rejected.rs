@@ -48,6 +48,47 @@ pub fn list(spool_dir: &Path, options: &ListOptions, out: &mut dyn std::io::Writ
 
 pub use crate::config::parse_duration;
 
+/// `tributary rejected`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The spool folder of the server.
+    #[arg(long, global = true, default_value = ".tributary")]
+    pub spool_dir: std::path::PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+/// What `tributary rejected` does.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Print each rejected message as a JSON line, newest first: source, time, field, batch index, reason and the
+    /// message itself.
+    List {
+        /// Only this source's.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only those rejected within this long: 90s, 15m, 2h, 7d.
+        #[arg(long, value_parser = parse_duration_arg)]
+        since: Option<Duration>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Lists the rejected messages to `out`, and their count to `err`.
+pub fn run(args: Args, out: super::Out<'_>, err: super::Out<'_>) -> anyhow::Result<std::process::ExitCode> {
+    let Action::List { source, since, limit } = args.action;
+    let count = list(&args.spool_dir, &ListOptions { source, since, limit }, out)?;
+    writeln!(err, "{count} rejected messages")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use sink::{Outcome, Record};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::config::Config;
-use crate::route::Routes;
+use crate::route::{Routes, Target, fan_out};
 
 /// How many messages are delivered together.
 const CHUNK: usize = 1_000;
@@ -96,21 +96,22 @@ async fn deliver(
     summary: &mut Summary,
     errors: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    let mut per_destination: BTreeMap<&str, (Arc<dyn sink::Sink>, Vec<Record>)> = BTreeMap::new();
+    let mut per_destination: BTreeMap<&str, (&Target, Vec<Record>)> = BTreeMap::new();
     for message in messages {
         for destination in router.destinations_for(source, &message) {
             per_destination
                 .entry(&destination.name)
-                .or_insert_with(|| (destination.sink.clone(), Vec::new()))
+                .or_insert_with(|| (destination, Vec::new()))
                 .1
                 .push(Record::new(source.clone(), message.clone()));
         }
     }
-    let deliveries = per_destination.into_iter().map(|(name, (sink, records))| async move {
-        let ids: Vec<String> = records.iter().map(|r| r.message_id().to_owned()).collect();
-        (name, ids, sink.deliver(records).await)
-    });
-    for (name, ids, outcomes) in futures::future::join_all(deliveries).await {
+    let ids: Vec<Vec<String>> = per_destination
+        .values()
+        .map(|(_, records)| records.iter().map(|r| r.message_id().to_owned()).collect())
+        .collect();
+    for ((target, outcomes), ids) in fan_out(per_destination.into_values().collect()).await.into_iter().zip(ids) {
+        let name = &target.name;
         let tally = summary.destinations.entry(name.to_owned()).or_default();
         for (id, outcome) in ids.iter().zip(outcomes) {
             match outcome {
@@ -123,4 +124,38 @@ async fn deliver(
         }
     }
     Ok(())
+}
+
+/// `tributary send`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The ID of the source the messages come from.
+    #[arg(long)]
+    pub source: String,
+    /// The NDJSON file, or - for standard input.
+    pub file: std::path::PathBuf,
+}
+
+/// Sends the file (or standard input) as the source's messages; malformed lines and the summary go to `err`.
+/// Fails (exit code 1) if any line was malformed or any delivery failed.
+pub async fn run(dir: &std::path::Path, args: Args, err: super::Out<'_>) -> anyhow::Result<std::process::ExitCode> {
+    use anyhow::Context as _;
+    let config = super::load(dir, err)?;
+    let names: Vec<&str> = config
+        .source(&args.source)
+        .map(|s| s.config.destinations.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let routes = Routes::build_only(&config, &super::base_credentials(), Some(&names)).await?;
+    let summary = if args.file.as_os_str() == "-" {
+        send(&config, &routes, &args.source, tokio::io::stdin(), "<stdin>", err).await?
+    } else {
+        let input =
+            tokio::fs::File::open(&args.file).await.with_context(|| format!("opening {}", args.file.display()))?;
+        send(&config, &routes, &args.source, input, &args.file.display().to_string(), err).await?
+    };
+    writeln!(err, "read {} messages, {} malformed lines", summary.messages, summary.malformed)?;
+    for (name, tally) in &summary.destinations {
+        writeln!(err, "{name}: {} delivered, {} failed", tally.delivered, tally.failed)?;
+    }
+    Ok(if summary.is_clean() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
 }

@@ -71,3 +71,73 @@ pub async fn check(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<(S
     }
     Ok(results)
 }
+
+/// `tributary iam`.
+#[derive(Debug, clap::Subcommand)]
+pub enum IamAction {
+    /// The permission policy: kinesis:PutRecord, PutRecords and DescribeStreamSummary on the stream.
+    Policy {
+        /// The destination's name.
+        #[arg(long)]
+        destination: String,
+        /// The account that owns the stream, when the role_address does not say.
+        #[arg(long)]
+        account_id: Option<String>,
+    },
+    /// The trust policy: sts:AssumeRole for the principal, with each External ID the destination presents.
+    Trust {
+        /// The destination's name.
+        #[arg(long)]
+        destination: String,
+        /// The principal to trust; by default the identity of this process's AWS credentials.
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+/// Writes the policy document asked for to `out`, as pretty JSON.
+pub async fn run_iam(
+    dir: &std::path::Path,
+    action: IamAction,
+    out: super::Out<'_>,
+    err: super::Out<'_>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let config = super::load(dir, err)?;
+    let document = match action {
+        IamAction::Policy { destination, account_id } => policy(&config, &destination, account_id.as_deref())?,
+        IamAction::Trust { destination, principal } => trust(&config, &destination, principal).await?,
+    };
+    writeln!(out, "{}", serde_json::to_string_pretty(&document)?)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `tributary check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Only this destination.
+    #[arg(long)]
+    pub destination: Option<String>,
+}
+
+/// Checks the destinations, one line per identity to `out` and the count to `err`; fails if any check failed.
+pub async fn run_check(
+    dir: &std::path::Path,
+    args: CheckArgs,
+    out: super::Out<'_>,
+    err: super::Out<'_>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let config = super::load(dir, err)?;
+    let results = check(&config, args.destination.as_deref()).await?;
+    let mut failed = 0;
+    for (name, result) in &results {
+        match &result.outcome {
+            Ok(summary) => writeln!(out, "ok    {name} ({}): {summary}", result.label())?,
+            Err(problem) => {
+                failed += 1;
+                writeln!(out, "FAIL  {name} ({}): {problem}", result.label())?;
+            }
+        }
+    }
+    writeln!(err, "{} checked, {failed} failed", results.len())?;
+    Ok(if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+}

@@ -51,3 +51,32 @@ pub async fn tail(
         _ => Ok(printed),
     }
 }
+
+/// `tributary tail`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The destination's name.
+    #[arg(long)]
+    pub destination: String,
+    /// Start at the oldest record kept and stop when caught up (unless --follow); without it, print new records
+    /// as they arrive.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Keep polling for new records after catching up (implied without --from-start).
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// Prints the destination's records to `out`, and their count to `err`.
+pub async fn run(
+    dir: &std::path::Path,
+    args: Args,
+    out: super::Out<'_>,
+    err: super::Out<'_>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let config = super::load(dir, err)?;
+    let follow = args.follow || !args.from_start;
+    let printed = tail(&config, &args.destination, args.from_start, follow, out).await?;
+    writeln!(err, "{printed} records")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

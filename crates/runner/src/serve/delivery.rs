@@ -25,8 +25,8 @@ const FULL: u64 = 1_000;
 /// The wait before retry `attempt` (from 1): doubling from 1 s, capped at 5 minutes. Retries never stop: a
 /// message that was acknowledged stays in the spool until it is delivered or fails permanently.
 pub fn retry_delay(attempt: i64) -> Duration {
-    let seconds = 1u64.checked_shl(attempt.clamp(1, 30) as u32 - 1).unwrap_or(u64::MAX).min(300);
-    Duration::from_secs(seconds)
+    let failures = u32::try_from(attempt.max(1)).unwrap_or(u32::MAX);
+    sink::backoff::doubling(Duration::from_secs(1), Duration::from_secs(300), failures)
 }
 
 /// One destination's worker.
@@ -223,25 +223,7 @@ impl Worker {
         due: Vec<Entry>,
         label: &crate::serve::metrics::Destination,
     ) -> Result<(), spool::SpoolError> {
-        let mut records = Vec::new();
-        let mut spans = Vec::with_capacity(due.len());
-        let mut settlements = Vec::new();
-        for entry in due {
-            let items = bytes::Bytes::from(entry.items);
-            match stored::decode(&entry.source_id, &items) {
-                Ok(decoded) => {
-                    let span = records.len()..records.len() + decoded.len();
-                    records.extend(decoded);
-                    spans.push((entry.id, entry.count, entry.enqueued_at, entry.attempts, items, span));
-                }
-                // Only a spool written by another version could hold this; keep it for an operator.
-                Err(e) => settlements.push(Settlement {
-                    id: entry.id,
-                    retry: None,
-                    dead: vec![(items.to_vec(), format!("the stored entry cannot be read: {e}"))],
-                }),
-            }
-        }
+        let (records, spans, mut settlements) = decode_due(due);
         let outcomes = self.sink.deliver(records).await;
         let now = now_millis();
         let (mut delivered, mut retried, mut failed) = (0u64, 0u64, 0u64);
@@ -307,6 +289,34 @@ impl Worker {
         }
         self.spool.settle(settlements).await
     }
+}
+
+/// One due entry in a delivery: its ID, message count, enqueue time, attempts, bytes, and where its records sit
+/// in the delivery's batch.
+type Span = (i64, u32, i64, i64, bytes::Bytes, std::ops::Range<usize>);
+
+/// Decodes due entries into one batch of records. An entry that cannot be read (only a spool written by another
+/// version could hold one) is settled as a dead letter at once, kept whole for an operator.
+fn decode_due(due: Vec<Entry>) -> (Vec<sink::Record>, Vec<Span>, Vec<Settlement>) {
+    let mut records = Vec::new();
+    let mut spans = Vec::with_capacity(due.len());
+    let mut settlements = Vec::new();
+    for entry in due {
+        let items = bytes::Bytes::from(entry.items);
+        match stored::decode(&entry.source_id, &items) {
+            Ok(decoded) => {
+                let span = records.len()..records.len() + decoded.len();
+                records.extend(decoded);
+                spans.push((entry.id, entry.count, entry.enqueued_at, entry.attempts, items, span));
+            }
+            Err(e) => settlements.push(Settlement {
+                id: entry.id,
+                retry: None,
+                dead: vec![(items.to_vec(), format!("the stored entry cannot be read: {e}"))],
+            }),
+        }
+    }
+    (records, spans, settlements)
 }
 
 /// When the backlog budget was last checked and logged, and what was moved since the last log line.

@@ -65,6 +65,83 @@ pub struct ServeOptions {
     pub health_max_age: Duration,
 }
 
+/// `tributary serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where accepted messages wait for delivery.
+    #[arg(long, default_value = ".tributary")]
+    pub spool_dir: std::path::PathBuf,
+    /// The most messages waiting before requests are answered 429; by default no count limit, since
+    /// --spool-max-bytes bounds the spool.
+    #[arg(long)]
+    pub spool_max: Option<u64>,
+    /// The most bytes of messages waiting before requests are answered 429, as bytes or a size (512MiB, 20GB);
+    /// by default a quarter of the free space on the spool's disk at start, printed at start. Each destination
+    /// may hold an equal share unless its file sets max_backlog_bytes; beyond its share, its oldest waiting
+    /// messages move to the dead-letter table, so one broken destination never stops the others.
+    #[arg(long, value_parser = crate::config::parse_size)]
+    pub spool_max_bytes: Option<u64>,
+    /// Seconds a shutdown waits for due messages to be delivered.
+    #[arg(long, default_value_t = 10)]
+    pub flush_timeout: u64,
+    /// How many invalid messages the rejected table keeps (`tributary rejected list`); older ones are dropped.
+    #[arg(long, default_value_t = spool::DEFAULT_MAX_REJECTIONS)]
+    pub rejected_max: u64,
+    /// The URL clients reach this server at (behind a load balancer, its address), which the settings
+    /// analytics.js loads from /v1/projects/WRITE_KEY/settings point to; by default http://LISTEN.
+    #[arg(long, value_parser = str::parse::<PublicUrl>)]
+    pub public_url: Option<PublicUrl>,
+    /// Seconds a client may send nothing while the server waits for it (headers, a body, or its next request)
+    /// before its connection is closed.
+    #[arg(long, default_value_t = 30)]
+    pub read_timeout: u64,
+    /// The most client connections open at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// A proxy (an address or a CIDR network) whose X-Forwarded-For header names the client for context.ip;
+    /// repeat for several. Without one, the connection's address is the client's.
+    #[arg(long = "trusted-proxy", value_parser = str::parse::<Network>)]
+    pub trusted_proxies: Vec<Network>,
+    /// /health answers 503 when a destination's oldest waiting message has waited longer than this (90s, 15m,
+    /// 2h), so that a load balancer or a Kubernetes probe sees a destination that is not keeping up.
+    #[arg(long, default_value = "15m", value_parser = parse_duration_arg)]
+    pub health_max_age: Duration,
+}
+
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Loads the config folder `dir` (its warnings to `err`), builds the destinations' sinks and serves until
+/// `shutdown` resolves. While it runs, the server writes its own notes to standard error.
+pub async fn run(
+    dir: &std::path::Path,
+    args: Args,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    err: crate::commands::Out<'_>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let config = crate::commands::load(dir, err)?;
+    let routes = Routes::build(&config, &crate::commands::base_credentials()).await?;
+    let options = ServeOptions {
+        listen: args.listen,
+        spool_dir: args.spool_dir,
+        spool_max: args.spool_max.unwrap_or(u64::MAX),
+        spool_max_bytes: args.spool_max_bytes,
+        flush_timeout: Duration::from_secs(args.flush_timeout),
+        rejected_max: args.rejected_max,
+        public_url: args.public_url,
+        read_timeout: Duration::from_secs(args.read_timeout.max(1)),
+        max_connections: args.max_connections.max(1),
+        trusted_proxies: args.trusted_proxies,
+        health_max_age: args.health_max_age,
+    };
+    serve(&config, routes, options, shutdown).await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Resolves every source's write key, naming the file and key of any that cannot be read.
 fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
     let mut keys = Vec::new();
@@ -96,25 +173,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let keys = write_keys(config)?;
-    let spool = Spool::open(&options.spool_dir, options.spool_max)
-        .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
-    spool.set_max_rejections(options.rejected_max);
-    let max_bytes = match options.spool_max_bytes {
-        Some(bytes) => bytes,
-        None => {
-            free_space(&options.spool_dir)
-                .with_context(|| format!("reading the free space of {}", options.spool_dir.display()))?
-                / 4
-        }
-    };
-    spool.set_max_bytes(max_bytes);
     let enabled = routes.all().count().max(1) as u64;
-    note!(
-        "tributary: the spool holds at most {} of messages{}; each destination's share is {} unless it sets max_backlog_bytes",
-        format_bytes(max_bytes),
-        if options.spool_max_bytes.is_none() { " (a quarter of the free space on its disk)" } else { "" },
-        format_bytes(max_bytes / enabled)
-    );
+    let (spool, max_bytes) = open_spool(&options, enabled)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());
@@ -181,6 +241,30 @@ pub async fn serve(
     Ok(())
 }
 
+/// Takes the spool (as its owner) with its limits: `--spool-max-bytes`, or a quarter of the free space on its
+/// disk, which is printed with each destination's share.
+fn open_spool(options: &ServeOptions, destinations: u64) -> anyhow::Result<(Spool, u64)> {
+    let spool = Spool::open(&options.spool_dir, options.spool_max)
+        .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
+    spool.set_max_rejections(options.rejected_max);
+    let max_bytes = match options.spool_max_bytes {
+        Some(bytes) => bytes,
+        None => {
+            free_space(&options.spool_dir)
+                .with_context(|| format!("reading the free space of {}", options.spool_dir.display()))?
+                / 4
+        }
+    };
+    spool.set_max_bytes(max_bytes);
+    note!(
+        "tributary: the spool holds at most {} of messages{}; each destination's share is {} unless it sets max_backlog_bytes",
+        format_bytes(max_bytes),
+        if options.spool_max_bytes.is_none() { " (a quarter of the free space on its disk)" } else { "" },
+        format_bytes(max_bytes / destinations)
+    );
+    Ok((spool, max_bytes))
+}
+
 /// Runs `worker` until it returns, restarting it after a panic: with a backoff from 1 second doubling to a minute,
 /// reported as `stopped` in `/health` meanwhile and counted in `/metrics`. Entries it had in flight were not
 /// settled, so the restarted worker reads and delivers them again: nothing acknowledged is lost.
@@ -199,7 +283,7 @@ async fn supervise(worker: Worker, stop: watch::Receiver<bool>) {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".to_owned());
         restarts += 1;
-        let backoff = Duration::from_secs(1u64 << (restarts - 1).min(6)).min(Duration::from_secs(60));
+        let backoff = sink::backoff::doubling(Duration::from_secs(1), Duration::from_secs(60), restarts);
         tracing::error!(destination = %worker.name, %reason, ?backoff, "the delivery worker panicked; restarting it");
         worker.health.stopped(&worker.name, &format!("the delivery worker panicked: {reason}"), spool::now_millis());
         worker.metrics.restarts.get_or_create(&Metrics::destination(&worker.name)).inc();
