@@ -113,7 +113,7 @@ impl Routes {
 /// Delivers each destination's records, every destination at once, and returns each destination's outcomes in
 /// the order of its records. The one fan-out of the commands that deliver directly (`send`, `personas sync`);
 /// `serve` and `dlq replay` deliver through the spool's workers instead.
-pub async fn fan_out<'a>(batches: Vec<(&'a Target, Vec<Record>)>) -> Vec<(&'a Target, Vec<Outcome>)> {
+pub async fn fan_out(batches: Vec<(&Target, Vec<Record>)>) -> Vec<(&Target, Vec<Outcome>)> {
     let deliveries =
         batches.into_iter().map(|(target, records)| async move { (target, target.sink.deliver(records).await) });
     futures::future::join_all(deliveries).await

@@ -51,8 +51,13 @@ pub enum SpoolError {
         source: rusqlite::Error,
     },
     /// A commit of the writer thread failed; nothing of it was stored.
-    #[error("spool commit failed: {0}")]
-    Commit(String),
+    #[error("spool commit failed: {}: {source}", path.display())]
+    Commit {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said, shared by every caller whose work was in the commit.
+        source: Arc<rusqlite::Error>,
+    },
     /// The spool folder could not be created.
     #[error("creating the spool folder {path}: {source}")]
     Folder {
@@ -211,7 +216,7 @@ enum Op {
 
 struct Job {
     op: Op,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Arc<rusqlite::Error>>>,
 }
 
 struct Inner {
@@ -564,7 +569,7 @@ impl Spool {
         sender.send(Job { op, done }).map_err(|_| SpoolError::Stopped)?;
         match result.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(SpoolError::Commit(message)),
+            Ok(Err(source)) => Err(SpoolError::Commit { path: self.inner.path.clone(), source }),
             Err(_) => Err(SpoolError::Stopped),
         }
     }
@@ -932,7 +937,7 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
                 }
                 Ok(())
             }
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(Arc::new(e)),
         };
         for job in batch {
             let _ = job.done.send(result.clone());

@@ -283,11 +283,13 @@ impl Worker {
         self.metrics.delivered.get_or_create(label).inc_by(delivered);
         self.metrics.retried.get_or_create(label).inc_by(retried);
         self.metrics.failed.get_or_create(label).inc_by(failed);
+        // Health follows the spool: a destination shows as failing once its retry is scheduled, not before.
+        let settled = self.spool.settle(settlements).await;
         match &last_failure {
             Some(reason) => self.health.failing(&self.name, reason, now),
             None => self.health.delivered(&self.name),
         }
-        self.spool.settle(settlements).await
+        settled
     }
 }
 
