@@ -91,6 +91,25 @@ impl Routes {
             .collect()
     }
 
+    /// The destinations `messages` from `source_id` go to, each with the positions of its messages, in the order
+    /// destinations first appear: how a request or a chunk is split per destination.
+    pub fn group<'a, 'm>(
+        &'a self,
+        source_id: &str,
+        messages: impl IntoIterator<Item = &'m Message>,
+    ) -> Vec<(&'a Target, Vec<usize>)> {
+        let mut groups: Vec<(&Target, Vec<usize>)> = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            for target in self.destinations_for(source_id, message) {
+                match groups.iter_mut().find(|(t, _)| std::ptr::eq(*t, target)) {
+                    Some((_, indices)) => indices.push(index),
+                    None => groups.push((target, vec![index])),
+                }
+            }
+        }
+        groups
+    }
+
     /// Every enabled destination.
     pub fn all(&self) -> impl Iterator<Item = &Target> {
         self.destinations.values()

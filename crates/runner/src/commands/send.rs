@@ -96,21 +96,18 @@ async fn deliver(
     summary: &mut Summary,
     errors: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    let mut per_destination: BTreeMap<&str, (&Target, Vec<Record>)> = BTreeMap::new();
-    for message in messages {
-        for destination in router.destinations_for(source, &message) {
-            per_destination
-                .entry(&destination.name)
-                .or_insert_with(|| (destination, Vec::new()))
-                .1
-                .push(Record::new(source.clone(), message.clone()));
-        }
-    }
+    let per_destination: Vec<(&Target, Vec<Record>)> = router
+        .group(source, &messages)
+        .into_iter()
+        .map(|(target, indices)| {
+            (target, indices.iter().map(|&i| Record::new(source.clone(), messages[i].clone())).collect())
+        })
+        .collect();
     let ids: Vec<Vec<String>> = per_destination
-        .values()
+        .iter()
         .map(|(_, records)| records.iter().map(|r| r.message_id().to_owned()).collect())
         .collect();
-    for ((target, outcomes), ids) in fan_out(per_destination.into_values().collect()).await.into_iter().zip(ids) {
+    for ((target, outcomes), ids) in fan_out(per_destination).await.into_iter().zip(ids) {
         let name = &target.name;
         let tally = summary.destinations.entry(name.to_owned()).or_default();
         for (id, outcome) in ids.iter().zip(outcomes) {

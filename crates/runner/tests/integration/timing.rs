@@ -69,17 +69,17 @@ fn two_sources(name: &str, noisy_extra: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_over_its_rate_gets_429_without_slowing_another() {
-    let config = two_sources("rate", "max_messages_per_second = 100");
+    // The bucket holds ten messages: a 100-message batch passes, then the source waits ten seconds, so what it may
+    // send weighs nothing beside what it is refused.
+    let config = two_sources("rate", "max_messages_per_second = 10");
     let server =
         Server::start_with_env(&config, &scratch("rate-spool"), &[], &[("NOISY_WRITE_KEY", "noisy-key")]).await;
     let http = reqwest::Client::new();
     latencies(&http, &server.url, WRITE_KEY, 50).await;
-    let unloaded = best_p99(&http, &server.url, WRITE_KEY, 5, 200).await;
 
-    // The noisy source sends 100-message batches at 20 requests a second: twenty times its rate.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let noisy = {
-        let (stop, url) = (stop.clone(), server.url.clone());
+    // The noisy source sends 100-message batches at 20 requests a second: two hundred times its rate.
+    let noisy = |stop: std::sync::Arc<std::sync::atomic::AtomicBool>| {
+        let url = server.url.clone();
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let batch: Vec<Value> =
@@ -108,10 +108,20 @@ async fn a_source_over_its_rate_gets_429_without_slowing_another() {
             (ok, limited)
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let loaded = best_p99(&http, &server.url, WRITE_KEY, 5, 200).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, limited) = noisy.await.unwrap();
+    // Without and with the noisy source in turns, so that the machine's drift over the run weighs on both; the
+    // p99 of 1,000 requests (the tenth slowest) rather than of 200 (the second slowest), which one hiccup decides.
+    let (mut unloaded, mut loaded) = (Duration::MAX, Duration::MAX);
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..3 {
+        unloaded = unloaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let running = noisy(stop.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        loaded = loaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (taken, refused) = running.await.unwrap();
+        (ok, limited) = (ok + taken, limited + refused);
+    }
     eprintln!(
         "quiet source p99: {unloaded:?} alone, {loaded:?} beside the noisy one ({ok} batches taken, {limited} refused)"
     );
@@ -130,16 +140,17 @@ async fn two_thousand_idle_connections_do_not_slow_an_active_client() {
     let http = reqwest::Client::new();
     latencies(&http, &server.url, WRITE_KEY, 50).await;
     let address = server.url.trim_start_matches("http://").to_owned();
-    // Without and with the idle connections in turns, so that the machine's drift over the run weighs on both.
+    // Without and with the idle connections in turns, so that the machine's drift over the run weighs on both; the
+    // p99 of 1,000 requests (the tenth slowest) rather than of 200 (the second slowest), which one hiccup decides.
     let (mut unloaded, mut loaded) = (Duration::MAX, Duration::MAX);
     for _ in 0..3 {
-        unloaded = unloaded.min(best_p99(&http, &server.url, WRITE_KEY, 2, 200).await);
+        unloaded = unloaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
         let mut idle = Vec::with_capacity(2_000);
         for _ in 0..2_000 {
             idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        loaded = loaded.min(best_p99(&http, &server.url, WRITE_KEY, 2, 200).await);
+        loaded = loaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
         drop(idle);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

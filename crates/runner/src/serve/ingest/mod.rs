@@ -355,12 +355,10 @@ impl Ingest {
 
     /// Enriches `messages`, stores one spool entry per destination they go to and the `rejected` ones for the
     /// operator, and returns the number of messages accepted once all of it is committed.
-    async fn store(&self, source: &str, messages: Vec<Message>, rejected: Vec<Rejected>) -> Result<u64, ApiError> {
+    async fn store(&self, source: &str, mut messages: Vec<Message>, rejected: Vec<Rejected>) -> Result<u64, ApiError> {
         let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
         let count = messages.len() as u64;
-        let mut encoded = Vec::with_capacity(messages.len());
-        let mut targets: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (index, mut message) in messages.into_iter().enumerate() {
+        for message in &mut messages {
             let note = message.enrich_on(&receipt, crate::commands::new_message_id);
             if note.skew_out_of_range {
                 tracing::debug!(
@@ -369,20 +367,20 @@ impl Ingest {
                     "sentAt and the client's time are too far apart to correct timestamp; it is receivedAt"
                 );
             }
-            for destination in self.routes.destinations_for(source, &message) {
-                match targets.iter_mut().find(|(name, _)| *name == destination.name) {
-                    Some((_, indices)) => indices.push(index),
-                    None => targets.push((&destination.name, vec![index])),
-                }
-            }
-            let id = message.message_id().unwrap_or_default().to_owned();
-            let key = message.user_key().unwrap_or_default().into_owned();
-            encoded.push((id, key, message.to_json_vec()));
         }
+        let targets = self.routes.group(source, &messages);
+        let encoded: Vec<(String, String, Vec<u8>)> = messages
+            .iter()
+            .map(|message| {
+                let id = message.message_id().unwrap_or_default().to_owned();
+                let key = message.user_key().unwrap_or_default().into_owned();
+                (id, key, message.to_json_vec())
+            })
+            .collect();
         let entries = targets
             .into_iter()
             .map(|(destination, indices)| NewEntry {
-                destination: destination.to_owned(),
+                destination: destination.name.clone(),
                 source_id: source.to_owned(),
                 count: indices.len() as u32,
                 items: crate::serve::stored::encode(
