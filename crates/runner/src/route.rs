@@ -87,7 +87,7 @@ impl Routes {
         names
             .iter()
             .filter_map(|n| self.destinations.get(n))
-            .filter(|d| integrations.as_ref().is_none_or(|i| wants(i, &d.name, d.catalog_name)))
+            .filter(|d| integrations.as_ref().is_none_or(|i| integrations_allow(i, &d.name, d.catalog_name)))
             .collect()
     }
 
@@ -141,7 +141,11 @@ pub async fn fan_out(batches: Vec<(&Target, Vec<Record>)>) -> Vec<(&Target, Vec<
 /// Whether a message's `integrations` object lets it go to a destination, as Segment reads it: the destination's own
 /// entry wins, under its config name or else its catalog name (`"Amazon Kinesis"`), and any value but `false` counts
 /// as on (Segment puts options objects there); without an entry, `All` decides, and it defaults to on.
-pub fn wants(integrations: &serde_json::Map<String, Value>, name: &str, catalog_name: Option<&str>) -> bool {
+pub fn integrations_allow(
+    integrations: &serde_json::Map<String, Value>,
+    name: &str,
+    catalog_name: Option<&str>,
+) -> bool {
     let on = |value: &Value| !matches!(value, Value::Bool(false));
     match integrations.get(name).or_else(|| catalog_name.and_then(|c| integrations.get(c))) {
         Some(value) => on(value),
@@ -161,7 +165,7 @@ mod tests {
     #[track_caller]
     fn check_as(integrations: &str, catalog_name: Option<&str>, expected: bool) {
         let map: serde_json::Map<String, Value> = serde_json::from_str(integrations).unwrap();
-        assert_eq!(wants(&map, "kinesis-main", catalog_name), expected, "integrations: {integrations}");
+        assert_eq!(integrations_allow(&map, "kinesis-main", catalog_name), expected, "integrations: {integrations}");
     }
 
     #[test]

@@ -11,10 +11,10 @@ mod batch;
 mod enrich;
 mod error;
 mod id;
-mod key;
 mod message;
 mod raw;
 mod timestamp;
+mod user_key;
 
 pub use batch::{Batch, BatchError, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_EXPANDED_BYTES};
 pub use enrich::{Enrichment, Receipt};

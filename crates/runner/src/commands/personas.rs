@@ -18,7 +18,7 @@ use crate::config::{Config, Loaded};
 use crate::route::{Routes, Target, fan_out};
 
 /// How many changes are delivered (and recorded) together.
-const CHUNK: usize = 1_000;
+const CHANGES_PER_CHUNK: usize = 1_000;
 
 /// Options of a sync.
 #[derive(Debug, Clone)]
@@ -165,12 +165,14 @@ async fn plan(
             return Ok(());
         }
         store.with_stored(&id, |rows| {
-            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut chunk = Vec::with_capacity(CHANGES_PER_CHUNK);
             for step in diff(rows, members, &removed, full_resync) {
                 if let Step::Change(change) = step {
                     chunk.push(change);
-                    if chunk.len() == CHUNK
-                        && chunks.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err()
+                    if chunk.len() == CHANGES_PER_CHUNK
+                        && chunks
+                            .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHANGES_PER_CHUNK)))
+                            .is_err()
                     {
                         return;
                     }

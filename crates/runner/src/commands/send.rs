@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::route::{Routes, Target, fan_out};
 
 /// How many messages are delivered together.
-const CHUNK: usize = 1_000;
+const MESSAGES_PER_CHUNK: usize = 1_000;
 
 /// Delivery counts of one destination.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub async fn send(
     let source: Arc<str> = Arc::from(source_id);
     let mut lines = BufReader::new(input).lines();
     let mut line_number = 0;
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut chunk = Vec::with_capacity(MESSAGES_PER_CHUNK);
     while let Some(line) = lines.next_line().await.with_context(|| format!("reading {input_name}"))? {
         line_number += 1;
         if line.trim().is_empty() {
@@ -74,7 +74,7 @@ pub async fn send(
                 message.enrich_with(time::OffsetDateTime::now_utc(), crate::commands::new_message_id);
                 summary.messages += 1;
                 chunk.push(message);
-                if chunk.len() == CHUNK {
+                if chunk.len() == MESSAGES_PER_CHUNK {
                     deliver(router, &source, std::mem::take(&mut chunk), &mut summary, errors).await?;
                 }
             }

@@ -14,7 +14,7 @@ use crate::serve::metrics::Metrics;
 use crate::serve::stored;
 
 /// How many spool entries one delivery takes at most; an entry is one request's messages, up to 2,500.
-pub const BATCH: usize = 20;
+pub const ENTRIES_PER_READ: usize = 20;
 
 /// How many deliveries of one destination are in flight at once.
 pub const PIPELINE: usize = 4;
@@ -102,7 +102,7 @@ impl Worker {
             let worth_it = in_flight.is_empty() || waiting.saturating_sub(messages_in_flight) >= FULL;
             if in_flight.len() < PIPELINE && worth_it {
                 let due_by = if flushing { i64::MAX } else { now_millis() };
-                match self.spool.take(&self.name, BATCH, due_by, cursor, busy.clone()).await {
+                match self.spool.take(&self.name, ENTRIES_PER_READ, due_by, cursor, busy.clone()).await {
                     Ok(entries) if !entries.is_empty() => {
                         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
                         let count: u64 = entries.iter().map(|e| u64::from(e.count)).sum();
@@ -180,7 +180,7 @@ impl Worker {
         let waiting = backlog.bytes.saturating_sub(backlog.replayed_bytes);
         let mut excess = waiting.saturating_sub(self.max_backlog_bytes);
         while excess > 0 {
-            let oldest = self.spool.oldest(&self.name, BATCH, busy.to_vec()).await?;
+            let oldest = self.spool.oldest(&self.name, ENTRIES_PER_READ, busy.to_vec()).await?;
             if oldest.is_empty() {
                 break;
             }

@@ -6,14 +6,14 @@ use sha2::{Digest as _, Sha256};
 use sink::Secret;
 use subtle::ConstantTimeEq as _;
 
-use super::ApiError;
+use super::Refusal;
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+fn unauthorized(code: &'static str, message: &str) -> Refusal {
+    Refusal::new(StatusCode::UNAUTHORIZED, code, message)
 }
 
 /// The write key of an `Authorization: Basic` header, if there is one.
-pub fn basic_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn basic_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let malformed = || {
         unauthorized("invalid_authorization", "the Authorization header must be Basic with the write key as username")
@@ -62,7 +62,7 @@ impl WriteKeys {
 
     /// The source whose key is `key`. Every key's digest is compared in full, in constant time, so timing tells
     /// nothing of which key matched, how much of it, or how long it is.
-    pub fn source(&self, key: Option<&str>) -> Result<&Source, ApiError> {
+    pub fn source(&self, key: Option<&str>) -> Result<&Source, Refusal> {
         let key = key.ok_or_else(|| {
             unauthorized("missing_write_key", "no write key: send it as the Basic username or as writeKey")
         })?;

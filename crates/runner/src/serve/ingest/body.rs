@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
-use super::ApiError;
+use super::Refusal;
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::bad_request("body_too_large", format!("the body is larger than the {limit} bytes Segment allows"))
+fn too_large(limit: usize) -> Refusal {
+    Refusal::bad_request("body_too_large", format!("the body is larger than the {limit} bytes Segment allows"))
 }
 
 /// Reads a body of at most `limit` bytes (after any gzip decompression), arriving within `timeout`.
@@ -19,11 +19,11 @@ pub async fn read(
     body: axum::body::Body,
     limit: usize,
     timeout: std::time::Duration,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, Refusal> {
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         if !matches!(kind.as_str(), "application/json" | "text/plain" | "") {
-            return Err(ApiError::new(
+            return Err(Refusal::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!("Content-Type {kind:?} is not accepted; send application/json"),
@@ -36,7 +36,7 @@ pub async fn read(
             Some(encoding) if encoding == "gzip" => true,
             Some(encoding) if encoding == "identity" => false,
             Some(encoding) => {
-                return Err(ApiError::new(
+                return Err(Refusal::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_encoding",
                     format!("Content-Encoding {encoding:?} is not accepted; send gzip or none"),
@@ -49,7 +49,7 @@ pub async fn read(
         return Err(too_large(limit));
     }
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await.map_err(|_| {
-        ApiError::new(
+        Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             format!("the body did not arrive within {} s", timeout.as_secs()),
@@ -58,7 +58,7 @@ pub async fn read(
     let raw = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large(limit)),
-        Err(e) => return Err(ApiError::bad_request("unreadable_body", format!("reading the body: {e}"))),
+        Err(e) => return Err(Refusal::bad_request("unreadable_body", format!("reading the body: {e}"))),
     };
     if !gzip {
         return Ok(raw);
@@ -68,7 +68,7 @@ pub async fn read(
     flate2::read::GzDecoder::new(&raw[..])
         .take(limit as u64 + 1)
         .read_to_end(&mut inflated)
-        .map_err(|e| ApiError::bad_request("invalid_gzip", format!("the gzip body could not be decompressed: {e}")))?;
+        .map_err(|e| Refusal::bad_request("invalid_gzip", format!("the gzip body could not be decompressed: {e}")))?;
     if inflated.len() > limit {
         return Err(too_large(limit));
     }

@@ -4,9 +4,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use segment_model::{BatchError, ParseError};
 
-/// An error answer.
+/// An error answer to a request: what ingest refuses, and how (kinesis-sink's `ApiError` is an AWS call's failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub struct Refusal {
     /// The HTTP status.
     pub status: StatusCode,
     /// A stable, machine-readable code.
@@ -17,22 +17,22 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-impl ApiError {
+impl Refusal {
     /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal { status, code, message: message.into(), retry_after: None }
     }
 
     /// A 400.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// A 429 while the spool is full.
-    pub fn spool_full(how: &str) -> ApiError {
-        ApiError {
+    pub fn spool_full(how: &str) -> Refusal {
+        Refusal {
             retry_after: Some(5),
-            ..ApiError::new(
+            ..Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "spool_full",
                 format!("the spool is full ({how}); retry later"),
@@ -41,10 +41,10 @@ impl ApiError {
     }
 
     /// A 429 for a source over its `max_messages_per_second`.
-    pub fn rate_limited(seconds: u64) -> ApiError {
-        ApiError {
+    pub fn rate_limited(seconds: u64) -> Refusal {
+        Refusal {
             retry_after: Some(seconds),
-            ..ApiError::new(
+            ..Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 format!("this source is over its max_messages_per_second; retry in {seconds} s"),
@@ -53,17 +53,17 @@ impl ApiError {
     }
 
     /// The answer to a single call's body that could not be parsed.
-    pub fn from_parse(error: ParseError) -> ApiError {
+    pub fn from_parse(error: ParseError) -> Refusal {
         let code = match &error {
             ParseError::TooLarge { .. } => "body_too_large",
             ParseError::InvalidJson { .. } | ParseError::TooDeep { .. } | ParseError::NotAnObject(_) => "invalid_json",
             ParseError::Invalid(_) => "invalid_message",
         };
-        ApiError::bad_request(code, error.to_string())
+        Refusal::bad_request(code, error.to_string())
     }
 
     /// The answer to a batch envelope that was refused.
-    pub fn from_batch(error: BatchError) -> ApiError {
+    pub fn from_batch(error: BatchError) -> Refusal {
         let code = match &error {
             BatchError::TooLarge { .. } | BatchError::TooLargeMerged { .. } => "body_too_large",
             BatchError::Parse(
@@ -73,11 +73,11 @@ impl ApiError {
             BatchError::Empty => "empty_batch",
             BatchError::TooManyMessages { .. } => "too_many_messages",
         };
-        ApiError::bad_request(code, error.to_string())
+        Refusal::bad_request(code, error.to_string())
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let body = axum::Json(serde_json::json!({"code": self.code, "message": self.message}));
         let mut response = (self.status, body).into_response();

@@ -31,7 +31,7 @@ use segment_model::{Batch, MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, Message, MessageT
 use spool::{NewEntry, NewRejection, Spool, SpoolError};
 
 pub use auth::{Source, WriteKeys};
-pub use error::ApiError;
+pub use error::Refusal;
 
 use crate::route::Routes;
 use crate::serve::metrics::Metrics;
@@ -89,9 +89,9 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/projects/{key}/settings", get(project_settings))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST")
+            Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST")
         })
         .layer(axum::middleware::from_fn(origin::cors))
         .layer(axum::middleware::from_fn_with_state(ingest.clone(), catch_panics))
@@ -105,7 +105,7 @@ async fn catch_panics(State(ingest): State<Arc<Ingest>>, request: Request, next:
         Ok(response) => response,
         Err(_) => {
             ingest.metrics.panics.inc();
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed on this request; retry")
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed on this request; retry")
                 .into_response()
         }
     }
@@ -117,7 +117,7 @@ async fn test_panic() -> StatusCode {
 
 async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
     if ingest.shutting_down.load(Ordering::Relaxed) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
             .into_response();
     }
     let destinations = destination_health(&ingest).await;
@@ -212,7 +212,7 @@ async fn single(
     body: axum::body::Body,
 ) -> Response {
     let Some(kind) = MessageType::from_path(&kind) else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response();
+        return Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response();
     };
     ingest.receive(Endpoint::Single(kind), peer, headers, body).await
 }
@@ -231,7 +231,7 @@ async fn project_settings(State(ingest): State<Arc<Ingest>>, Path(key): Path<Str
     let source = match ingest.keys.source(Some(&key)) {
         Ok(source) => source,
         Err(_) => {
-            return ApiError::new(StatusCode::NOT_FOUND, "unknown_write_key", "no source has this write key")
+            return Refusal::new(StatusCode::NOT_FOUND, "unknown_write_key", "no source has this write key")
                 .into_response();
         }
     };
@@ -245,18 +245,18 @@ async fn project_settings(State(ingest): State<Arc<Ingest>>, Path(key): Path<Str
 
 /// Whether `source` takes requests from this origin now: its `allowed_origins`, and a rate limit that is not in
 /// debt.
-fn admissible(source: &Source, headers: &HeaderMap) -> Result<(), ApiError> {
+fn admissible(source: &Source, headers: &HeaderMap) -> Result<(), Refusal> {
     source.origins.check(headers)?;
     match source.rate.as_ref().and_then(limit::RateLimit::wait) {
-        Some(wait) => Err(ApiError::rate_limited(limit::seconds(wait))),
+        Some(wait) => Err(Refusal::rate_limited(limit::seconds(wait))),
         None => Ok(()),
     }
 }
 
 impl Ingest {
-    fn check_open(&self) -> Result<(), ApiError> {
+    fn check_open(&self) -> Result<(), Refusal> {
         if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"));
         }
         Ok(())
     }
@@ -290,7 +290,7 @@ impl Ingest {
     }
 
     /// Answers `error` after reading and discarding at most `limit` bytes of the body.
-    async fn refuse_unread(&self, error: ApiError, body: axum::body::Body, limit: usize) -> Response {
+    async fn refuse_unread(&self, error: Refusal, body: axum::body::Body, limit: usize) -> Response {
         let _ = tokio::time::timeout(self.read_timeout, body::discard(body, limit)).await;
         self.answer(Err(error), 1)
     }
@@ -303,12 +303,12 @@ impl Ingest {
         body: axum::body::Body,
         limit: usize,
         messages: &mut u64,
-    ) -> Result<u64, ApiError> {
+    ) -> Result<u64, Refusal> {
         let bytes = body::read(headers, body, limit, self.read_timeout).await?;
         // Parsing is linear in the body whatever its shape; validation waits until the key is known good.
         let (source, items) = match endpoint {
             Endpoint::Single(kind) => {
-                let single = Single::from_slice(&bytes).map_err(ApiError::from_parse)?;
+                let single = Single::from_slice(&bytes).map_err(Refusal::from_parse)?;
                 let source = match header_source {
                     Some(source) => source,
                     None => self.keys.source(single.write_key().as_deref())?,
@@ -316,7 +316,7 @@ impl Ingest {
                 (source, vec![single.into_message(kind)])
             }
             Endpoint::Batch => {
-                let batch = Batch::from_slice(&bytes).map_err(ApiError::from_batch)?;
+                let batch = Batch::from_slice(&bytes).map_err(Refusal::from_batch)?;
                 *messages = batch.len() as u64;
                 let source = match header_source {
                     Some(source) => source,
@@ -329,7 +329,7 @@ impl Ingest {
             admissible(source, headers)?;
         }
         if let Some(limit) = &source.rate {
-            limit.admit(*messages).map_err(|wait| ApiError::rate_limited(limit::seconds(wait)))?;
+            limit.admit(*messages).map_err(|wait| Refusal::rate_limited(limit::seconds(wait)))?;
         }
         self.metrics.received.inc_by(*messages);
         let mut valid = Vec::with_capacity(items.len());
@@ -341,7 +341,7 @@ impl Ingest {
                     valid.push(message);
                 }
                 Err(refused) if source.strict => {
-                    return Err(ApiError::bad_request("invalid_message", refused.to_string()));
+                    return Err(Refusal::bad_request("invalid_message", refused.to_string()));
                 }
                 Err(refused) => rejected.push(refused),
             }
@@ -355,7 +355,7 @@ impl Ingest {
 
     /// Enriches `messages`, stores one spool entry per destination they go to and the `rejected` ones for the
     /// operator, and returns the number of messages accepted once all of it is committed.
-    async fn store(&self, source: &str, mut messages: Vec<Message>, rejected: Vec<Rejected>) -> Result<u64, ApiError> {
+    async fn store(&self, source: &str, mut messages: Vec<Message>, rejected: Vec<Rejected>) -> Result<u64, Refusal> {
         let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
         let count = messages.len() as u64;
         for message in &mut messages {
@@ -407,18 +407,18 @@ impl Ingest {
                 Ok(count)
             }
             Err(SpoolError::Full { depth, max }) => {
-                Err(ApiError::spool_full(&format!("{depth} messages waiting, the limit is {max}")))
+                Err(Refusal::spool_full(&format!("{depth} messages waiting, the limit is {max}")))
             }
             Err(SpoolError::FullBytes { bytes, max }) => {
-                Err(ApiError::spool_full(&format!("{bytes} bytes waiting, the limit is {max}")))
+                Err(Refusal::spool_full(&format!("{bytes} bytes waiting, the limit is {max}")))
             }
             Err(SpoolError::Stopped) => {
-                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"))
+                Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down"))
             }
             // A full disk, or any other failure to commit: nothing was stored, and the client keeps the messages.
             Err(e) => {
                 tracing::error!(error = %e, "the spool refused a write");
-                Err(ApiError::new(
+                Err(Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "spool_unavailable",
                     "the messages could not be stored (is the spool's disk full?); retry later",
@@ -427,7 +427,7 @@ impl Ingest {
         }
     }
 
-    fn answer(&self, result: Result<u64, ApiError>, refused: u64) -> Response {
+    fn answer(&self, result: Result<u64, Refusal>, refused: u64) -> Response {
         match result {
             Ok(accepted) => {
                 self.metrics.accepted.inc_by(accepted);

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::Refusal;
 
 /// A source's allowed origins.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,7 +60,7 @@ impl Origins {
     }
 
     /// Refuses (403) a request whose `Origin` is not allowed; requests without one (servers, phones) pass.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         match of(headers) {
             Some(origin) if !self.allows(origin) => Err(refused(origin)),
             _ => Ok(()),
@@ -82,8 +82,8 @@ impl Origins {
 }
 
 /// The 403 for an origin the source does not allow.
-pub fn refused(origin: &str) -> ApiError {
-    ApiError::new(
+pub fn refused(origin: &str) -> Refusal {
+    Refusal::new(
         StatusCode::FORBIDDEN,
         "origin_not_allowed",
         format!("the origin {origin:?} is not in this source's allowed_origins"),
