@@ -112,7 +112,7 @@ async fn a_source_over_its_rate_gets_429_without_slowing_another() {
     // p99 of 1,000 requests (the tenth slowest) rather than of 200 (the second slowest), which one hiccup decides.
     let (mut unloaded, mut loaded) = (Duration::MAX, Duration::MAX);
     let (mut ok, mut limited) = (0, 0);
-    for _ in 0..3 {
+    for _ in 0..5 {
         unloaded = unloaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let running = noisy(stop.clone());
@@ -143,7 +143,7 @@ async fn two_thousand_idle_connections_do_not_slow_an_active_client() {
     // Without and with the idle connections in turns, so that the machine's drift over the run weighs on both; the
     // p99 of 1,000 requests (the tenth slowest) rather than of 200 (the second slowest), which one hiccup decides.
     let (mut unloaded, mut loaded) = (Duration::MAX, Duration::MAX);
-    for _ in 0..3 {
+    for _ in 0..5 {
         unloaded = unloaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
         let mut idle = Vec::with_capacity(2_000);
         for _ in 0..2_000 {
