@@ -69,16 +69,12 @@ pub enum Action {
         #[arg(long)]
         source: Option<String>,
         /// Only those rejected within this long: 90s, 15m, 2h, 7d.
-        #[arg(long, value_parser = parse_duration_arg)]
+        #[arg(long, value_parser = parse_duration)]
         since: Option<Duration>,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-}
-
-fn parse_duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Lists the rejected messages to `out`, and their count to `err`.

@@ -136,7 +136,6 @@ pub struct Args {
 /// Sends the file (or standard input) as the source's messages; malformed lines and the summary go to `err`.
 /// Fails (exit code 1) if any line was malformed or any delivery failed.
 pub async fn run(dir: &std::path::Path, args: Args, err: super::Out<'_>) -> anyhow::Result<std::process::ExitCode> {
-    use anyhow::Context as _;
     let config = super::load(dir, err)?;
     let names: Vec<&str> = config
         .source(&args.source)

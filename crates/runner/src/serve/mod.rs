@@ -107,12 +107,8 @@ pub struct Args {
     pub trusted_proxies: Vec<Network>,
     /// /health answers 503 when a destination's oldest waiting message has waited longer than this (90s, 15m,
     /// 2h), so that a load balancer or a Kubernetes probe sees a destination that is not keeping up.
-    #[arg(long, default_value = "15m", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "15m", value_parser = crate::config::parse_duration)]
     pub health_max_age: Duration,
-}
-
-fn parse_duration_arg(text: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Loads the config folder `dir` (its warnings to `err`), builds the destinations' sinks and serves until
