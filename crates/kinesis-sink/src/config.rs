@@ -1,5 +1,6 @@
 //! The `[kinesis]` table of a destination file.
 
+use segment_model::ConfigProblem;
 use serde::Deserialize;
 use sink::SecretRef;
 
@@ -99,15 +100,6 @@ impl Default for DeliveryConfig {
             request_timeout_ms: 30_000,
         }
     }
-}
-
-/// One problem with a Kinesis config: the key at fault (relative to `[kinesis]`) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The key, for example `role_address` or `delivery.max_batch_records`.
-    pub key: &'static str,
-    /// What is wrong, in words an operator can act on.
-    pub message: String,
 }
 
 impl KinesisConfig {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use segment_model::ConfigProblem;
 use serde::Deserialize;
 
 /// Whether a computation is an audience (members get `true`, leavers `false`) or a computed trait (members get
@@ -109,42 +110,40 @@ impl ComputationConfig {
         self.source_id.as_deref().unwrap_or(&self.space_id)
     }
 
-    /// Problems with the definition, as (key, message) pairs.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    /// Problems with the definition, keys relative to the file.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
+        let mut add = |key, message: String| problems.push(ConfigProblem { key, message });
         if self.key().is_empty() {
-            problems.push(("key", "the name has no letters or digits to make a key from; set key".to_owned()));
+            add("key", "the name has no letters or digits to make a key from; set key".to_owned());
         }
         for (key, value) in
             [("computation_id", &self.computation_id), ("space_id", &self.space_id), ("namespace", &self.namespace)]
         {
             if value.is_empty() {
-                problems.push((key, "must not be empty".to_owned()));
+                add(key, "must not be empty".to_owned());
             }
         }
         match (self.kind, &self.source.value_column) {
             (Kind::Trait, None) => {
-                problems.push(("source.value_column", "a trait needs the column that holds its value".to_owned()))
+                add("source.value_column", "a trait needs the column that holds its value".to_owned())
             }
             (Kind::Audience, Some(_)) => {
-                problems.push(("source.value_column", "is only for traits; an audience's members are true".to_owned()))
+                add("source.value_column", "is only for traits; an audience's members are true".to_owned())
             }
             _ => {}
         }
         let extension = self.source.path.extension().and_then(|e| e.to_str()).unwrap_or_default();
         if !matches!(extension, "csv" | "ndjson" | "jsonl") {
-            problems.push((
-                "source.path",
-                format!("{:?} is neither .csv nor .ndjson", self.source.path.display().to_string()),
-            ));
+            add("source.path", format!("{:?} is neither .csv nor .ndjson", self.source.path.display().to_string()));
         }
         if let Some(share) = self.max_removal_share
             && !(0.0..=1.0).contains(&share)
         {
-            problems.push(("max_removal_share", format!("{share} is not between 0 and 1")));
+            add("max_removal_share", format!("{share} is not between 0 and 1"));
         }
         if self.destinations.is_empty() {
-            problems.push(("destinations", "lists no destination".to_owned()));
+            add("destinations", "lists no destination".to_owned());
         }
         problems
     }

@@ -31,10 +31,7 @@ impl StateStore {
         let path = dir.join(FILE_NAME);
         let fail = |source| StateError { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|e| fail(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        let connection = Connection::open(&path).map_err(fail)?;
-        connection.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
-        connection.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
-        connection.busy_timeout(std::time::Duration::from_secs(30)).map_err(fail)?;
+        let connection = spool::open_database(&path).map_err(fail)?;
         connection
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS members (

@@ -572,8 +572,8 @@ fn check_audiences(
     let mut seen_keys: HashMap<String, &Path> = HashMap::new();
     for a in audiences {
         let config = &a.config;
-        for (key, message) in config.problems() {
-            problems.error(&a.file, key, message);
+        for p in config.problems() {
+            problems.error(&a.file, p.key, p.message);
         }
         if let Some(first) = seen_names.insert(&config.name, &a.file) {
             problems.error(&a.file, "name", format!("{:?} is already the name of {}", config.name, first.display()));

@@ -8,6 +8,7 @@
 //! fresh ID take them as arguments ([`Message::enrich_with`]), so every outcome is reproducible in a test.
 
 mod batch;
+mod config_problem;
 mod enrich;
 mod error;
 mod id;
@@ -17,6 +18,7 @@ mod timestamp;
 mod user_key;
 
 pub use batch::{Batch, BatchError, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_EXPANDED_BYTES};
+pub use config_problem::ConfigProblem;
 pub use enrich::{Enrichment, Receipt};
 pub use error::{ParseError, Problem, ValidationError};
 pub use id::Id;

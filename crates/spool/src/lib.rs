@@ -313,13 +313,31 @@ pub fn now_millis() -> i64 {
 /// to about 256 MiB beside the spool, and as much to replay after a crash.
 const WAL_CHECKPOINT_PAGES: i64 = 65_536;
 
-fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+/// How long a connection waits for another process's write (a server and `dlq replay` on one spool, two syncs on
+/// one personas state) before it reports the database busy.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens (creating if needed) a SQLite database the way every Tributary store is opened: WAL, so readers never
+/// block the writer, `synchronous = FULL`, so a commit survives power loss and not only a crash, and
+/// [`BUSY_TIMEOUT`]. The spool and the personas state both open theirs here.
+pub fn open_database(path: &Path) -> Result<Connection, rusqlite::Error> {
     let connection = Connection::open(path)?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL syncs the WAL at every commit: an acknowledged message survives power loss, not only a crash.
     connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(connection)
+}
+
+/// Opens an existing database for reading only, with [`BUSY_TIMEOUT`].
+pub fn open_database_read_only(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(connection)
+}
+
+fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let connection = open_database(path)?;
     connection.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
-    connection.busy_timeout(std::time::Duration::from_secs(10))?;
     Ok(connection)
 }
 
@@ -875,9 +893,7 @@ pub fn read_rejections(dir: &Path, filter: &RejectionFilter) -> Result<Vec<Rejec
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no spool here (pass the server's --spool-dir)"),
         });
     }
-    let connection =
-        Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(database)?;
-    connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(database)?;
+    let connection = open_database_read_only(&path).map_err(database)?;
     let has_table: bool = connection
         .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'rejected')", [], |row| row.get(0))
         .map_err(database)?;
