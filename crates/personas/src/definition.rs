@@ -1,19 +1,24 @@
 //! `configs/audiences/*.toml`: what to sync, from where, to where.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use segment_model::ConfigProblem;
 use serde::Deserialize;
 
-/// Whether a computation is an audience (members get `true`, leavers `false`) or a computed trait (members get
-/// their value, leavers `null`).
+/// Whether a computation is an audience (members get `true`, leavers `false`), a computed trait (members get
+/// their value, leavers `null`) or an account-level computed trait (the same, for every user of an account, sent
+/// as `group` calls).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// An audience: a set of users.
     Audience,
     /// A computed trait: a value per user.
     Trait,
+    /// An account-level computed trait: a value per account (`[source] group_id_column`), told to each of the
+    /// account's users with a `group` call.
+    AccountTrait,
 }
 
 impl Kind {
@@ -22,8 +27,58 @@ impl Kind {
         match self {
             Kind::Audience => "audience",
             Kind::Trait => "trait",
+            Kind::AccountTrait => "account_trait",
         }
     }
+
+    /// Whether members carry a value (traits) rather than `true` (audiences).
+    pub fn has_value(self) -> bool {
+        self != Kind::Audience
+    }
+
+    /// The calls sent when the definition does not say: `identify`, or `group` for an account trait.
+    pub fn default_send(self) -> Vec<Call> {
+        match self {
+            Kind::AccountTrait => vec![Call::Group],
+            _ => vec![Call::Identify],
+        }
+    }
+}
+
+/// A call Engage sends for a change (`send = [...]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Call {
+    /// `identify` with the trait (user-level audiences and traits).
+    Identify,
+    /// `track`: `Audience Entered`/`Audience Exited` for an audience, `track_event` for a trait.
+    Track,
+    /// `group` with the trait (account traits).
+    Group,
+}
+
+impl Call {
+    /// The call's name, as in `send` and in the sync log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::Identify => "identify",
+            Call::Track => "track",
+            Call::Group => "group",
+        }
+    }
+}
+
+/// What one destination is sent, overriding the computation's settings (`[per_destination.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSettings {
+    /// The calls this destination gets; default: the computation's `send`.
+    #[serde(default)]
+    pub send: Option<Vec<Call>>,
+    /// The most records per second this destination gets from a sync; default: the computation's `max_rate`,
+    /// else, for a Kinesis destination, 80% of 1,000 records/s per open shard of its stream.
+    #[serde(default)]
+    pub max_rate: Option<u32>,
 }
 
 /// An audience or computed trait (`configs/audiences/*.toml`).
@@ -36,8 +91,14 @@ impl Kind {
 /// namespace = "spa_1"
 /// destinations = ["kinesis-main"]
 ///
+/// send = ["identify", "track"]    # default ["identify"] (["group"] for an account_trait)
+/// max_rate = 2000                   # records per second, per destination
+///
+/// [per_destination.archive]         # overrides for one destination
+/// send = ["track"]
+///
 /// [source]
-/// path = "members.csv"
+/// path = "members.csv"              # or .ndjson, .csv.gz, a folder or a glob of parts
 /// user_id_column = "user_id"
 /// anonymous_id_column = "anonymous_id"
 /// ```
@@ -46,7 +107,7 @@ impl Kind {
 pub struct ComputationConfig {
     /// The name; the trait key is its snake_case unless `key` is set.
     pub name: String,
-    /// `audience` or `trait`.
+    /// `audience`, `trait` or `account_trait`.
     pub kind: Kind,
     /// The trait key; default: the snake_cased name (see [`crate::key`]).
     #[serde(default)]
@@ -57,8 +118,26 @@ pub struct ComputationConfig {
     pub space_id: String,
     /// The identity namespace, as `context.personas.namespace`.
     pub namespace: String,
-    /// The names of the destinations the identify calls go to.
+    /// The names of the destinations the calls go to.
     pub destinations: Vec<String>,
+    /// Which calls each change becomes, as Engage lets a destination choose: `identify` (the trait on the user),
+    /// `track` (`Audience Entered` and `Audience Exited` with `audience_key`, or `track_event` with `trait_key`), or
+    /// both; an account trait sends `group` (and may add `track`). Default: `["identify"]`, or `["group"]`.
+    #[serde(default)]
+    pub send: Option<Vec<Call>>,
+    /// The event name of a trait's track calls. Default `"Trait Computed"`.
+    #[serde(default)]
+    pub track_event: Option<String>,
+    /// The most records per second a sync sends each destination. Default: none for a file or stdout
+    /// destination; for a Kinesis destination, 80% of 1,000 records/s per open shard of its stream.
+    #[serde(default)]
+    pub max_rate: Option<u32>,
+    /// How long the sync log keeps what a run sent, as a duration (`"30d"`, `"12h"`). Default 30 days.
+    #[serde(default)]
+    pub log_retention: Option<String>,
+    /// Settings for one destination, overriding the ones above.
+    #[serde(default)]
+    pub per_destination: BTreeMap<String, DestinationSettings>,
     /// The source the calls come from; a destination that assumes a role without `secret_id` presents it as the
     /// External ID. Default: `space_id`.
     #[serde(default)]
@@ -83,9 +162,12 @@ pub struct SnapshotConfig {
     /// The column with the `anonymousId`, used when the user ID is empty. Default `anonymous_id`.
     #[serde(default = "anonymous_id_column")]
     pub anonymous_id_column: String,
-    /// The column with the trait's value; traits only.
+    /// The column with the trait's value; traits and account traits only.
     #[serde(default)]
     pub value_column: Option<String>,
+    /// The column with the account's ID (the `groupId`); account traits only.
+    #[serde(default)]
+    pub group_id_column: Option<String>,
 }
 
 fn user_id_column() -> String {
@@ -99,6 +181,9 @@ fn anonymous_id_column() -> String {
 /// The default of [`ComputationConfig::max_removal_share`].
 pub const DEFAULT_MAX_REMOVAL_SHARE: f64 = 0.5;
 
+/// The default of [`ComputationConfig::track_event`].
+pub const DEFAULT_TRACK_EVENT: &str = "Trait Computed";
+
 impl ComputationConfig {
     /// The trait key.
     pub fn key(&self) -> String {
@@ -108,6 +193,20 @@ impl ComputationConfig {
     /// The source ID the calls come from.
     pub fn source_id(&self) -> &str {
         self.source_id.as_deref().unwrap_or(&self.space_id)
+    }
+
+    /// The calls `destination` gets, each once, in a fixed order.
+    pub fn calls_for(&self, destination: &str) -> Vec<Call> {
+        let chosen = self.per_destination.get(destination).and_then(|d| d.send.as_ref()).or(self.send.as_ref());
+        let mut calls = chosen.cloned().unwrap_or_else(|| self.kind.default_send());
+        calls.sort();
+        calls.dedup();
+        calls
+    }
+
+    /// The rate set for `destination`, if any.
+    pub fn max_rate_for(&self, destination: &str) -> Option<u32> {
+        self.per_destination.get(destination).and_then(|d| d.max_rate).or(self.max_rate)
     }
 
     /// Problems with the definition, keys relative to the file.
@@ -124,18 +223,66 @@ impl ComputationConfig {
                 add(key, "must not be empty".to_owned());
             }
         }
-        match (self.kind, &self.source.value_column) {
-            (Kind::Trait, None) => {
-                add("source.value_column", "a trait needs the column that holds its value".to_owned())
-            }
-            (Kind::Audience, Some(_)) => {
+        match (self.kind.has_value(), &self.source.value_column) {
+            (true, None) => add("source.value_column", "a trait needs the column that holds its value".to_owned()),
+            (false, Some(_)) => {
                 add("source.value_column", "is only for traits; an audience's members are true".to_owned())
             }
             _ => {}
         }
-        let extension = self.source.path.extension().and_then(|e| e.to_str()).unwrap_or_default();
-        if !matches!(extension, "csv" | "ndjson" | "jsonl") {
-            add("source.path", format!("{:?} is neither .csv nor .ndjson", self.source.path.display().to_string()));
+        match (self.kind, &self.source.group_id_column) {
+            (Kind::AccountTrait, None) => {
+                add("source.group_id_column", "an account trait needs the column that holds the account's ID".into())
+            }
+            (Kind::Audience | Kind::Trait, Some(_)) => {
+                add("source.group_id_column", "is only for account traits (kind = \"account_trait\")".into())
+            }
+            _ => {}
+        }
+        if let Err(message) = crate::snapshot::Format::of(&self.source.path) {
+            add("source.path", message);
+        }
+        let mut check_send = |key: &'static str, send: &Option<Vec<Call>>| match send.as_deref() {
+            Some([]) => add(key, "lists no call; give identify, track or both".to_owned()),
+            Some(calls) => {
+                let wrong = match self.kind {
+                    Kind::AccountTrait => calls.iter().find(|c| **c == Call::Identify),
+                    _ => calls.iter().find(|c| **c == Call::Group),
+                };
+                if let Some(call) = wrong {
+                    let allowed = match self.kind {
+                        Kind::AccountTrait => "group and track",
+                        _ => "identify and track",
+                    };
+                    add(
+                        key,
+                        format!("{:?} is not sent for a {}; use {allowed}", call.name(), self.kind.computation_class()),
+                    );
+                }
+            }
+            None => {}
+        };
+        check_send("send", &self.send);
+        for settings in self.per_destination.values() {
+            check_send("per_destination.send", &settings.send);
+        }
+        for name in self.per_destination.keys() {
+            if !self.destinations.contains(name) {
+                add(
+                    "per_destination",
+                    format!("{name:?} is not one of destinations ({})", self.destinations.join(", ")),
+                );
+            }
+        }
+        let rates = std::iter::once(self.max_rate).chain(self.per_destination.values().map(|d| d.max_rate));
+        if rates.flatten().any(|rate| rate == 0) {
+            add("max_rate", "must be at least 1 record per second".to_owned());
+        }
+        if self.kind == Kind::Audience && self.track_event.is_some() {
+            add("track_event", "is for traits; an audience's events are Audience Entered and Audience Exited".into());
+        }
+        if self.track_event.as_deref().is_some_and(|e| e.trim().is_empty()) {
+            add("track_event", "must not be empty".to_owned());
         }
         if let Some(share) = self.max_removal_share
             && !(0.0..=1.0).contains(&share)

@@ -575,6 +575,9 @@ fn check_audiences(
         for p in config.problems() {
             problems.error(&a.file, p.key, p.message);
         }
+        if let Some(Err(e)) = config.log_retention.as_deref().map(parse_duration) {
+            problems.error(&a.file, "log_retention", format!("{e:#}"));
+        }
         if let Some(first) = seen_names.insert(&config.name, &a.file) {
             problems.error(&a.file, "name", format!("{:?} is already the name of {}", config.name, first.display()));
         }

@@ -1,24 +1,36 @@
-//! `tributary personas sync`: turn the change in each audience's membership since the last run into identify
-//! calls, as Segment Personas does for a user-property destination.
+//! `tributary personas`: `sync` turns the change in each audience's membership since the last run into the calls
+//! Segment Engage sends an event destination (identify, track, group); `log` and `runs` read what runs sent.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use personas::definition::{ComputationConfig, DEFAULT_MAX_REMOVAL_SHARE};
+use personas::definition::{Call, ComputationConfig, DEFAULT_MAX_REMOVAL_SHARE};
 use personas::diff::{Change, Counts, Step, diff};
 use personas::message::Computation;
-use personas::snapshot;
-use personas::state::StateStore;
+use personas::snapshot::{self, ReadOptions};
+use personas::state::{LogEntry, Run, StateStore};
 use sink::{Outcome, Record};
 
-use crate::config::{Config, Loaded};
+use crate::config::{Config, DestinationKind, Loaded};
 use crate::route::{Routes, Target, fan_out};
 
-/// How many changes are delivered (and recorded) together.
+mod log;
+mod pace;
+
+pub use pace::Pacer;
+
+/// The most changes delivered (and recorded) together; a paced sync sends smaller chunks (a tenth of a second's).
 const CHANGES_PER_CHUNK: usize = 1_000;
+
+/// The default of an audience's `log_retention`.
+pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The share of a Kinesis stream's write limit (1,000 records/s per open shard) a sync takes when its rate is not
+/// set: room is left for the events `serve` delivers to the same stream.
+const KINESIS_SHARE: f64 = 0.8;
 
 /// Options of a sync.
 #[derive(Debug, Clone)]
@@ -33,6 +45,10 @@ pub struct SyncOptions {
     pub allow_mass_removal: bool,
     /// Where the state lives.
     pub state_dir: PathBuf,
+    /// The most memory an export's members may take before they are sorted on disk.
+    pub memory_budget: usize,
+    /// Records per second per destination, over every audience's and destination's own setting.
+    pub max_rate: Option<u32>,
 }
 
 /// What a sync did for one audience or trait.
@@ -40,6 +56,8 @@ pub struct SyncOptions {
 pub struct SyncSummary {
     /// Its name.
     pub name: String,
+    /// The run's ID in the sync log (none for a dry run).
+    pub run_id: Option<String>,
     /// Changes found.
     pub counts: Counts,
     /// Changes delivered (or, in a dry run, printed).
@@ -47,7 +65,7 @@ pub struct SyncSummary {
     /// Changes that failed; the next run sends them again.
     pub failed: u64,
     /// Rows of the export that could not be used.
-    pub malformed: usize,
+    pub malformed: u64,
     /// Seconds taken.
     pub seconds: f64,
     /// Why the sync of this audience stopped, if it did.
@@ -59,6 +77,14 @@ impl SyncSummary {
     pub fn is_clean(&self) -> bool {
         self.error.is_none() && self.failed == 0 && self.malformed == 0
     }
+}
+
+/// One destination of an audience: where, which calls, how fast.
+struct Delivery<'a> {
+    target: &'a Target,
+    calls: Vec<Call>,
+    /// Records per second, if paced.
+    rate: Option<f64>,
 }
 
 /// Syncs every audience (or one). Problems with one audience are reported in its summary and do not stop others.
@@ -83,40 +109,133 @@ pub async fn sync(
     if selected.is_empty() {
         bail!("{} defines no audiences or traits (audiences/*.toml)", config.dir.display());
     }
+    let state = match options.dry_run {
+        true => None,
+        false => Some(Arc::new(Mutex::new(StateStore::open(&options.state_dir)?))),
+    };
     let mut summaries = Vec::new();
     for audience in selected {
         let started = Instant::now();
         let mut summary = SyncSummary { name: audience.config.name.clone(), ..SyncSummary::default() };
-        if let Err(e) = sync_one(config, router, options, audience, &mut summary, out, err).await {
+        let run = state.as_ref().map(|state| begin_run(state, &audience.config)).transpose()?;
+        summary.run_id = run.as_ref().map(|r| r.run_id.clone());
+        let context =
+            RunContext { config, router, options, audience, state: state.clone(), run_id: summary.run_id.clone() };
+        if let Err(e) = sync_one(&context, &mut summary, out, err).await {
             summary.error = Some(format!("{e:#}"));
         }
         summary.seconds = started.elapsed().as_secs_f64();
+        if let (Some(state), Some(run)) = (&state, run) {
+            finish_run(state, run, &summary)?;
+        }
         summaries.push(summary);
     }
     Ok(summaries)
 }
 
+/// Opens a run in the sync log, after forgetting entries older than the audience's `log_retention`.
+fn begin_run(state: &Mutex<StateStore>, definition: &ComputationConfig) -> anyhow::Result<Run> {
+    let retention = match &definition.log_retention {
+        Some(text) => crate::config::parse_duration(text)?,
+        None => DEFAULT_LOG_RETENTION,
+    };
+    let now = spool::now_millis();
+    let mut state = state.lock().expect("state lock poisoned");
+    state.prune_log(&definition.computation_id, now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))?;
+    let run = Run {
+        run_id: crate::commands::new_message_id(),
+        computation: definition.computation_id.clone(),
+        audience: definition.name.clone(),
+        started_ms: now,
+        ..Run::default()
+    };
+    state.begin_run(&run)?;
+    Ok(run)
+}
+
+fn finish_run(state: &Mutex<StateStore>, mut run: Run, summary: &SyncSummary) -> anyhow::Result<()> {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    run.finished_ms = Some(spool::now_millis());
+    run.added = signed(summary.counts.added);
+    run.removed = signed(summary.counts.removed);
+    run.changed = signed(summary.counts.changed);
+    run.unchanged = signed(summary.counts.unchanged);
+    run.sent = signed(summary.sent);
+    run.failed = signed(summary.failed);
+    run.malformed = signed(summary.malformed);
+    run.error = summary.error.clone();
+    state.lock().expect("state lock poisoned").finish_run(&run)?;
+    Ok(())
+}
+
+/// What one audience's run works with.
+struct RunContext<'a> {
+    config: &'a Config,
+    router: Option<&'a Routes>,
+    options: &'a SyncOptions,
+    audience: &'a Loaded<ComputationConfig>,
+    state: Option<Arc<Mutex<StateStore>>>,
+    run_id: Option<String>,
+}
+
 async fn sync_one(
-    config: &Config,
-    router: Option<&Routes>,
-    options: &SyncOptions,
-    audience: &Loaded<ComputationConfig>,
+    context: &RunContext<'_>,
     summary: &mut SyncSummary,
     out: &mut (dyn std::io::Write + Send),
     err: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<()> {
-    let definition = audience.config.clone();
-    let computation = Computation::from(&definition);
-    let destinations: Vec<&Target> = match router {
-        None => Vec::new(),
-        Some(router) => definition.destinations.iter().filter_map(|name| router.get(name)).collect(),
-    };
-    if router.is_some() && destinations.is_empty() {
-        bail!("none of its destinations ({}) is enabled", definition.destinations.join(", "));
+    let definition = &context.audience.config;
+    let computation = Computation::from(definition);
+    let mut deliveries = Vec::new();
+    if let Some(router) = context.router {
+        for name in &definition.destinations {
+            let Some(target) = router.get(name) else { continue };
+            let rate = rate_for(context.config, definition, name, context.options.max_rate, err).await;
+            deliveries.push(Delivery { target, calls: definition.calls_for(name), rate });
+        }
+        if deliveries.is_empty() {
+            bail!("none of its destinations ({}) is enabled", definition.destinations.join(", "));
+        }
     }
+    let plan = plan(context.config, context.options, definition, &computation, summary, err).await?;
+    apply(plan, context, &computation, &deliveries, summary, out, err).await
+}
 
-    let plan = plan(config, options, &definition, &computation, summary, err).await?;
-    apply(plan, &definition, &computation, &destinations, options, summary, out, err).await
+/// The rate `destination` is sent at: `--max-rate`, else the audience's setting for it, else, for a Kinesis
+/// destination, [`KINESIS_SHARE`] of its stream's open shards' 1,000 records/s (unpaced, with a warning, when the
+/// stream cannot be described).
+async fn rate_for(
+    config: &Config,
+    definition: &ComputationConfig,
+    destination: &str,
+    max_rate: Option<u32>,
+    err: &mut (dyn std::io::Write + Send),
+) -> Option<f64> {
+    if let Some(rate) = max_rate.or(definition.max_rate_for(destination)) {
+        return Some(f64::from(rate));
+    }
+    let kinesis = match config.destination(destination).map(|d| &d.config.kind) {
+        Some(DestinationKind::Kinesis(kinesis)) => kinesis,
+        _ => return None,
+    };
+    let described = async {
+        let identity = config.identity_rule(destination)?.sign_as(definition.source_id());
+        let client = kinesis_sink::setup::admin::client(kinesis, identity, &super::base_credentials()).await?;
+        anyhow::Ok(kinesis_sink::setup::admin::describe(&client, &kinesis.stream).await?)
+    };
+    match described.await {
+        Ok(summary) if summary.open_shards > 0 => Some(f64::from(summary.open_shards) * 1_000.0 * KINESIS_SHARE),
+        Ok(_) => None,
+        Err(e) => {
+            let _ = writeln!(
+                err,
+                "{}: could not read the open shards of {destination}'s stream to pace the sync; sending unpaced \
+                 (set max_rate to choose): {e:#}",
+                definition.name
+            );
+            None
+        }
+    }
 }
 
 /// What a run will do for one audience: the changes counted (and past the removal guard), and the diff ready to
@@ -131,7 +250,8 @@ struct Plan {
 
 /// Reads the snapshot, counts the diff against the state and applies the mass-removal guard. The diff runs twice
 /// on a blocking thread: once to count (the guard needs the total before anything is sent), then, once the guard
-/// passes, to stream changes to [`apply`] in chunks.
+/// passes, to stream changes to [`apply`] in chunks. Neither pass holds the state or (beyond the memory budget)
+/// the snapshot in memory.
 async fn plan(
     config: &Config,
     options: &SyncOptions,
@@ -142,11 +262,25 @@ async fn plan(
 ) -> anyhow::Result<Plan> {
     let path = config.dir.join(&definition.source.path);
     let (source, kind) = (definition.source.clone(), definition.kind);
-    let snapshot = tokio::task::spawn_blocking(move || snapshot::read(&path, &source, kind)).await??;
+    let read_options = ReadOptions {
+        memory_budget: options.memory_budget,
+        spill_dir: options.state_dir.clone(),
+        name: definition.computation_id.clone(),
+    };
+    let snapshot = tokio::task::spawn_blocking(move || snapshot::read(&path, &source, kind, &read_options)).await??;
     for error in &snapshot.errors {
         writeln!(err, "{error}")?;
     }
-    summary.malformed = snapshot.errors.len();
+    if snapshot.malformed > snapshot.errors.len() as u64 {
+        writeln!(
+            err,
+            "{}: {} more malformed rows not shown",
+            definition.name,
+            snapshot.malformed - snapshot.errors.len() as u64
+        )?;
+    }
+    summary.malformed = snapshot.malformed;
+    writeln!(err, "{}: {} members read ({})", definition.name, snapshot.count, snapshot.strategy())?;
 
     let state_dir = options.state_dir.clone();
     let id = computation.computation_id.clone();
@@ -157,31 +291,16 @@ async fn plan(
     let (go, proceed) = std::sync::mpsc::channel::<bool>();
     let differ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let store = StateStore::open(&state_dir)?;
-        let members = snapshot.members;
-        let counts =
-            store.with_stored(&id, |rows| Counts::of(diff(rows, members.iter().cloned(), &removed, full_resync)))?;
+        let counts = store.with_stored(&id, |rows| {
+            snapshot.with_members(|members| Counts::of(diff(rows, members, &removed, full_resync)))
+        })??;
         let _ = counted.send(counts);
         if !proceed.recv().unwrap_or(false) {
             return Ok(());
         }
         store.with_stored(&id, |rows| {
-            let mut chunk = Vec::with_capacity(CHANGES_PER_CHUNK);
-            for step in diff(rows, members, &removed, full_resync) {
-                if let Step::Change(change) = step {
-                    chunk.push(change);
-                    if chunk.len() == CHANGES_PER_CHUNK
-                        && chunks
-                            .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHANGES_PER_CHUNK)))
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = chunks.blocking_send(chunk);
-            }
-        })?;
+            snapshot.with_members(|members| stream_changes(diff(rows, members, &removed, full_resync), &chunks))
+        })??;
         Ok(())
     });
 
@@ -204,64 +323,78 @@ async fn plan(
     Ok(Plan { counts, incoming, differ })
 }
 
-/// Sends the plan's changes to every destination (or, in a dry run, prints them to `out`) and records in the
-/// state store what every destination took.
+/// Sends the changes of a diff to `chunks`, [`CHANGES_PER_CHUNK`] at a time, until the diff ends or the receiver
+/// goes.
+fn stream_changes(steps: impl Iterator<Item = Step>, chunks: &tokio::sync::mpsc::Sender<Vec<Change>>) {
+    let mut chunk = Vec::with_capacity(CHANGES_PER_CHUNK);
+    for step in steps {
+        if let Step::Change(change) = step {
+            chunk.push(change);
+            if chunk.len() == CHANGES_PER_CHUNK
+                && chunks.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHANGES_PER_CHUNK))).is_err()
+            {
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.blocking_send(chunk);
+    }
+}
+
+/// Sends the plan's changes to every destination (or, in a dry run, prints them to `out`), paced to the slowest
+/// destination's rate, and records in the state store what every destination took, with the sync log of every
+/// call sent.
 #[allow(clippy::too_many_arguments)] // The run's parts, each borrowed for the run.
 async fn apply(
     plan: Plan,
-    definition: &ComputationConfig,
+    context: &RunContext<'_>,
     computation: &Computation,
-    destinations: &[&Target],
-    options: &SyncOptions,
+    deliveries: &[Delivery<'_>],
     summary: &mut SyncSummary,
     out: &mut (dyn std::io::Write + Send),
     err: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<()> {
+    let (definition, options) = (&context.audience.config, context.options);
     let Plan { counts, mut incoming, differ } = plan;
     let total = counts.added + counts.removed + counts.changed + if options.full_resync { counts.unchanged } else { 0 };
     let progress = Progress::new(&definition.name, total);
-    let writer = if options.dry_run { None } else { Some(Arc::new(Mutex::new(StateStore::open(&options.state_dir)?))) };
     let source: Arc<str> = Arc::from(definition.source_id());
+    let mut pacer = Pacer::new(deliveries.iter().filter_map(|d| d.rate.map(|rate| rate / d.calls.len() as f64)));
     let mut last_failure = None;
+    let mut dry_run_calls: Vec<Call> = definition.destinations.iter().flat_map(|d| definition.calls_for(d)).collect();
+    dry_run_calls.sort();
+    dry_run_calls.dedup();
     while let Some(chunk) = incoming.recv().await {
-        let messages: Vec<_> = chunk
-            .iter()
-            .map(|change| {
-                let mut message = computation.identify(change);
-                message.enrich_with(time::OffsetDateTime::now_utc(), crate::commands::new_message_id);
-                message
-            })
-            .collect();
         if options.dry_run {
-            for message in &messages {
-                writeln!(out, "{}", String::from_utf8_lossy(&message.to_json_vec()))?;
-            }
-            summary.sent += messages.len() as u64;
-            progress.advance(messages.len() as u64, err);
-            continue;
-        }
-        let mut delivered_everywhere = vec![true; chunk.len()];
-        let batches = destinations
-            .iter()
-            .map(|d| (*d, messages.iter().map(|m| Record::new(source.clone(), m.clone())).collect()))
-            .collect();
-        for (destination, outcomes) in fan_out(batches).await {
-            for (i, outcome) in outcomes.into_iter().enumerate() {
-                if let Outcome::Retryable(reason) | Outcome::Failed(reason) = outcome {
-                    delivered_everywhere[i] = false;
-                    last_failure = Some(format!("{}: {reason}", destination.name));
+            for change in &chunk {
+                for &call in &dry_run_calls {
+                    let mut message = computation.call(change, call);
+                    message.enrich_with(time::OffsetDateTime::now_utc(), crate::commands::new_message_id);
+                    writeln!(out, "{}", String::from_utf8_lossy(&message.to_json_vec()))?;
                 }
             }
+            summary.sent += chunk.len() as u64;
+            progress.advance(chunk.len() as u64, err);
+            continue;
         }
-        let delivered: Vec<Change> =
-            chunk.into_iter().zip(&delivered_everywhere).filter(|(_, ok)| **ok).map(|(c, _)| c).collect();
-        summary.failed += delivered_everywhere.iter().filter(|ok| !**ok).count() as u64;
-        summary.sent += delivered.len() as u64;
-        let store = writer.clone().expect("not a dry run");
-        let id = computation.computation_id.clone();
-        tokio::task::spawn_blocking(move || store.lock().expect("state lock poisoned").record(&id, &delivered))
+        for part in pacer.split(chunk) {
+            pacer.wait(part.len()).await;
+            let sent = send_chunk(&part, context, computation, deliveries, &source).await;
+            if let Some(failure) = sent.last_failure {
+                last_failure = Some(failure);
+            }
+            summary.failed += sent.failed;
+            summary.sent += sent.delivered.len() as u64;
+            let store = context.state.clone().expect("not a dry run");
+            let id = computation.computation_id.clone();
+            let (delivered, log) = (sent.delivered, sent.log);
+            tokio::task::spawn_blocking(move || {
+                store.lock().expect("state lock poisoned").record_with_log(&id, &delivered, &log)
+            })
             .await??;
-        progress.advance(delivered_everywhere.len() as u64, err);
+            progress.advance(part.len() as u64, err);
+        }
     }
     differ.await??;
     progress.finish();
@@ -275,6 +408,78 @@ async fn apply(
     Ok(())
 }
 
+/// What one chunk's delivery gave.
+struct Sent {
+    /// The changes every destination took.
+    delivered: Vec<Change>,
+    /// How many changes some destination did not take.
+    failed: u64,
+    /// One entry per call per destination.
+    log: Vec<LogEntry>,
+    last_failure: Option<String>,
+}
+
+/// Delivers one chunk: each destination gets its calls for every change, all destinations at once.
+async fn send_chunk(
+    chunk: &[Change],
+    context: &RunContext<'_>,
+    computation: &Computation,
+    deliveries: &[Delivery<'_>],
+    source: &Arc<str>,
+) -> Sent {
+    // One time for the chunk: the pacer spaced chunks, so their calls' times are spaced as they were sent.
+    let now = time::OffsetDateTime::now_utc();
+    let at_ms = spool::now_millis();
+    let mut batches = Vec::with_capacity(deliveries.len());
+    let mut sent_calls = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let mut records = Vec::with_capacity(chunk.len() * delivery.calls.len());
+        let mut calls = Vec::with_capacity(records.capacity());
+        for (index, change) in chunk.iter().enumerate() {
+            for call in &delivery.calls {
+                let mut message = computation.call(change, *call);
+                message.enrich_with(now, crate::commands::new_message_id);
+                calls.push((index, *call, message.message_id().unwrap_or_default().to_owned()));
+                records.push(Record::new(source.clone(), message));
+            }
+        }
+        batches.push((delivery.target, records));
+        sent_calls.push(calls);
+    }
+    let mut delivered_everywhere = vec![true; chunk.len()];
+    let mut log = Vec::new();
+    let mut last_failure = None;
+    for ((destination, outcomes), calls) in fan_out(batches).await.into_iter().zip(sent_calls) {
+        for (outcome, (index, call, message_id)) in outcomes.into_iter().zip(calls) {
+            let error = match outcome {
+                Outcome::Retryable(reason) | Outcome::Failed(reason) => {
+                    delivered_everywhere[index] = false;
+                    last_failure = Some(format!("{}: {reason}", destination.name));
+                    Some(reason.to_string())
+                }
+                _ => None,
+            };
+            let change = &chunk[index];
+            log.push(LogEntry {
+                run_id: context.run_id.clone().unwrap_or_default(),
+                computation: computation.computation_id.clone(),
+                identity: change.key.clone(),
+                change: change.kind,
+                value: change.value.clone(),
+                version: change.version,
+                destination: destination.name.clone(),
+                call: call.name().to_owned(),
+                message_id,
+                error,
+                at_ms,
+            });
+        }
+    }
+    let failed = delivered_everywhere.iter().filter(|ok| !**ok).count() as u64;
+    let delivered = chunk.iter().zip(&delivered_everywhere).filter(|(_, ok)| **ok).map(|(c, _)| c.clone()).collect();
+    Sent { delivered, failed, log, last_failure }
+}
+
 /// `tributary personas`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
@@ -283,7 +488,7 @@ pub enum Action {
         /// Only this audience or trait (by name).
         #[arg(long)]
         audience: Option<String>,
-        /// Print the identify calls that would be sent; send nothing and change no state.
+        /// Print the calls that would be sent; send nothing and change no state.
         #[arg(long)]
         dry_run: bool,
         /// Send every current member again.
@@ -292,21 +497,67 @@ pub enum Action {
         /// Allow a run to remove more than the audience's max_removal_share (default 50%).
         #[arg(long)]
         allow_mass_removal: bool,
+        /// Where the sync state and the sync log live.
+        #[arg(long, default_value = ".tributary")]
+        state_dir: PathBuf,
+        /// The most memory an export's members may take (512MiB, 2GB); a larger export is sorted on disk, in the
+        /// state folder.
+        #[arg(long, default_value = "512MiB", value_parser = crate::config::parse_size)]
+        memory_budget: u64,
+        /// Records per second sent to each destination, over every audience's max_rate.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_rate: Option<u32>,
+    },
+    /// Print the sync log (what runs sent, per destination and call) as JSON lines, oldest first.
+    Log {
+        /// Only this audience or trait (by name).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Only this run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Only this user (a userId or an anonymousId).
+        #[arg(long)]
+        user: Option<String>,
+        /// The newest this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Where the sync state lives.
+        #[arg(long, default_value = ".tributary")]
+        state_dir: PathBuf,
+    },
+    /// List sync runs with their counts and durations, as JSON lines, oldest first.
+    Runs {
+        /// Only this audience or trait (by name).
+        #[arg(long)]
+        audience: Option<String>,
         /// Where the sync state lives.
         #[arg(long, default_value = ".tributary")]
         state_dir: PathBuf,
     },
 }
 
-/// Syncs the audiences: a dry run's calls go to `out`; each audience's summary line to `err`. Fails (exit code 1)
-/// if any audience stopped, or had failed changes or malformed rows.
+/// Runs a `personas` action. `sync` writes a dry run's calls to `out` and each audience's summary line to `err`, and
+/// fails (exit code 1) if any audience stopped, or had failed changes or malformed rows.
 pub async fn run(
-    dir: &std::path::Path,
+    dir: &Path,
     action: Action,
     out: super::Out<'_>,
     err: super::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let Action::Sync { audience, dry_run, full_resync, allow_mass_removal, state_dir } = action;
+    let (audience, dry_run, full_resync, allow_mass_removal, state_dir, memory_budget, max_rate) = match action {
+        Action::Sync { audience, dry_run, full_resync, allow_mass_removal, state_dir, memory_budget, max_rate } => {
+            (audience, dry_run, full_resync, allow_mass_removal, state_dir, memory_budget, max_rate)
+        }
+        Action::Log { audience, run, user, limit, state_dir } => {
+            let config = super::load(dir, err)?;
+            return log::print_log(&config, &state_dir, audience, run, user, limit, out);
+        }
+        Action::Runs { audience, state_dir } => {
+            let config = super::load(dir, err)?;
+            return log::print_runs(&config, &state_dir, audience, out);
+        }
+    };
     let config = super::load(dir, err)?;
     let names: Vec<&str> = config
         .audiences
@@ -318,13 +569,15 @@ pub async fn run(
         true => None,
         false => Some(Routes::build_only(&config, &super::base_credentials(), Some(&names)).await?),
     };
-    let options = SyncOptions { audience, dry_run, full_resync, allow_mass_removal, state_dir };
+    let memory_budget = usize::try_from(memory_budget).unwrap_or(usize::MAX);
+    let options =
+        SyncOptions { audience, dry_run, full_resync, allow_mass_removal, state_dir, memory_budget, max_rate };
     let summaries = sync(&config, routes.as_ref(), &options, out, err).await?;
     let verb = if dry_run { "would send" } else { "sent" };
     for s in &summaries {
         writeln!(
             err,
-            "{}: {} added, {} removed, {} changed, {} unchanged, {} failed, {} malformed rows; {verb} {} in {:.2}s",
+            "{}: {} added, {} removed, {} changed, {} unchanged, {} failed, {} malformed rows; {verb} {} in {:.2}s{}",
             s.name,
             s.counts.added,
             s.counts.removed,
@@ -333,7 +586,8 @@ pub async fn run(
             s.failed,
             s.malformed,
             s.sent,
-            s.seconds
+            s.seconds,
+            s.run_id.as_ref().map(|id| format!(" (run {id})")).unwrap_or_default()
         )?;
         if let Some(error) = &s.error {
             writeln!(err, "{}: stopped: {error}", s.name)?;

@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod clients;
 mod durability;
+mod engage;
 mod examples;
 mod faults;
 mod hostile;

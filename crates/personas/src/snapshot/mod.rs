@@ -1,0 +1,372 @@
+//! Reading the current members from a warehouse export, in bounded memory.
+//!
+//! An export is one file, a folder of parts or a glob of them, each CSV or NDJSON and optionally gzip-compressed
+//! ([`parts`]). Its members come out sorted by storage key, each identity once (the last row of an identity wins),
+//! in one of three ways, decided while reading:
+//! - within the memory budget: held and sorted in memory;
+//! - larger, and already in key order (an export written with `ORDER BY`): nothing is held, and each pass over
+//!   the members reads the export again;
+//! - larger and unsorted: sorted runs of at most the budget are spilled to the state folder and merged
+//!   ([`sort`]).
+
+pub mod parts;
+mod sort;
+
+use std::path::{Path, PathBuf};
+
+pub use parts::{Format, Part};
+
+use crate::definition::{Kind, SnapshotConfig};
+use crate::diff::Member;
+
+/// The memory budget when none is given: 512 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 512 << 20;
+
+/// How many unusable rows are kept to report; the rest are only counted.
+pub const MAX_REPORTED_ERRORS: usize = 1_000;
+
+/// A row that could not be used; the rest of the file still is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The file.
+    pub file: PathBuf,
+    /// The row's line number (1 is the first line, the CSV header).
+    pub line: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// Why an export could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file could not be opened or read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// A CSV could not be read.
+    #[error("reading {path}: {source}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The CSV error.
+        source: csv::Error,
+    },
+    /// A CSV header lacks a column the config names.
+    #[error("{path}: the header has no column {column:?} (source.{key} in the audience file); it has: {found}")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The config key.
+        key: &'static str,
+        /// The column.
+        column: String,
+        /// The header's columns.
+        found: String,
+    },
+    /// The export's location gives no readable parts.
+    #[error("{path}: {message}")]
+    Parts {
+        /// The file, folder or glob.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Spilling or merging sorted runs failed.
+    #[error("sorting the export in {dir}: {source}")]
+    Spill {
+        /// The folder of the runs.
+        dir: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+/// How to read an export.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// The most memory the members may take before they are sorted on disk.
+    pub memory_budget: usize,
+    /// Where sorted runs go (the state folder); they are removed when the [`Snapshot`] is dropped.
+    pub spill_dir: PathBuf,
+    /// Names the runs' folder.
+    pub name: String,
+}
+
+impl ReadOptions {
+    /// The default budget, spilling to `spill_dir`.
+    pub fn new(spill_dir: &Path, name: &str) -> ReadOptions {
+        ReadOptions { memory_budget: DEFAULT_MEMORY_BUDGET, spill_dir: spill_dir.to_owned(), name: name.to_owned() }
+    }
+}
+
+/// Where the sorted members are.
+#[derive(Debug)]
+enum Members {
+    Memory(Vec<Member>),
+    /// The export is in key order: read it again.
+    Sorted {
+        parts: Vec<Part>,
+        config: SnapshotConfig,
+        kind: Kind,
+    },
+    Spilled(sort::Runs),
+}
+
+/// The members of an export, sorted by storage key with each identity once.
+#[derive(Debug)]
+pub struct Snapshot {
+    members: Members,
+    /// The first [`MAX_REPORTED_ERRORS`] rows that could not be used.
+    pub errors: Vec<RowError>,
+    /// How many rows could not be used.
+    pub malformed: u64,
+    /// Rows that repeated an identity already seen; the last one's value counts.
+    pub duplicates: u64,
+    /// Members, each identity once.
+    pub count: u64,
+}
+
+impl Snapshot {
+    /// How the members are held: `"in memory"`, `"sorted export, streamed"` or `"N sorted runs on disk"`.
+    pub fn strategy(&self) -> String {
+        match &self.members {
+            Members::Memory(_) => "in memory".to_owned(),
+            Members::Sorted { .. } => "sorted export, streamed".to_owned(),
+            Members::Spilled(runs) => format!("{} sorted runs on disk", runs.len()),
+        }
+    }
+
+    /// Calls `with` on the members in key order, each identity once. Any number of passes may be made; an error
+    /// while reading ends the stream and is returned after `with` returns.
+    pub fn with_members<T>(
+        &self,
+        with: impl FnOnce(&mut dyn Iterator<Item = Member>) -> T,
+    ) -> Result<T, SnapshotError> {
+        match &self.members {
+            Members::Memory(members) => Ok(with(&mut members.iter().cloned())),
+            Members::Spilled(runs) => {
+                let spill = |source| SnapshotError::Spill { dir: runs.dir_path().to_owned(), source };
+                let mut error = None;
+                let result = {
+                    let mut merge = runs.merge(&mut error).map_err(spill)?;
+                    with(&mut merge)
+                };
+                match error {
+                    Some(e) => Err(spill(e)),
+                    None => Ok(result),
+                }
+            }
+            Members::Sorted { parts, config, kind } => {
+                // The export is read on a thread of its own, in chunks, so that `with` pulls an iterator.
+                let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Member>>(4);
+                std::thread::scope(|scope| {
+                    let reader = scope.spawn(move || -> Result<(), SnapshotError> {
+                        let mut chunk = Vec::with_capacity(4096);
+                        let mut stopped = false;
+                        for part in parts {
+                            let mut member = |m: Member| {
+                                if stopped {
+                                    return;
+                                }
+                                chunk.push(m);
+                                if chunk.len() == 4096 {
+                                    stopped =
+                                        send.send(std::mem::replace(&mut chunk, Vec::with_capacity(4096))).is_err();
+                                }
+                            };
+                            // Rows were reported by the first pass.
+                            parts::read(
+                                part,
+                                config,
+                                *kind,
+                                &mut parts::Rows { member: &mut member, fail: &mut |_, _, _| {} },
+                            )?;
+                            if stopped {
+                                return Ok(());
+                            }
+                        }
+                        let _ = send.send(chunk);
+                        Ok(())
+                    });
+                    let result = with(&mut LastOfEachKey { inner: receive.iter().flatten().peekable() });
+                    drop(receive);
+                    reader.join().expect("the export reader does not panic").map(|()| result)
+                })
+            }
+        }
+    }
+}
+
+/// Keeps the last of each run of equal keys in a sorted stream.
+struct LastOfEachKey<I: Iterator<Item = Member>> {
+    inner: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = Member>> Iterator for LastOfEachKey<I> {
+    type Item = Member;
+
+    fn next(&mut self) -> Option<Member> {
+        let mut member = self.inner.next()?;
+        while self.inner.peek().is_some_and(|next| next.key == member.key) {
+            member = self.inner.next().expect("peeked");
+        }
+        Some(member)
+    }
+}
+
+/// What the first pass over an export found.
+struct FirstPass {
+    buffer: Vec<Member>,
+    buffered_bytes: usize,
+    runs: Option<sort::Runs>,
+    /// Whether every key so far was at least the one before it; `last_key` is the one before.
+    in_order: bool,
+    last_key: Box<str>,
+    /// The buffer was dropped because the export is in key order and larger than the budget.
+    streaming: bool,
+    rows: u64,
+    duplicates_in_order: u64,
+}
+
+/// Reads the export at `path` (resolved by the caller) for a computation of `kind`, in at most about
+/// `options.memory_budget` of memory whatever the export's size. Rows that cannot be used are reported with file
+/// and line and skipped.
+pub fn read(
+    path: &Path,
+    config: &SnapshotConfig,
+    kind: Kind,
+    options: &ReadOptions,
+) -> Result<Snapshot, SnapshotError> {
+    let parts = parts::locate(path)?;
+    match first_pass(&parts, config, kind, options, true)? {
+        Some(snapshot) => Ok(snapshot),
+        // Larger than the budget, in key order at first and out of order later: read again, sorting on disk.
+        None => Ok(first_pass(&parts, config, kind, options, false)?.expect("a pass that may not stream finishes")),
+    }
+}
+
+/// One pass over the export. With `may_stream`, an export found in key order once it outgrows the budget is
+/// left on disk; if it then turns out not to be in order, the pass gives up (`None`).
+fn first_pass(
+    parts: &[Part],
+    config: &SnapshotConfig,
+    kind: Kind,
+    options: &ReadOptions,
+    may_stream: bool,
+) -> Result<Option<Snapshot>, SnapshotError> {
+    let mut pass = FirstPass {
+        buffer: Vec::new(),
+        buffered_bytes: 0,
+        runs: None,
+        in_order: true,
+        last_key: "".into(),
+        streaming: false,
+        rows: 0,
+        duplicates_in_order: 0,
+    };
+    let mut errors = Vec::new();
+    let mut malformed = 0u64;
+    let mut failure: Option<SnapshotError> = None;
+    let mut gave_up = false;
+    let spill_error = |dir: &Path| {
+        let dir = dir.to_owned();
+        move |source| SnapshotError::Spill { dir, source }
+    };
+    for part in parts {
+        let mut fail = |file: &Path, line: u64, message: String| {
+            malformed += 1;
+            if errors.len() < MAX_REPORTED_ERRORS {
+                errors.push(RowError { file: file.to_owned(), line, message });
+            }
+        };
+        let mut member = |m: Member| {
+            if failure.is_some() || gave_up {
+                return;
+            }
+            pass.rows += 1;
+            match (*m.key).cmp(&*pass.last_key) {
+                std::cmp::Ordering::Less => pass.in_order = false,
+                std::cmp::Ordering::Equal => pass.duplicates_in_order += 1,
+                std::cmp::Ordering::Greater => {}
+            }
+            if pass.streaming {
+                match pass.in_order {
+                    true => pass.last_key = m.key,
+                    false => gave_up = true,
+                }
+                return;
+            }
+            if pass.in_order {
+                pass.last_key = m.key.clone();
+            }
+            pass.buffered_bytes += sort::text_cost(&m);
+            pass.buffer.push(m);
+            if pass.buffered_bytes + sort::slot_cost(pass.buffer.capacity()) <= options.memory_budget {
+                return;
+            }
+            if may_stream && pass.in_order && pass.runs.is_none() {
+                pass.streaming = true;
+                pass.buffer = Vec::new();
+                return;
+            }
+            let runs = match &mut pass.runs {
+                Some(runs) => runs,
+                None => match sort::Runs::create(&options.spill_dir, &options.name) {
+                    Ok(runs) => pass.runs.insert(runs),
+                    Err(e) => {
+                        failure = Some(spill_error(&options.spill_dir)(e));
+                        return;
+                    }
+                },
+            };
+            sort::sort_dedup(&mut pass.buffer);
+            if let Err(e) = runs.spill(&pass.buffer) {
+                failure = Some(spill_error(runs.dir_path())(e));
+            }
+            pass.buffer = Vec::new();
+            pass.buffered_bytes = 0;
+        };
+        parts::read(part, config, kind, &mut parts::Rows { member: &mut member, fail: &mut fail })?;
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+        if gave_up {
+            return Ok(None);
+        }
+    }
+    let finish = |members, duplicates, count| Snapshot { members, errors, malformed, duplicates, count };
+    if pass.streaming {
+        let count = pass.rows - pass.duplicates_in_order;
+        let members = Members::Sorted { parts: parts.to_vec(), config: config.clone(), kind };
+        return Ok(Some(finish(members, pass.duplicates_in_order, count)));
+    }
+    match pass.runs {
+        None => {
+            let duplicates = sort::sort_dedup(&mut pass.buffer);
+            let count = pass.buffer.len() as u64;
+            Ok(Some(finish(Members::Memory(pass.buffer), duplicates, count)))
+        }
+        Some(mut runs) => {
+            sort::sort_dedup(&mut pass.buffer);
+            runs.spill(&pass.buffer).map_err(spill_error(runs.dir_path()))?;
+            drop(pass.buffer);
+            // Counting members across runs needs one merge; it also proves the runs read back.
+            let mut error = None;
+            let count = runs.merge(&mut error).map_err(spill_error(runs.dir_path()))?.count() as u64;
+            if let Some(e) = error {
+                return Err(spill_error(runs.dir_path())(e));
+            }
+            Ok(Some(finish(Members::Spilled(runs), pass.rows - count, count)))
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Where an export's rows come from: its parts (a file, a folder, a glob), their format, and the rows in them.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::SnapshotError;
+use crate::Identity;
+use crate::definition::{Kind, SnapshotConfig};
+use crate::diff::Member;
+
+/// How a part is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// One file of an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// Whether it is gzip-compressed (`.gz`).
+    pub gzip: bool,
+}
+
+impl Format {
+    /// The format of a file name (`members.csv`, `part-0001.ndjson.gz`), or why it has none.
+    pub fn of_name(name: &str) -> Result<(Format, bool), String> {
+        let (stem, gzip) = match name.strip_suffix(".gz") {
+            Some(stem) => (stem, true),
+            None => (name, false),
+        };
+        match stem.rsplit_once('.').map(|(_, extension)| extension.to_ascii_lowercase()).as_deref() {
+            Some("csv") => Ok((Format::Csv, gzip)),
+            Some("ndjson" | "jsonl" | "json") => Ok((Format::Ndjson, gzip)),
+            _ => Err(format!("{name:?} is neither .csv nor .ndjson (optionally .gz)")),
+        }
+    }
+
+    /// Whether `path` (from an audience file) names something an export can be read from: a file of a known
+    /// format, a glob of them, or a folder (a last component without an extension).
+    pub fn of(path: &Path) -> Result<(), String> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.is_empty() || !name.contains('.') {
+            return Ok(());
+        }
+        Format::of_name(name).map(|_| ()).map_err(|e| format!("{e}; or give a folder or a glob of such parts"))
+    }
+}
+
+/// Whether `name` matches a glob of `*` (any run of characters) and `?` (one character).
+fn matches(pattern: &[char], name: &[char]) -> bool {
+    // Only the last `*` seen ever takes more characters, so the work is at most the product of the lengths, never
+    // exponential in the number of stars.
+    let (mut p, mut n, mut star, mut resume) = (0, 0, None, 0);
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some(p);
+            resume = n;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            resume += 1;
+            n = resume;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// The parts of the export at `path`: the file itself; every file of a folder (except hidden ones and markers
+/// such as Spark's `_SUCCESS`); or the files a glob in the last component matches. In name order, which is the
+/// order warehouses number their parts.
+pub fn locate(path: &Path) -> Result<Vec<Part>, SnapshotError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SnapshotError::Io { path, source }
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let (dir, pattern): (&Path, Option<Vec<char>>) = if name.contains(['*', '?']) {
+        (path.parent().unwrap_or(Path::new(".")), Some(name.chars().collect()))
+    } else if path.is_dir() {
+        (path, None)
+    } else {
+        let (format, gzip) =
+            Format::of_name(name).map_err(|message| SnapshotError::Parts { path: path.into(), message })?;
+        return Ok(vec![Part { path: path.to_owned(), format, gzip }]);
+    };
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let wanted = match &pattern {
+            Some(pattern) => matches(pattern, &file_name.chars().collect::<Vec<_>>()),
+            None => !file_name.starts_with(['.', '_']),
+        };
+        if !wanted || !entry.file_type().map_err(io(&entry.path()))?.is_file() {
+            continue;
+        }
+        let (format, gzip) =
+            Format::of_name(&file_name).map_err(|message| SnapshotError::Parts { path: entry.path(), message })?;
+        parts.push(Part { path: entry.path(), format, gzip });
+    }
+    if parts.is_empty() {
+        return Err(SnapshotError::Parts { path: path.to_owned(), message: "matches no export file".to_owned() });
+    }
+    parts.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(parts)
+}
+
+/// The member a row makes, or why it makes none.
+fn member(
+    user: Option<&str>,
+    anonymous: Option<&str>,
+    group: Option<&str>,
+    value: Option<Value>,
+    kind: Kind,
+) -> Result<Member, String> {
+    let mut identity = match (user.filter(|s| !s.is_empty()), anonymous.filter(|s| !s.is_empty())) {
+        (Some(user), _) => Identity::User(user.to_owned()),
+        (None, Some(anonymous)) => Identity::Anonymous(anonymous.to_owned()),
+        (None, None) => return Err("the row has neither a user ID nor an anonymous ID".to_owned()),
+    };
+    if kind == Kind::AccountTrait {
+        match group.filter(|g| !g.is_empty()) {
+            Some(group) => identity = Identity::Account { group: group.to_owned(), user: Box::new(identity) },
+            None => return Err("the row has no account ID (group_id_column)".to_owned()),
+        }
+    }
+    let value = match kind {
+        Kind::Audience => "true".to_owned(),
+        Kind::Trait | Kind::AccountTrait => match value {
+            None | Some(Value::Null) => return Err("the row has no value for the trait".to_owned()),
+            Some(Value::String(s)) if s.is_empty() => return Err("the row has no value for the trait".to_owned()),
+            Some(value) => value.to_string(),
+        },
+    };
+    Ok(Member { key: identity.storage_key().into(), value: value.into() })
+}
+
+/// A CSV cell as a trait value: JSON when it parses as a number, boolean or JSON document, else the text.
+fn cell_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// What a reader of rows is handed: each member, and each unusable row (its line and what is wrong).
+pub struct Rows<'a> {
+    /// Called with each member, in file order.
+    pub member: &'a mut dyn FnMut(Member),
+    /// Called with each row that makes no member.
+    pub fail: &'a mut dyn FnMut(&Path, u64, String),
+}
+
+/// Opens a part, through gzip when it is compressed (concatenated members too, as `gzip` and warehouses write).
+fn open(part: &Part) -> Result<Box<dyn Read + Send>, SnapshotError> {
+    let file =
+        std::fs::File::open(&part.path).map_err(|source| SnapshotError::Io { path: part.path.clone(), source })?;
+    let file = BufReader::with_capacity(256 * 1024, file);
+    Ok(match part.gzip {
+        true => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
+        false => Box::new(file),
+    })
+}
+
+/// Reads every row of `part`, streaming: memory does not grow with the part.
+pub fn read(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Rows<'_>) -> Result<(), SnapshotError> {
+    let reader = open(part)?;
+    match part.format {
+        Format::Csv => read_csv(part, reader, config, kind, rows),
+        Format::Ndjson => read_ndjson(part, reader, config, kind, rows),
+    }
+}
+
+fn read_csv(
+    part: &Part,
+    reader: Box<dyn Read + Send>,
+    config: &SnapshotConfig,
+    kind: Kind,
+    rows: &mut Rows<'_>,
+) -> Result<(), SnapshotError> {
+    let path = &part.path;
+    let csv_error = |source| SnapshotError::Csv { path: path.to_owned(), source };
+    let mut reader = csv::ReaderBuilder::new().from_reader(reader);
+    let headers = reader.headers().map_err(csv_error)?.clone();
+    let column = |key: &'static str, name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| SnapshotError::MissingColumn {
+            path: path.to_owned(),
+            key,
+            column: name.to_owned(),
+            found: headers.iter().collect::<Vec<_>>().join(", "),
+        })
+    };
+    let user = column("user_id_column", &config.user_id_column).ok();
+    let anonymous = column("anonymous_id_column", &config.anonymous_id_column).ok();
+    if user.is_none() && anonymous.is_none() {
+        return Err(column("user_id_column", &config.user_id_column).unwrap_err());
+    }
+    let value = match (&config.value_column, kind.has_value()) {
+        (Some(name), true) => Some(column("value_column", name)?),
+        _ => None,
+    };
+    let group = match (&config.group_id_column, kind) {
+        (Some(name), Kind::AccountTrait) => Some(column("group_id_column", name)?),
+        _ => None,
+    };
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                let line = record.position().map_or(0, |p| p.line());
+                let cell = |index: Option<usize>| index.and_then(|i| record.get(i));
+                match member(cell(user), cell(anonymous), cell(group), cell(value).map(cell_value), kind) {
+                    Ok(m) => (rows.member)(m),
+                    Err(message) => (rows.fail)(path, line, message),
+                }
+            }
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(csv_error(e)),
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                (rows.fail)(path, line, format!("not a CSV row: {e}"));
+                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn read_ndjson(
+    part: &Part,
+    reader: Box<dyn Read + Send>,
+    config: &SnapshotConfig,
+    kind: Kind,
+    rows: &mut Rows<'_>,
+) -> Result<(), SnapshotError> {
+    let path = &part.path;
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut line = String::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        number += 1;
+        match reader.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                (rows.fail)(path, number, "the line is not UTF-8".to_owned());
+                // read_line keeps what it read; skip to the next line break.
+                let mut rest = Vec::new();
+                reader
+                    .read_until(b'\n', &mut rest)
+                    .map_err(|source| SnapshotError::Io { path: path.clone(), source })?;
+                continue;
+            }
+            Err(source) => return Err(SnapshotError::Io { path: path.clone(), source }),
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(row)) => row,
+            Ok(_) => {
+                (rows.fail)(path, number, "the line is not a JSON object".to_owned());
+                continue;
+            }
+            Err(e) => {
+                (rows.fail)(path, number, format!("invalid JSON: {e}"));
+                continue;
+            }
+        };
+        let text_of = |name: Option<&str>| match name.and_then(|name| row.get(name)) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let value = config.value_column.as_deref().map(|name| row.get(name).cloned().unwrap_or(Value::Null));
+        match member(
+            text_of(Some(&config.user_id_column)).as_deref(),
+            text_of(Some(&config.anonymous_id_column)).as_deref(),
+            text_of(config.group_id_column.as_deref()).as_deref(),
+            value,
+            kind,
+        ) {
+            Ok(m) => (rows.member)(m),
+            Err(message) => (rows.fail)(path, number, message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_as_shells_do() {
+        let m = |p: &str, n: &str| matches(&p.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>());
+        assert!(m("part-*.csv.gz", "part-0001.csv.gz"));
+        assert!(m("*", "anything"));
+        assert!(m("data_?_*.csv", "data_0_12.csv"));
+        assert!(!m("part-*.csv", "part-1.csv.gz"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("*a*b*c", "xxaxxbxxc"));
+        // Polynomial, not exponential, on a pattern of many stars.
+        let long = "a".repeat(10_000);
+        assert!(!m(&"*a".repeat(50), &format!("{long}b")));
+    }
+
+    #[test]
+    fn formats_by_name() {
+        assert_eq!(Format::of_name("x.csv"), Ok((Format::Csv, false)));
+        assert_eq!(Format::of_name("x.NDJSON.gz"), Ok((Format::Ndjson, true)));
+        assert!(Format::of_name("x.parquet2").is_err());
+        assert!(Format::of(Path::new("exports/members")).is_ok());
+        assert!(Format::of(Path::new("exports/part-*.csv.gz")).is_ok());
+        assert!(Format::of(Path::new("exports/members.xlsx")).is_err());
+    }
+}
