@@ -53,6 +53,7 @@ pub struct Clients {
 /// Everything that was started.
 pub struct Emulators {
     kinesis: Vec<(String, String)>,
+    s3: Option<String>,
     iam: Option<(String, String)>,
     clients: Option<Clients>,
     children: Vec<Child>,
@@ -73,6 +74,9 @@ impl Emulators {
             if let Some(chromium) = &clients.chromium {
                 env.push((crate::env::CHROMIUM.to_owned(), chromium.display().to_string()));
             }
+        }
+        if let Some(url) = &self.s3 {
+            env.push((crate::env::S3.to_owned(), url.clone()));
         }
         if let Some((url, admin)) = &self.iam {
             env.push((crate::env::IAM.to_owned(), url.clone()));
@@ -100,21 +104,23 @@ pub fn install_dir() -> PathBuf {
     target.join("emulators")
 }
 
-/// Starts the Kinesis emulators and, with `iam`, the IAM-enforcing moto.
+/// Starts the Kinesis emulators (the first of which also serves S3) and, with `iam`, the IAM-enforcing moto.
 pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
     let mut emulators =
-        Emulators { kinesis: Vec::new(), iam: None, clients: None, children: Vec::new(), container: None };
+        Emulators { kinesis: Vec::new(), s3: None, iam: None, clients: None, children: Vec::new(), container: None };
     match start_localstack().await {
         Ok((container, url)) => {
             eprintln!("emulators: Docker answered; Kinesis is LocalStack at {url}");
-            emulators.kinesis.push(("localstack".to_owned(), url));
+            emulators.kinesis.push(("localstack".to_owned(), url.clone()));
+            emulators.s3 = Some(url);
             emulators.container = Some(container);
         }
         Err(reason) => {
             eprintln!("emulators: no Docker engine ({reason}); starting moto and kinesis-local on the host");
             let (child, url) = start_moto().await?;
             emulators.children.push(child);
-            emulators.kinesis.push(("moto".to_owned(), url));
+            emulators.kinesis.push(("moto".to_owned(), url.clone()));
+            emulators.s3 = Some(url);
             let (child, url) = start_kinesis_local().await?;
             emulators.children.push(child);
             emulators.kinesis.push(("kinesis-local".to_owned(), url));
@@ -131,7 +137,7 @@ pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
 }
 
 async fn start_localstack() -> Result<(ContainerAsync<LocalStack>, String), String> {
-    let request = LocalStack::default().with_tag("4.5").with_env_var("SERVICES", "kinesis,sts,iam");
+    let request = LocalStack::default().with_tag("4.5").with_env_var("SERVICES", "kinesis,sts,iam,s3");
     match request.start().await {
         Ok(container) => {
             let port = container.get_host_port_ipv4(4566).await.map_err(|e| e.to_string())?;

@@ -9,6 +9,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// `name=url` pairs of the Kinesis emulators.
 pub const KINESIS: &str = "TRIBUTARY_TEST_KINESIS";
+/// The URL of an S3 emulator (moto's, or LocalStack's).
+pub const S3: &str = "TRIBUTARY_TEST_S3";
 /// The URL of the moto that enforces IAM.
 pub const IAM: &str = "TRIBUTARY_TEST_IAM";
 /// `key_id:secret` of an administrator on that moto.
@@ -55,6 +57,17 @@ pub fn kinesis_endpoints() -> Vec<(String, String)> {
         .collect();
     assert!(!endpoints.is_empty(), "{KINESIS} holds no name=url pair");
     endpoints
+}
+
+/// The S3 emulator's URL. Panics with instructions when it is not set.
+pub fn s3() -> String {
+    required(S3)
+}
+
+/// An S3 client for the S3 emulator, path-style (the emulator has no bucket DNS names).
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    let shared = sdk_config(&s3(), dummy_credentials()).await;
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build())
 }
 
 /// The IAM-enforcing moto's URL and its administrator's credentials.

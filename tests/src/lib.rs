@@ -3,6 +3,7 @@
 
 pub mod emulator;
 pub mod env;
+pub mod export;
 pub mod hostile;
 pub mod iam;
 pub mod proxy;

@@ -104,14 +104,22 @@ fn package(path: &str) -> PathBuf {
 }
 
 #[test]
-fn only_kinesis_sink_and_the_tests_package_depend_on_the_aws_sdk() {
+fn only_kinesis_sink_s3_export_and_the_tests_package_depend_on_the_aws_sdk() {
     // The reader of manifests must see what is there, or this test could not fail.
     assert!(dependencies(&package("crates/kinesis-sink")).iter().any(|n| n == "aws-sdk-kinesis"));
     for manifest in manifests() {
-        let allowed = manifest == package("crates/kinesis-sink") || manifest == package("tests");
+        let allowed = [package("crates/kinesis-sink"), package("crates/s3-export"), package("tests")];
         for name in dependencies(&manifest) {
             let aws = name.starts_with("aws-sdk-") || name == "aws-config";
-            assert!(!aws || allowed, "{} depends on {name}; only kinesis-sink talks to AWS", manifest.display());
+            assert!(
+                !aws || allowed.contains(&manifest),
+                "{} depends on {name}; only kinesis-sink (Kinesis, STS, IAM) and s3-export (S3) talk to AWS",
+                manifest.display()
+            );
+        }
+        // Each keeps to its services: the sink does not read exports, the fetcher does not deliver.
+        if manifest == package("crates/s3-export") {
+            assert!(dependencies(&manifest).iter().all(|n| !n.starts_with("aws-sdk-") || n == "aws-sdk-s3"));
         }
     }
 }

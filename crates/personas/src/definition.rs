@@ -98,7 +98,7 @@ pub struct DestinationSettings {
 /// send = ["track"]
 ///
 /// [source]
-/// path = "members.csv"              # or .ndjson, .csv.gz, a folder or a glob of parts
+/// path = "members.csv"              # or .ndjson, .parquet, .csv.gz, a folder, a glob, s3://bucket/prefix/
 /// user_id_column = "user_id"
 /// anonymous_id_column = "anonymous_id"
 /// ```
@@ -154,7 +154,10 @@ pub struct ComputationConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
-    /// A `.csv` (with a header row) or `.ndjson` file, relative to the config folder unless absolute.
+    /// Where the export is, relative to the config folder unless absolute: a `.csv` (with a header row),
+    /// `.ndjson` or `.parquet` file, a `.csv.gz` or `.ndjson.gz` one; a folder of such parts; a glob of them in the
+    /// last component (`unload/data_*.csv.gz`); or the same on S3 (`s3://bucket/key`, `s3://bucket/prefix/`,
+    /// `s3://bucket/prefix/part-*.parquet`), fetched with the AWS default credentials.
     pub path: PathBuf,
     /// The column (or NDJSON field) with the `userId`. Default `user_id`.
     #[serde(default = "user_id_column")]
@@ -168,6 +171,13 @@ pub struct SnapshotConfig {
     /// The column with the account's ID (the `groupId`); account traits only.
     #[serde(default)]
     pub group_id_column: Option<String>,
+    /// For an `s3://` path: the bucket's region. Default: the AWS default chain's (`AWS_REGION`, the profile),
+    /// else `us-east-1`. Credentials always come from the default chain.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// For an `s3://` path: an S3-compatible endpoint (MinIO, LocalStack), addressed path-style.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 fn user_id_column() -> String {
@@ -241,6 +251,15 @@ impl ComputationConfig {
         }
         if let Err(message) = crate::snapshot::Format::of(&self.source.path) {
             add("source.path", message);
+        }
+        let remote = self.source.path.to_str().is_some_and(|p| p.starts_with("s3://"));
+        if !remote && (self.source.region.is_some() || self.source.endpoint.is_some()) {
+            add("source.endpoint", "region and endpoint are for an s3:// path".to_owned());
+        }
+        if let Some(endpoint) = &self.source.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            add("source.endpoint", format!("{endpoint:?} is not an http:// or https:// URL"));
         }
         let mut check_send = |key: &'static str, send: &Option<Vec<Call>>| match send.as_deref() {
             Some([]) => add(key, "lists no call; give identify, track or both".to_owned()),

@@ -1,6 +1,7 @@
 //! Reading the current members from a warehouse export, in bounded memory.
 //!
-//! An export is one file, a folder of parts or a glob of them, each CSV or NDJSON and optionally gzip-compressed
+//! An export is one file, a folder of parts or a glob of them, each CSV or NDJSON (optionally gzip-compressed) or
+//! Parquet
 //! ([`parts`]). Its members come out sorted by storage key, each identity once (the last row of an identity wins),
 //! in one of three ways, decided while reading:
 //! - within the memory budget: held and sorted in memory;
@@ -61,7 +62,15 @@ pub enum SnapshotError {
         /// The CSV error.
         source: csv::Error,
     },
-    /// A CSV header lacks a column the config names.
+    /// A Parquet file could not be read.
+    #[error("reading Parquet {path}: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet reader said.
+        message: String,
+    },
+    /// A header (or a Parquet schema) lacks a column the config names.
     #[error("{path}: the header has no column {column:?} (source.{key} in the audience file); it has: {found}")]
     MissingColumn {
         /// The file.

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::SnapshotError;
 use crate::Identity;
@@ -17,6 +17,8 @@ pub enum Format {
     Csv,
     /// One JSON object per line.
     Ndjson,
+    /// Apache Parquet, as Snowflake, BigQuery, Redshift and Spark unload it.
+    Parquet,
 }
 
 /// One file of an export.
@@ -40,7 +42,10 @@ impl Format {
         match stem.rsplit_once('.').map(|(_, extension)| extension.to_ascii_lowercase()).as_deref() {
             Some("csv") => Ok((Format::Csv, gzip)),
             Some("ndjson" | "jsonl" | "json") => Ok((Format::Ndjson, gzip)),
-            _ => Err(format!("{name:?} is neither .csv nor .ndjson (optionally .gz)")),
+            // Parquet compresses inside the file, by column.
+            Some("parquet") if !gzip => Ok((Format::Parquet, false)),
+            Some("parquet") => Err(format!("{name:?}: a Parquet file compresses itself; give it without .gz")),
+            _ => Err(format!("{name:?} is neither .csv, .ndjson (either optionally .gz) nor .parquet")),
         }
     }
 
@@ -175,11 +180,101 @@ fn open(part: &Part) -> Result<Box<dyn Read + Send>, SnapshotError> {
 
 /// Reads every row of `part`, streaming: memory does not grow with the part.
 pub fn read(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Rows<'_>) -> Result<(), SnapshotError> {
-    let reader = open(part)?;
     match part.format {
-        Format::Csv => read_csv(part, reader, config, kind, rows),
-        Format::Ndjson => read_ndjson(part, reader, config, kind, rows),
+        Format::Csv => read_csv(part, open(part)?, config, kind, rows),
+        Format::Ndjson => read_ndjson(part, open(part)?, config, kind, rows),
+        Format::Parquet => read_parquet(part, config, kind, rows),
     }
+}
+
+/// The columns of a row that make a member.
+struct Columns<'a> {
+    user: &'a str,
+    anonymous: &'a str,
+    group: Option<&'a str>,
+    value: Option<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(config: &'a SnapshotConfig, kind: Kind) -> Columns<'a> {
+        Columns {
+            user: &config.user_id_column,
+            anonymous: &config.anonymous_id_column,
+            group: config.group_id_column.as_deref().filter(|_| kind == Kind::AccountTrait),
+            value: config.value_column.as_deref().filter(|_| kind.has_value()),
+        }
+    }
+}
+
+/// An identity cell's text: strings as they are, numbers as written (a warehouse's integer user ID).
+fn id_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads a Parquet file's rows, one row group at a time, through only the columns the config names.
+fn read_parquet(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Rows<'_>) -> Result<(), SnapshotError> {
+    use parquet::file::reader::FileReader as _;
+    let path = &part.path;
+    let parquet_error =
+        |e: parquet::errors::ParquetError| SnapshotError::Parquet { path: path.to_owned(), message: e.to_string() };
+    let file = std::fs::File::open(path).map_err(|source| SnapshotError::Io { path: path.to_owned(), source })?;
+    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(parquet_error)?;
+    let schema = reader.metadata().file_metadata().schema();
+    let present: Vec<&str> = schema.get_fields().iter().map(|f| f.name()).collect();
+    let missing = |key: &'static str, column: &str| SnapshotError::MissingColumn {
+        path: path.to_owned(),
+        key,
+        column: column.to_owned(),
+        found: present.join(", "),
+    };
+    let columns = Columns::of(config, kind);
+    if !present.contains(&columns.user) && !present.contains(&columns.anonymous) {
+        return Err(missing("user_id_column", columns.user));
+    }
+    for (key, column) in [("group_id_column", columns.group), ("value_column", columns.value)] {
+        if let Some(column) = column.filter(|c| !present.contains(c)) {
+            return Err(missing(key, column));
+        }
+    }
+    let wanted = [Some(columns.user), Some(columns.anonymous), columns.group, columns.value];
+    let fields = schema.get_fields().iter().filter(|f| wanted.contains(&Some(f.name()))).cloned().collect();
+    let projection = parquet::schema::types::Type::group_type_builder(schema.name())
+        .with_fields(fields)
+        .build()
+        .map_err(parquet_error)?;
+    let mut number = 0u64;
+    for row in reader.get_row_iter(Some(projection)).map_err(parquet_error)? {
+        number += 1;
+        let row = row.map_err(parquet_error)?;
+        let mut cells = Map::new();
+        for (name, field) in row.get_column_iter() {
+            let value = match field {
+                // A decimal (Snowflake's NUMBER(38,2), Redshift's DECIMAL) is a number, as a CSV cell of it is.
+                parquet::record::Field::Decimal(_) => {
+                    cell_value(&field.to_json_value().as_str().unwrap_or_default().to_owned())
+                }
+                _ => field.to_json_value(),
+            };
+            cells.insert(name.clone(), value);
+        }
+        let value = columns.value.map(|c| cells.get(c).cloned().unwrap_or(Value::Null));
+        let text = |column: Option<&str>| id_text(column.and_then(|c| cells.get(c)));
+        match member(
+            text(Some(columns.user)).as_deref(),
+            text(Some(columns.anonymous)).as_deref(),
+            text(columns.group).as_deref(),
+            value,
+            kind,
+        ) {
+            Ok(m) => (rows.member)(m),
+            Err(message) => (rows.fail)(path, number, message),
+        }
+    }
+    Ok(())
 }
 
 fn read_csv(
@@ -322,8 +417,11 @@ mod tests {
         assert_eq!(Format::of_name("x.csv"), Ok((Format::Csv, false)));
         assert_eq!(Format::of_name("x.NDJSON.gz"), Ok((Format::Ndjson, true)));
         assert!(Format::of_name("x.parquet2").is_err());
+        assert_eq!(Format::of_name("000000_0.parquet"), Ok((Format::Parquet, false)));
+        assert!(Format::of_name("x.parquet.gz").is_err());
         assert!(Format::of(Path::new("exports/members")).is_ok());
         assert!(Format::of(Path::new("exports/part-*.csv.gz")).is_ok());
         assert!(Format::of(Path::new("exports/members.xlsx")).is_err());
+        assert!(Format::of(Path::new("exports/part-*.parquet")).is_ok());
     }
 }

@@ -23,6 +23,8 @@ fn config(value_column: Option<&str>) -> SnapshotConfig {
         anonymous_id_column: "anonymous_id".into(),
         value_column: value_column.map(Into::into),
         group_id_column: None,
+        region: None,
+        endpoint: None,
     }
 }
 
@@ -164,5 +166,25 @@ fn gzip_parts_folders_and_globs_read_as_one_export() {
     assert!(none.contains("matches no export file"), "{none}");
     std::fs::write(dir.join("notes.txt"), "x").unwrap();
     let wrong = read(&dir, &config(Some("ltv")), Kind::Trait).unwrap_err().to_string();
-    assert!(wrong.contains("notes.txt") && wrong.contains("neither .csv nor .ndjson"), "{wrong}");
+    assert!(wrong.contains("notes.txt") && wrong.contains("is neither .csv, .ndjson"), "{wrong}");
+}
+
+#[test]
+fn parquet_exports_in_row_groups_with_decimals() {
+    use tests::export::{ValueColumn, parquet};
+    let dir = std::env::temp_dir().join(format!("tributary-parquet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows: Vec<(String, i64)> = (0..1_000).map(|i| (format!("u{:04}", (i * 7) % 1_000), i)).collect();
+    parquet(&dir.join("plain.parquet"), &rows, ValueColumn::Int64, 300).unwrap();
+    parquet(&dir.join("decimal.parquet"), &rows, ValueColumn::Decimal, 1_000).unwrap();
+    let plain = read(&dir.join("plain.parquet"), &config(Some("ltv")), Kind::Trait).unwrap();
+    let decimal = read(&dir.join("decimal.parquet"), &config(Some("ltv")), Kind::Trait).unwrap();
+    let (plain, decimal) = (members(&plain), members(&decimal));
+    assert_eq!(plain.len(), 1_000);
+    assert_eq!((&*plain[1].key, &*plain[1].value), ("u:u0001", "143"));
+    // DECIMAL(18,2) 143.00 is the number 143.0, as the CSV cell "143.00" is.
+    assert_eq!((&*decimal[1].key, &*decimal[1].value), ("u:u0001", "143.0"));
+    let error = read(&dir.join("plain.parquet"), &config(Some("revenue")), Kind::Trait).unwrap_err().to_string();
+    assert!(error.contains("no column \"revenue\" (source.value_column") && error.contains("user_id, ltv"), "{error}");
 }

@@ -260,7 +260,7 @@ async fn plan(
     summary: &mut SyncSummary,
     err: &mut (dyn std::io::Write + Send),
 ) -> anyhow::Result<Plan> {
-    let path = config.dir.join(&definition.source.path);
+    let (path, fetched) = locate_export(config, options, definition, err).await?;
     let (source, kind) = (definition.source.clone(), definition.kind);
     let read_options = ReadOptions {
         memory_budget: options.memory_budget,
@@ -290,6 +290,8 @@ async fn plan(
     let (counted, counts) = tokio::sync::oneshot::channel::<Counts>();
     let (go, proceed) = std::sync::mpsc::channel::<bool>();
     let differ = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // A fetched export stays until the diff is done: a sorted export is read again by each pass.
+        let _fetched = fetched;
         let store = StateStore::open(&state_dir)?;
         let counts = store.with_stored(&id, |rows| {
             snapshot.with_members(|members| Counts::of(diff(rows, members, &removed, full_resync)))
@@ -321,6 +323,46 @@ async fn plan(
     }
     let _ = go.send(true);
     Ok(Plan { counts, incoming, differ })
+}
+
+/// A local folder removed when dropped.
+struct Fetched(PathBuf);
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The local path of the audience's export: its path in the config folder, or, for an `s3://` location, a folder
+/// in the state folder its objects are fetched into (removed when the returned guard is dropped).
+async fn locate_export(
+    config: &Config,
+    options: &SyncOptions,
+    definition: &ComputationConfig,
+    err: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<(PathBuf, Option<Fetched>)> {
+    let source = &definition.source;
+    let Some(url) = source.path.to_str().filter(|p| s3_export::is_s3(p)) else {
+        return Ok((config.dir.join(&source.path), None));
+    };
+    let location = s3_export::Location::parse(url).map_err(anyhow::Error::msg)?;
+    let connection = s3_export::Connection { region: source.region.clone(), endpoint: source.endpoint.clone() };
+    let client = s3_export::client(&connection).await;
+    let dir = options.state_dir.join(format!("fetch-{}-{}", definition.computation_id, std::process::id()));
+    let guard = Fetched(dir.clone());
+    let started = Instant::now();
+    let files = s3_export::fetch(&client, &location, &dir).await?;
+    let bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+    writeln!(
+        err,
+        "{}: fetched {} objects ({:.1} MiB) from {url} in {:.1}s",
+        definition.name,
+        files.len(),
+        bytes as f64 / f64::from(1 << 20),
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok((dir, Some(guard)))
 }
 
 /// Sends the changes of a diff to `chunks`, [`CHANGES_PER_CHUNK`] at a time, until the diff ends or the receiver

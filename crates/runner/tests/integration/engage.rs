@@ -306,48 +306,112 @@ fn max_rate_paces_a_sync() {
     assert!(ok && started.elapsed() < Duration::from_secs(2), "{stderr}");
 }
 
-/// The same audience exported as one CSV, as gzip NDJSON parts in a folder, and as a glob of CSV parts syncs to
-/// the same calls.
-#[test]
-fn an_export_in_parts_and_formats_syncs_alike() {
-    use std::io::Write as _;
-    let rows: Vec<(String, u64)> = (0..500).map(|i| (format!("user_{:03}", (i * 37) % 500), i)).collect();
-    let (csv_dir, csv_out) = file_job("engage-parts-csv", "");
-    let csv: String =
-        std::iter::once("user_id,ltv\n".to_owned()).chain(rows.iter().map(|(u, v)| format!("{u},{v}\n"))).collect();
-    write_files(&csv_dir, &[("members.csv", &csv)]);
+/// The export's files: (relative name, contents).
+type Files = Vec<(String, Vec<u8>)>;
 
-    let (gz_dir, gz_out) = file_job("engage-parts-gz", "");
-    std::fs::create_dir_all(gz_dir.join("export")).unwrap();
+fn csv_of(rows: &[(String, i64)]) -> Vec<u8> {
+    std::iter::once("user_id,ltv\n".to_owned())
+        .chain(rows.iter().map(|(u, v)| format!("{u},{v}\n")))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// One audience exported four ways: one CSV, gzip NDJSON parts, Parquet parts (Snappy, several row groups, one
+/// with the value as DECIMAL(18,2)) and a glob of CSV parts.
+fn exports(rows: &[(String, i64)]) -> Vec<(&'static str, Files)> {
+    use std::io::Write as _;
+    let mut gzip = Files::new();
     for (part, chunk) in rows.chunks(200).enumerate() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         for (u, v) in chunk {
             writeln!(gz, "{}", json!({"user_id": u, "ltv": v})).unwrap();
         }
-        std::fs::write(gz_dir.join(format!("export/part-{part:04}.ndjson.gz")), gz.finish().unwrap()).unwrap();
+        gzip.push((format!("part-{part:04}.ndjson.gz"), gz.finish().unwrap()));
     }
-    let toml = std::fs::read_to_string(gz_dir.join("audiences/ltv.toml")).unwrap().replace("members.csv", "export");
-    write_files(&gz_dir, &[("audiences/ltv.toml", &toml)]);
+    gzip.push(("_SUCCESS".to_owned(), Vec::new()));
+    let mut parquet = Files::new();
+    let scratch_file = std::env::temp_dir().join(format!("tributary-engage-{}.parquet", std::process::id()));
+    for (part, chunk) in rows.chunks(180).enumerate() {
+        let value = if part == 1 { tests::export::ValueColumn::Decimal } else { tests::export::ValueColumn::Int64 };
+        tests::export::parquet(&scratch_file, chunk, value, 64).unwrap();
+        parquet.push((format!("{part:06}_0.parquet"), std::fs::read(&scratch_file).unwrap()));
+    }
+    let glob =
+        rows.chunks(150).enumerate().map(|(part, chunk)| (format!("data_0_{part}.csv"), csv_of(chunk))).collect();
+    vec![
+        ("members.csv", vec![("members.csv".to_owned(), csv_of(rows))]),
+        ("gzip/", gzip),
+        ("parquet/", parquet),
+        ("glob/data_0_*.csv", glob),
+    ]
+}
 
-    let (glob_dir, glob_out) = file_job("engage-parts-glob", "");
-    for (part, chunk) in rows.chunks(150).enumerate() {
-        let text: String = std::iter::once("user_id,ltv\n".to_owned())
-            .chain(chunk.iter().map(|(u, v)| format!("{u},{v}\n")))
-            .collect();
-        write_files(&glob_dir, &[(&format!("unload/data_0_{part}.csv"), &text)]);
-    }
-    let toml = std::fs::read_to_string(glob_dir.join("audiences/ltv.toml"))
-        .unwrap()
-        .replace("members.csv", "unload/data_0_*.csv");
-    write_files(&glob_dir, &[("audiences/ltv.toml", &toml)]);
+/// (userId, value) of every call delivered, values compared as numbers (a DECIMAL part gives 7.0 for 7).
+fn delivered_numbers(out: &Path) -> Vec<(String, f64)> {
+    delivered(out)
+        .into_iter()
+        .map(|(u, v)| {
+            let number = v.as_f64().unwrap_or_else(|| panic!("{u}: {v} is not a number"));
+            (u, number)
+        })
+        .collect()
+}
 
-    for dir in [&csv_dir, &gz_dir, &glob_dir] {
-        let (ok, _, stderr) = sync(dir, &dir.join("state"), &[]);
-        assert!(ok, "{}: {stderr}", dir.display());
+/// The same audience exported as one CSV, gzip NDJSON parts, Parquet parts and a glob of CSV parts, in a local
+/// folder and on (the emulator's) S3, syncs to the same calls.
+#[tokio::test]
+async fn an_export_in_parts_and_formats_local_or_on_s3_syncs_alike() {
+    let rows: Vec<(String, i64)> = (0..500).map(|i| (format!("user_{:03}", (i * 37) % 500), i)).collect();
+    let s3 = tests::env::s3_client().await;
+    let bucket = format!("exports-{}", std::process::id());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let mut results = Vec::new();
+    for (path, files) in exports(&rows) {
+        let folder = path.split_once('/').map_or("", |(f, _)| f);
+        for remote in [false, true] {
+            let (dir, out) = file_job(&format!("engage-formats-{}-{remote}", folder.replace('/', "")), "");
+            let source = if remote {
+                for (name, bytes) in &files {
+                    let key = if folder.is_empty() { name.clone() } else { format!("{folder}/{name}") };
+                    s3.put_object().bucket(&bucket).key(&key).body(bytes.clone().into()).send().await.unwrap();
+                }
+                format!("path = \"s3://{bucket}/{path}\"\nendpoint = {:?}\nregion = \"us-east-1\"", tests::env::s3())
+            } else {
+                for (name, bytes) in &files {
+                    let file = if folder.is_empty() { dir.join(name) } else { dir.join(folder).join(name) };
+                    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                    std::fs::write(file, bytes).unwrap();
+                }
+                format!("path = {path:?}")
+            };
+            let definition = audience(
+                "Lifetime Value",
+                "trait",
+                "trt_ltv",
+                "[\"out\"]",
+                "",
+                &format!("{source}\nvalue_column = \"ltv\""),
+            );
+            write_files(&dir, &[("audiences/ltv.toml", &definition)]);
+            let (ok, _, stderr) = sync(&dir, &dir.join("state"), &[]);
+            assert!(ok, "{path} (S3: {remote}): {stderr}");
+            assert_eq!(stderr.contains("fetched"), remote, "{stderr}");
+            assert!(
+                !dir.join("state").read_dir().unwrap().any(|e| e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("fetch-")),
+                "the fetched copy is removed"
+            );
+            results.push((format!("{path} (S3: {remote})"), delivered_numbers(&out)));
+        }
     }
-    assert_eq!(delivered(&csv_out).len(), 500);
-    assert_eq!(delivered(&csv_out), delivered(&gz_out));
-    assert_eq!(delivered(&csv_out), delivered(&glob_out));
+    let (first, expected) = &results[0];
+    assert_eq!(expected.len(), 500);
+    for (name, calls) in &results[1..] {
+        assert_eq!(calls, expected, "{name} differs from {first}");
+    }
 }
 
 /// The sync log after a run with one failing destination shows the failed calls, and the next run's entries show
