@@ -58,6 +58,11 @@ pub enum Call {
 }
 
 impl Call {
+    /// The call of a name.
+    pub fn from_name(name: &str) -> Option<Call> {
+        [Call::Identify, Call::Track, Call::Group].into_iter().find(|c| c.name() == name)
+    }
+
     /// The call's name, as in `send` and in the sync log.
     pub fn name(self) -> &'static str {
         match self {

@@ -10,6 +10,16 @@ use crate::diff::{Change, ChangeKind};
 /// The namespace of the deterministic messageIds (a UUID v5 namespace of our own).
 const MESSAGE_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6c0f_2b4e_9a55_4d2e_8f1b_7c3a_5e9d_1f42);
 
+/// The messageId of `call` for a change of the computation `computation_id` (see [`Computation::message_id`]).
+pub fn message_id(computation_id: &str, change: &Change, call: Call) -> String {
+    let mut name = format!("{computation_id}\u{0}{}\u{0}{}", change.key, change.version);
+    if call != Call::Identify {
+        name.push('\u{0}');
+        name.push_str(call.name());
+    }
+    uuid::Uuid::new_v5(&MESSAGE_ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
 /// A computation, resolved from its definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Computation {
@@ -54,12 +64,7 @@ impl Computation {
     /// ones, and the track and identify calls of one change differ. (The identify call's name has no suffix, as
     /// before calls could be chosen, so a change left to retry from an older version keeps its ID.)
     pub fn message_id(&self, change: &Change, call: Call) -> String {
-        let mut name = format!("{}\u{0}{}\u{0}{}", self.computation_id, change.key, change.version);
-        if call != Call::Identify {
-            name.push('\u{0}');
-            name.push_str(call.name());
-        }
-        uuid::Uuid::new_v5(&MESSAGE_ID_NAMESPACE, name.as_bytes()).to_string()
+        message_id(&self.computation_id, change, call)
     }
 
     /// The identify call for `change`.

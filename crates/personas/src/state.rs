@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
+use crate::definition::Call;
 use crate::diff::{Change, ChangeKind, Stored};
 
 /// The state file's name inside the state folder.
@@ -43,9 +44,10 @@ impl StateStore {
                     PRIMARY KEY (computation, identity)
                 ) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS runs (
-                    run_id TEXT PRIMARY KEY,
+                    run_id TEXT NOT NULL UNIQUE,
                     computation TEXT NOT NULL,
                     audience TEXT NOT NULL,
+                    plan TEXT NOT NULL,
                     started_at INTEGER NOT NULL,
                     finished_at INTEGER,
                     added INTEGER NOT NULL DEFAULT 0,
@@ -57,25 +59,18 @@ impl StateStore {
                     malformed INTEGER NOT NULL DEFAULT 0,
                     error TEXT
                 );
-                CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at);
+                -- One row per change a run sent, clustered by run; the calls and messageIds follow from the run's
+                -- plan and the change, so a 100-million-member first sync logs about 40 bytes a member.
                 CREATE TABLE IF NOT EXISTS sync_log (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    run_id TEXT NOT NULL,
-                    computation TEXT NOT NULL,
+                    run INTEGER NOT NULL,
                     identity TEXT NOT NULL,
-                    user TEXT NOT NULL,
-                    change TEXT NOT NULL,
+                    change INTEGER NOT NULL,
                     value TEXT NOT NULL,
                     version INTEGER NOT NULL,
-                    destination TEXT NOT NULL,
-                    call TEXT NOT NULL,
-                    message_id TEXT NOT NULL,
-                    error TEXT,
-                    at INTEGER NOT NULL
-                );
-                CREATE INDEX IF NOT EXISTS sync_log_by_run ON sync_log (run_id);
-                CREATE INDEX IF NOT EXISTS sync_log_by_user ON sync_log (user);
-                CREATE INDEX IF NOT EXISTS sync_log_by_time ON sync_log (at);",
+                    failures TEXT,
+                    at INTEGER NOT NULL,
+                    PRIMARY KEY (run, identity)
+                ) WITHOUT ROWID;",
             )
             .map_err(fail)?;
         Ok(StateStore { path, connection })
@@ -116,46 +111,41 @@ impl StateStore {
 
     /// Records delivered changes, in one transaction.
     pub fn record(&mut self, computation: &str, delivered: &[Change]) -> Result<(), StateError> {
-        self.record_with_log(computation, delivered, &[])
+        self.record_with_log(computation, delivered, None, &[])
     }
 
-    /// Records delivered changes and the log of what was sent (delivered or not), in one transaction: the log
-    /// never claims a delivery the state does not hold, nor the other way round.
+    /// Records delivered changes and, for `run` (from [`StateStore::begin_run`]), the log of every change sent
+    /// (delivered or not), in one transaction: the log never claims a delivery the state does not hold, nor the
+    /// other way round.
     pub fn record_with_log(
         &mut self,
         computation: &str,
         delivered: &[Change],
-        log: &[LogEntry],
+        run: Option<i64>,
+        log: &[Logged],
     ) -> Result<(), StateError> {
         let path = self.path.clone();
         let fail = |source| StateError { path: path.clone(), source };
         let transaction = self.connection.transaction().map_err(fail)?;
-        {
+        if let Some(run) = run {
             let mut insert = transaction
                 .prepare_cached(
-                    "INSERT INTO sync_log (run_id, computation, identity, user, change, value, version, destination,
-                     call, message_id, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "INSERT OR REPLACE INTO sync_log (run, identity, change, value, version, failures, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(fail)?;
-            for e in log {
-                let user = match crate::Identity::from_storage_key(&e.identity) {
-                    Some(identity) => identity.user_or_anonymous_id().to_owned(),
-                    None => e.identity.clone(),
-                };
+            for logged in log {
+                let change = &logged.change;
+                let failures = (!logged.failures.is_empty()).then(|| encode_failures(&logged.failures));
                 insert
                     .execute(params![
-                        e.run_id,
-                        e.computation,
-                        e.identity,
-                        user,
-                        change_name(e.change),
-                        e.value,
-                        e.version,
-                        e.destination,
-                        e.call,
-                        e.message_id,
-                        e.error,
-                        e.at_ms
+                        run,
+                        change.key,
+                        change_code(change.kind),
+                        change.value,
+                        change.version,
+                        failures,
+                        logged.at_ms
                     ])
                     .map_err(fail)?;
             }
@@ -185,15 +175,16 @@ impl StateStore {
             .map_err(|source| StateError { path: self.path.clone(), source })
     }
 
-    /// Starts the record of a run.
-    pub fn begin_run(&self, run: &Run) -> Result<(), StateError> {
+    /// Starts the record of a run; returns its number for [`StateStore::record_with_log`].
+    pub fn begin_run(&self, run: &Run) -> Result<i64, StateError> {
+        let fail = |source| StateError { path: self.path.clone(), source };
         self.connection
             .execute(
-                "INSERT INTO runs (run_id, computation, audience, started_at) VALUES (?1, ?2, ?3, ?4)",
-                params![run.run_id, run.computation, run.audience, run.started_ms],
+                "INSERT INTO runs (run_id, computation, audience, plan, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run.run_id, run.computation, run.audience, encode_plan(&run.plan), run.started_ms],
             )
-            .map(|_| ())
-            .map_err(|source| StateError { path: self.path.clone(), source })
+            .map_err(fail)?;
+        Ok(self.connection.last_insert_rowid())
     }
 
     /// Completes the record of a run with its counts and outcome.
@@ -219,53 +210,81 @@ impl StateStore {
             .map_err(|source| StateError { path: self.path.clone(), source })
     }
 
-    /// Forgets the log entries and runs of `computation` from before `before_ms`; returns how many entries went.
+    /// Forgets the runs of `computation` that started before `before_ms`, with their log; returns how many
+    /// changes' entries went.
     pub fn prune_log(&mut self, computation: &str, before_ms: i64) -> Result<u64, StateError> {
         let fail = |source| StateError { path: self.path.clone(), source };
         let transaction = self.connection.transaction().map_err(fail)?;
+        let old = "SELECT rowid FROM runs WHERE computation = ?1 AND started_at < ?2";
         let removed = transaction
-            .execute("DELETE FROM sync_log WHERE computation = ?1 AND at < ?2", params![computation, before_ms])
+            .execute(&format!("DELETE FROM sync_log WHERE run IN ({old})"), params![computation, before_ms])
             .map_err(fail)?;
         transaction
-            .execute(
-                "DELETE FROM runs WHERE computation = ?1 AND started_at < ?2 AND finished_at IS NOT NULL",
-                params![computation, before_ms],
-            )
+            .execute(&format!("DELETE FROM runs WHERE rowid IN ({old})"), params![computation, before_ms])
             .map_err(fail)?;
         transaction.commit().map_err(fail)?;
         Ok(removed as u64)
     }
 
-    /// The log entries that match `filter`, the newest `filter.limit` of them, oldest first.
+    /// The log entries that match `filter`, one per call per destination, the newest `filter.limit` of them,
+    /// oldest first. Filtering by user reads the whole log of the runs chosen: the log is kept in run order.
     pub fn log(&self, filter: &LogFilter) -> Result<Vec<LogEntry>, StateError> {
         let fail = |source| StateError { path: self.path.clone(), source };
         let mut statement = self
             .connection
             .prepare(
-                "SELECT run_id, computation, identity, change, value, version, destination, call, message_id, error, at
-                 FROM sync_log
-                 WHERE (?1 IS NULL OR computation = ?1) AND (?2 IS NULL OR run_id = ?2) AND (?3 IS NULL OR user = ?3)
-                 ORDER BY seq DESC LIMIT ?4",
+                "SELECT runs.run_id, runs.computation, runs.plan, l.identity, l.change, l.value, l.version, l.failures,
+                 l.at FROM sync_log l JOIN runs ON runs.rowid = l.run
+                 WHERE (?1 IS NULL OR runs.computation = ?1) AND (?2 IS NULL OR runs.run_id = ?2)
+                 AND (?3 IS NULL OR substr(l.identity, -length(?3) - 2) IN ('u:' || ?3, 'a:' || ?3))
+                 ORDER BY l.run DESC, l.identity DESC",
             )
             .map_err(fail)?;
-        let rows = statement
-            .query_map(params![filter.computation, filter.run_id, filter.user, filter.limit as i64], |row| {
-                Ok(LogEntry {
-                    run_id: row.get(0)?,
-                    computation: row.get(1)?,
-                    identity: row.get(2)?,
-                    change: change_of(&row.get::<_, String>(3)?),
-                    value: row.get(4)?,
-                    version: row.get(5)?,
-                    destination: row.get(6)?,
-                    call: row.get(7)?,
-                    message_id: row.get(8)?,
-                    error: row.get(9)?,
-                    at_ms: row.get(10)?,
-                })
-            })
-            .map_err(fail)?;
-        let mut entries = rows.collect::<Result<Vec<_>, _>>().map_err(fail)?;
+        let mut rows = statement.query(params![filter.computation, filter.run_id, filter.user]).map_err(fail)?;
+        let mut entries = Vec::new();
+        while entries.len() < filter.limit {
+            let Some(row) = rows.next().map_err(fail)? else { break };
+            let identity: String = row.get(3).map_err(fail)?;
+            if let Some(user) = &filter.user {
+                // The suffix matched; an account key must also end in exactly that user.
+                match crate::Identity::from_storage_key(&identity) {
+                    Some(id) if id.user_or_anonymous_id() == user => {}
+                    _ => continue,
+                }
+            }
+            let change = Change {
+                kind: change_of(row.get(4).map_err(fail)?),
+                key: identity,
+                value: row.get(5).map_err(fail)?,
+                version: row.get(6).map_err(fail)?,
+            };
+            let (run_id, computation, plan): (String, String, String) =
+                (row.get(0).map_err(fail)?, row.get(1).map_err(fail)?, row.get(2).map_err(fail)?);
+            let failures =
+                row.get::<_, Option<String>>(7).map_err(fail)?.map(|f| decode_failures(&f)).unwrap_or_default();
+            let at_ms: i64 = row.get(8).map_err(fail)?;
+            // Newest first here; each change's calls are pushed in reverse so that the final reversal keeps them in
+            // plan order.
+            for (destination, calls) in decode_plan(&plan).into_iter().rev() {
+                for call in calls.into_iter().rev() {
+                    let error = failures.iter().find(|f| f.0 == destination && f.1 == call.name()).map(|f| f.2.clone());
+                    entries.push(LogEntry {
+                        run_id: run_id.clone(),
+                        computation: computation.clone(),
+                        identity: change.key.clone(),
+                        change: change.kind,
+                        value: change.value.clone(),
+                        version: change.version,
+                        destination: destination.clone(),
+                        call: call.name().to_owned(),
+                        message_id: crate::message::message_id(&computation, &change, call),
+                        error,
+                        at_ms,
+                    });
+                }
+            }
+        }
+        entries.truncate(filter.limit);
         entries.reverse();
         Ok(entries)
     }
@@ -276,9 +295,9 @@ impl StateStore {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT run_id, computation, audience, started_at, finished_at, added, removed, changed, unchanged,
-                 sent, failed, malformed, error FROM runs WHERE (?1 IS NULL OR computation = ?1)
-                 ORDER BY started_at, rowid",
+                "SELECT run_id, computation, audience, plan, started_at, finished_at, added, removed, changed,
+                 unchanged, sent, failed, malformed, error FROM runs WHERE (?1 IS NULL OR computation = ?1)
+                 ORDER BY rowid",
             )
             .map_err(fail)?;
         let rows = statement
@@ -287,20 +306,77 @@ impl StateStore {
                     run_id: row.get(0)?,
                     computation: row.get(1)?,
                     audience: row.get(2)?,
-                    started_ms: row.get(3)?,
-                    finished_ms: row.get(4)?,
-                    added: row.get(5)?,
-                    removed: row.get(6)?,
-                    changed: row.get(7)?,
-                    unchanged: row.get(8)?,
-                    sent: row.get(9)?,
-                    failed: row.get(10)?,
-                    malformed: row.get(11)?,
-                    error: row.get(12)?,
+                    plan: decode_plan(&row.get::<_, String>(3)?),
+                    started_ms: row.get(4)?,
+                    finished_ms: row.get(5)?,
+                    added: row.get(6)?,
+                    removed: row.get(7)?,
+                    changed: row.get(8)?,
+                    unchanged: row.get(9)?,
+                    sent: row.get(10)?,
+                    failed: row.get(11)?,
+                    malformed: row.get(12)?,
+                    error: row.get(13)?,
                 })
             })
             .map_err(fail)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(fail)
+    }
+}
+
+/// One change as a run sent it: what failed where (empty when every destination took every call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// The change.
+    pub change: Change,
+    /// (destination, call, error) of each call a destination did not take.
+    pub failures: Vec<(String, Call, String)>,
+    /// When it was sent, in Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// A run's plan as stored: `destination=call,call` joined by newlines (names cannot hold either).
+fn encode_plan(plan: &[(String, Vec<Call>)]) -> String {
+    plan.iter()
+        .map(|(destination, calls)| {
+            format!("{destination}={}", calls.iter().map(|c| c.name()).collect::<Vec<_>>().join(","))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn decode_plan(text: &str) -> Vec<(String, Vec<Call>)> {
+    text.lines()
+        .filter_map(|line| line.rsplit_once('='))
+        .map(|(destination, calls)| (destination.to_owned(), calls.split(',').filter_map(Call::from_name).collect()))
+        .collect()
+}
+
+fn encode_failures(failures: &[(String, Call, String)]) -> String {
+    let list: Vec<serde_json::Value> = failures.iter().map(|(d, c, e)| serde_json::json!([d, c.name(), e])).collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+fn decode_failures(text: &str) -> Vec<(String, String, String)> {
+    let list: Vec<(String, String, String)> = serde_json::from_str(text).unwrap_or_default();
+    list
+}
+
+fn change_code(kind: ChangeKind) -> i64 {
+    match kind {
+        ChangeKind::Added => 0,
+        ChangeKind::Removed => 1,
+        ChangeKind::Changed => 2,
+        ChangeKind::Resent => 3,
+    }
+}
+
+fn change_of(code: i64) -> ChangeKind {
+    match code {
+        0 => ChangeKind::Added,
+        1 => ChangeKind::Removed,
+        2 => ChangeKind::Changed,
+        _ => ChangeKind::Resent,
     }
 }
 
@@ -353,6 +429,8 @@ pub struct Run {
     pub computation: String,
     /// The audience's (or trait's) name.
     pub audience: String,
+    /// The calls each destination was sent, in order.
+    pub plan: Vec<(String, Vec<Call>)>,
     /// When it started, in Unix milliseconds.
     pub started_ms: i64,
     /// When it ended; `None` while it runs (or if it was killed).
@@ -375,21 +453,12 @@ pub struct Run {
     pub error: Option<String>,
 }
 
-/// The name of a change kind, as the log stores and prints it.
+/// The name of a change kind, as the log prints it.
 pub fn change_name(kind: ChangeKind) -> &'static str {
     match kind {
         ChangeKind::Added => "added",
         ChangeKind::Removed => "removed",
         ChangeKind::Changed => "changed",
         ChangeKind::Resent => "resent",
-    }
-}
-
-fn change_of(name: &str) -> ChangeKind {
-    match name {
-        "added" => ChangeKind::Added,
-        "removed" => ChangeKind::Removed,
-        "changed" => ChangeKind::Changed,
-        _ => ChangeKind::Resent,
     }
 }

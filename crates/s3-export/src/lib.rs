@@ -168,7 +168,7 @@ pub async fn list(client: &Client, location: &Location) -> Result<Vec<String>, F
         }
     }
     // An exact object wins over others that merely share its name as a prefix (`members.csv` and `members.csv.bak`).
-    if keys.iter().any(|k| *k == location.key) {
+    if keys.contains(&location.key) {
         keys.retain(|k| *k == location.key);
     }
     keys.sort();

@@ -255,7 +255,7 @@ fn read_parquet(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Row
             let value = match field {
                 // A decimal (Snowflake's NUMBER(38,2), Redshift's DECIMAL) is a number, as a CSV cell of it is.
                 parquet::record::Field::Decimal(_) => {
-                    cell_value(&field.to_json_value().as_str().unwrap_or_default().to_owned())
+                    cell_value(field.to_json_value().as_str().unwrap_or_default())
                 }
                 _ => field.to_json_value(),
             };

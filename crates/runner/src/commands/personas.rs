@@ -11,7 +11,7 @@ use personas::definition::{Call, ComputationConfig, DEFAULT_MAX_REMOVAL_SHARE};
 use personas::diff::{Change, Counts, Step, diff};
 use personas::message::Computation;
 use personas::snapshot::{self, ReadOptions};
-use personas::state::{LogEntry, Run, StateStore};
+use personas::state::{Logged, Run, StateStore};
 use sink::{Outcome, Record};
 
 use crate::config::{Config, DestinationKind, Loaded};
@@ -117,15 +117,22 @@ pub async fn sync(
     for audience in selected {
         let started = Instant::now();
         let mut summary = SyncSummary { name: audience.config.name.clone(), ..SyncSummary::default() };
-        let run = state.as_ref().map(|state| begin_run(state, &audience.config)).transpose()?;
-        summary.run_id = run.as_ref().map(|r| r.run_id.clone());
-        let context =
-            RunContext { config, router, options, audience, state: state.clone(), run_id: summary.run_id.clone() };
+        let plan: Vec<(String, Vec<Call>)> = match router {
+            None => Vec::new(),
+            Some(router) => {
+                let enabled = audience.config.destinations.iter().filter(|d| router.get(d).is_some());
+                enabled.map(|d| (d.clone(), audience.config.calls_for(d))).collect()
+            }
+        };
+        let run = state.as_ref().map(|state| begin_run(state, &audience.config, plan)).transpose()?;
+        summary.run_id = run.as_ref().map(|(r, _)| r.run_id.clone());
+        let run_number = run.as_ref().map(|(_, number)| *number);
+        let context = RunContext { config, router, options, audience, state: state.clone(), run: run_number };
         if let Err(e) = sync_one(&context, &mut summary, out, err).await {
             summary.error = Some(format!("{e:#}"));
         }
         summary.seconds = started.elapsed().as_secs_f64();
-        if let (Some(state), Some(run)) = (&state, run) {
+        if let (Some(state), Some((run, _))) = (&state, run) {
             finish_run(state, run, &summary)?;
         }
         summaries.push(summary);
@@ -133,8 +140,13 @@ pub async fn sync(
     Ok(summaries)
 }
 
-/// Opens a run in the sync log, after forgetting entries older than the audience's `log_retention`.
-fn begin_run(state: &Mutex<StateStore>, definition: &ComputationConfig) -> anyhow::Result<Run> {
+/// Opens a run in the sync log, after forgetting runs older than the audience's `log_retention`; returns it and
+/// its number.
+fn begin_run(
+    state: &Mutex<StateStore>,
+    definition: &ComputationConfig,
+    plan: Vec<(String, Vec<Call>)>,
+) -> anyhow::Result<(Run, i64)> {
     let retention = match &definition.log_retention {
         Some(text) => crate::config::parse_duration(text)?,
         None => DEFAULT_LOG_RETENTION,
@@ -146,11 +158,12 @@ fn begin_run(state: &Mutex<StateStore>, definition: &ComputationConfig) -> anyho
         run_id: crate::commands::new_message_id(),
         computation: definition.computation_id.clone(),
         audience: definition.name.clone(),
+        plan,
         started_ms: now,
         ..Run::default()
     };
-    state.begin_run(&run)?;
-    Ok(run)
+    let number = state.begin_run(&run)?;
+    Ok((run, number))
 }
 
 fn finish_run(state: &Mutex<StateStore>, mut run: Run, summary: &SyncSummary) -> anyhow::Result<()> {
@@ -175,7 +188,8 @@ struct RunContext<'a> {
     options: &'a SyncOptions,
     audience: &'a Loaded<ComputationConfig>,
     state: Option<Arc<Mutex<StateStore>>>,
-    run_id: Option<String>,
+    /// The run's number in the sync log (none for a dry run).
+    run: Option<i64>,
 }
 
 async fn sync_one(
@@ -422,7 +436,8 @@ async fn apply(
         }
         for part in pacer.split(chunk) {
             pacer.wait(part.len()).await;
-            let sent = send_chunk(&part, context, computation, deliveries, &source).await;
+            let size = part.len() as u64;
+            let sent = send_chunk(part, computation, deliveries, &source).await;
             if let Some(failure) = sent.last_failure {
                 last_failure = Some(failure);
             }
@@ -430,12 +445,12 @@ async fn apply(
             summary.sent += sent.delivered.len() as u64;
             let store = context.state.clone().expect("not a dry run");
             let id = computation.computation_id.clone();
-            let (delivered, log) = (sent.delivered, sent.log);
+            let (delivered, log, run) = (sent.delivered, sent.log, context.run);
             tokio::task::spawn_blocking(move || {
-                store.lock().expect("state lock poisoned").record_with_log(&id, &delivered, &log)
+                store.lock().expect("state lock poisoned").record_with_log(&id, &delivered, run, &log)
             })
             .await??;
-            progress.advance(part.len() as u64, err);
+            progress.advance(size, err);
         }
     }
     differ.await??;
@@ -456,15 +471,14 @@ struct Sent {
     delivered: Vec<Change>,
     /// How many changes some destination did not take.
     failed: u64,
-    /// One entry per call per destination.
-    log: Vec<LogEntry>,
+    /// Every change, with what failed where.
+    log: Vec<Logged>,
     last_failure: Option<String>,
 }
 
 /// Delivers one chunk: each destination gets its calls for every change, all destinations at once.
 async fn send_chunk(
-    chunk: &[Change],
-    context: &RunContext<'_>,
+    chunk: Vec<Change>,
     computation: &Computation,
     deliveries: &[Delivery<'_>],
     source: &Arc<str>,
@@ -481,44 +495,26 @@ async fn send_chunk(
             for call in &delivery.calls {
                 let mut message = computation.call(change, *call);
                 message.enrich_with(now, crate::commands::new_message_id);
-                calls.push((index, *call, message.message_id().unwrap_or_default().to_owned()));
+                calls.push((index, *call));
                 records.push(Record::new(source.clone(), message));
             }
         }
         batches.push((delivery.target, records));
         sent_calls.push(calls);
     }
-    let mut delivered_everywhere = vec![true; chunk.len()];
-    let mut log = Vec::new();
+    let mut failures: Vec<Vec<(String, Call, String)>> = vec![Vec::new(); chunk.len()];
     let mut last_failure = None;
     for ((destination, outcomes), calls) in fan_out(batches).await.into_iter().zip(sent_calls) {
-        for (outcome, (index, call, message_id)) in outcomes.into_iter().zip(calls) {
-            let error = match outcome {
-                Outcome::Retryable(reason) | Outcome::Failed(reason) => {
-                    delivered_everywhere[index] = false;
-                    last_failure = Some(format!("{}: {reason}", destination.name));
-                    Some(reason.to_string())
-                }
-                _ => None,
-            };
-            let change = &chunk[index];
-            log.push(LogEntry {
-                run_id: context.run_id.clone().unwrap_or_default(),
-                computation: computation.computation_id.clone(),
-                identity: change.key.clone(),
-                change: change.kind,
-                value: change.value.clone(),
-                version: change.version,
-                destination: destination.name.clone(),
-                call: call.name().to_owned(),
-                message_id,
-                error,
-                at_ms,
-            });
+        for (outcome, (index, call)) in outcomes.into_iter().zip(calls) {
+            if let Outcome::Retryable(reason) | Outcome::Failed(reason) = outcome {
+                last_failure = Some(format!("{}: {reason}", destination.name));
+                failures[index].push((destination.name.clone(), call, reason.to_string()));
+            }
         }
     }
-    let failed = delivered_everywhere.iter().filter(|ok| !**ok).count() as u64;
-    let delivered = chunk.iter().zip(&delivered_everywhere).filter(|(_, ok)| **ok).map(|(c, _)| c.clone()).collect();
+    let failed = failures.iter().filter(|f| !f.is_empty()).count() as u64;
+    let delivered = chunk.iter().zip(&failures).filter(|(_, f)| f.is_empty()).map(|(c, _)| c.clone()).collect();
+    let log = chunk.into_iter().zip(failures).map(|(change, failures)| Logged { change, failures, at_ms }).collect();
     Sent { delivered, failed, log, last_failure }
 }
 

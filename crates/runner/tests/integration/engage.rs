@@ -258,7 +258,7 @@ fn an_export_larger_than_the_memory_budget_syncs_as_in_memory() {
     );
     // 135,000 more members held would be about 13 MiB more.
     assert!(
-        external_peak < small_peak + (4 + 4 << 20),
+        external_peak < small_peak + ((4 + 4) << 20),
         "the peak grew with the export: {:.1} MiB against {:.1} MiB",
         mib(external_peak),
         mib(small_peak)

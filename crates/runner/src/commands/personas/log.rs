@@ -72,14 +72,20 @@ pub fn print_log(
 /// `userId` or `anonymousId`, and `groupId` for an account's user.
 fn identity_fields(key: &str, line: &mut Map<String, Value>) {
     match Identity::from_storage_key(key) {
-        Some(Identity::User(id)) => line.insert("userId".into(), json!(id)),
-        Some(Identity::Anonymous(id)) => line.insert("anonymousId".into(), json!(id)),
+        Some(Identity::User(id)) => {
+            line.insert("userId".into(), json!(id));
+        }
+        Some(Identity::Anonymous(id)) => {
+            line.insert("anonymousId".into(), json!(id));
+        }
         Some(Identity::Account { group, user }) => {
             line.insert("groupId".into(), json!(group));
-            return identity_fields(&user.storage_key(), line);
+            identity_fields(&user.storage_key(), line);
         }
-        None => line.insert("identity".into(), json!(key)),
-    };
+        None => {
+            line.insert("identity".into(), json!(key));
+        }
+    }
 }
 
 /// Prints the runs, one JSON object per line.
@@ -92,10 +98,16 @@ pub fn print_runs(
     let computation = computation_of(config, audience)?;
     for run in open(state_dir)?.runs(computation.as_deref())? {
         let seconds = run.finished_ms.map(|end| (end - run.started_ms) as f64 / 1000.0);
+        let destinations: Map<String, Value> = run
+            .plan
+            .iter()
+            .map(|(d, calls)| (d.clone(), json!(calls.iter().map(|c| c.name()).collect::<Vec<_>>())))
+            .collect();
         let line = json!({
             "run_id": run.run_id,
             "audience": run.audience,
             "computation_id": run.computation,
+            "destinations": destinations,
             "started_at": format_millis(run.started_ms),
             "finished_at": run.finished_ms.map(format_millis),
             "seconds": seconds,
