@@ -13,6 +13,9 @@ use crate::{Outcome, Record, Sink};
 pub struct FileSink {
     path: PathBuf,
     file: Mutex<File>,
+    /// Whether the file can be synced: a regular file can; a device or a pipe (`/dev/null`, a FIFO a reader
+    /// drains) cannot, and a write to one is as delivered as it gets.
+    syncs: bool,
 }
 
 impl FileSink {
@@ -23,7 +26,8 @@ impl FileSink {
             tokio::fs::create_dir_all(parent).await?;
         }
         let file = OpenOptions::new().create(true).append(true).open(&path).await?;
-        Ok(FileSink { path, file: Mutex::new(file) })
+        let syncs = file.metadata().await?.file_type().is_file();
+        Ok(FileSink { path, file: Mutex::new(file), syncs })
     }
 
     /// The file's path.
@@ -37,7 +41,7 @@ impl Sink for FileSink {
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome> {
         let mut file = self.file.lock().await;
         let mut result = write_lines(&mut *file, &records).await;
-        if result.is_ok() {
+        if result.is_ok() && self.syncs {
             result = file.sync_data().await;
         }
         outcomes(records.len(), result, &self.path.display().to_string())

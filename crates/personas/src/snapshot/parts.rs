@@ -254,9 +254,7 @@ fn read_parquet(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Row
         for (name, field) in row.get_column_iter() {
             let value = match field {
                 // A decimal (Snowflake's NUMBER(38,2), Redshift's DECIMAL) is a number, as a CSV cell of it is.
-                parquet::record::Field::Decimal(_) => {
-                    cell_value(field.to_json_value().as_str().unwrap_or_default())
-                }
+                parquet::record::Field::Decimal(_) => cell_value(field.to_json_value().as_str().unwrap_or_default()),
                 _ => field.to_json_value(),
             };
             cells.insert(name.clone(), value);

@@ -238,7 +238,18 @@ async fn rate_for(
         anyhow::Ok(kinesis_sink::setup::admin::describe(&client, &kinesis.stream).await?)
     };
     match described.await {
-        Ok(summary) if summary.open_shards > 0 => Some(f64::from(summary.open_shards) * 1_000.0 * KINESIS_SHARE),
+        Ok(summary) if summary.open_shards > 0 => {
+            let rate = f64::from(summary.open_shards) * 1_000.0 * KINESIS_SHARE;
+            let _ = writeln!(
+                err,
+                "{}: sending {destination} at most {rate:.0} records/s ({:.0}% of {} open shards at 1,000 each; set \
+                 max_rate to choose)",
+                definition.name,
+                KINESIS_SHARE * 100.0,
+                summary.open_shards
+            );
+            Some(rate)
+        }
         Ok(_) => None,
         Err(e) => {
             let _ = writeln!(

@@ -135,6 +135,24 @@ async fn engage_calls_land_in_the_stream() {
         assert_eq!(call["traits"], json!({"account_seats": 12}));
     }
 
+    // Without max_rate, the one-shard stream is sent 800 records/s: 2,000 identify calls take at least 2.4 s.
+    let many: String = std::iter::once("user_id\n".to_owned()).chain((0..2_000).map(|i| format!("m{i}\n"))).collect();
+    write_files(
+        &dir,
+        &[
+            (
+                "audiences/many.toml",
+                &audience("Many", "audience", "aud_many", "[\"stream\"]", "", "path = \"many.csv\""),
+            ),
+            ("many.csv", &many),
+        ],
+    );
+    let started = Instant::now();
+    let (ok, _, stderr) = sync(&dir, &state, &["--audience", "Many"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("sending stream at most 800 records/s (80% of 1 open shards"), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_millis(2_400), "2,000 calls at 800/s took {:?}", started.elapsed());
+
     // u1 leaves (Audience Exited), then comes back: new IDs for the new entry.
     write_files(&dir, &[("shoppers.csv", "user_id\nu2\n")]);
     let (ok, _, stderr) = sync(&dir, &state, &["--audience", "First Time Shopper"]);

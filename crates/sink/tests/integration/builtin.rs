@@ -57,3 +57,11 @@ async fn a_failed_write_is_retryable() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+#[tokio::test]
+async fn a_file_sink_to_a_device_delivers_without_syncing() {
+    // /dev/null cannot be synced (EINVAL); a sink that tried would fail every batch forever.
+    let sink = FileSink::open("/dev/null").await.unwrap();
+    let outcomes = sink.deliver(vec![record(r#"{"type":"identify","userId":"a"}"#); 2]).await;
+    assert!(outcomes.iter().all(Outcome::is_delivered), "{outcomes:?}");
+}
