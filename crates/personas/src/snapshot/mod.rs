@@ -16,6 +16,7 @@ mod sort;
 use std::path::{Path, PathBuf};
 
 pub use parts::{Format, Part};
+pub use sort::remove_abandoned;
 
 use crate::definition::{Kind, SnapshotConfig};
 use crate::diff::Member;

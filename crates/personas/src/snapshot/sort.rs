@@ -43,11 +43,12 @@ pub struct Runs {
 }
 
 impl Runs {
-    /// A new folder for runs inside `parent` (the state folder).
+    /// A new folder for runs inside `parent` (the state folder), its own even among snapshots of one process.
     pub fn create(parent: &Path, name: &str) -> std::io::Result<Runs> {
-        let dir = parent.join(format!("sort-{name}-{}", std::process::id()));
-        // A folder left by a killed run of the same process ID holds nothing anyone needs.
-        let _ = std::fs::remove_dir_all(&dir);
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = parent.join(format!("sort-{name}-{}-{n}", std::process::id()));
+        remove_abandoned(parent, "sort-");
         std::fs::create_dir_all(&dir)?;
         Ok(Runs { dir, files: Vec::new() })
     }
@@ -96,6 +97,22 @@ impl Runs {
 impl Drop for Runs {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the folders named `PREFIX-NAME-PID-N` in `parent` whose process is gone (Linux's `/proc` says so):
+/// what syncs that were killed left.
+pub fn remove_abandoned(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else { continue };
+        let mut fields = rest.rsplitn(3, '-');
+        let (Some(_n), Some(pid)) = (fields.next(), fields.next()) else { continue };
+        let gone = pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if gone && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

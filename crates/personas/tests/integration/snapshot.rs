@@ -118,6 +118,20 @@ fn an_export_larger_than_the_budget_sorts_on_disk_to_the_same_members() {
 }
 
 #[test]
+fn runs_left_by_a_killed_sync_are_removed_and_a_running_ones_kept() {
+    let parent = std::env::temp_dir().join(format!("tributary-abandoned-{}", std::process::id()));
+    let killed = parent.join("sort-aud-999999999-0");
+    let running = parent.join(format!("sort-aud-{}-77", std::process::id()));
+    for dir in [&killed, &running] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("run-00000"), "x").unwrap();
+    }
+    personas::snapshot::remove_abandoned(&parent, "sort-");
+    assert!(!killed.exists(), "no process 999999999 runs: its runs are abandoned");
+    assert!(running.exists(), "this process runs: its runs stay");
+}
+
+#[test]
 fn an_export_in_key_order_is_streamed_without_a_sort() {
     let mut text = String::from("user_id,anonymous_id,ltv\n");
     for i in 0..10_000 {

@@ -374,7 +374,8 @@ async fn locate_export(
     let location = s3_export::Location::parse(url).map_err(anyhow::Error::msg)?;
     let connection = s3_export::Connection { region: source.region.clone(), endpoint: source.endpoint.clone() };
     let client = s3_export::client(&connection).await;
-    let dir = options.state_dir.join(format!("fetch-{}-{}", definition.computation_id, std::process::id()));
+    snapshot::remove_abandoned(&options.state_dir, "fetch-");
+    let dir = options.state_dir.join(format!("fetch-{}-{}-0", definition.computation_id, std::process::id()));
     let guard = Fetched(dir.clone());
     let started = Instant::now();
     let files = s3_export::fetch(&client, &location, &dir).await?;
