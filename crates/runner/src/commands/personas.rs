@@ -643,8 +643,19 @@ pub async fn run(
             writeln!(err, "{}: stopped: {error}", s.name)?;
         }
     }
+    if let Some(bytes) = peak_memory() {
+        // What an operator sizes the machine by, and what the memory budget bounds.
+        writeln!(err, "peak memory: {:.1} MiB", bytes as f64 / f64::from(1 << 20))?;
+    }
     let clean = summaries.iter().all(SyncSummary::is_clean);
     Ok(if clean { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+}
+
+/// The process's resident high-water mark (Linux's `VmHWM`), if the system reports it.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A progress bar on a terminal; plain lines at every tenth otherwise.

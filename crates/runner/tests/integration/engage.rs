@@ -206,36 +206,20 @@ fn delivered(out: &Path) -> Vec<(String, Value)> {
     pairs
 }
 
-/// Runs a sync, reading the child's resident high-water mark from /proc until it exits.
+/// Runs a sync; returns its log and the peak memory it reports (its own `VmHWM`, read as it ends).
 fn sync_with_peak(dir: &Path, extra: &[&str]) -> (String, u64) {
-    let state = dir.join("state");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["--config", dir.to_str().unwrap(), "personas", "sync", "--allow-mass-removal", "--state-dir"])
-        .arg(&state)
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    let mut args = vec!["--allow-mass-removal"];
+    args.extend_from_slice(extra);
+    let (ok, _, stderr) = sync(dir, &dir.join("state"), &args);
+    assert!(ok, "{stderr}");
+    let mib: f64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak memory: "))
+        .and_then(|l| l.strip_suffix(" MiB"))
+        .unwrap_or_else(|| panic!("no peak memory line in\n{stderr}"))
+        .parse()
         .unwrap();
-    let mut peak = 0;
-    let status = loop {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-            && let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            peak = peak.max(kib * 1024);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "{stderr}");
-    (stderr, peak)
+    (stderr, (mib * f64::from(1 << 20)) as u64)
 }
 
 fn scrambled(rows: u64, users: u64) -> String {
@@ -280,6 +264,13 @@ fn an_export_larger_than_the_memory_budget_syncs_as_in_memory() {
         "the peak grew with the export: {:.1} MiB against {:.1} MiB",
         mib(external_peak),
         mib(small_peak)
+    );
+
+    assert!(
+        memory_peak > external_peak + (8 << 20),
+        "holding 180,000 members should cost more than the budget: {:.1} MiB against {:.1} MiB",
+        mib(memory_peak),
+        mib(external_peak)
     );
 
     // After 1% churn, the external sort's diff still matches the in-memory one.
