@@ -14,6 +14,8 @@ use sink::SecretRef;
 /// role_address = "arn:aws:iam::123456789012:role/tributary-kinesis"
 /// secret_id = { env = "KINESIS_SECRET_ID" }
 /// use_message_id = false
+/// # partition_key = ["context.groupId", "userId"]   # paths tried in order; default userId, anonymousId
+/// # explicit_hash_key = "properties.shard_hash"     # optional
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,18 @@ pub struct KinesisConfig {
     /// spreads load evenly across shards at the cost of per-user ordering.
     #[serde(default)]
     pub use_message_id: bool,
+    /// Dotted paths into the message whose first present, non-empty value is the partition key (strings as they
+    /// are, numbers and booleans as written): `["context.groupId", "userId"]` keeps an account's events on one
+    /// shard. Default `["userId", "anonymousId"]`; `use_message_id = true` is shorthand for `["messageId"]`. A
+    /// message where no path holds a value is keyed by its `messageId` (counted in `/metrics` as
+    /// `partition_key_fallbacks`), never dropped.
+    #[serde(default)]
+    pub partition_key: Option<Vec<String>>,
+    /// A dotted path whose value, a decimal number below 2^128, is the record's `ExplicitHashKey`: it picks the
+    /// shard directly instead of the MD5 of the partition key. A message without the path is sent without one; a
+    /// value that is not such a number is left out too, and counted in `/metrics` as `explicit_hash_keys_ignored`.
+    #[serde(default)]
+    pub explicit_hash_key: Option<String>,
     /// An endpoint URL for both Kinesis and STS, for LocalStack or another emulator, for example
     /// `http://127.0.0.1:4566`. Leave unset for AWS.
     #[serde(default)]
@@ -112,6 +126,27 @@ impl KinesisConfig {
         }
         if let Err(message) = check_stream(&self.stream) {
             add("stream", message);
+        }
+        match (&self.partition_key, self.use_message_id) {
+            (Some(_), true) => add(
+                "partition_key",
+                "is set beside use_message_id = true; keep one (use_message_id is partition_key = [\"messageId\"])"
+                    .to_owned(),
+            ),
+            (Some(paths), false) if paths.is_empty() => {
+                add("partition_key", "lists no path; leave it out for userId, anonymousId".to_owned())
+            }
+            (Some(paths), false) => {
+                for path in paths {
+                    if let Err(message) = crate::partition::check_path(path) {
+                        add("partition_key", message);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(Err(message)) = self.explicit_hash_key.as_deref().map(crate::partition::check_path) {
+            add("explicit_hash_key", message);
         }
         if let Some(role) = &self.role_address
             && !is_role_arn(role)

@@ -2,6 +2,7 @@
 //! Kinesis destination does, as code you run yourself.
 //!
 //! - [`config`]: the `[kinesis]` table of a destination file, and its checks.
+//! - [`partition`]: which partition key and explicit hash key a record gets (user, `messageId`, or paths).
 //! - [`request_builder`]: records to entries (data encoding, partition key, size limit) and entries to requests.
 //! - [`record`]: the entry, per-entry results, error classification, and [`KinesisApi`], the seam that hides the
 //!   SDK.
@@ -14,11 +15,13 @@
 //! - [`setup`]: what operators run around delivery: `admin` (creating, describing and reading streams) and `iam`
 //!   (the permission and trust policies a destination needs, and `check`, which tries each identity).
 //!
-//! This is the only product crate that depends on `aws-sdk-*` (the `tests` package uses them to set up emulators).
+//! With `s3-export` (S3 only), the only product crate that depends on `aws-sdk-*` (the `tests` package uses them to
+//! set up emulators).
 
 pub mod config;
 pub mod credentials;
 pub mod identity;
+pub mod partition;
 pub mod record;
 pub mod request_builder;
 pub mod sdk;

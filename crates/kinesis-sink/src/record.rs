@@ -11,6 +11,8 @@ use crate::identity::SignAs;
 pub struct Entry {
     /// The partition key (1 to 256 characters).
     pub partition_key: String,
+    /// The explicit hash key (a decimal number below 2^128), which picks the shard instead of the key's MD5.
+    pub explicit_hash_key: Option<String>,
     /// The record's data, before the base64 of the wire format.
     pub data: Bytes,
 }

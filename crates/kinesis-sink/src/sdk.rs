@@ -196,6 +196,7 @@ pub fn sdk_entries(entries: &[Entry]) -> Vec<PutRecordsRequestEntry> {
             PutRecordsRequestEntry::builder()
                 .data(Blob::new(entry.data.to_vec()))
                 .partition_key(&entry.partition_key)
+                .set_explicit_hash_key(entry.explicit_hash_key.clone())
                 .build()
                 .expect("data and partition key are always set")
         })
@@ -242,7 +243,11 @@ impl KinesisApi for SdkKinesis {
 
     async fn put_record(&self, identity: &SignAs, entry: &Entry) -> Result<Delivery, ApiError> {
         let client = self.client(identity).await?;
-        let mut request = client.put_record().data(Blob::new(entry.data.to_vec())).partition_key(&entry.partition_key);
+        let mut request = client
+            .put_record()
+            .data(Blob::new(entry.data.to_vec()))
+            .partition_key(&entry.partition_key)
+            .set_explicit_hash_key(entry.explicit_hash_key.clone());
         request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
         let output =
             request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecord on stream {}", self.stream)))?;

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::config::KinesisConfig;
 use crate::identity::{IdentityRule, SignAs};
+use crate::partition::{KeySource, Partitioning};
 use crate::record::{Entry, KinesisApi};
 use crate::request_builder::RequestBuilder;
 use crate::sdk::{BaseCredentials, SdkKinesis};
@@ -77,7 +78,11 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
         };
         let service = Arc::new(Service::new(api, policy));
         let builder = RequestBuilder {
-            use_message_id: config.use_message_id,
+            partitioning: Partitioning {
+                key: KeySource::from_settings(config.use_message_id, config.partition_key.as_deref()),
+                explicit_hash_key: config.explicit_hash_key.as_deref().map(crate::partition::split),
+                counts: Default::default(),
+            },
             data_encoding: config.data_encoding,
             max_record_bytes: delivery.max_record_bytes,
             max_batch_records: delivery.max_batch_records,
@@ -102,6 +107,14 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
 
 #[async_trait::async_trait]
 impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let counts = &self.builder.partitioning.counts;
+        vec![
+            ("partition_key_fallbacks", counts.fallbacks.load(std::sync::atomic::Ordering::Relaxed)),
+            ("explicit_hash_keys_ignored", counts.hash_keys_ignored.load(std::sync::atomic::Ordering::Relaxed)),
+        ]
+    }
+
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome> {
         let stopped = || Outcome::Retryable("the Kinesis sink has stopped".to_owned());
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];

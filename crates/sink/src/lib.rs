@@ -25,6 +25,11 @@ pub trait Sink: Send + Sync {
     /// failing as [`Outcome::Retryable`] so that the caller can keep the record and try again later.
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome>;
 
+    /// Counts the sink keeps for `/metrics`, by name (for example `partition_key_fallbacks`); none by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Writes out anything buffered. Delivery is complete for every `deliver` call that has returned, so the
     /// default does nothing; sinks that buffer writes override it.
     async fn flush(&self) -> std::io::Result<()> {

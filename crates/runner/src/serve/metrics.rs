@@ -1,5 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics`.
 
+use std::sync::atomic::Ordering;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -71,6 +73,10 @@ pub struct Metrics {
     pub delivery_latency: Family<Destination, Histogram, fn() -> Histogram>,
     /// Delivery workers restarted after a panic, per destination.
     pub restarts: Family<Destination, Counter>,
+    /// Messages none of whose `partition_key` paths held a value, keyed by `messageId` instead, per destination.
+    pub partition_key_fallbacks: Family<Destination, Counter>,
+    /// Messages sent without their `explicit_hash_key` (missing or not a number below 2^128), per destination.
+    pub explicit_hash_keys_ignored: Family<Destination, Counter>,
     /// 1 for each destination's current state, 0 for the others.
     pub state: Family<DestinationState, Gauge>,
     /// Seconds the oldest waiting message of each destination has waited.
@@ -99,6 +105,8 @@ impl Default for Metrics {
             spool_depth: Gauge::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             restarts: Family::default(),
+            partition_key_fallbacks: Family::default(),
+            explicit_hash_keys_ignored: Family::default(),
             state: Family::default(),
             oldest_waiting: Family::default(),
             backlog_messages: Family::default(),
@@ -135,6 +143,16 @@ impl Default for Metrics {
         );
         registry.register("worker_restarts", "Delivery workers restarted after a panic", metrics.restarts.clone());
         registry.register(
+            "partition_key_fallbacks",
+            "Messages none of whose partition_key paths held a value, keyed by messageId instead",
+            metrics.partition_key_fallbacks.clone(),
+        );
+        registry.register(
+            "explicit_hash_keys_ignored",
+            "Messages sent without their explicit_hash_key, missing or not a number below 2^128",
+            metrics.explicit_hash_keys_ignored.clone(),
+        );
+        registry.register(
             "destination_state",
             "1 for each destination's current state (ok, degraded, stopped)",
             metrics.state.clone(),
@@ -168,6 +186,18 @@ impl Metrics {
     /// Counts an invalid message of an accepted request.
     pub fn drop_invalid(&self, field: &str, problem: &str) {
         self.invalid.get_or_create(&Invalid { field: field.to_owned(), problem: problem.to_owned() }).inc();
+    }
+
+    /// Copies a sink's own counts (`Sink::counters`) into their families.
+    pub fn sink_counters(&self, destination: &str, counters: &[(&'static str, u64)]) {
+        for (name, value) in counters {
+            let family = match *name {
+                "partition_key_fallbacks" => &self.partition_key_fallbacks,
+                "explicit_hash_keys_ignored" => &self.explicit_hash_keys_ignored,
+                _ => continue,
+            };
+            family.get_or_create(&Metrics::destination(destination)).inner().store(*value, Ordering::Relaxed);
+        }
     }
 
     /// The label of a destination.

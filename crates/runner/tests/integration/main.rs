@@ -9,6 +9,7 @@ mod engage;
 mod examples;
 mod faults;
 mod hostile;
+mod keys;
 mod libraries;
 mod personas;
 mod serve;

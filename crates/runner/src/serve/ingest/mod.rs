@@ -201,6 +201,9 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
         drop(m.restarts.get_or_create(&Metrics::destination(&d.name)));
     }
     ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
+    for target in ingest.routes.all() {
+        ingest.metrics.sink_counters(&target.name, &target.sink.counters());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }
 
