@@ -11,6 +11,9 @@ use crate::env::sdk_config;
 /// The Kinesis client the suites read streams with, named for suites that do not depend on the SDK themselves.
 pub type KinesisClient = aws_sdk_kinesis::Client;
 
+/// A shard as ListShards describes it.
+pub type Shard = aws_sdk_kinesis::types::Shard;
+
 /// A stream name no other test in this run uses.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -97,7 +97,14 @@ mod tests {
     }
 
     fn entries(sizes: &[usize]) -> Vec<Entry> {
-        sizes.iter().map(|&n| Entry { partition_key: "k".into(), explicit_hash_key: None, data: Bytes::from(vec![b'x'; n - 1]) }).collect()
+        sizes
+            .iter()
+            .map(|&n| Entry {
+                partition_key: "k".into(),
+                explicit_hash_key: None,
+                data: Bytes::from(vec![b'x'; n - 1]),
+            })
+            .collect()
     }
 
     /// Cuts entries of `sizes` (key included) into requests as the batcher does, and compares the request ranges
@@ -169,7 +176,8 @@ mod tests {
         };
         let entry = keyed.encode(&with(r#"{"properties":{"account_id":"acme","hash":"007"}}"#)).unwrap();
         assert_eq!((entry.partition_key.as_str(), entry.explicit_hash_key.as_deref()), ("acme", Some("7")));
-        let entry = keyed.encode(&with(r#"{"properties":{"hash":"340282366920938463463374607431768211456"}}"#)).unwrap();
+        let entry =
+            keyed.encode(&with(r#"{"properties":{"hash":"340282366920938463463374607431768211456"}}"#)).unwrap();
         assert_eq!((entry.partition_key.as_str(), entry.explicit_hash_key), ("m-1", None));
         let counts = &keyed.partitioning.counts;
         assert_eq!(counts.fallbacks.load(std::sync::atomic::Ordering::Relaxed), 1);

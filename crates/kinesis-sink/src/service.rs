@@ -317,7 +317,9 @@ mod tests {
     }
 
     fn entries(keys: &[&str]) -> Vec<Entry> {
-        keys.iter().map(|k| Entry { partition_key: (*k).into(), explicit_hash_key: None, data: Bytes::from_static(b"{}") }).collect()
+        keys.iter()
+            .map(|k| Entry { partition_key: (*k).into(), explicit_hash_key: None, data: Bytes::from_static(b"{}") })
+            .collect()
     }
 
     fn service(fake: Fake, max_attempts: u32) -> Service<Fake> {
