@@ -90,6 +90,7 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    /// Long on purpose: one registration per metric, each with its help text, in the order `/metrics` lists them.
     fn default() -> Self {
         let mut registry = Registry::with_prefix("tributary");
         let metrics = Metrics {
