@@ -114,6 +114,36 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// Stage 4: `huge` members in identity order, synced once and after 1% churn, calls to `/dev/null`.
+fn huge_syncs(tributary: &Path, root: &Path, huge: u64) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let dir = root.join("huge");
+    let config = folder_to(&dir, Path::new("/dev/null"))?;
+    let state = dir.join("state");
+    members(&config.join("members.csv"), 0, huge)?;
+    eprintln!("{huge} members, first sync:");
+    let (first, first_peak) = sync(tributary, &config, &state)?;
+    let state_bytes = std::fs::metadata(state.join("personas.sqlite3")).map(|m| m.len()).unwrap_or(0);
+    members(&config.join("members.csv"), huge / 200, huge + huge / 200)?;
+    eprintln!("after 1% churn:");
+    let (churn, churn_peak) = sync(tributary, &config, &state)?;
+    std::fs::remove_dir_all(&dir)?;
+    lines.push(format!(
+        "  {huge} members in identity order, first sync (calls to /dev/null): {:.1} s, peak memory {:.0} MiB \
+         (limit: 1024 MiB); state and sync log {:.1} GiB",
+        first.as_secs_f64(),
+        mib(first_peak),
+        state_bytes as f64 / f64::from(1 << 30)
+    ));
+    lines.push(format!(
+        "  {huge} members, 1% churn ({} changes): {:.1} s, peak memory {:.0} MiB (limits: 180 s, 1024 MiB)",
+        huge / 100,
+        churn.as_secs_f64(),
+        mib(churn_peak)
+    ));
+    Ok(lines)
+}
+
 fn main() -> anyhow::Result<()> {
     let tributary =
         PathBuf::from(arg("--tributary").context("usage: personas --tributary PATH [--large N] [--huge N]")?);
@@ -172,30 +202,7 @@ fn main() -> anyhow::Result<()> {
     ));
 
     if huge > 0 {
-        let dir = root.join("huge");
-        let config = folder_to(&dir, Path::new("/dev/null"))?;
-        let state = dir.join("state");
-        members(&config.join("members.csv"), 0, huge)?;
-        eprintln!("{huge} members, first sync:");
-        let (first, first_peak) = sync(&tributary, &config, &state)?;
-        let state_bytes = std::fs::metadata(state.join("personas.sqlite3")).map(|m| m.len()).unwrap_or(0);
-        members(&config.join("members.csv"), huge / 200, huge + huge / 200)?;
-        eprintln!("after 1% churn:");
-        let (churn, churn_peak) = sync(&tributary, &config, &state)?;
-        std::fs::remove_dir_all(&dir)?;
-        report.push(format!(
-            "  {huge} members in identity order, first sync (calls to /dev/null): {:.1} s, peak memory {:.0} MiB \
-             (limit: 1024 MiB); state and sync log {:.1} GiB",
-            first.as_secs_f64(),
-            mib(first_peak),
-            state_bytes as f64 / f64::from(1 << 30)
-        ));
-        report.push(format!(
-            "  {huge} members, 1% churn ({} changes): {:.1} s, peak memory {:.0} MiB (limits: 180 s, 1024 MiB)",
-            huge / 100,
-            churn.as_secs_f64(),
-            mib(churn_peak)
-        ));
+        report.extend(huge_syncs(&tributary, &root, huge)?);
     }
     let _ = std::fs::remove_dir_all(&root);
     for line in report {

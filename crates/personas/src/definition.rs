@@ -266,6 +266,26 @@ impl ComputationConfig {
         {
             add("source.endpoint", format!("{endpoint:?} is not an http:// or https:// URL"));
         }
+        self.call_problems(&mut add);
+        if self.kind == Kind::Audience && self.track_event.is_some() {
+            add("track_event", "is for traits; an audience's events are Audience Entered and Audience Exited".into());
+        }
+        if self.track_event.as_deref().is_some_and(|e| e.trim().is_empty()) {
+            add("track_event", "must not be empty".to_owned());
+        }
+        if let Some(share) = self.max_removal_share
+            && !(0.0..=1.0).contains(&share)
+        {
+            add("max_removal_share", format!("{share} is not between 0 and 1"));
+        }
+        if self.destinations.is_empty() {
+            add("destinations", "lists no destination".to_owned());
+        }
+        problems
+    }
+
+    /// Problems with which calls go where, and how fast.
+    fn call_problems(&self, add: &mut impl FnMut(&'static str, String)) {
         let mut check_send = |key: &'static str, send: &Option<Vec<Call>>| match send.as_deref() {
             Some([]) => add(key, "lists no call; give identify, track or both".to_owned()),
             Some(calls) => {
@@ -302,20 +322,5 @@ impl ComputationConfig {
         if rates.flatten().any(|rate| rate == 0) {
             add("max_rate", "must be at least 1 record per second".to_owned());
         }
-        if self.kind == Kind::Audience && self.track_event.is_some() {
-            add("track_event", "is for traits; an audience's events are Audience Entered and Audience Exited".into());
-        }
-        if self.track_event.as_deref().is_some_and(|e| e.trim().is_empty()) {
-            add("track_event", "must not be empty".to_owned());
-        }
-        if let Some(share) = self.max_removal_share
-            && !(0.0..=1.0).contains(&share)
-        {
-            add("max_removal_share", format!("{share} is not between 0 and 1"));
-        }
-        if self.destinations.is_empty() {
-            add("destinations", "lists no destination".to_owned());
-        }
-        problems
     }
 }

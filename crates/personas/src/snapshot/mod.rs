@@ -234,8 +234,10 @@ impl<I: Iterator<Item = Member>> Iterator for LastOfEachKey<I> {
     }
 }
 
-/// What the first pass over an export found.
-struct FirstPass {
+/// What the first pass over an export found so far.
+struct FirstPass<'o> {
+    options: &'o ReadOptions,
+    may_stream: bool,
     buffer: Vec<Member>,
     buffered_bytes: usize,
     runs: Option<sort::Runs>,
@@ -246,6 +248,94 @@ struct FirstPass {
     streaming: bool,
     rows: u64,
     duplicates_in_order: u64,
+    /// Why the pass must stop: a spill failed, or (`None` inside) an export streamed in order turned out not to be.
+    stop: Option<Option<SnapshotError>>,
+}
+
+fn spill_error(dir: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError {
+    let dir = dir.to_owned();
+    move |source| SnapshotError::Spill { dir, source }
+}
+
+impl FirstPass<'_> {
+    /// Takes the next member in file order.
+    fn take(&mut self, member: Member) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.rows += 1;
+        match (*member.key).cmp(&*self.last_key) {
+            std::cmp::Ordering::Less => self.in_order = false,
+            std::cmp::Ordering::Equal => self.duplicates_in_order += 1,
+            std::cmp::Ordering::Greater => {}
+        }
+        if self.streaming {
+            match self.in_order {
+                true => self.last_key = member.key,
+                false => self.stop = Some(None),
+            }
+            return;
+        }
+        if self.in_order {
+            self.last_key = member.key.clone();
+        }
+        self.buffered_bytes += sort::text_cost(&member);
+        self.buffer.push(member);
+        if self.buffered_bytes + sort::slot_cost(self.buffer.capacity()) <= self.options.memory_budget {
+            return;
+        }
+        if self.may_stream && self.in_order && self.runs.is_none() {
+            self.streaming = true;
+            self.buffer = Vec::new();
+            return;
+        }
+        if let Err(e) = self.spill() {
+            self.stop = Some(Some(e));
+        }
+    }
+
+    /// Sorts the buffer and writes it as the next run.
+    fn spill(&mut self) -> Result<(), SnapshotError> {
+        let runs = match &mut self.runs {
+            Some(runs) => runs,
+            None => self.runs.insert(
+                sort::Runs::create(&self.options.spill_dir, &self.options.name)
+                    .map_err(spill_error(&self.options.spill_dir))?,
+            ),
+        };
+        sort::sort_dedup(&mut self.buffer);
+        runs.spill(&self.buffer).map_err(spill_error(runs.dir_path()))?;
+        self.buffer = Vec::new();
+        self.buffered_bytes = 0;
+        Ok(())
+    }
+
+    /// Where the members ended up, with the duplicates dropped and the members counted.
+    fn finish(
+        mut self,
+        parts: &[Part],
+        config: &SnapshotConfig,
+        kind: Kind,
+    ) -> Result<(Members, u64, u64), SnapshotError> {
+        if self.streaming {
+            let members = Members::Sorted { parts: parts.to_vec(), config: config.clone(), kind };
+            return Ok((members, self.duplicates_in_order, self.rows - self.duplicates_in_order));
+        }
+        if self.runs.is_none() {
+            let duplicates = sort::sort_dedup(&mut self.buffer);
+            let count = self.buffer.len() as u64;
+            return Ok((Members::Memory(self.buffer), duplicates, count));
+        }
+        self.spill()?;
+        let runs = self.runs.expect("spilled");
+        // Counting members across runs needs one merge; it also proves the runs read back.
+        let mut error = None;
+        let count = runs.merge(&mut error).map_err(spill_error(runs.dir_path()))?.count() as u64;
+        if let Some(e) = error {
+            return Err(spill_error(runs.dir_path())(e));
+        }
+        Ok((Members::Spilled(runs), self.rows - count, count))
+    }
 }
 
 /// Reads the export at `path` (resolved by the caller) for a computation of `kind`, in at most about
@@ -275,6 +365,8 @@ fn first_pass(
     may_stream: bool,
 ) -> Result<Option<Snapshot>, SnapshotError> {
     let mut pass = FirstPass {
+        options,
+        may_stream,
         buffer: Vec::new(),
         buffered_bytes: 0,
         runs: None,
@@ -283,15 +375,10 @@ fn first_pass(
         streaming: false,
         rows: 0,
         duplicates_in_order: 0,
+        stop: None,
     };
     let mut errors = Vec::new();
     let mut malformed = 0u64;
-    let mut failure: Option<SnapshotError> = None;
-    let mut gave_up = false;
-    let spill_error = |dir: &Path| {
-        let dir = dir.to_owned();
-        move |source| SnapshotError::Spill { dir, source }
-    };
     for part in parts {
         let mut fail = |file: &Path, line: u64, message: String| {
             malformed += 1;
@@ -299,84 +386,13 @@ fn first_pass(
                 errors.push(RowError { file: file.to_owned(), line, message });
             }
         };
-        let mut member = |m: Member| {
-            if failure.is_some() || gave_up {
-                return;
-            }
-            pass.rows += 1;
-            match (*m.key).cmp(&*pass.last_key) {
-                std::cmp::Ordering::Less => pass.in_order = false,
-                std::cmp::Ordering::Equal => pass.duplicates_in_order += 1,
-                std::cmp::Ordering::Greater => {}
-            }
-            if pass.streaming {
-                match pass.in_order {
-                    true => pass.last_key = m.key,
-                    false => gave_up = true,
-                }
-                return;
-            }
-            if pass.in_order {
-                pass.last_key = m.key.clone();
-            }
-            pass.buffered_bytes += sort::text_cost(&m);
-            pass.buffer.push(m);
-            if pass.buffered_bytes + sort::slot_cost(pass.buffer.capacity()) <= options.memory_budget {
-                return;
-            }
-            if may_stream && pass.in_order && pass.runs.is_none() {
-                pass.streaming = true;
-                pass.buffer = Vec::new();
-                return;
-            }
-            let runs = match &mut pass.runs {
-                Some(runs) => runs,
-                None => match sort::Runs::create(&options.spill_dir, &options.name) {
-                    Ok(runs) => pass.runs.insert(runs),
-                    Err(e) => {
-                        failure = Some(spill_error(&options.spill_dir)(e));
-                        return;
-                    }
-                },
-            };
-            sort::sort_dedup(&mut pass.buffer);
-            if let Err(e) = runs.spill(&pass.buffer) {
-                failure = Some(spill_error(runs.dir_path())(e));
-            }
-            pass.buffer = Vec::new();
-            pass.buffered_bytes = 0;
-        };
-        parts::read(part, config, kind, &mut parts::Rows { member: &mut member, fail: &mut fail })?;
-        if let Some(e) = failure.take() {
-            return Err(e);
-        }
-        if gave_up {
-            return Ok(None);
+        parts::read(part, config, kind, &mut parts::Rows { member: &mut |m| pass.take(m), fail: &mut fail })?;
+        match pass.stop.take() {
+            Some(Some(e)) => return Err(e),
+            Some(None) => return Ok(None),
+            None => {}
         }
     }
-    let finish = |members, duplicates, count| Snapshot { members, errors, malformed, duplicates, count };
-    if pass.streaming {
-        let count = pass.rows - pass.duplicates_in_order;
-        let members = Members::Sorted { parts: parts.to_vec(), config: config.clone(), kind };
-        return Ok(Some(finish(members, pass.duplicates_in_order, count)));
-    }
-    match pass.runs {
-        None => {
-            let duplicates = sort::sort_dedup(&mut pass.buffer);
-            let count = pass.buffer.len() as u64;
-            Ok(Some(finish(Members::Memory(pass.buffer), duplicates, count)))
-        }
-        Some(mut runs) => {
-            sort::sort_dedup(&mut pass.buffer);
-            runs.spill(&pass.buffer).map_err(spill_error(runs.dir_path()))?;
-            drop(pass.buffer);
-            // Counting members across runs needs one merge; it also proves the runs read back.
-            let mut error = None;
-            let count = runs.merge(&mut error).map_err(spill_error(runs.dir_path()))?.count() as u64;
-            if let Some(e) = error {
-                return Err(spill_error(runs.dir_path())(e));
-            }
-            Ok(Some(finish(Members::Spilled(runs), pass.rows - count, count)))
-        }
-    }
+    let (members, duplicates, count) = pass.finish(parts, config, kind)?;
+    Ok(Some(Snapshot { members, errors, malformed, duplicates, count }))
 }
