@@ -286,29 +286,31 @@ impl ComputationConfig {
 
     /// Problems with which calls go where, and how fast.
     fn call_problems(&self, add: &mut impl FnMut(&'static str, String)) {
-        let mut check_send = |key: &'static str, send: &Option<Vec<Call>>| match send.as_deref() {
-            Some([]) => add(key, "lists no call; give identify, track or both".to_owned()),
+        let allowed = match self.kind {
+            Kind::AccountTrait => "group and track",
+            _ => "identify and track",
+        };
+        let mut check_send = |key: &'static str, whose: String, send: &Option<Vec<Call>>| match send.as_deref() {
+            Some([]) => add(key, format!("{whose}lists no call; give {allowed}")),
             Some(calls) => {
                 let wrong = match self.kind {
                     Kind::AccountTrait => calls.iter().find(|c| **c == Call::Identify),
                     _ => calls.iter().find(|c| **c == Call::Group),
                 };
                 if let Some(call) = wrong {
-                    let allowed = match self.kind {
-                        Kind::AccountTrait => "group and track",
-                        _ => "identify and track",
+                    let kind = match self.kind {
+                        Kind::Audience => "an audience",
+                        Kind::Trait => "a trait",
+                        Kind::AccountTrait => "an account trait",
                     };
-                    add(
-                        key,
-                        format!("{:?} is not sent for a {}; use {allowed}", call.name(), self.kind.computation_class()),
-                    );
+                    add(key, format!("{whose}{:?} is not sent for {kind}; use {allowed}", call.name()));
                 }
             }
             None => {}
         };
-        check_send("send", &self.send);
-        for settings in self.per_destination.values() {
-            check_send("per_destination.send", &settings.send);
+        check_send("send", String::new(), &self.send);
+        for (name, settings) in &self.per_destination {
+            check_send("per_destination.send", format!("[per_destination.{name}] "), &settings.send);
         }
         for name in self.per_destination.keys() {
             if !self.destinations.contains(name) {
