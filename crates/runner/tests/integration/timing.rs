@@ -77,49 +77,55 @@ async fn a_source_over_its_rate_gets_429_without_slowing_another() {
     let http = reqwest::Client::new();
     latencies(&http, &server.url, WRITE_KEY, 50).await;
 
-    // The noisy source sends 100-message batches at 20 requests a second: two hundred times its rate.
+    // The noisy source sends 100-message batches at 20 requests a second: two hundred times its rate. Its client
+    // runs on a thread and runtime of its own, so that what is measured is the server, not the quiet client's tasks
+    // waiting behind the noisy client's on a shared runtime.
     let noisy = |stop: std::sync::Arc<std::sync::atomic::AtomicBool>| {
         let url = server.url.clone();
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let batch: Vec<Value> =
-                (0..100).map(|i| json!({"type": "track", "userId": format!("n{i}"), "event": "Noise"})).collect();
-            let body = serde_json::to_vec(&json!({"batch": batch})).unwrap();
-            let (mut ok, mut limited) = (0u32, 0u32);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let response = http
-                    .post(format!("{url}/v1/batch"))
-                    .header(AUTHORIZATION, basic("noisy-key"))
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                match response.status().as_u16() {
-                    200 => ok += 1,
-                    429 => {
-                        assert!(response.headers().contains_key("x-ratelimit-reset"));
-                        limited += 1
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let http = reqwest::Client::new();
+                let batch: Vec<Value> =
+                    (0..100).map(|i| json!({"type": "track", "userId": format!("n{i}"), "event": "Noise"})).collect();
+                let body = serde_json::to_vec(&json!({"batch": batch})).unwrap();
+                let (mut ok, mut limited) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let response = http
+                        .post(format!("{url}/v1/batch"))
+                        .header(AUTHORIZATION, basic("noisy-key"))
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    match response.status().as_u16() {
+                        200 => ok += 1,
+                        429 => {
+                            assert!(response.headers().contains_key("x-ratelimit-reset"));
+                            limited += 1
+                        }
+                        other => panic!("the noisy source got {other}"),
                     }
-                    other => panic!("the noisy source got {other}"),
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            (ok, limited)
+                (ok, limited)
+            })
         })
     };
-    // Without and with the noisy source in turns, so that the machine's drift over the run weighs on both; the
+    // Without and with the noisy source in turns, seven rounds of each (the best of five still swung by a fifth on
+    // this two-core machine), so that the machine's drift over the run weighs on both; the
     // p99 of 1,000 requests (the tenth slowest) rather than of 200 (the second slowest), which one hiccup decides.
     let (mut unloaded, mut loaded) = (Duration::MAX, Duration::MAX);
     let (mut ok, mut limited) = (0, 0);
-    for _ in 0..5 {
+    for _ in 0..7 {
         unloaded = unloaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let running = noisy(stop.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
         loaded = loaded.min(best_p99(&http, &server.url, WRITE_KEY, 1, 1_000).await);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (taken, refused) = running.await.unwrap();
+        let (taken, refused) = tokio::task::spawn_blocking(move || running.join().unwrap()).await.unwrap();
         (ok, limited) = (ok + taken, limited + refused);
     }
     eprintln!(
