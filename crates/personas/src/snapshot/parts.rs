@@ -215,6 +215,19 @@ fn id_text(value: Option<&Value>) -> Option<String> {
     }
 }
 
+/// The member a row of named cells makes (an NDJSON object, a Parquet row), or why it makes none.
+fn member_of_cells(cells: &Map<String, Value>, columns: &Columns<'_>, kind: Kind) -> Result<Member, String> {
+    let text = |column: Option<&str>| id_text(column.and_then(|c| cells.get(c)));
+    let value = columns.value.map(|c| cells.get(c).cloned().unwrap_or(Value::Null));
+    member(
+        text(Some(columns.user)).as_deref(),
+        text(Some(columns.anonymous)).as_deref(),
+        text(columns.group).as_deref(),
+        value,
+        kind,
+    )
+}
+
 /// Reads a Parquet file's rows, one row group at a time, through only the columns the config names.
 fn read_parquet(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Rows<'_>) -> Result<(), SnapshotError> {
     use parquet::file::reader::FileReader as _;
@@ -259,15 +272,7 @@ fn read_parquet(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Row
             };
             cells.insert(name.clone(), value);
         }
-        let value = columns.value.map(|c| cells.get(c).cloned().unwrap_or(Value::Null));
-        let text = |column: Option<&str>| id_text(column.and_then(|c| cells.get(c)));
-        match member(
-            text(Some(columns.user)).as_deref(),
-            text(Some(columns.anonymous)).as_deref(),
-            text(columns.group).as_deref(),
-            value,
-            kind,
-        ) {
+        match member_of_cells(&cells, &columns, kind) {
             Ok(m) => (rows.member)(m),
             Err(message) => (rows.fail)(path, number, message),
         }
@@ -294,19 +299,14 @@ fn read_csv(
             found: headers.iter().collect::<Vec<_>>().join(", "),
         })
     };
-    let user = column("user_id_column", &config.user_id_column).ok();
-    let anonymous = column("anonymous_id_column", &config.anonymous_id_column).ok();
+    let columns = Columns::of(config, kind);
+    let user = column("user_id_column", columns.user).ok();
+    let anonymous = column("anonymous_id_column", columns.anonymous).ok();
     if user.is_none() && anonymous.is_none() {
-        return Err(column("user_id_column", &config.user_id_column).unwrap_err());
+        return Err(column("user_id_column", columns.user).unwrap_err());
     }
-    let value = match (&config.value_column, kind.has_value()) {
-        (Some(name), true) => Some(column("value_column", name)?),
-        _ => None,
-    };
-    let group = match (&config.group_id_column, kind) {
-        (Some(name), Kind::AccountTrait) => Some(column("group_id_column", name)?),
-        _ => None,
-    };
+    let value = columns.value.map(|name| column("value_column", name)).transpose()?;
+    let group = columns.group.map(|name| column("group_id_column", name)).transpose()?;
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -339,6 +339,7 @@ fn read_ndjson(
     rows: &mut Rows<'_>,
 ) -> Result<(), SnapshotError> {
     let path = &part.path;
+    let columns = Columns::of(config, kind);
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut line = String::new();
     let mut number = 0u64;
@@ -373,19 +374,7 @@ fn read_ndjson(
                 continue;
             }
         };
-        let text_of = |name: Option<&str>| match name.and_then(|name| row.get(name)) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        let value = config.value_column.as_deref().map(|name| row.get(name).cloned().unwrap_or(Value::Null));
-        match member(
-            text_of(Some(&config.user_id_column)).as_deref(),
-            text_of(Some(&config.anonymous_id_column)).as_deref(),
-            text_of(config.group_id_column.as_deref()).as_deref(),
-            value,
-            kind,
-        ) {
+        match member_of_cells(&row, &columns, kind) {
             Ok(m) => (rows.member)(m),
             Err(message) => (rows.fail)(path, number, message),
         }
