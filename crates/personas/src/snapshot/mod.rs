@@ -208,29 +208,12 @@ impl Snapshot {
                         let _ = send.send(chunk);
                         Ok(())
                     });
-                    let result = with(&mut LastOfEachKey { inner: receive.iter().flatten().peekable() });
+                    let result = with(&mut sort::LastOfEachKey::new(receive.iter().flatten()));
                     drop(receive);
                     reader.join().expect("the export reader does not panic").map(|()| result)
                 })
             }
         }
-    }
-}
-
-/// Keeps the last of each run of equal keys in a sorted stream.
-struct LastOfEachKey<I: Iterator<Item = Member>> {
-    inner: std::iter::Peekable<I>,
-}
-
-impl<I: Iterator<Item = Member>> Iterator for LastOfEachKey<I> {
-    type Item = Member;
-
-    fn next(&mut self) -> Option<Member> {
-        let mut member = self.inner.next()?;
-        while self.inner.peek().is_some_and(|next| next.key == member.key) {
-            member = self.inner.next().expect("peeked");
-        }
-        Some(member)
     }
 }
 

@@ -80,7 +80,7 @@ impl Runs {
 
     /// The members of every run merged in key order, the last run's member winning among equal keys (runs are
     /// written in file order). A read error ends the stream and is left in `error`.
-    pub fn merge<'a>(&self, error: &'a mut Option<std::io::Error>) -> std::io::Result<Merge<'a>> {
+    pub fn merge<'a>(&self, error: &'a mut Option<std::io::Error>) -> std::io::Result<LastOfEachKey<Merge<'a>>> {
         let mut readers = Vec::with_capacity(self.files.len());
         let mut heap = BinaryHeap::with_capacity(self.files.len());
         for (index, path) in self.files.iter().enumerate() {
@@ -90,7 +90,7 @@ impl Runs {
             }
             readers.push(reader);
         }
-        Ok(Merge { readers, heap, error })
+        Ok(LastOfEachKey::new(Merge { readers, heap, error }))
     }
 }
 
@@ -166,15 +166,36 @@ impl Merge<'_> {
     }
 }
 
+/// Every member of every run in key order; among equal keys, in run order, so the last is the latest row.
 impl Iterator for Merge<'_> {
     type Item = Member;
 
     fn next(&mut self) -> Option<Member> {
-        let mut head = self.pop()?;
-        // Heads of equal keys come out in run order: the last one is the latest row.
-        while self.heap.peek().is_some_and(|Reverse(next)| next.key == head.key) {
-            head = self.pop().expect("peeked");
-        }
+        let head = self.pop()?;
         Some(Member { key: head.key, value: head.value })
+    }
+}
+
+/// Keeps the last of each run of equal keys in a sorted stream.
+pub struct LastOfEachKey<I: Iterator<Item = Member>> {
+    inner: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = Member>> LastOfEachKey<I> {
+    /// Over `members`, sorted by key.
+    pub fn new(members: I) -> Self {
+        LastOfEachKey { inner: members.peekable() }
+    }
+}
+
+impl<I: Iterator<Item = Member>> Iterator for LastOfEachKey<I> {
+    type Item = Member;
+
+    fn next(&mut self) -> Option<Member> {
+        let mut member = self.inner.next()?;
+        while self.inner.peek().is_some_and(|next| next.key == member.key) {
+            member = self.inner.next().expect("peeked");
+        }
+        Some(member)
     }
 }
