@@ -15,7 +15,7 @@ mod sort;
 
 use std::path::{Path, PathBuf};
 
-pub use parts::{Format, Part};
+pub use parts::{Format, Part, glob_matches};
 pub use sort::remove_abandoned;
 
 use crate::definition::{Kind, SnapshotConfig};

@@ -60,7 +60,13 @@ impl Format {
     }
 }
 
-/// Whether `name` matches a glob of `*` (any run of characters) and `?` (one character).
+/// Whether `name` matches the glob `pattern` of `*` (any run of characters) and `?` (one character): the one
+/// matcher for local parts and (through `s3-export`, which is handed it) S3 keys.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    matches(&pattern, &name.chars().collect::<Vec<_>>())
+}
+
 fn matches(pattern: &[char], name: &[char]) -> bool {
     // Only the last `*` seen ever takes more characters, so the work is at most the product of the lengths, never
     // exponential in the number of stars.
@@ -387,8 +393,10 @@ mod tests {
 
     #[test]
     fn globs_match_as_shells_do() {
-        let m = |p: &str, n: &str| matches(&p.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>());
+        let m = glob_matches;
         assert!(m("part-*.csv.gz", "part-0001.csv.gz"));
+        assert!(m("data_*.csv.gz", "data_0_1_0.csv.gz"));
+        assert!(!m("data_*.csv.gz", "data_0.csv"));
         assert!(m("*", "anything"));
         assert!(m("data_?_*.csv", "data_0_12.csv"));
         assert!(!m("part-*.csv", "part-1.csv.gz"));

@@ -378,7 +378,7 @@ async fn locate_export(
     let dir = options.state_dir.join(format!("fetch-{}-{}-0", definition.computation_id, std::process::id()));
     let guard = Fetched(dir.clone());
     let started = Instant::now();
-    let files = s3_export::fetch(&client, &location, &dir).await?;
+    let files = s3_export::fetch(&client, &location, &dir, snapshot::glob_matches).await?;
     let bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
     writeln!(
         err,
