@@ -74,18 +74,16 @@ pub fn check_path(path: &str) -> Result<(), String> {
 /// The value at `path` in a JSON object, as key text: a string as it is, a number or boolean as written; `None`
 /// for a missing, null, empty, object or array value. Reads only the objects on the path.
 pub fn lookup<'p>(payload: &'p [u8], path: &[String]) -> Option<Cow<'p, str>> {
-    let (last, parents) = path.split_last()?;
-    let mut object: Cow<'p, RawValue> = Cow::Borrowed(serde_json::from_slice::<&RawValue>(payload).ok()?);
-    for segment in parents {
-        let next = field(object.get(), segment)?;
-        object = Cow::Owned(next.to_owned());
+    // Each object on the path is a slice of the payload: nothing is copied but the final string's unescaping.
+    let mut value: &'p RawValue = serde_json::from_slice(payload).ok()?;
+    for segment in path {
+        value = field(value.get(), segment)?;
     }
-    let value = field(object.get(), last)?;
     let text = value.get().trim();
     let key: Cow<'p, str> = match text.as_bytes().first()? {
-        b'"' => Cow::Owned(serde_json::from_str::<String>(text).ok()?),
+        b'"' => serde_json::from_str(text).ok()?,
         b'{' | b'[' | b'n' => return None,
-        _ => Cow::Owned(text.to_owned()),
+        _ => Cow::Borrowed(text),
     };
     (!key.is_empty()).then_some(key)
 }
