@@ -137,6 +137,9 @@ fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
     // shares the machine with them; arguments given to `cargo xtask test` run as they are.
     let result = if extra.is_empty() {
         with_env(cmd!(sh, "{cargo} test --workspace -- --skip timing::"), &env).run().and_then(|()| {
+            // The suites before write gigabytes (spools, personas states); flushing them to disk now keeps their
+            // writeback out of the latency comparisons.
+            cmd!(sh, "sync").run()?;
             with_env(cmd!(sh, "{cargo} test --package runner --test integration timing:: -- --test-threads=1"), &env)
                 .run()
         })
