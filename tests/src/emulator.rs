@@ -30,6 +30,8 @@ net.Server.prototype.listen = function (...args) {
 
 /// The Segment client libraries the ingest suites drive, pinned so that a new release cannot change a test.
 const PYTHON_CLIENT: &str = "segment-analytics-python==2.4.0";
+/// AWS's reference deaggregator of KPL aggregated records, which the aggregation suite reads records back with.
+const DEAGGREGATOR: &str = "aws_kinesis_agg==1.2.3";
 const NODE_CLIENT: &str = "@segment/analytics-node@3.1.0";
 /// The browser library, the bundler a web app would build it with, and the driver for Debian's Chromium.
 const BROWSER_PACKAGES: [&str; 3] = ["@segment/analytics-next@1.84.3", "esbuild@0.28.2", "playwright-core@1.65.1"];
@@ -40,7 +42,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// The Segment client libraries the suites drive.
 #[derive(Debug, Clone)]
 pub struct Clients {
-    /// A Python with analytics-python.
+    /// A Python with analytics-python and aws_kinesis_agg.
     pub python: PathBuf,
     /// A `node_modules` with analytics-node.
     pub node_modules: PathBuf,
@@ -217,6 +219,11 @@ pub fn install_clients() -> anyhow::Result<Clients> {
     let marker = venv.join(".installed-segment-analytics-python-2.4.0");
     if !marker.exists() {
         pip_install(&venv, PYTHON_CLIENT)?;
+        std::fs::write(&marker, "")?;
+    }
+    let marker = venv.join(".installed-aws-kinesis-agg-1.2.3");
+    if !marker.exists() {
+        pip_install(&venv, DEAGGREGATOR)?;
         std::fs::write(&marker, "")?;
     }
     let prefix = install_dir().join("clients-node");

@@ -31,7 +31,8 @@ pub fn browser() -> (String, String) {
     (required(BROWSER_MODULES), required(CHROMIUM))
 }
 
-/// The Python with segment-analytics-python, and the node_modules folder with @segment/analytics-node.
+/// The Python with segment-analytics-python (and aws_kinesis_agg), and the node_modules folder with
+/// @segment/analytics-node.
 pub fn clients() -> (String, String) {
     (required(PYTHON), required(NODE_MODULES))
 }

@@ -7,5 +7,6 @@ pub mod export;
 pub mod hostile;
 pub mod iam;
 pub mod proxy;
+pub mod standin;
 pub mod stream;
 pub mod web;

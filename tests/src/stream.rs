@@ -29,7 +29,8 @@ pub async fn client(url: &str, credentials: Credentials) -> aws_sdk_kinesis::Cli
 
 /// Creates `name` with `shards` shards and polls until it is ACTIVE.
 pub async fn create(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    admin::create(client, name, shards, Duration::from_secs(60))
+    let new = admin::NewStream { shards: Some(shards), kms_key: None };
+    admin::create(client, name, &new, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
 }

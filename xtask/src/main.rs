@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         Some("fuzz") => fuzz(&sh, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | hostile | personas | CRITERION \
+                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | e2e | hostile | kinesis | personas | CRITERION \
                  FILTER] | fuzz [--cases N] [--seed S]>"
             );
             bail!("unknown or missing command")
@@ -185,6 +185,7 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
         Some("hostile") => return release_driver(sh, "hostile"),
         Some("e2e") => return release_driver(sh, "e2e"),
         Some("personas") => return release_driver(sh, "personas"),
+        Some("kinesis") => return release_driver(sh, "kinesis"),
         _ => {}
     }
     cmd!(sh, "{cargo} bench --package benches -- {filter...}").run()?;
@@ -206,13 +207,17 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
             ours / bare
         );
     }
-    for (id, per) in [("kinesis_sink_deliver/json", 500.0), ("kinesis_sink_deliver/base64", 500.0)] {
+    for (id, per) in [
+        ("kinesis_sink_deliver/json", 500.0),
+        ("kinesis_sink_deliver/json_unpaced", 500.0),
+        ("kinesis_sink_deliver/base64", 500.0),
+    ] {
         if let Some(ns) = mean(id) {
             println!("  {id}: {:.0} records/s through KinesisSink on one thread (limit 500000)", per / (ns / 1e9));
         }
     }
     if filter.is_empty() {
-        for driver in ["ingest", "e2e", "hostile", "personas"] {
+        for driver in ["ingest", "e2e", "hostile", "kinesis", "personas"] {
             release_driver(sh, driver)?;
         }
     }

@@ -20,12 +20,18 @@ use anyhow::{Context as _, bail};
 use benches::null_kinesis::{self, Counts};
 use benches::{Served, arg, free_port, load, scratch};
 
-/// A Kinesis destination sending to the null endpoint at `port`.
+/// A Kinesis destination sending to the null endpoint at `port`, unpaced (the endpoint has no limits to keep
+/// under).
 fn destination(port: u16) -> String {
     format!(
         "name = \"stream\"\ntype = \"kinesis\"\n[kinesis]\nregion = \"us-east-1\"\nstream = \"bench\"\n\
-         endpoint = \"http://127.0.0.1:{port}\"\n"
+         endpoint = \"http://127.0.0.1:{port}\"\npacing = false\n"
     )
+}
+
+/// The same destination packing its messages into KPL aggregated records.
+fn aggregating(port: u16) -> String {
+    destination(port).replace("pacing = false", "pacing = false\naggregation = \"kpl\"")
 }
 
 /// Static credentials for the process's default chain: the endpoint does not check signatures.
@@ -70,19 +76,27 @@ struct Sustained {
     delivered: f64,
     depth: u64,
     pushed_back: u64,
+    /// Kinesis records per message delivered.
+    records_per_message: f64,
 }
 
-fn sustained(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> anyhow::Result<Sustained> {
+fn sustained(
+    runtime: &tokio::runtime::Runtime,
+    tributary: &Path,
+    seconds: u64,
+    destination: fn(u16) -> String,
+) -> anyhow::Result<Sustained> {
     let port = free_port();
     let counts = start_endpoint(port)?;
     let dir = scratch("e2e-sustained")?;
     let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &destination(port), ENV, &[]))?;
-    let before = counts.records();
+    let (records_before, before) = (counts.records(), counts.messages());
     let window = Duration::from_secs(seconds);
     let started = Instant::now();
     let figures = runtime.block_on(load(&served.url, 8, Duration::ZERO, window))?;
     let elapsed = started.elapsed().as_secs_f64();
-    let delivered = counts.records() - before;
+    let delivered = counts.messages() - before;
+    let records = counts.records() - records_before;
     let depth = runtime.block_on(spool_depth(&served.url))?;
     drop(served);
     let _ = std::fs::remove_dir_all(&dir);
@@ -91,6 +105,7 @@ fn sustained(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) 
         delivered: delivered as f64 / elapsed,
         depth,
         pushed_back: figures.pushed_back,
+        records_per_message: records as f64 / delivered.max(1) as f64,
     })
 }
 
@@ -174,7 +189,8 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     let drained = drain(&runtime, &tributary, 10)?;
-    let run = sustained(&runtime, &tributary, seconds)?;
+    let run = sustained(&runtime, &tributary, seconds, destination)?;
+    let packed = sustained(&runtime, &tributary, seconds, aggregating)?;
     let (letters, replayed) = replay(&runtime, &tributary, 5)?;
     println!(
         "end to end ({cores} cores; load generator, server and null Kinesis endpoint on the same machine; 8 \
@@ -188,6 +204,18 @@ fn main() -> anyhow::Result<()> {
         run.delivered / run.acknowledged,
         run.depth,
         run.pushed_back
+    );
+    println!(
+        "  sustained {seconds}s with aggregation = \"kpl\" (4 shards): {:.0} acknowledged/s, {:.0} messages \
+         delivered/s (ratio {:.2}; limits: at least 0.95 and 100000/s), {:.4} Kinesis records per message (1/{:.0}; \
+         limit 1/50), spool depth at the end {}, {} requests answered 429",
+        packed.acknowledged,
+        packed.delivered,
+        packed.delivered / packed.acknowledged,
+        packed.records_per_message,
+        1.0 / packed.records_per_message,
+        packed.depth,
+        packed.pushed_back
     );
     println!(
         "  drain alone: {} messages at {:.0} delivered/s (limit: at least 250000/s)",

@@ -22,8 +22,16 @@ use sink::SecretRef;
 pub struct KinesisConfig {
     /// The AWS region of the stream ("AWS Kinesis Stream Region" in Segment), for example `us-west-2`.
     pub region: String,
-    /// The stream's name, or its ARN ("AWS Kinesis Stream Name" in Segment).
+    /// The stream's name, or its ARN ("AWS Kinesis Stream Name" in Segment). A name may hold `{path}` fields of
+    /// the message, dotted as in `partition_key`: `"segment-{type}"` sends each call type to its own stream,
+    /// `"events-{context.app.name}"` each app. A field's characters that a stream name cannot hold become `-`;
+    /// each resolved stream is batched on its own.
     pub stream: String,
+    /// With a templated `stream`, where messages go whose fields are missing, or make a name longer than 128
+    /// characters (required with a template, refused without one). Counted in `/metrics` as
+    /// `stream_defaults`.
+    #[serde(default)]
+    pub default_stream: Option<String>,
     /// The ARN of the IAM role to assume ("Role Address" in Segment). Without it, the default AWS credential
     /// chain of the process is used directly.
     #[serde(default)]
@@ -58,9 +66,49 @@ pub struct KinesisConfig {
     /// Segment's docs that decode base64 themselves.
     #[serde(default)]
     pub data_encoding: DataEncoding,
+    /// Pace each shard below its limits: the sink reads the stream's shards (ListShards, again after a reshard
+    /// and every 30 s), maps each record to its shard as Kinesis does (the MD5 of the partition key, or the
+    /// explicit hash key), and holds what a shard cannot take this second instead of sending it into throttling.
+    /// Default true. Without kinesis:ListShards the stream is sent to unpaced, with a warning.
+    #[serde(default = "yes")]
+    pub pacing: bool,
+    /// The share of a shard's write limits (1,000 records and 1 MiB a second) pacing keeps each shard to, in
+    /// percent, 1 to 1000. Default 100; the KPL uses 150, trading some throttling (retried) for throughput.
+    #[serde(default = "full_rate")]
+    pub shard_rate_limit: u32,
+    /// `none` (default) sends one Kinesis record per message. `kpl` packs the messages bound for one shard into
+    /// aggregated records in the Kinesis Producer Library's format (up to `delivery.max_record_bytes` each), which
+    /// consumers must deaggregate: the KCL does, as do AWS's `aws-kinesis-agg` libraries and Lambda's
+    /// deaggregation modules. It pays when records are small and many per shard: the 1,000 records a second
+    /// limit stops counting messages.
+    #[serde(default)]
+    pub aggregation: Aggregation,
+    /// The ARN of the customer-managed KMS key the stream is encrypted with, if any: `iam policy` then grants
+    /// `kms:GenerateDataKey` on it, and `check` tries it.
+    #[serde(default)]
+    pub kms_key: Option<String>,
     /// Tuning of batching and retries; the defaults suit most streams.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn full_rate() -> u32 {
+    100
+}
+
+/// Whether messages are aggregated into KPL records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// One Kinesis record per message.
+    #[default]
+    None,
+    /// KPL aggregated records.
+    Kpl,
 }
 
 /// How a record's data is encoded.
@@ -117,6 +165,26 @@ impl Default for DeliveryConfig {
 }
 
 impl KinesisConfig {
+    /// Where records go: the stream, or its template and default stream.
+    pub fn route(&self) -> crate::route::StreamRoute {
+        crate::route::StreamRoute::new(&self.stream, self.default_stream.as_deref())
+    }
+
+    /// The stream a command works on: `explicit` if the destination can send to it, else the one stream named
+    /// without a message (the stream, or a template's `default_stream`).
+    pub fn stream_for(&self, explicit: Option<&str>) -> Result<String, String> {
+        let route = self.route();
+        match explicit {
+            None => Ok(route.fixed().to_owned()),
+            Some(name) if route.can_name(name) => Ok(name.to_owned()),
+            Some(name) => Err(format!(
+                "stream {name:?} is not one this destination sends to (stream = {:?}{})",
+                self.stream,
+                self.default_stream.as_deref().map(|d| format!(", default_stream = {d:?}")).unwrap_or_default()
+            )),
+        }
+    }
+
     /// Every problem with the settings, in key order; empty when the config is usable.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -124,9 +192,45 @@ impl KinesisConfig {
         if !is_region(&self.region) {
             add("region", format!("{:?} is not an AWS region (for example us-west-2)", self.region));
         }
-        if let Err(message) = check_stream(&self.stream) {
+        let route = crate::route::check(&self.stream, self.default_stream.as_deref());
+        let templated = self.stream.contains('{') || self.stream.contains('}');
+        if route.is_empty()
+            && !templated
+            && let Err(message) = check_stream(&self.stream)
+        {
             add("stream", message);
         }
+        for (key, message) in route {
+            add(key, message);
+        }
+        if let Some(Err(message)) = self.default_stream.as_deref().map(check_stream) {
+            add("default_stream", message);
+        }
+        self.key_problems(&mut add);
+        if !(1..=1000).contains(&self.shard_rate_limit) {
+            add("shard_rate_limit", format!("{} is not a percentage between 1 and 1000", self.shard_rate_limit));
+        }
+        if let Some(key) = &self.kms_key
+            && !is_kms_key_arn(key)
+        {
+            add("kms_key", format!("{key:?} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"));
+        }
+        if let Some(role) = &self.role_address
+            && !is_role_arn(role)
+        {
+            add("role_address", format!("{role:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"));
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            add("endpoint", format!("{endpoint:?} is not an http:// or https:// URL"));
+        }
+        self.delivery.problems(&mut add);
+        problems
+    }
+
+    /// The problems of `partition_key` and `explicit_hash_key`.
+    fn key_problems(&self, add: &mut impl FnMut(&'static str, String)) {
         match (&self.partition_key, self.use_message_id) {
             (Some(_), true) => add(
                 "partition_key",
@@ -148,17 +252,13 @@ impl KinesisConfig {
         if let Some(Err(message)) = self.explicit_hash_key.as_deref().map(crate::partition::check_path) {
             add("explicit_hash_key", message);
         }
-        if let Some(role) = &self.role_address
-            && !is_role_arn(role)
-        {
-            add("role_address", format!("{role:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"));
-        }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            add("endpoint", format!("{endpoint:?} is not an http:// or https:// URL"));
-        }
-        let d = &self.delivery;
+    }
+}
+
+impl DeliveryConfig {
+    /// The problems of `[kinesis.delivery]`, keyed from the `[kinesis]` table.
+    fn problems(&self, add: &mut impl FnMut(&'static str, String)) {
+        let d = self;
         if !(1..=500).contains(&d.max_batch_records) {
             add("delivery.max_batch_records", format!("{} is not between 1 and 500", d.max_batch_records));
         }
@@ -180,7 +280,6 @@ impl KinesisConfig {
                 format!("{} is more than backoff_max_ms ({})", d.backoff_base_ms, d.backoff_max_ms),
             );
         }
-        problems
     }
 }
 
@@ -209,6 +308,19 @@ pub fn is_role_arn(arn: &str) -> bool {
 /// The account ID of an IAM role ARN.
 pub fn role_account_id(arn: &str) -> Option<&str> {
     is_role_arn(arn).then(|| arn.split(':').nth(4)).flatten()
+}
+
+/// `arn:PARTITION:kms:REGION:ACCOUNT:key/ID` (or an `alias/NAME`, which policies cannot name, is refused).
+pub fn is_kms_key_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "kms"
+        && is_region(parts[3])
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
 }
 
 /// A stream name (1 to 128 of `[a-zA-Z0-9_.-]`) or a stream ARN.

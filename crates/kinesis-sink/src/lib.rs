@@ -3,6 +3,10 @@
 //!
 //! - [`config`]: the `[kinesis]` table of a destination file, and its checks.
 //! - [`partition`]: which partition key and explicit hash key a record gets (user, `messageId`, or paths).
+//! - [`route`]: which stream a record goes to (the configured one, or a template of message fields).
+//! - [`shards`]: a stream's shards and which one a record lands on (the MD5 of its key, or its explicit hash key).
+//! - [`pace`]: shard-aware pacing (a sliding second per shard), per-shard counts and hot keys.
+//! - [`aggregate`]: KPL aggregation of the records of one shard.
 //! - [`request_builder`]: records to entries (data encoding, partition key, size limit) and entries to requests.
 //! - [`record`]: the entry, per-entry results, error classification, and [`KinesisApi`], the seam that hides the
 //!   SDK.
@@ -18,18 +22,22 @@
 //! With `s3-export` (S3 only), the only product crate that depends on `aws-sdk-*` (the `tests` package uses them to
 //! set up emulators).
 
+pub mod aggregate;
 pub mod config;
 pub mod credentials;
 pub mod identity;
+pub mod pace;
 pub mod partition;
 pub mod record;
 pub mod request_builder;
+pub mod route;
 pub mod sdk;
 pub mod service;
 pub mod setup;
+pub mod shards;
 pub mod sink;
 
-pub use config::{DataEncoding, DeliveryConfig, KinesisConfig};
+pub use config::{Aggregation, DataEncoding, DeliveryConfig, KinesisConfig};
 pub use identity::{ExternalId, IdentityRule, SignAs};
 pub use record::{ApiError, Entry, ErrorKind, KinesisApi};
 pub use sdk::{BaseCredentials, SdkKinesis};

@@ -110,15 +110,21 @@ pub fn classify_code(code: &str) -> ErrorKind {
 /// The Kinesis calls the sink makes. The SDK implementation is [`crate::SdkKinesis`]; tests supply their own.
 #[async_trait::async_trait]
 pub trait KinesisApi: Send + Sync {
-    /// One PutRecords call: a result per entry, in order, or an error for the whole call.
-    async fn put_records(&self, identity: &SignAs, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError>;
+    /// One PutRecords call to `stream` (a name or an ARN): a result per entry, in order, or an error for the whole
+    /// call.
+    async fn put_records(
+        &self,
+        identity: &SignAs,
+        stream: &str,
+        entries: &[Entry],
+    ) -> Result<Vec<EntryResult>, ApiError>;
 
     /// One PutRecord call.
-    async fn put_record(&self, identity: &SignAs, entry: &Entry) -> Result<Delivery, ApiError>;
+    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &Entry) -> Result<Delivery, ApiError>;
+
+    /// The open shards of `stream` and their hash-key ranges (ListShards, every page).
+    async fn list_shards(&self, identity: &SignAs, stream: &str) -> Result<Vec<crate::shards::Shard>, ApiError>;
 
     /// Drops cached credentials for `identity`, so the next call assumes the role again.
     async fn refresh_credentials(&self, identity: &SignAs);
-
-    /// The stream, as errors and logs name it.
-    fn stream(&self) -> &str;
 }

@@ -25,7 +25,15 @@ pub struct RequestBuilder {
     pub max_batch_records: usize,
     /// The most bytes (data plus keys) per request.
     pub max_batch_bytes: usize,
+    /// Whether records are packed into KPL aggregated records: then a batch gathers records up to the byte cap,
+    /// since many of them make one entry.
+    pub aggregate: bool,
 }
+
+/// With aggregation, how many times `max_batch_records` user records one batch gathers before it goes: enough that
+/// a stream of up to 40 shards gets 50 or more records per aggregate from a full batch, few enough that a busy
+/// sender fills batches without waiting for the linger.
+pub const AGGREGATED_BATCH_FACTOR: usize = 4;
 
 impl RequestBuilder {
     /// The partition key of a record: as Segment's Kinesis destination makes it, `userId || anonymousId`, or its
@@ -80,6 +88,23 @@ impl RequestBuilder {
     pub fn is_full(&self, count: usize) -> bool {
         count >= self.max_batch_records
     }
+
+    /// The most user records a batch gathers before it is sent.
+    fn gather_cap(&self) -> usize {
+        if self.aggregate { self.max_batch_records * AGGREGATED_BATCH_FACTOR } else { self.max_batch_records }
+    }
+
+    /// [`RequestBuilder::must_send_before`] for the records a batch gathers before packing: the same caps without
+    /// aggregation; with it, the byte cap and [`AGGREGATED_BATCH_FACTOR`] times the record cap (the packed
+    /// entries are cut into requests again).
+    pub fn must_gather_before(&self, count: usize, bytes: usize, size: usize) -> bool {
+        count > 0 && (count >= self.gather_cap() || bytes + size > self.max_batch_bytes)
+    }
+
+    /// Whether a batch of `count` user records is full.
+    pub fn is_gathered(&self, count: usize) -> bool {
+        count >= self.gather_cap()
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +118,7 @@ mod tests {
             max_record_bytes: 1 << 20,
             max_batch_records,
             max_batch_bytes,
+            aggregate: false,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::config::KinesisConfig;
 use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
 use crate::identity::SignAs;
 use crate::record::{ApiError, Entry, EntryError, EntryResult, KinesisApi};
+use crate::shards::Shard;
 
 /// Where the credentials that sign requests (or assume the role) come from.
 #[derive(Debug, Clone, Default)]
@@ -146,7 +147,6 @@ pub(crate) fn signing_as(
 
 /// Kinesis through the SDK: one client per identity, each signing with that identity's credentials.
 pub struct SdkKinesis {
-    stream: String,
     config: aws_sdk_kinesis::Config,
     /// With a role: the credentials per External ID. Without: `None`, and every call uses `config` as is.
     roles: Option<Arc<CredentialCache>>,
@@ -160,7 +160,6 @@ impl SdkKinesis {
         let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
         let roles = config.role_address.as_ref().map(|role| role_cache(&shared, role));
         SdkKinesis {
-            stream: config.stream.clone(),
             config: aws_sdk_kinesis::config::Builder::from(&shared).build(),
             roles,
             clients: Mutex::new(HashMap::new()),
@@ -182,10 +181,10 @@ impl SdkKinesis {
         });
         Ok(client.clone())
     }
+}
 
-    fn is_arn(&self) -> bool {
-        self.stream.starts_with("arn:")
-    }
+fn is_arn(stream: &str) -> bool {
+    stream.starts_with("arn:")
 }
 
 /// The SDK's request entries for `entries`.
@@ -205,22 +204,24 @@ pub fn sdk_entries(entries: &[Entry]) -> Vec<PutRecordsRequestEntry> {
 
 #[async_trait::async_trait]
 impl KinesisApi for SdkKinesis {
-    async fn put_records(&self, identity: &SignAs, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
+    async fn put_records(
+        &self,
+        identity: &SignAs,
+        stream: &str,
+        entries: &[Entry],
+    ) -> Result<Vec<EntryResult>, ApiError> {
         let client = self.client(identity).await?;
         let mut request = client.put_records().set_records(Some(sdk_entries(entries)));
-        request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
-        let output = request
-            .send()
-            .await
-            .map_err(|e| api_error(&e, &format!("kinesis:PutRecords on stream {}", self.stream)))?;
+        request = if is_arn(stream) { request.stream_arn(stream) } else { request.stream_name(stream) };
+        let output =
+            request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecords on stream {stream}")))?;
         let results = output.records();
         if results.len() != entries.len() {
             return Err(ApiError::classify(
                 None,
                 None,
                 format!(
-                    "kinesis:PutRecords on stream {} answered {} results for {} records",
-                    self.stream,
+                    "kinesis:PutRecords on stream {stream} answered {} results for {} records",
                     results.len(),
                     entries.len()
                 ),
@@ -241,20 +242,25 @@ impl KinesisApi for SdkKinesis {
             .collect())
     }
 
-    async fn put_record(&self, identity: &SignAs, entry: &Entry) -> Result<Delivery, ApiError> {
+    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &Entry) -> Result<Delivery, ApiError> {
         let client = self.client(identity).await?;
         let mut request = client
             .put_record()
             .data(Blob::new(entry.data.to_vec()))
             .partition_key(&entry.partition_key)
             .set_explicit_hash_key(entry.explicit_hash_key.clone());
-        request = if self.is_arn() { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
+        request = if is_arn(stream) { request.stream_arn(stream) } else { request.stream_name(stream) };
         let output =
-            request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecord on stream {}", self.stream)))?;
+            request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecord on stream {stream}")))?;
         Ok(Delivery {
             shard_id: Some(output.shard_id().to_owned()),
             sequence_number: Some(output.sequence_number().to_owned()),
         })
+    }
+
+    async fn list_shards(&self, identity: &SignAs, stream: &str) -> Result<Vec<Shard>, ApiError> {
+        let client = self.client(identity).await?;
+        list_shards(&client, stream).await
     }
 
     async fn refresh_credentials(&self, identity: &SignAs) {
@@ -262,8 +268,53 @@ impl KinesisApi for SdkKinesis {
             cache.invalidate(identity).await;
         }
     }
+}
 
-    fn stream(&self) -> &str {
-        &self.stream
+/// Every shard of `stream`, open or closed by a reshard: every page of ListShards.
+pub async fn all_shards(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<aws_sdk_kinesis::types::Shard>, ApiError> {
+    let mut shards = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let mut request = client.list_shards();
+        request = match &next {
+            // A page after the first names only its token.
+            Some(token) => request.next_token(token),
+            None if is_arn(stream) => request.stream_arn(stream),
+            None => request.stream_name(stream),
+        };
+        let output =
+            request.send().await.map_err(|e| api_error(&e, &format!("kinesis:ListShards on stream {stream}")))?;
+        next = output.next_token().map(str::to_owned);
+        shards.extend(output.shards.unwrap_or_default());
+        if next.is_none() {
+            return Ok(shards);
+        }
     }
+}
+
+/// The open shards of `stream` and their hash-key ranges: [`all_shards`] less those a reshard closed (with an
+/// ending sequence number).
+pub async fn list_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<Vec<Shard>, ApiError> {
+    let mut open = Vec::new();
+    for shard in all_shards(client, stream).await? {
+        if shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some() {
+            continue;
+        }
+        let range = shard.hash_key_range();
+        let parse = |text: Option<&str>| text.and_then(crate::shards::parse_hash_key);
+        let (Some(start), Some(end)) =
+            (parse(range.map(|r| r.starting_hash_key())), parse(range.map(|r| r.ending_hash_key())))
+        else {
+            return Err(ApiError::classify(
+                None,
+                None,
+                format!("kinesis:ListShards on stream {stream} gave shard {} no hash-key range", shard.shard_id()),
+            ));
+        };
+        open.push(Shard { id: shard.shard_id().to_owned(), start, end });
+    }
+    Ok(open)
 }

@@ -1,13 +1,20 @@
 //! Sending one batch: PutRecords, per-entry results, retries of only what failed, the PutRecord fallback and
 //! credential refresh. This is the single owner of retries; the SDK's own retry is disabled.
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rand::Rng;
-use sink::Outcome;
+use sink::{LabelledCount, Outcome};
+use tokio::time::Instant;
 
 use crate::identity::SignAs;
-use crate::record::{ApiError, Entry, ErrorKind, KinesisApi, classify_code};
+use crate::pace::{Limits, StreamPace};
+use crate::record::{ApiError, Entry, EntryResult, ErrorKind, KinesisApi, classify_code};
+use crate::request_builder::RequestBuilder;
+use crate::shards::ShardMap;
 
 /// Exponential backoff with full jitter: before attempt `n` (from 1), sleep a random time in
 /// `[0, min(max, base * 2^(n-1))]`.
@@ -44,6 +51,14 @@ pub struct Service<A> {
     /// PutRecord per record; then PutRecords is tried again, since a policy that was being changed (a revoked
     /// role being restored) may allow it now.
     single_records_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Each shard's share of its limits, when pacing is on.
+    pacing: Option<Limits>,
+    /// Whether aggregation needs the shard maps even without pacing.
+    needs_maps: bool,
+    /// What is known of each stream sent to: its shards, their windows and counts, its hot keys.
+    streams: std::sync::Mutex<HashMap<Arc<str>, StreamPace>>,
+    /// Entries Kinesis throttled, over every stream.
+    throttled: AtomicU64,
 }
 
 /// How long a destination sends one PutRecord per record before it tries PutRecords again.
@@ -52,7 +67,160 @@ pub const RECHECK_PUT_RECORDS: Duration = Duration::from_secs(10);
 impl<A: KinesisApi> Service<A> {
     /// A service over `api`.
     pub fn new(api: A, policy: RetryPolicy) -> Service<A> {
-        Service { api, policy, single_records_since: std::sync::Mutex::new(None) }
+        Service {
+            api,
+            policy,
+            single_records_since: std::sync::Mutex::new(None),
+            pacing: None,
+            needs_maps: false,
+            streams: std::sync::Mutex::new(HashMap::new()),
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    /// The service, pacing each shard to `limits` (or not at all), and reading shard maps for aggregation if
+    /// `aggregate`.
+    pub fn with_shards(mut self, limits: Option<Limits>, aggregate: bool) -> Service<A> {
+        self.pacing = limits;
+        self.needs_maps = limits.is_some() || aggregate;
+        self
+    }
+
+    /// Entries Kinesis throttled so far, over every stream.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, StreamPace>> {
+        self.streams.lock().expect("stream state lock poisoned")
+    }
+
+    /// The shard map of `stream`, read with ListShards when first needed, every [`crate::pace::REFRESH_EVERY`],
+    /// and after a sign of a reshard. `None` when it cannot be read: delivery goes on unpaced, with a warning.
+    pub async fn shard_map(&self, identity: &SignAs, stream: &Arc<str>) -> Option<Arc<ShardMap>> {
+        if !self.needs_maps {
+            return None;
+        }
+        let now = Instant::now();
+        let refresh = match self.streams().get(stream) {
+            Some(pace) if !pace.needs_refresh(now) => return pace.map.clone(),
+            Some(_) => true,
+            None => false,
+        };
+        let map = match self.api.list_shards(identity, stream).await {
+            Ok(shards) => Some(ShardMap::new(shards)),
+            Err(e) => {
+                tracing::warn!(
+                    stream = &**stream,
+                    "cannot read the stream's shards, so it is sent to unpaced and aggregated by key only until the \
+                     next try in {}s (grant kinesis:ListShards): {e}",
+                    crate::pace::REFRESH_EVERY.as_secs()
+                );
+                None
+            }
+        };
+        let mut streams = self.streams();
+        let pace = streams.entry(stream.clone()).or_insert_with(|| StreamPace::new(None, now));
+        if refresh || pace.map.is_none() {
+            pace.refreshed(map, now);
+        }
+        pace.map.clone()
+    }
+
+    /// The per-shard counts and hot keys of every stream, for `/metrics`.
+    pub fn shard_counts(&self) -> Vec<LabelledCount> {
+        let now = Instant::now();
+        let mut counts = Vec::new();
+        for (stream, pace) in self.streams().iter_mut() {
+            for (shard, c) in &pace.counts {
+                let labels = vec![("stream", stream.to_string()), ("shard", shard.clone())];
+                for (name, value) in
+                    [("shard_records", c.records), ("shard_bytes", c.bytes), ("shard_throttled", c.throttled)]
+                {
+                    counts.push(LabelledCount { name, labels: labels.clone(), value });
+                }
+            }
+            for (key, records, _) in pace.hot_keys(now, HOT_KEYS_SHOWN) {
+                let labels = vec![("stream", stream.to_string()), ("key", key)];
+                counts.push(LabelledCount { name: "hot_key_records", labels, value: records });
+            }
+        }
+        counts
+    }
+
+    /// The IDs of the shards of `stream` the pacer knows, in hash-key order.
+    pub fn known_shards(&self, stream: &str) -> Vec<String> {
+        let map = self.streams().get(stream).and_then(|p| p.map.clone());
+        map.map(|m| m.shards().iter().map(|s| s.id.clone()).collect()).unwrap_or_default()
+    }
+
+    /// The hottest partition keys of `stream` over the last minute: key, records, bytes.
+    pub fn hot_keys(&self, stream: &str, n: usize) -> Vec<(String, u64, u64)> {
+        self.streams().get_mut(stream).map(|p| p.hot_keys(Instant::now(), n)).unwrap_or_default()
+    }
+
+    /// Waits until some of `pending` fit their shards' windows; returns those, and leaves the rest in `pending`.
+    async fn admit(&self, stream: &str, entries: &[Entry], pending: &mut Vec<usize>) -> Vec<usize> {
+        let Some(limits) = self.pacing else { return std::mem::take(pending) };
+        loop {
+            let decision = match self.streams().get_mut(stream) {
+                Some(pace) => pace.admit(Instant::now(), limits, entries, pending),
+                None => return std::mem::take(pending),
+            };
+            match decision {
+                Ok(admitted) => {
+                    let taken: std::collections::HashSet<usize> = admitted.iter().copied().collect();
+                    pending.retain(|i| !taken.contains(i));
+                    return admitted;
+                }
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Sends `entries` in as many requests as the caps of `builder` make, one after another; one outcome each.
+    pub async fn send_requests(
+        &self,
+        identity: &SignAs,
+        stream: &Arc<str>,
+        entries: &[Entry],
+        builder: &RequestBuilder,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let (mut start, mut bytes) = (0, 0);
+        for (i, entry) in entries.iter().enumerate() {
+            if builder.must_send_before(i - start, bytes, entry.size()) {
+                outcomes.extend(self.send(identity, stream, &entries[start..i]).await);
+                (start, bytes) = (i, 0);
+            }
+            bytes += entry.size();
+        }
+        if start < entries.len() {
+            outcomes.extend(self.send(identity, stream, &entries[start..]).await);
+        }
+        outcomes
+    }
+
+    /// Packs `entries` into KPL aggregated records per shard, sends those, and gives each entry the outcome of the
+    /// record that carried it.
+    pub async fn send_aggregated(
+        &self,
+        identity: &SignAs,
+        stream: &Arc<str>,
+        entries: &[Entry],
+        builder: &RequestBuilder,
+    ) -> Vec<Outcome> {
+        let map = self.shard_map(identity, stream).await;
+        let packed = crate::aggregate::pack(entries, map.as_deref(), builder.max_record_bytes);
+        let wire: Vec<Entry> = packed.iter().map(|p| p.entry.clone()).collect();
+        let sent = self.send_requests(identity, stream, &wire, builder).await;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
+        for (packed, outcome) in packed.iter().zip(sent) {
+            for &member in &packed.members {
+                outcomes[member] = Some(outcome.clone());
+            }
+        }
+        outcomes.into_iter().map(|o| o.expect("every entry is in one aggregate")).collect()
     }
 
     /// The client.
@@ -77,66 +245,33 @@ impl<A: KinesisApi> Service<A> {
     ///
     /// Each round sends only the entries still pending; delivered and permanently failed entries are settled at
     /// once. What is still failing after `max_attempts` rounds is reported as retryable with its last reason.
-    pub async fn send(&self, identity: &SignAs, entries: &[Entry]) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
-        let mut pending: Vec<usize> = (0..entries.len()).collect();
-        let mut last_reason = vec![String::new(); entries.len()];
+    pub async fn send(&self, identity: &SignAs, stream: &Arc<str>, entries: &[Entry]) -> Vec<Outcome> {
+        let mut state = Settling::new(entries.len());
+        let mut waiting: Vec<usize> = (0..entries.len()).collect();
         let mut failures = 0;
-        while !pending.is_empty() {
-            let mut retry = Vec::new();
-            let mut refresh = false;
-            if self.is_single_record_mode() {
-                refresh |=
-                    self.one_by_one(identity, entries, &pending, &mut outcomes, &mut retry, &mut last_reason).await;
-            } else {
-                let batch: Vec<Entry> = pending.iter().map(|&i| entries[i].clone()).collect();
-                match self.api.put_records(identity, &batch).await {
-                    Ok(results) => {
-                        for (&i, result) in pending.iter().zip(results) {
-                            match result {
-                                Ok(delivery) => outcomes[i] = Some(Outcome::Delivered(delivery)),
-                                Err(error) => {
-                                    let reason =
-                                        format!("{}: {} (stream {})", error.code, error.message, self.api.stream());
-                                    let kind = classify_code(&error.code);
-                                    refresh |= kind == ErrorKind::ExpiredToken;
-                                    let e = ApiError { kind, code: Some(error.code), message: reason };
-                                    self.settle_error(i, e, &mut outcomes, &mut retry, &mut last_reason);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) if e.kind == ErrorKind::AccessDenied => {
-                        if self.try_single_records(identity, entries, &pending, &mut outcomes, &e).await {
-                            // Switched modes: resend what is left at once, without counting a failure.
-                            pending.retain(|&i| outcomes[i].is_none());
-                            continue;
-                        }
-                    }
-                    Err(e) if e.kind == ErrorKind::Invalid && pending.len() > 1 => {
-                        // The call was refused for what some record holds: send each alone to find which.
-                        refresh |= self
-                            .one_by_one(identity, entries, &pending, &mut outcomes, &mut retry, &mut last_reason)
-                            .await;
-                    }
-                    Err(e) => {
-                        refresh |= e.kind == ErrorKind::ExpiredToken;
-                        for &i in &pending {
-                            self.settle_error(i, e.clone(), &mut outcomes, &mut retry, &mut last_reason);
-                        }
-                    }
+        self.shard_map(identity, stream).await;
+        while !waiting.is_empty() {
+            // What the shards cannot take yet stays in `waiting`, and is not a failure.
+            let pending = self.admit(stream, entries, &mut waiting).await;
+            let refresh = match self.round(identity, stream, entries, pending, &mut state).await {
+                Round::Switched(left) => {
+                    // Switched to PutRecord: resend what is left at once, without counting a failure.
+                    waiting = merge(left, waiting);
+                    continue;
                 }
-            }
+                Round::Sent { refresh } => refresh,
+            };
+            let retry = std::mem::take(&mut state.retry);
             if retry.is_empty() {
-                break;
+                continue;
             }
             failures += 1;
             if failures >= self.policy.max_attempts {
                 for &i in &retry {
-                    let reason = format!("gave up after {failures} attempts: {}", last_reason[i]);
-                    outcomes[i] = Some(Outcome::Retryable(reason));
+                    let reason = format!("gave up after {failures} attempts: {}", state.last_reason[i]);
+                    state.outcomes[i] = Some(Outcome::Retryable(reason));
                 }
-                break;
+                continue;
             }
             if refresh {
                 // Expired credentials are not load: refresh and resend without waiting.
@@ -144,54 +279,107 @@ impl<A: KinesisApi> Service<A> {
             } else {
                 tokio::time::sleep(self.policy.backoff(failures)).await;
             }
-            pending = retry;
+            waiting = merge(retry, waiting);
         }
-        outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retryable("not sent".to_owned()))).collect()
+        if self.streams().get(&**stream).is_some_and(StreamPace::is_stale) {
+            // A reshard showed itself in the answers: read the new shards now, not when the next batch comes.
+            self.shard_map(identity, stream).await;
+        }
+        state.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retryable("not sent".to_owned()))).collect()
+    }
+
+    /// One round: `pending` sent in one PutRecords call (or one PutRecord each), each entry settled in `state` or
+    /// queued in `state.retry`.
+    async fn round(
+        &self,
+        identity: &SignAs,
+        stream: &str,
+        entries: &[Entry],
+        mut pending: Vec<usize>,
+        state: &mut Settling,
+    ) -> Round {
+        if self.is_single_record_mode() {
+            return Round::Sent { refresh: self.one_by_one((identity, stream), entries, &pending, state).await };
+        }
+        let batch: Vec<Entry> = pending.iter().map(|&i| entries[i].clone()).collect();
+        let mut refresh = false;
+        match self.api.put_records(identity, stream, &batch).await {
+            Ok(results) => {
+                self.note(stream, entries, &pending, &results);
+                for (&i, result) in pending.iter().zip(results) {
+                    match result {
+                        Ok(delivery) => state.outcomes[i] = Some(Outcome::Delivered(delivery)),
+                        Err(error) => {
+                            let reason = format!("{}: {} (stream {stream})", error.code, error.message);
+                            let kind = classify_code(&error.code);
+                            refresh |= kind == ErrorKind::ExpiredToken;
+                            state.settle_error(i, ApiError { kind, code: Some(error.code), message: reason });
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind == ErrorKind::AccessDenied => {
+                if self.try_single_records(identity, stream, entries, &pending, &mut state.outcomes, &e).await {
+                    pending.retain(|&i| state.outcomes[i].is_none());
+                    return Round::Switched(pending);
+                }
+            }
+            Err(e) if e.kind == ErrorKind::Invalid && pending.len() > 1 => {
+                // The call was refused for what some record holds: send each alone to find which.
+                refresh = self.one_by_one((identity, stream), entries, &pending, state).await;
+            }
+            Err(e) => {
+                refresh = e.kind == ErrorKind::ExpiredToken;
+                if e.code.as_deref() == Some("ResourceNotFoundException") {
+                    self.streams().get_mut(stream).map(StreamPace::mark_stale);
+                }
+                for &i in &pending {
+                    state.settle_error(i, e.clone());
+                }
+            }
+        }
+        Round::Sent { refresh }
+    }
+
+    /// Counts what a PutRecords call did per shard: delivered records and bytes, throttled entries, hot keys.
+    fn note(&self, stream: &str, entries: &[Entry], sent: &[usize], results: &[EntryResult]) {
+        let now = Instant::now();
+        let mut streams = self.streams();
+        let pace = match streams.get_mut(stream) {
+            Some(pace) => pace,
+            None => streams.entry(Arc::from(stream)).or_insert_with(|| StreamPace::new(None, now)),
+        };
+        for (&i, result) in sent.iter().zip(results) {
+            match result {
+                Ok(delivery) => pace.delivered(now, delivery.shard_id.as_deref(), &entries[i], 1),
+                Err(error) if error.code == "ProvisionedThroughputExceededException" => {
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
+                    pace.throttled(&entries[i]);
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Sends the `pending` entries one PutRecord each; returns whether credentials expired on the way.
     async fn one_by_one(
         &self,
-        identity: &SignAs,
+        (identity, stream): (&SignAs, &str),
         entries: &[Entry],
         pending: &[usize],
-        outcomes: &mut [Option<Outcome>],
-        retry: &mut Vec<usize>,
-        last_reason: &mut [String],
+        state: &mut Settling,
     ) -> bool {
         let mut expired = false;
         for &i in pending {
-            match self.api.put_record(identity, &entries[i]).await {
-                Ok(delivery) => outcomes[i] = Some(Outcome::Delivered(delivery)),
+            match self.api.put_record(identity, stream, &entries[i]).await {
+                Ok(delivery) => state.outcomes[i] = Some(Outcome::Delivered(delivery)),
                 Err(e) => {
                     expired |= e.kind == ErrorKind::ExpiredToken;
-                    self.settle_error(i, e, outcomes, retry, last_reason);
+                    state.settle_error(i, e);
                 }
             }
         }
         expired
-    }
-
-    /// Records a failed entry: what passes by itself is queued for the next round; what needs a fix is handed back
-    /// as retryable at once, for the spool's schedule; only an invalid record fails.
-    fn settle_error(
-        &self,
-        i: usize,
-        error: ApiError,
-        outcomes: &mut [Option<Outcome>],
-        retry: &mut Vec<usize>,
-        last_reason: &mut [String],
-    ) {
-        match error.kind {
-            ErrorKind::Retryable | ErrorKind::ExpiredToken => {
-                last_reason[i] = error.message;
-                retry.push(i);
-            }
-            ErrorKind::AccessDenied | ErrorKind::AssumeRoleRefused | ErrorKind::Fixable => {
-                outcomes[i] = Some(Outcome::Retryable(error.message));
-            }
-            ErrorKind::Invalid => outcomes[i] = Some(Outcome::Failed(error.message)),
-        }
     }
 
     /// PutRecords was refused: if PutRecord is allowed, switch this destination to it for good.
@@ -201,24 +389,25 @@ impl<A: KinesisApi> Service<A> {
     async fn try_single_records(
         &self,
         identity: &SignAs,
+        stream: &str,
         entries: &[Entry],
         pending: &[usize],
         outcomes: &mut [Option<Outcome>],
         batch_error: &ApiError,
     ) -> bool {
         let first = pending[0];
-        match self.api.put_record(identity, &entries[first]).await {
+        match self.api.put_record(identity, stream, &entries[first]).await {
             Ok(delivery) => {
                 outcomes[first] = Some(Outcome::Delivered(delivery));
                 if self
                     .single_records_since
                     .lock()
                     .expect("single-record lock poisoned")
-                    .replace(Instant::now())
+                    .replace(std::time::Instant::now())
                     .is_none()
                 {
                     tracing::warn!(
-                        stream = self.api.stream(),
+                        stream,
                         "kinesis:PutRecords was denied but kinesis:PutRecord is allowed, so this destination now \
                          sends one record per call (and tries PutRecords again every {}s); {PUT_RECORDS_HINT}",
                         RECHECK_PUT_RECORDS.as_secs()
@@ -229,8 +418,7 @@ impl<A: KinesisApi> Service<A> {
             Err(single_error) => {
                 let reason = if single_error.kind == ErrorKind::AccessDenied {
                     format!(
-                        "access denied to both kinesis:PutRecords and kinesis:PutRecord on stream {}: {}",
-                        self.api.stream(),
+                        "access denied to both kinesis:PutRecords and kinesis:PutRecord on stream {stream}: {}",
                         batch_error.message
                     )
                 } else {
@@ -248,6 +436,55 @@ impl<A: KinesisApi> Service<A> {
         }
     }
 }
+
+/// Where each entry of one [`Service::send`] stands.
+struct Settling {
+    /// The outcome of each entry, once settled.
+    outcomes: Vec<Option<Outcome>>,
+    /// Entries of this round to send again.
+    retry: Vec<usize>,
+    /// Why each entry last failed.
+    last_reason: Vec<String>,
+}
+
+/// How a round ended.
+enum Round {
+    /// Sent; `refresh` when credentials expired on the way.
+    Sent { refresh: bool },
+    /// PutRecords was refused and the destination switched to PutRecord: these entries are left to send.
+    Switched(Vec<usize>),
+}
+
+impl Settling {
+    fn new(entries: usize) -> Settling {
+        Settling { outcomes: vec![None; entries], retry: Vec::new(), last_reason: vec![String::new(); entries] }
+    }
+
+    /// Records a failed entry: what passes by itself is queued for the next round; what needs a fix is handed back
+    /// as retryable at once, for the spool's schedule; only an invalid record fails.
+    fn settle_error(&mut self, i: usize, error: ApiError) {
+        match error.kind {
+            ErrorKind::Retryable | ErrorKind::ExpiredToken => {
+                self.last_reason[i] = error.message;
+                self.retry.push(i);
+            }
+            ErrorKind::AccessDenied | ErrorKind::AssumeRoleRefused | ErrorKind::Fixable => {
+                self.outcomes[i] = Some(Outcome::Retryable(error.message));
+            }
+            ErrorKind::Invalid => self.outcomes[i] = Some(Outcome::Failed(error.message)),
+        }
+    }
+}
+
+/// Two ascending position lists as one.
+fn merge(mut a: Vec<usize>, b: Vec<usize>) -> Vec<usize> {
+    a.extend(b);
+    a.sort_unstable();
+    a
+}
+
+/// How many hot keys per stream `/metrics` shows.
+pub const HOT_KEYS_SHOWN: usize = 10;
 
 #[cfg(test)]
 mod tests {
@@ -282,7 +519,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KinesisApi for Fake {
-        async fn put_records(&self, _: &SignAs, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
+        async fn put_records(&self, _: &SignAs, _: &str, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
             let keys = entries.iter().map(|e| e.partition_key.clone()).collect();
             self.calls.lock().unwrap().push(("PutRecords", keys));
             match self.put_records.lock().unwrap().pop_front() {
@@ -302,7 +539,7 @@ mod tests {
             }
         }
 
-        async fn put_record(&self, _: &SignAs, entry: &Entry) -> Result<Delivery, ApiError> {
+        async fn put_record(&self, _: &SignAs, _: &str, entry: &Entry) -> Result<Delivery, ApiError> {
             self.calls.lock().unwrap().push(("PutRecord", vec![entry.partition_key.clone()]));
             self.put_record.lock().unwrap().pop_front().unwrap_or(Ok(())).map(|()| delivered(0))
         }
@@ -311,8 +548,8 @@ mod tests {
             self.refreshes.lock().unwrap().push(identity.clone());
         }
 
-        fn stream(&self) -> &str {
-            "events"
+        async fn list_shards(&self, _: &SignAs, _: &str) -> Result<Vec<crate::shards::Shard>, ApiError> {
+            Ok(vec![crate::shards::Shard { id: "shardId-000000000000".into(), start: 0, end: u128::MAX }])
         }
     }
 
@@ -359,7 +596,7 @@ mod tests {
             Reply::Entries(vec![None, Some("ProvisionedThroughputExceededException")]),
         ]);
         let service = service(fake, 5);
-        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c", "d"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b", "c", "d"])).await;
         assert_eq!(summary(&outcomes), ["delivered"; 4]);
         assert_eq!(
             calls(&service),
@@ -381,7 +618,7 @@ mod tests {
             Some("KMSAccessDeniedException"),
         ])]);
         let service = service(fake, 5);
-        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c", "d"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b", "c", "d"])).await;
         assert_eq!(summary(&outcomes), ["retryable", "delivered", "delivered", "retryable"]);
         let Outcome::Retryable(reason) = &outcomes[0] else { unreachable!() };
         assert_eq!(reason, "KMSDisabledException: scripted (stream events)");
@@ -400,7 +637,7 @@ mod tests {
             .unwrap()
             .extend((0..2).map(|_| Reply::Entries(vec![Some("ProvisionedThroughputExceededException")])));
         let service = service(fake, 3);
-        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b"])).await;
         assert_eq!(summary(&outcomes), ["delivered", "retryable"]);
         let Outcome::Retryable(reason) = &outcomes[1] else { unreachable!() };
         assert!(reason.starts_with("gave up after 3 attempts: ProvisionedThroughputExceededException"), "{reason}");
@@ -415,7 +652,7 @@ mod tests {
             Reply::Call(error(ErrorKind::Fixable, Some("ResourceNotFoundException"))),
         ]);
         let service = service(fake, 5);
-        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b"])).await;
         // The outage is retried here; the missing stream waits on the spool's schedule, and nothing fails.
         assert_eq!(summary(&outcomes), ["retryable", "retryable"]);
         assert_eq!(calls(&service).len(), 2);
@@ -431,7 +668,7 @@ mod tests {
             Ok(()),
         ]);
         let service = service(fake, 5);
-        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b", "c"])).await;
         assert_eq!(summary(&outcomes), ["delivered", "failed", "delivered"]);
         assert!(!service.is_single_record_mode());
     }
@@ -451,11 +688,11 @@ mod tests {
         let fake = Fake::default();
         fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::AccessDenied, None)));
         let service = service(fake, 5);
-        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b", "c"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b", "c"])).await;
         assert_eq!(summary(&outcomes), ["delivered"; 3]);
         assert!(service.is_single_record_mode());
         // The next batch goes straight to PutRecord without trying PutRecords again.
-        let outcomes = service.send(&SignAs::Process, &entries(&["d"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["d"])).await;
         assert_eq!(summary(&outcomes), ["delivered"]);
         assert_eq!(
             calls(&service),
@@ -475,7 +712,7 @@ mod tests {
         fake.put_records.lock().unwrap().push_back(Reply::Call(error(ErrorKind::AccessDenied, None)));
         fake.put_record.lock().unwrap().push_back(Err(error(ErrorKind::AccessDenied, None)));
         let service = service(fake, 5);
-        let outcomes = service.send(&SignAs::Process, &entries(&["a", "b"])).await;
+        let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b"])).await;
         assert_eq!(summary(&outcomes), ["retryable", "retryable"]);
         let Outcome::Retryable(reason) = &outcomes[0] else { unreachable!() };
         assert!(reason.contains("kinesis:PutRecords and kinesis:PutRecord on stream events"), "{reason}");
@@ -491,7 +728,7 @@ mod tests {
             .push_back(Reply::Call(error(ErrorKind::ExpiredToken, Some("ExpiredTokenException"))));
         let service = service(fake, 5);
         let identity = SignAs::ExternalId(crate::identity::ExternalId::sender("src_1"));
-        let outcomes = service.send(&identity, &entries(&["a"])).await;
+        let outcomes = service.send(&identity, &Arc::from("events"), &entries(&["a"])).await;
         assert_eq!(summary(&outcomes), ["delivered"]);
         assert_eq!(*service.api().refreshes.lock().unwrap(), [identity]);
         assert_eq!(calls(&service).len(), 2);
@@ -505,8 +742,13 @@ mod tests {
             .unwrap()
             .push_back(Reply::Call(error(ErrorKind::AssumeRoleRefused, Some("AccessDenied"))));
         let service = service(fake, 5);
-        let outcomes =
-            service.send(&SignAs::ExternalId(crate::identity::ExternalId::sender("src_x")), &entries(&["a"])).await;
+        let outcomes = service
+            .send(
+                &SignAs::ExternalId(crate::identity::ExternalId::sender("src_x")),
+                &Arc::from("events"),
+                &entries(&["a"]),
+            )
+            .await;
         assert_eq!(summary(&outcomes), ["retryable"]);
         assert_eq!(calls(&service).len(), 1);
     }

@@ -13,12 +13,17 @@ use crate::identity::{IdentityRule, SignAs};
 use crate::partition::{KeySource, Partitioning};
 use crate::record::{Entry, KinesisApi};
 use crate::request_builder::RequestBuilder;
+use crate::route::StreamRoute;
 use crate::sdk::{BaseCredentials, SdkKinesis};
 use crate::service::{RetryPolicy, Service};
 
-/// The records of one [`Sink::deliver`] call for one identity, with the channel their outcomes go back on.
+/// Where a batch goes: the identity that signs it and the stream it is for.
+type Target = (SignAs, Arc<str>);
+
+/// The records of one [`Sink::deliver`] call for one identity and stream, with the channel their outcomes go back
+/// on.
 struct Queued {
-    identity: SignAs,
+    target: Target,
     entries: Vec<Entry>,
     respond: oneshot::Sender<Vec<Outcome>>,
 }
@@ -55,6 +60,7 @@ impl Pending {
 pub struct KinesisSink<A = SdkKinesis> {
     service: Arc<Service<A>>,
     builder: RequestBuilder,
+    route: StreamRoute,
     identities: IdentityRule,
     queue: mpsc::UnboundedSender<Queued>,
 }
@@ -76,7 +82,9 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
             base: Duration::from_millis(delivery.backoff_base_ms),
             max: Duration::from_millis(delivery.backoff_max_ms),
         };
-        let service = Arc::new(Service::new(api, policy));
+        let pacing = config.pacing.then(|| crate::pace::Limits::percent(config.shard_rate_limit));
+        let aggregate = config.aggregation == crate::config::Aggregation::Kpl;
+        let service = Arc::new(Service::new(api, policy).with_shards(pacing, aggregate));
         let builder = RequestBuilder {
             partitioning: Partitioning {
                 key: KeySource::from_settings(config.use_message_id, config.partition_key.as_deref()),
@@ -87,7 +95,9 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
             max_record_bytes: delivery.max_record_bytes,
             max_batch_records: delivery.max_batch_records,
             max_batch_bytes: delivery.max_batch_bytes,
+            aggregate,
         };
+        let route = StreamRoute::new(&config.stream, config.default_stream.as_deref());
         let (queue, incoming) = mpsc::unbounded_channel();
         let batcher = Batcher {
             service: service.clone(),
@@ -96,7 +106,22 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
             in_flight: Arc::new(Semaphore::new(delivery.max_in_flight)),
         };
         tokio::spawn(batcher.run(incoming));
-        KinesisSink { service, builder, identities, queue }
+        KinesisSink { service, builder, route, identities, queue }
+    }
+
+    /// Entries Kinesis throttled so far.
+    pub fn throttled(&self) -> u64 {
+        self.service.throttled()
+    }
+
+    /// The IDs of the open shards of `stream` as the pacer last read them.
+    pub fn known_shards(&self, stream: &str) -> Vec<String> {
+        self.service.known_shards(stream)
+    }
+
+    /// The hottest partition keys sent to `stream` over the last minute: key, records, bytes.
+    pub fn hot_keys(&self, stream: &str, n: usize) -> Vec<(String, u64, u64)> {
+        self.service.hot_keys(stream, n)
     }
 
     /// Whether PutRecords was denied and the sink now sends one PutRecord per record.
@@ -109,36 +134,42 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
 impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let counts = &self.builder.partitioning.counts;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         vec![
-            ("partition_key_fallbacks", counts.fallbacks.load(std::sync::atomic::Ordering::Relaxed)),
-            ("explicit_hash_keys_ignored", counts.hash_keys_ignored.load(std::sync::atomic::Ordering::Relaxed)),
+            ("partition_key_fallbacks", load(&counts.fallbacks)),
+            ("explicit_hash_keys_ignored", load(&counts.hash_keys_ignored)),
+            ("stream_defaults", load(&self.route.defaulted)),
         ]
+    }
+
+    fn labelled_counters(&self) -> Vec<sink::LabelledCount> {
+        self.service.shard_counts()
     }
 
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome> {
         let stopped = || Outcome::Retryable("the Kinesis sink has stopped".to_owned());
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        // One chunk per identity, in record order; the positions map its outcomes back.
-        let mut chunks: Vec<(SignAs, Vec<usize>, Vec<Entry>)> = Vec::new();
+        // One chunk per identity and stream, in record order; the positions map its outcomes back.
+        let mut chunks: Vec<(Target, Vec<usize>, Vec<Entry>)> = Vec::new();
         for (i, record) in records.iter().enumerate() {
             match self.builder.encode(record) {
                 Err(reason) => outcomes[i] = Some(Outcome::Failed(reason)),
                 Ok(entry) => {
-                    let identity = self.identities.sign_as(record.source_id());
-                    match chunks.iter_mut().find(|(id, _, _)| *id == identity) {
+                    let target = (self.identities.sign_as(record.source_id()), self.route.resolve(record.payload()));
+                    match chunks.iter_mut().find(|(t, _, _)| *t == target) {
                         Some((_, positions, entries)) => {
                             positions.push(i);
                             entries.push(entry);
                         }
-                        None => chunks.push((identity, vec![i], vec![entry])),
+                        None => chunks.push((target, vec![i], vec![entry])),
                     }
                 }
             }
         }
         let mut waiting = Vec::with_capacity(chunks.len());
-        for (identity, positions, entries) in chunks {
+        for (target, positions, entries) in chunks {
             let (respond, answer) = oneshot::channel();
-            if self.queue.send(Queued { identity, entries, respond }).is_err() {
+            if self.queue.send(Queued { target, entries, respond }).is_err() {
                 positions.iter().for_each(|&i| outcomes[i] = Some(stopped()));
             } else {
                 waiting.push((positions, answer));
@@ -162,7 +193,7 @@ struct Batcher<A> {
     in_flight: Arc<Semaphore>,
 }
 
-/// Records waiting for one identity's next batch: the entries, and which chunk (and where in it) each run of
+/// Records waiting for one target's next batch: the entries, and which chunk (and where in it) each run of
 /// them came from.
 #[derive(Default)]
 struct Group {
@@ -184,7 +215,7 @@ impl Group {
 
 impl<A: KinesisApi + 'static> Batcher<A> {
     async fn run(self, mut incoming: mpsc::UnboundedReceiver<Queued>) {
-        let mut groups: HashMap<SignAs, Group> = HashMap::new();
+        let mut groups: HashMap<Target, Group> = HashMap::new();
         let mut deadline: Option<Instant> = None;
         loop {
             let wake = async {
@@ -195,23 +226,23 @@ impl<A: KinesisApi + 'static> Batcher<A> {
             };
             tokio::select! {
                 queued = incoming.recv() => {
-                    let Some(Queued { identity, entries, respond }) = queued else { break };
+                    let Some(Queued { target, entries, respond }) = queued else { break };
                     let pending = Arc::new(std::sync::Mutex::new(Pending {
                         outcomes: vec![None; entries.len()],
                         remaining: entries.len(),
                         respond: Some(respond),
                     }));
                     for (index, entry) in entries.into_iter().enumerate() {
-                        let group = groups.entry(identity.clone()).or_default();
-                        if self.builder.must_send_before(group.entries.len(), group.bytes, entry.size()) {
+                        let group = groups.entry(target.clone()).or_default();
+                        if self.builder.must_gather_before(group.entries.len(), group.bytes, entry.size()) {
                             let full = std::mem::take(group);
-                            self.send(identity.clone(), full).await;
+                            self.send(target.clone(), full).await;
                         }
-                        let group = groups.entry(identity.clone()).or_default();
+                        let group = groups.entry(target.clone()).or_default();
                         group.push(&pending, index, entry);
-                        if self.builder.is_full(group.entries.len()) {
+                        if self.builder.is_gathered(group.entries.len()) {
                             let full = std::mem::take(group);
-                            self.send(identity.clone(), full).await;
+                            self.send(target.clone(), full).await;
                         }
                     }
                     if deadline.is_none() && groups.values().any(|g| !g.entries.is_empty()) {
@@ -220,27 +251,33 @@ impl<A: KinesisApi + 'static> Batcher<A> {
                 }
                 () = wake => {
                     deadline = None;
-                    for (identity, group) in groups.drain() {
+                    for (target, group) in groups.drain() {
                         if !group.entries.is_empty() {
-                            self.send(identity, group).await;
+                            self.send(target, group).await;
                         }
                     }
                 }
             }
         }
-        for (identity, group) in groups.drain() {
+        for (target, group) in groups.drain() {
             if !group.entries.is_empty() {
-                self.send(identity, group).await;
+                self.send(target, group).await;
             }
         }
     }
 
     /// Sends one batch on its own task, once a slot among `max_in_flight` is free.
-    async fn send(&self, identity: SignAs, group: Group) {
+    async fn send(&self, (identity, stream): Target, group: Group) {
         let permit = self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
         let service = self.service.clone();
+        let builder = self.builder.clone();
         tokio::spawn(async move {
-            let mut outcomes = service.send(&identity, &group.entries).await.into_iter();
+            let outcomes = if builder.aggregate {
+                service.send_aggregated(&identity, &stream, &group.entries, &builder).await
+            } else {
+                service.send_requests(&identity, &stream, &group.entries, &builder).await
+            };
+            let mut outcomes = outcomes.into_iter();
             for (pending, start, len) in group.parts {
                 pending.lock().expect("pending lock poisoned").settle(start, outcomes.by_ref().take(len));
             }

@@ -30,9 +30,25 @@ pub trait Sink: Send + Sync {
         Vec::new()
     }
 
+    /// Counts with labels of their own (a Kinesis shard's records, a hot key), for `/metrics`; none by default.
+    fn labelled_counters(&self) -> Vec<LabelledCount> {
+        Vec::new()
+    }
+
     /// Writes out anything buffered. Delivery is complete for every `deliver` call that has returned, so the
     /// default does nothing; sinks that buffer writes override it.
     async fn flush(&self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A count a sink keeps under labels of its own, beside the destination's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledCount {
+    /// The family, for example `shard_records`.
+    pub name: &'static str,
+    /// Label names and values, for example `[("stream", "events"), ("shard", "shardId-000000000000")]`.
+    pub labels: Vec<(&'static str, String)>,
+    /// The count.
+    pub value: u64,
 }

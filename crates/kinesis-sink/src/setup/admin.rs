@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::Client;
+pub use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 
 use crate::config::KinesisConfig;
@@ -38,6 +38,10 @@ pub struct StreamSummary {
     pub retention_hours: i32,
     /// The largest record the stream takes, in KiB, when the service reports it (1024 by default).
     pub max_record_size_kib: Option<i32>,
+    /// `PROVISIONED` or `ON_DEMAND` (`PROVISIONED` when the service does not say).
+    pub mode: String,
+    /// The KMS key the stream is encrypted with, `None` when it is not encrypted.
+    pub kms_key: Option<String>,
 }
 
 /// Describes `stream` (a name or an ARN).
@@ -58,6 +62,13 @@ pub async fn describe(client: &Client, stream: &str) -> Result<StreamSummary, Ap
         open_shards: summary.open_shard_count(),
         retention_hours: summary.retention_period_hours(),
         max_record_size_kib: summary.max_record_size_in_kib(),
+        mode: summary
+            .stream_mode_details()
+            .map_or_else(|| "PROVISIONED".to_owned(), |m| m.stream_mode().as_str().to_owned()),
+        kms_key: summary
+            .encryption_type()
+            .filter(|e| **e == aws_sdk_kinesis::types::EncryptionType::Kms)
+            .and(summary.key_id().map(str::to_owned)),
     })
 }
 
@@ -70,14 +81,47 @@ pub enum Created {
     Existing,
 }
 
-/// Creates `name` with `shards` shards (or finds it), then waits up to `timeout` until it is `ACTIVE`.
-pub async fn create(client: &Client, name: &str, shards: i32, timeout: Duration) -> Result<Created, ApiError> {
-    let created = match client.create_stream().stream_name(name).shard_count(shards).send().await {
+/// How a stream is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStream {
+    /// `Some(n)`: provisioned with `n` shards; `None`: on-demand, which scales its shards itself.
+    pub shards: Option<i32>,
+    /// The ARN of a customer-managed KMS key to encrypt the stream with.
+    pub kms_key: Option<String>,
+}
+
+/// Creates `name` as `new` says (or finds it), waits up to `timeout` until it is `ACTIVE`, then, with a KMS key,
+/// turns on its encryption (a found stream encrypted with another key is re-keyed) and waits again.
+pub async fn create(client: &Client, name: &str, new: &NewStream, timeout: Duration) -> Result<Created, ApiError> {
+    let mut request = client.create_stream().stream_name(name);
+    request = match new.shards {
+        Some(shards) => request.shard_count(shards),
+        None => request.stream_mode_details(
+            aws_sdk_kinesis::types::StreamModeDetails::builder()
+                .stream_mode(aws_sdk_kinesis::types::StreamMode::OnDemand)
+                .build()
+                .expect("the stream mode is set"),
+        ),
+    };
+    let created = match request.send().await {
         Ok(_) => Created::New,
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Created::Existing,
         Err(e) => return Err(api_error(&e, &format!("kinesis:CreateStream of stream {name}"))),
     };
     wait_active(client, name, timeout).await?;
+    if let Some(key) = &new.kms_key
+        && describe(client, name).await?.kms_key.as_deref() != Some(key.as_str())
+    {
+        client
+            .start_stream_encryption()
+            .stream_name(name)
+            .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
+            .key_id(key)
+            .send()
+            .await
+            .map_err(|e| api_error(&e, &format!("kinesis:StartStreamEncryption of stream {name} with key {key}")))?;
+        wait_active(client, name, timeout).await?;
+    }
     Ok(created)
 }
 
@@ -113,6 +157,36 @@ pub struct ReadRecord {
     pub data: Vec<u8>,
 }
 
+/// The partition keys with the most records written to `stream` over the last `window`, read back from the
+/// stream (so whoever wrote them), aggregated records counted by the records they carry: key, records, bytes
+/// (data plus key). At most `n`, the most records first.
+pub async fn hot_keys(
+    client: &Client,
+    stream: &str,
+    window: Duration,
+    n: usize,
+) -> Result<Vec<(String, u64, u64)>, ApiError> {
+    let since = std::time::SystemTime::now() - window;
+    let mut counts: std::collections::HashMap<String, (u64, u64)> = std::collections::HashMap::new();
+    let mut add = |key: &str, bytes: usize| {
+        let count = counts.entry(key.to_owned()).or_default();
+        count.0 += 1;
+        count.1 += (bytes + key.len()) as u64;
+    };
+    read(client, stream, StartAt::Since(since), false, |record| {
+        match crate::aggregate::unpack(&record.data) {
+            Some(inner) => inner.iter().for_each(|u| add(&u.partition_key, u.data.len())),
+            None => add(&record.partition_key, record.data.len()),
+        }
+        true
+    })
+    .await?;
+    let mut top: Vec<(String, u64, u64)> = counts.into_iter().map(|(k, (r, b))| (k, r, b)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    top.truncate(n);
+    Ok(top)
+}
+
 /// Where a read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
@@ -120,6 +194,8 @@ pub enum StartAt {
     TrimHorizon,
     /// Only records written from now on.
     Latest,
+    /// Records written since this time.
+    Since(std::time::SystemTime),
 }
 
 /// Reads every shard of a stream, calling `on_record` for each record.
@@ -134,29 +210,17 @@ pub async fn read(
     mut on_record: impl FnMut(ReadRecord) -> bool,
 ) -> Result<(), ApiError> {
     let named = |doing: &str| format!("{doing} on stream {stream}");
-    let mut shards = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let mut request = client.list_shards();
-        request = match &next {
-            Some(token) => request.next_token(token),
-            None if stream.starts_with("arn:") => request.stream_arn(stream),
-            None => request.stream_name(stream),
-        };
-        let output = request.send().await.map_err(|e| api_error(&e, &named("kinesis:ListShards")))?;
-        shards.extend(output.shards().iter().map(|s| s.shard_id().to_owned()));
-        next = output.next_token().map(str::to_owned);
-        if next.is_none() {
-            break;
-        }
-    }
-    let kind = match start {
-        StartAt::TrimHorizon => ShardIteratorType::TrimHorizon,
-        StartAt::Latest => ShardIteratorType::Latest,
+    let shards: Vec<String> =
+        crate::sdk::all_shards(client, stream).await?.iter().map(|s| s.shard_id().to_owned()).collect();
+    let (kind, since) = match start {
+        StartAt::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
+        StartAt::Latest => (ShardIteratorType::Latest, None),
+        StartAt::Since(at) => (ShardIteratorType::AtTimestamp, Some(aws_smithy_types::DateTime::from(at))),
     };
     let mut iterators = Vec::new();
     for shard in &shards {
-        let mut request = client.get_shard_iterator().shard_id(shard).shard_iterator_type(kind.clone());
+        let mut request =
+            client.get_shard_iterator().shard_id(shard).shard_iterator_type(kind.clone()).set_timestamp(since);
         request = if stream.starts_with("arn:") { request.stream_arn(stream) } else { request.stream_name(stream) };
         let output = request.send().await.map_err(|e| api_error(&e, &named("kinesis:GetShardIterator")))?;
         iterators.push((shard.clone(), output.shard_iterator().map(str::to_owned)));

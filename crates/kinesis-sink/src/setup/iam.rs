@@ -10,16 +10,34 @@ use crate::identity::SignAs;
 use crate::record::{ApiError, ErrorKind};
 use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
 
-/// The Kinesis actions the permission policy grants: the two that deliver, and the one `check` uses.
-pub const ACTIONS: [&str; 3] = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"];
+/// The Kinesis actions the permission policy grants: the two that deliver, the one pacing and aggregation read
+/// shards with, and the one `check` uses.
+pub const ACTIONS: [&str; 4] =
+    ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:ListShards", "kinesis:DescribeStreamSummary"];
+
+/// The ARN of stream `name` (or `name` if it is one), in the destination's region and `account_id`.
+pub fn arn_of(config: &KinesisConfig, name: &str, account_id: &str) -> String {
+    if name.starts_with("arn:") {
+        return name.to_owned();
+    }
+    let partition = config.role_address.as_deref().and_then(|r| r.split(':').nth(1)).unwrap_or("aws");
+    format!("arn:{partition}:kinesis:{}:{account_id}:stream/{name}", config.region)
+}
 
 /// The stream's ARN: the configured one, or built from the region, the account and the name.
 pub fn stream_arn(config: &KinesisConfig, account_id: &str) -> String {
-    if config.stream.starts_with("arn:") {
-        return config.stream.clone();
+    arn_of(config, &config.stream, account_id)
+}
+
+/// The streams the destination can send to, as policy resources: the stream's ARN; for a template, a wildcard
+/// ARN of the names it can make (each field a `*`) and the default stream's ARN.
+pub fn stream_resources(config: &KinesisConfig, account_id: &str) -> Vec<String> {
+    let route = config.route();
+    let mut resources = vec![arn_of(config, &route.pattern(), account_id)];
+    if route.is_template() {
+        resources.push(arn_of(config, route.fixed(), account_id));
     }
-    let partition = config.role_address.as_deref().and_then(|r| r.split(':').nth(1)).unwrap_or("aws");
-    format!("arn:{partition}:kinesis:{}:{account_id}:stream/{}", config.region, config.stream)
+    resources
 }
 
 /// The account a policy is for: `explicit` if given, else the role's.
@@ -27,17 +45,26 @@ pub fn account_id<'a>(config: &'a KinesisConfig, explicit: Option<&'a str>) -> O
     explicit.or_else(|| config.role_address.as_deref().and_then(role_account_id))
 }
 
-/// The permission policy for the role: [`ACTIONS`] on the destination's stream.
+/// The permission policy for the role: [`ACTIONS`] on the destination's streams, and with a `kms_key`,
+/// `kms:GenerateDataKey` on it (Kinesis asks for a data key as the writer, to encrypt records).
 pub fn permission_policy(config: &KinesisConfig, account_id: &str) -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "TributaryKinesisDelivery",
+    let resources = stream_resources(config, account_id);
+    let resource = if resources.len() == 1 { json!(resources[0]) } else { json!(resources) };
+    let mut statements = vec![json!({
+        "Sid": "TributaryKinesisDelivery",
+        "Effect": "Allow",
+        "Action": ACTIONS,
+        "Resource": resource,
+    })];
+    if let Some(key) = &config.kms_key {
+        statements.push(json!({
+            "Sid": "TributaryKinesisEncryption",
             "Effect": "Allow",
-            "Action": ACTIONS,
-            "Resource": stream_arn(config, account_id),
-        }]
-    })
+            "Action": ["kms:GenerateDataKey"],
+            "Resource": key,
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
 }
 
 /// The role's trust policy: `sts:AssumeRole` for `principal`, on condition that the External ID is one of
@@ -101,16 +128,18 @@ impl CheckResult {
 
 /// Tries each identity: assumes the role with its External ID (when there is a role), then describes the stream.
 /// Nothing is written to the stream.
+/// With a templated stream, `stream` picks which of its streams (by default its `default_stream`).
 pub async fn check(
     destination: &str,
     config: &KinesisConfig,
+    stream: &str,
     identities: &[SignAs],
     base: &BaseCredentials,
 ) -> Vec<CheckResult> {
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, Duration::from_secs(30)).await;
     let mut results = Vec::new();
     for identity in identities {
-        let outcome = check_one(destination, config, identity, &shared).await;
+        let outcome = check_one(destination, config, stream, identity, &shared).await;
         results.push(CheckResult { identity: Some(identity.clone()), outcome });
     }
     results
@@ -119,6 +148,7 @@ pub async fn check(
 async fn check_one(
     destination: &str,
     config: &KinesisConfig,
+    stream: &str,
     identity: &SignAs,
     shared: &aws_config::SdkConfig,
 ) -> Result<String, String> {
@@ -140,25 +170,65 @@ async fn check_one(
         builder = signing_as(builder, cache, identity.clone());
     }
     let client = aws_sdk_kinesis::Client::from_conf(builder.build());
-    match crate::setup::admin::describe(&client, &config.stream).await {
-        Ok(summary) => Ok(format!(
-            "{assumed}stream {} is {} with {} open shards",
-            summary.name, summary.status, summary.open_shards
-        )),
-        Err(e) if e.kind == ErrorKind::AccessDenied => Err(format!(
-            "the policy of {} lacks kinesis:DescribeStreamSummary on stream {}: attach the policy that \
+    let who = config.role_address.as_deref().unwrap_or("these credentials");
+    let lacks = |action: &str, e: &ApiError| {
+        format!(
+            "the policy of {who} lacks {action} on stream {stream}: attach the policy that \
              `tributary iam policy --destination {destination}` prints ({})",
-            config.role_address.as_deref().unwrap_or("these credentials"),
-            config.stream,
             e.message
-        )),
-        Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => Err(format!(
-            "stream {} does not exist in region {}: create it with `tributary streams create --destination {destination}`, \
-             or fix kinesis.stream or kinesis.region",
-            config.stream, config.region
-        )),
-        Err(e) => Err(e.message),
-    }
+        )
+    };
+    let summary = match crate::setup::admin::describe(&client, stream).await {
+        Ok(summary) => summary,
+        Err(e) if e.kind == ErrorKind::AccessDenied => return Err(lacks("kinesis:DescribeStreamSummary", &e)),
+        Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => {
+            return Err(format!(
+                "stream {stream} does not exist in region {}: create it with `tributary streams create \
+                 --destination {destination} --stream {stream}`, or fix kinesis.stream or kinesis.region",
+                config.region
+            ));
+        }
+        Err(e) => return Err(e.message),
+    };
+    // Pacing and aggregation read the shards; without ListShards they are off, so a missing grant is a failure
+    // when either is on.
+    let shards = if config.pacing || config.aggregation == crate::config::Aggregation::Kpl {
+        match crate::sdk::list_shards(&client, stream).await {
+            Ok(shards) => shards.len(),
+            Err(e) if e.kind == ErrorKind::AccessDenied => return Err(lacks("kinesis:ListShards", &e)),
+            Err(e) => return Err(e.message),
+        }
+    } else {
+        usize::try_from(summary.open_shards).unwrap_or_default()
+    };
+    let encryption = match (&config.kms_key, &summary.kms_key) {
+        (Some(want), Some(has)) if key_matches(want, has) => format!(", encrypted with {has}"),
+        (Some(want), Some(has)) => {
+            return Err(format!(
+                "stream {stream} is encrypted with {has}, not kinesis.kms_key {want}: the policy grants \
+                 kms:GenerateDataKey on the wrong key; set kms_key to the stream's key"
+            ));
+        }
+        (Some(want), None) => {
+            return Err(format!(
+                "stream {stream} is not encrypted but kinesis.kms_key is {want}: encrypt it (`tributary streams \
+                 create --destination {destination} --kms-key {want}` turns encryption on) or remove kms_key"
+            ));
+        }
+        (None, Some(has)) => format!(", encrypted with {has} (set kinesis.kms_key to grant its use in `iam policy`)"),
+        (None, None) => String::new(),
+    };
+    Ok(format!(
+        "{assumed}stream {} is {} with {shards} open shards ({}){encryption}",
+        summary.name,
+        summary.status,
+        summary.mode.to_lowercase().replace('_', "-")
+    ))
+}
+
+/// Whether the key a stream reports (an ARN, a key ID or an alias) is the configured key ARN.
+fn key_matches(configured: &str, reported: &str) -> bool {
+    configured == reported || configured.rsplit('/').next() == Some(reported)
 }
 
 /// Works out why AssumeRole was refused, reading the role's trust policy when these credentials may.
@@ -288,7 +358,7 @@ mod tests {
             json!({"Version": "2012-10-17", "Statement": [{
                 "Sid": "TributaryKinesisDelivery",
                 "Effect": "Allow",
-                "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
+                "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:ListShards", "kinesis:DescribeStreamSummary"],
                 "Resource": "arn:aws:kinesis:us-west-2:123456789012:stream/events"
             }]})
         );
@@ -298,6 +368,37 @@ mod tests {
         let by_arn = self::config("arn:aws:kinesis:eu-west-1:111111111111:stream/x", None);
         assert_eq!(stream_arn(&by_arn, "ignored"), "arn:aws:kinesis:eu-west-1:111111111111:stream/x");
         assert_eq!(account_id(&by_arn, None), None);
+    }
+
+    #[test]
+    fn templated_and_encrypted_streams_are_granted() {
+        let config: KinesisConfig = serde_json::from_value(json!({
+            "region": "us-west-2",
+            "stream": "segment-{type}-{context.app.name}",
+            "default_stream": "segment-other",
+            "kms_key": "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        }))
+        .unwrap();
+        let policy = permission_policy(&config, "123456789012");
+        assert_eq!(
+            policy["Statement"][0]["Resource"],
+            json!([
+                "arn:aws:kinesis:us-west-2:123456789012:stream/segment-*-*",
+                "arn:aws:kinesis:us-west-2:123456789012:stream/segment-other"
+            ])
+        );
+        assert_eq!(
+            policy["Statement"][1],
+            json!({
+                "Sid": "TributaryKinesisEncryption",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey"],
+                "Resource": "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            })
+        );
+        assert_eq!(config.stream_for(Some("segment-track-ios")), Ok("segment-track-ios".to_owned()));
+        assert_eq!(config.stream_for(None), Ok("segment-other".to_owned()));
+        assert!(config.stream_for(Some("other")).unwrap_err().contains("not one this destination sends to"));
     }
 
     fn config_with_partition() -> KinesisConfig {

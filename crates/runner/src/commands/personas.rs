@@ -235,7 +235,8 @@ async fn rate_for(
     let described = async {
         let identity = config.identity_rule(destination)?.sign_as(definition.source_id());
         let client = kinesis_sink::setup::admin::client(kinesis, identity, &super::base_credentials()).await?;
-        anyhow::Ok(kinesis_sink::setup::admin::describe(&client, &kinesis.stream).await?)
+        // A templated stream is described by its default stream: the one calls without the fields land on.
+        anyhow::Ok(kinesis_sink::setup::admin::describe(&client, kinesis.route().fixed()).await?)
     };
     match described.await {
         Ok(summary) if summary.open_shards > 0 => {

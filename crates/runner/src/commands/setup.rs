@@ -40,8 +40,14 @@ pub async fn trust(config: &Config, destination: &str, principal: Option<String>
     Ok(iam::trust_policy(&principal, &ids))
 }
 
-/// Checks every enabled Kinesis destination, or one; returns (destination, result) pairs.
-pub async fn check(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<(String, CheckResult)>> {
+/// Checks every enabled Kinesis destination, or one (and of a templated one, `stream` or its default stream);
+/// returns (destination, result) pairs.
+pub async fn check(
+    config: &Config,
+    only: Option<&str>,
+    stream: Option<&str>,
+) -> anyhow::Result<Vec<(String, CheckResult)>> {
+    anyhow::ensure!(stream.is_none() || only.is_some(), "--stream needs --destination: it names one of its streams");
     let names: Vec<&str> = match only {
         Some(name) => {
             config.kinesis(name)?;
@@ -65,7 +71,8 @@ pub async fn check(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<(S
             results.push((name.to_owned(), CheckResult { identity: None, outcome }));
             continue;
         }
-        for result in iam::check(name, kinesis, &identities, &base_credentials()).await {
+        let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {name:?}: {e}"))?;
+        for result in iam::check(name, kinesis, &stream, &identities, &base_credentials()).await {
             results.push((name.to_owned(), result));
         }
     }
@@ -75,7 +82,8 @@ pub async fn check(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<(S
 /// `tributary iam`.
 #[derive(Debug, clap::Subcommand)]
 pub enum IamAction {
-    /// The permission policy: kinesis:PutRecord, PutRecords and DescribeStreamSummary on the stream.
+    /// The permission policy: kinesis:PutRecord, PutRecords, ListShards and DescribeStreamSummary on the stream
+    /// (every stream a template can name), and kms:GenerateDataKey on the kms_key if set.
     Policy {
         /// The destination's name.
         #[arg(long)]
@@ -117,6 +125,9 @@ pub struct CheckArgs {
     /// Only this destination.
     #[arg(long)]
     pub destination: Option<String>,
+    /// Of a destination with a templated stream, the resolved stream to check (default: its default_stream).
+    #[arg(long)]
+    pub stream: Option<String>,
 }
 
 /// Checks the destinations, one line per identity to `out` and the count to `err`; fails if any check failed.
@@ -127,7 +138,7 @@ pub async fn run_check(
     err: super::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = super::load(dir, err)?;
-    let results = check(&config, args.destination.as_deref()).await?;
+    let results = check(&config, args.destination.as_deref(), args.stream.as_deref()).await?;
     let mut failed = 0;
     for (name, result) in &results {
         match &result.outcome {

@@ -19,29 +19,57 @@ pub fn render(record: &ReadRecord) -> Value {
     })
 }
 
-/// Reads every shard of the destination's stream and prints one JSON line per record to `out`.
+/// The records a KPL aggregated record carries, each as [`render`] prints a record, with its position in the
+/// aggregate as `sub_sequence_number` (as the KCL numbers them).
+fn render_aggregated(record: &ReadRecord, inner: Vec<kinesis_sink::aggregate::Unpacked>) -> Vec<String> {
+    inner
+        .into_iter()
+        .enumerate()
+        .map(|(n, unpacked)| {
+            let one = ReadRecord {
+                shard_id: record.shard_id.clone(),
+                sequence_number: record.sequence_number.clone(),
+                partition_key: unpacked.partition_key,
+                data: unpacked.data,
+            };
+            let mut line = render(&one);
+            line["sub_sequence_number"] = json!(n);
+            line.to_string()
+        })
+        .collect()
+}
+
+/// Reads every shard of the destination's stream and prints one JSON line per record to `out` (per record an
+/// aggregated record carries).
 ///
 /// From the oldest record with `from_start`, else from now on. Without `follow`, stops once every shard is
 /// caught up; with it, keeps polling until interrupted. Returns how many records were printed.
 pub async fn tail(
     config: &Config,
     destination: &str,
+    stream: Option<&str>,
     from_start: bool,
     follow: bool,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<usize> {
     let (kinesis, identity) = kinesis_destination(config, destination)?;
+    let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {destination:?}: {e}"))?;
     let client = admin::client(kinesis, identity, &base_credentials()).await?;
     let start = if from_start { StartAt::TrimHorizon } else { StartAt::Latest };
     let mut printed = 0;
     let mut failure = None;
-    admin::read(&client, &kinesis.stream, start, follow, |record| {
-        let line = render(&record).to_string();
-        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-            failure = Some(e);
-            return false;
+    admin::read(&client, &stream, start, follow, |record| {
+        let lines = match kinesis_sink::aggregate::unpack(&record.data) {
+            None => vec![render(&record).to_string()],
+            Some(inner) => render_aggregated(&record, inner),
+        };
+        for line in lines {
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                failure = Some(e);
+                return false;
+            }
+            printed += 1;
         }
-        printed += 1;
         true
     })
     .await?;
@@ -58,6 +86,9 @@ pub struct Args {
     /// The destination's name.
     #[arg(long)]
     pub destination: String,
+    /// Of a destination with a templated stream, the resolved stream to read (default: its default_stream).
+    #[arg(long)]
+    pub stream: Option<String>,
     /// Start at the oldest record kept and stop when caught up (unless --follow); without it, print new records
     /// as they arrive.
     #[arg(long)]
@@ -76,7 +107,7 @@ pub async fn run(
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = super::load(dir, err)?;
     let follow = args.follow || !args.from_start;
-    let printed = tail(&config, &args.destination, args.from_start, follow, out).await?;
+    let printed = tail(&config, &args.destination, args.stream.as_deref(), args.from_start, follow, out).await?;
     writeln!(err, "{printed} records")?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -16,6 +16,28 @@ pub struct Reason {
     pub reason: String,
 }
 
+/// A Kinesis shard of a destination's stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    /// The destination's name.
+    pub destination: String,
+    /// The stream.
+    pub stream: String,
+    /// The shard ID.
+    pub shard: String,
+}
+
+/// A hot partition key of a destination's stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HotKey {
+    /// The destination's name.
+    pub destination: String,
+    /// The stream.
+    pub stream: String,
+    /// The partition key.
+    pub key: String,
+}
+
 /// Why a message of an accepted request was not delivered: the field at fault and the kind of problem.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Invalid {
@@ -77,6 +99,16 @@ pub struct Metrics {
     pub partition_key_fallbacks: Family<Destination, Counter>,
     /// Messages sent without their `explicit_hash_key` (missing or not a number below 2^128), per destination.
     pub explicit_hash_keys_ignored: Family<Destination, Counter>,
+    /// Messages a templated stream could not name a stream for, sent to its default stream, per destination.
+    pub stream_defaults: Family<Destination, Counter>,
+    /// Records Kinesis took, per destination, stream and shard.
+    pub shard_records: Family<ShardLabel, Counter>,
+    /// Their bytes (data plus partition key), per destination, stream and shard.
+    pub shard_bytes: Family<ShardLabel, Counter>,
+    /// Entries Kinesis throttled, per destination, stream and shard.
+    pub shard_throttled: Family<ShardLabel, Counter>,
+    /// Records of the hottest partition keys over the last minute, per destination and stream.
+    pub hot_keys: Family<HotKey, Gauge>,
     /// 1 for each destination's current state, 0 for the others.
     pub state: Family<DestinationState, Gauge>,
     /// Seconds the oldest waiting message of each destination has waited.
@@ -108,6 +140,11 @@ impl Default for Metrics {
             restarts: Family::default(),
             partition_key_fallbacks: Family::default(),
             explicit_hash_keys_ignored: Family::default(),
+            stream_defaults: Family::default(),
+            shard_records: Family::default(),
+            shard_bytes: Family::default(),
+            shard_throttled: Family::default(),
+            hot_keys: Family::default(),
             state: Family::default(),
             oldest_waiting: Family::default(),
             backlog_messages: Family::default(),
@@ -154,6 +191,27 @@ impl Default for Metrics {
             metrics.explicit_hash_keys_ignored.clone(),
         );
         registry.register(
+            "stream_defaults",
+            "Messages whose stream template did not resolve, sent to the default stream",
+            metrics.stream_defaults.clone(),
+        );
+        registry.register("kinesis_shard_records", "Records Kinesis took, per shard", metrics.shard_records.clone());
+        registry.register(
+            "kinesis_shard_bytes",
+            "Bytes (data plus partition key) Kinesis took, per shard",
+            metrics.shard_bytes.clone(),
+        );
+        registry.register(
+            "kinesis_shard_throttled",
+            "Entries Kinesis throttled (ProvisionedThroughputExceeded), per shard",
+            metrics.shard_throttled.clone(),
+        );
+        registry.register(
+            "kinesis_hot_key_records",
+            "Records of the ten hottest partition keys over the last minute, per stream",
+            metrics.hot_keys.clone(),
+        );
+        registry.register(
             "destination_state",
             "1 for each destination's current state (ok, degraded, stopped)",
             metrics.state.clone(),
@@ -195,9 +253,41 @@ impl Metrics {
             let family = match *name {
                 "partition_key_fallbacks" => &self.partition_key_fallbacks,
                 "explicit_hash_keys_ignored" => &self.explicit_hash_keys_ignored,
+                "stream_defaults" => &self.stream_defaults,
                 _ => continue,
             };
             family.get_or_create(&Metrics::destination(destination)).inner().store(*value, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies a sink's labelled counts (`Sink::labelled_counters`) into their families. The caller clears
+    /// `hot_keys` before the first destination, so that a key that cooled down leaves the page.
+    pub fn sink_labelled(&self, destination: &str, counts: &[sink::LabelledCount]) {
+        let label = |counted: &sink::LabelledCount, name: &str| {
+            counted.labels.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).unwrap_or_default()
+        };
+        for counted in counts {
+            let shard = || ShardLabel {
+                destination: destination.to_owned(),
+                stream: label(counted, "stream"),
+                shard: label(counted, "shard"),
+            };
+            let family = match counted.name {
+                "shard_records" => &self.shard_records,
+                "shard_bytes" => &self.shard_bytes,
+                "shard_throttled" => &self.shard_throttled,
+                "hot_key_records" => {
+                    let key = HotKey {
+                        destination: destination.to_owned(),
+                        stream: label(counted, "stream"),
+                        key: label(counted, "key"),
+                    };
+                    self.hot_keys.get_or_create(&key).set(counted.value as i64);
+                    continue;
+                }
+                _ => continue,
+            };
+            family.get_or_create(&shard()).inner().store(counted.value, Ordering::Relaxed);
         }
     }
 

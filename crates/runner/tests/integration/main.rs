@@ -15,6 +15,7 @@ mod personas;
 mod serve;
 mod server;
 mod setup;
+mod streams;
 mod timing;
 mod validate;
 

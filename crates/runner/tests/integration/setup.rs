@@ -76,7 +76,7 @@ async fn the_printed_documents_set_up_a_working_role() {
     assert_eq!(policy["Statement"][0]["Resource"], format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{stream}"));
     assert_eq!(
         policy["Statement"][0]["Action"],
-        json!(["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"])
+        json!(["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:ListShards", "kinesis:DescribeStreamSummary"])
     );
 
     // The emulator's IAM accepts both documents as printed; the delivering copy of the policy differs only in the
@@ -117,7 +117,7 @@ async fn check_explains_each_failure() {
     let (caller_arn, credentials) =
         caller("check-caller", &["sts:AssumeRole", "sts:GetCallerIdentity", "iam:GetRole"]).await;
     let env = as_caller(&credentials);
-    let full = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"], "Resource": "*"}]});
+    let full = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:ListShards", "kinesis:DescribeStreamSummary"], "Resource": "*"}]});
     let put_only = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords"], "Resource": "*"}]});
     let trusting = |principal: &str, ids: &[&str]| json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": ids}}}]});
     let admin_arn = format!("arn:aws:iam::{ACCOUNT}:user/tributary-admin");
@@ -232,7 +232,7 @@ async fn the_secret_id_never_appears_in_any_output_even_at_trace() {
     let (url, _) = tests::env::iam();
     let (caller_arn, credentials) =
         caller("secret-caller", &["sts:AssumeRole", "sts:GetCallerIdentity", "iam:GetRole"]).await;
-    let full = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"], "Resource": "*"}]});
+    let full = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:ListShards", "kinesis:DescribeStreamSummary"], "Resource": "*"}]});
     let trusting = |ids: &[&str]| json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": caller_arn}, "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": ids}}}]});
     let stream = unique_name("secret");
     create(&admin_kinesis().await, &stream, 1).await;

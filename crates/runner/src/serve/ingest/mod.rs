@@ -204,6 +204,13 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
     for target in ingest.routes.all() {
         ingest.metrics.sink_counters(&target.name, &target.sink.counters());
     }
+    // One pass over every sink, since hot keys are replaced as a whole.
+    let labelled: Vec<(String, Vec<sink::LabelledCount>)> =
+        ingest.routes.all().map(|t| (t.name.clone(), t.sink.labelled_counters())).collect();
+    ingest.metrics.hot_keys.clear();
+    for (name, counts) in &labelled {
+        ingest.metrics.sink_labelled(name, counts);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }
 
