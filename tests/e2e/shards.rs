@@ -13,16 +13,11 @@ use tests::standin::StandIn;
 
 use crate::support::message;
 
-/// A destination on the stand-in, paced or not.
+/// A destination on the stand-in, paced or not, that retries throttling long enough for unpaced sending to get
+/// through.
 fn config(url: &str, stream: &str, pacing: bool) -> KinesisConfig {
-    let mut config: KinesisConfig = serde_json::from_value(json!({
-        "region": tests::env::REGION,
-        "stream": stream,
-        "endpoint": url,
-        "pacing": pacing,
-    }))
-    .unwrap();
-    config.delivery.linger_ms = 5;
+    let mut config = crate::support::config(url, stream);
+    config.pacing = pacing;
     config.delivery.backoff_base_ms = 50;
     config.delivery.backoff_max_ms = 1000;
     config.delivery.max_attempts = 20;
