@@ -107,6 +107,8 @@ pub struct StreamPace {
     /// Per shard ID; kept across refreshes, so counters never go back.
     pub counts: HashMap<String, ShardCounts>,
     hot: HotKeys,
+    /// When a batch for the stream was last sent or counted.
+    pub last_used: Instant,
 }
 
 /// How often a stream's map is read again without a sign of a reshard: on-demand streams add shards on their own.
@@ -123,6 +125,7 @@ impl StreamPace {
             stale: false,
             counts: HashMap::new(),
             hot: HotKeys::default(),
+            last_used: now,
         }
     }
 

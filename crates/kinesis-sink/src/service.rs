@@ -120,7 +120,7 @@ impl<A: KinesisApi> Service<A> {
             }
         };
         let mut streams = self.streams();
-        let pace = streams.entry(stream.clone()).or_insert_with(|| StreamPace::new(None, now));
+        let pace = tracked(&mut streams, stream, now);
         if refresh || pace.map.is_none() {
             pace.refreshed(map, now);
         }
@@ -345,10 +345,7 @@ impl<A: KinesisApi> Service<A> {
     fn note(&self, stream: &str, entries: &[Entry], sent: &[usize], results: &[EntryResult]) {
         let now = Instant::now();
         let mut streams = self.streams();
-        let pace = match streams.get_mut(stream) {
-            Some(pace) => pace,
-            None => streams.entry(Arc::from(stream)).or_insert_with(|| StreamPace::new(None, now)),
-        };
+        let pace = tracked(&mut streams, stream, now);
         for (&i, result) in sent.iter().zip(results) {
             match result {
                 Ok(delivery) => pace.delivered(now, delivery.shard_id.as_deref(), &entries[i], 1),
@@ -474,6 +471,27 @@ impl Settling {
             ErrorKind::Invalid => self.outcomes[i] = Some(Outcome::Failed(error.message)),
         }
     }
+}
+
+/// The most streams a destination keeps shard maps, windows and counts for. A template over a field clients set
+/// can name many streams; past this, the stream used longest ago is forgotten (its map is read again if it comes
+/// back).
+pub const MAX_TRACKED_STREAMS: usize = 1024;
+
+/// The state of `stream`, made if it is new (forgetting the stream used longest ago when there are
+/// [`MAX_TRACKED_STREAMS`]), marked used at `now`.
+fn tracked<'m>(streams: &'m mut HashMap<Arc<str>, StreamPace>, stream: &str, now: Instant) -> &'m mut StreamPace {
+    if !streams.contains_key(stream) {
+        if streams.len() >= MAX_TRACKED_STREAMS
+            && let Some(oldest) = streams.iter().min_by_key(|(_, p)| p.last_used).map(|(name, _)| name.clone())
+        {
+            streams.remove(&oldest);
+        }
+        streams.insert(Arc::from(stream), StreamPace::new(None, now));
+    }
+    let pace = streams.get_mut(stream).expect("inserted above");
+    pace.last_used = now;
+    pace
 }
 
 /// Two ascending position lists as one.
@@ -751,6 +769,20 @@ mod tests {
             .await;
         assert_eq!(summary(&outcomes), ["retryable"]);
         assert_eq!(calls(&service).len(), 1);
+    }
+
+    #[test]
+    fn streams_past_the_cap_forget_the_one_used_longest_ago() {
+        let mut streams = HashMap::new();
+        let start = Instant::now();
+        for n in 0..MAX_TRACKED_STREAMS {
+            tracked(&mut streams, &format!("s{n}"), start + Duration::from_millis(n as u64));
+        }
+        tracked(&mut streams, "s0", start + Duration::from_secs(10));
+        tracked(&mut streams, "new", start + Duration::from_secs(11));
+        assert_eq!(streams.len(), MAX_TRACKED_STREAMS);
+        assert!(streams.contains_key("s0") && streams.contains_key("new"));
+        assert!(!streams.contains_key("s1"), "s1 was used longest ago");
     }
 
     #[test]

@@ -26,12 +26,27 @@ pub fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
 }
 
-/// A fresh, empty folder for one test.
+/// A fresh, empty folder for one test. The first call of a run removes the folders runs that have ended left
+/// behind (named for their process, which no longer exists), so that runs on one machine do not fill its disk.
 pub fn scratch(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_left_behind);
     let dir = std::env::temp_dir().join(format!("tributary-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `tributary-NAME-PID` folders in the temporary folder whose process is gone.
+fn remove_left_behind() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("tributary-").and_then(|rest| rest.rsplit('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Writes `files` (relative path, contents) under `dir`.
