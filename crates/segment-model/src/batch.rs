@@ -342,7 +342,7 @@ impl Batch {
             match fields.iter_mut().find(|(k, _)| k == "sentAt") {
                 Some(slot) if slot.1.get() == "null" => slot.1 = raw(sent_at),
                 Some(_) => {}
-                None => fields.push(("sentAt".to_owned(), raw(sent_at))),
+                None => fields.push((crate::raw::Key::Borrowed("sentAt"), raw(sent_at))),
             }
         }
         Message::from_fields(fields, None).map_err(|invalid| Rejected::new(Some(index), invalid))
@@ -379,6 +379,6 @@ fn merge_defaults(fields: &mut Fields, name: &str, defaults: Option<&Map>) {
         Some(slot) if slot.1.get() == "null" => slot.1 = raw(&Value::Object(defaults.clone())),
         // A non-object is left for validation to report.
         Some(_) => {}
-        None => fields.push((name.to_owned(), raw(&Value::Object(defaults.clone())))),
+        None => fields.push((crate::raw::key(name), raw(&Value::Object(defaults.clone())))),
     }
 }

@@ -279,7 +279,8 @@ impl Message {
 
     /// Validates a JSON object for the endpoint of `kind`, as [`Message::from_slice_as`] does.
     pub fn from_map_as(fields: Map, kind: Option<MessageType>) -> Result<Message, ValidationError> {
-        Message::from_fields(fields.into_iter().map(|(k, v)| (k, raw(&v))).collect(), kind).map_err(|i| i.error)
+        Message::from_fields(fields.into_iter().map(|(k, v)| (crate::raw::key(&k), raw(&v))).collect(), kind)
+            .map_err(|i| i.error)
     }
 
     pub(crate) fn from_fields(mut fields: Fields, kind: Option<MessageType>) -> Result<Message, Invalid> {
@@ -288,7 +289,7 @@ impl Message {
         let kind = match (declared, kind) {
             (None | Some(Value::Null), Some(kind)) => {
                 fields.retain(|(k, _)| k != "type");
-                fields.push(("type".to_owned(), crate::raw::raw_string(kind.as_str())));
+                fields.push((crate::raw::Key::Borrowed("type"), crate::raw::raw_string(kind.as_str())));
                 kind
             }
             (None | Some(Value::Null), None) => return invalid(ValidationError::new("type", Problem::Missing), fields),
@@ -380,7 +381,7 @@ impl Message {
 
     /// The whole message as a JSON object (parsed; for inspection, not for the hot path).
     pub fn to_map(&self) -> Map {
-        self.fields.iter().map(|(k, v)| (k.clone(), parse(v))).collect()
+        self.fields.iter().map(|(k, v)| (k.to_string(), parse(v))).collect()
     }
 
     /// Consumes the message and returns its JSON object.
@@ -425,7 +426,7 @@ impl Message {
         match members.iter_mut().find(|(k, _)| k == "ip") {
             Some((_, value)) if value.get() != "null" => return false,
             Some((_, value)) => *value = crate::raw::raw_string(ip),
-            None => members.push(("ip".to_owned(), crate::raw::raw_string(ip))),
+            None => members.push((crate::raw::Key::Borrowed("ip"), crate::raw::raw_string(ip))),
         }
         let object = crate::raw::write_object(&members);
         let object = String::from_utf8(object).expect("JSON written from strings is UTF-8");
@@ -438,7 +439,7 @@ impl Message {
     pub(crate) fn set(&mut self, field: &str, value: Box<RawValue>) {
         match crate::raw::position(&self.fields, field) {
             Some(at) => self.fields[at].1 = value,
-            None => self.fields.push((field.to_owned(), value)),
+            None => self.fields.push((crate::raw::key(field), value)),
         }
     }
 }

@@ -13,7 +13,91 @@ use serde_json::value::RawValue;
 use crate::error::ParseError;
 
 /// An object's top-level fields: keys with their raw values, in the client's order.
-pub(crate) type Fields = Vec<(String, Box<RawValue>)>;
+pub(crate) type Fields = Vec<(Key, Box<RawValue>)>;
+
+/// A field's key: the names of Segment's spec borrowed (see [`key_if_known`]), any other name owned. A message holds
+/// a dozen keys, nearly all of them Segment's, so this saves that many allocations per message.
+pub(crate) type Key = std::borrow::Cow<'static, str>;
+
+/// `name` as a [`Key`]: borrowed when it is one of Segment's ([`key_if_known`]).
+pub(crate) fn key(name: &str) -> Key {
+    match key_if_known(name) {
+        Some(known) => Key::Borrowed(known),
+        None => Key::Owned(name.to_owned()),
+    }
+}
+
+/// Reads a key as a [`Key`] without allocating for a known one.
+struct KeySeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Key, E> {
+        Ok(key(name))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, name: String) -> Result<Key, E> {
+        Ok(match key_if_known(&name) {
+            Some(known) => Key::Borrowed(known),
+            None => Key::Owned(name),
+        })
+    }
+}
+
+/// The static copy of `name` when it is a key of Segment's spec (top level or `context`). A `match`, which compiles
+/// to a comparison of lengths and then bytes, so an unknown key costs about what a known one does.
+fn key_if_known(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "type" => "type",
+        "userId" => "userId",
+        "anonymousId" => "anonymousId",
+        "event" => "event",
+        "properties" => "properties",
+        "context" => "context",
+        "timestamp" => "timestamp",
+        "messageId" => "messageId",
+        "sentAt" => "sentAt",
+        "receivedAt" => "receivedAt",
+        "originalTimestamp" => "originalTimestamp",
+        "integrations" => "integrations",
+        "traits" => "traits",
+        "name" => "name",
+        "category" => "category",
+        "groupId" => "groupId",
+        "previousId" => "previousId",
+        "_metadata" => "_metadata",
+        "writeKey" => "writeKey",
+        "version" => "version",
+        "channel" => "channel",
+        "library" => "library",
+        "ip" => "ip",
+        "userAgent" => "userAgent",
+        "page" => "page",
+        "locale" => "locale",
+        "app" => "app",
+        "device" => "device",
+        "os" => "os",
+        "screen" => "screen",
+        "timezone" => "timezone",
+        "campaign" => "campaign",
+        "network" => "network",
+        "direct" => "direct",
+        _ => return None,
+    })
+}
 
 /// How deep arrays and objects may nest in a message or a batch body.
 ///
@@ -54,8 +138,9 @@ impl<'de> serde::Deserialize<'de> for RawFields {
 /// hashed with a per-process random seed, so a client cannot choose keys that collide.
 pub(crate) fn collect_fields<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<Fields, A::Error> {
     let mut fields: Fields = Vec::with_capacity(SCAN_KEYS);
-    let mut index: Option<HashMap<String, usize>> = None;
-    while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+    let mut index: Option<HashMap<Key, usize>> = None;
+    while let Some(key) = map.next_key_seed(KeySeed)? {
+        let value: Box<RawValue> = map.next_value()?;
         let seen = match &index {
             Some(index) => index.get(&key).copied(),
             None => fields.iter().position(|(k, _)| *k == key),
@@ -205,12 +290,12 @@ pub(crate) fn parse_fields(bytes: &[u8]) -> Result<Fields, ParseError> {
 }
 
 /// The index of `name` among `fields`.
-pub(crate) fn position(fields: &[(String, Box<RawValue>)], name: &str) -> Option<usize> {
+pub(crate) fn position(fields: &[(Key, Box<RawValue>)], name: &str) -> Option<usize> {
     fields.iter().position(|(k, _)| k == name)
 }
 
 /// Writes `fields` as one compact JSON object.
-pub(crate) fn write_object(fields: &[(String, Box<RawValue>)]) -> Vec<u8> {
+pub(crate) fn write_object(fields: &[(Key, Box<RawValue>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(object_size(fields));
     out.push(b'{');
     for (i, (key, value)) in fields.iter().enumerate() {
@@ -228,7 +313,7 @@ pub(crate) fn write_object(fields: &[(String, Box<RawValue>)]) -> Vec<u8> {
 
 /// The size of `fields` as compact JSON, give or take the escapes in keys: braces, and per field its quoted key, a
 /// colon, the value and a comma.
-pub(crate) fn object_size(fields: &[(String, Box<RawValue>)]) -> usize {
+pub(crate) fn object_size(fields: &[(Key, Box<RawValue>)]) -> usize {
     2 + fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>()
 }
 
@@ -363,7 +448,7 @@ mod tests {
             json.push_str(r#""k0":"last","k1":"again"}"#);
             let fields = parse_fields(json.as_bytes()).unwrap();
             assert_eq!(fields.len(), keys.max(2), "{keys} keys");
-            assert_eq!((fields[0].0.as_str(), fields[0].1.get()), ("k0", r#""last""#));
+            assert_eq!((&*fields[0].0, fields[0].1.get()), ("k0", r#""last""#));
             assert_eq!(fields[1].1.get(), r#""again""#);
         }
     }
