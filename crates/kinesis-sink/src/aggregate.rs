@@ -6,6 +6,8 @@
 //! partition key, field 2 the index of its explicit hash key if it has one, field 3 its data), then the MD5 of
 //! that message.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
@@ -60,46 +62,65 @@ fn record_body_len(key_index: usize, hash_index: Option<usize>, data: usize) -> 
     1 + varint_len(key_index as u64) + hash_index.map_or(0, |i| 1 + varint_len(i as u64)) + field_len(data)
 }
 
-/// One aggregate being filled.
-struct Open {
-    keys: Vec<String>,
-    hashes: Vec<String>,
+/// One table of an aggregate (partition keys or explicit hash keys): the strings in order, and each one's index,
+/// so that finding a string costs the same however many the table holds.
+#[derive(Default)]
+struct Table<'e> {
+    strings: Vec<&'e str>,
+    index: HashMap<&'e str, usize>,
+}
+
+impl<'e> Table<'e> {
+    /// The index `text` has, or would take; and whether it is new.
+    fn find(&self, text: &str) -> (usize, bool) {
+        match self.index.get(text) {
+            Some(&at) => (at, false),
+            None => (self.strings.len(), true),
+        }
+    }
+
+    fn add(&mut self, text: &'e str) {
+        if !self.index.contains_key(text) {
+            self.index.insert(text, self.strings.len());
+            self.strings.push(text);
+        }
+    }
+}
+
+/// One aggregate being filled, its tables borrowing from the entries.
+#[derive(Default)]
+struct Open<'e> {
+    keys: Table<'e>,
+    hashes: Table<'e>,
     /// (member position, key index, hash index).
     records: Vec<(usize, usize, Option<usize>)>,
     /// The protobuf message's length so far.
     body: usize,
 }
 
-impl Open {
-    fn new() -> Open {
-        Open { keys: Vec::new(), hashes: Vec::new(), records: Vec::new(), body: 0 }
-    }
-
+impl<'e> Open<'e> {
     /// The body length with `entry` added, and the table indexes it would take.
     fn with(&self, entry: &Entry) -> (usize, usize, Option<usize>) {
         let mut body = self.body;
-        let key = self.keys.iter().position(|k| *k == entry.partition_key).unwrap_or_else(|| {
+        let (key, new) = self.keys.find(&entry.partition_key);
+        if new {
             body += field_len(entry.partition_key.len());
-            self.keys.len()
-        });
-        let hash = entry.explicit_hash_key.as_ref().map(|h| {
-            self.hashes.iter().position(|k| k == h).unwrap_or_else(|| {
+        }
+        let hash = entry.explicit_hash_key.as_deref().map(|h| {
+            let (at, new) = self.hashes.find(h);
+            if new {
                 body += field_len(h.len());
-                self.hashes.len()
-            })
+            }
+            at
         });
         body += field_len(record_body_len(key, hash, entry.data.len()));
         (body, key, hash)
     }
 
-    fn push(&mut self, position: usize, entry: &Entry, (body, key, hash): (usize, usize, Option<usize>)) {
-        if key == self.keys.len() {
-            self.keys.push(entry.partition_key.clone());
-        }
-        if let (Some(hash), Some(text)) = (hash, &entry.explicit_hash_key)
-            && hash == self.hashes.len()
-        {
-            self.hashes.push(text.clone());
+    fn push(&mut self, position: usize, entry: &'e Entry, (body, key, hash): (usize, usize, Option<usize>)) {
+        self.keys.add(&entry.partition_key);
+        if let Some(text) = &entry.explicit_hash_key {
+            self.hashes.add(text);
         }
         self.records.push((position, key, hash));
         self.body = body;
@@ -107,7 +128,7 @@ impl Open {
 
     /// The Kinesis record: keyed as its first member, with that member's hash as its explicit hash key, so that
     /// it lands on the shard all its members map to.
-    fn finish(self, entries: &[Entry]) -> Packed {
+    fn finish(self, entries: &'e [Entry]) -> Packed {
         let members: Vec<usize> = self.records.iter().map(|r| r.0).collect();
         let first = &entries[members[0]];
         if members.len() == 1 {
@@ -116,10 +137,10 @@ impl Open {
         // One buffer, written once: the magic, the message, then the MD5 of the message.
         let mut data = Vec::with_capacity(MAGIC.len() + self.body + DIGEST_LEN);
         data.extend_from_slice(&MAGIC);
-        for key in &self.keys {
+        for key in &self.keys.strings {
             put_bytes(&mut data, 1, key.as_bytes());
         }
-        for hash in &self.hashes {
+        for hash in &self.hashes.strings {
             put_bytes(&mut data, 2, hash.as_bytes());
         }
         for &(position, key, hash) in &self.records {
@@ -153,7 +174,7 @@ impl Open {
 pub fn pack(entries: &[Entry], map: Option<&ShardMap>, max_record_bytes: usize) -> Vec<Packed> {
     // Entries by group, in first-seen order of groups, so that a shard's records keep their order.
     let mut groups: Vec<(u128, Vec<usize>)> = Vec::new();
-    let mut index: std::collections::HashMap<u128, usize> = std::collections::HashMap::new();
+    let mut index: HashMap<u128, usize> = HashMap::new();
     for (position, entry) in entries.iter().enumerate() {
         let hash = hash_of(entry);
         let group = match map.and_then(|m| m.index_of(hash)) {
@@ -168,14 +189,14 @@ pub fn pack(entries: &[Entry], map: Option<&ShardMap>, max_record_bytes: usize) 
     }
     let mut packed = Vec::new();
     for (_, positions) in groups {
-        let mut open = Open::new();
+        let mut open = Open::default();
         for position in positions {
             let entry = &entries[position];
             let grown = open.with(entry);
             let first_key =
                 open.records.first().map_or(entry.partition_key.len(), |r| entries[r.0].partition_key.len());
             if MAGIC.len() + grown.0 + DIGEST_LEN + first_key > max_record_bytes && !open.records.is_empty() {
-                packed.push(std::mem::replace(&mut open, Open::new()).finish(entries));
+                packed.push(std::mem::take(&mut open).finish(entries));
                 let alone = open.with(entry);
                 open.push(position, entry, alone);
             } else {
@@ -237,11 +258,24 @@ fn fields(bytes: &[u8]) -> Option<Vec<Field<'_>>> {
     Some(out)
 }
 
+/// The message and the digest of what starts with the magic.
+fn split(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let body = data.strip_prefix(&MAGIC)?;
+    body.split_at_checked(body.len().checked_sub(DIGEST_LEN)?)
+}
+
+/// How many records an aggregated record carries, read from its message's structure without checking its digest
+/// or tables (for a receiver that only counts, such as the benchmarks' endpoint); `None` when `data` does not have
+/// the structure of one.
+pub fn record_count(data: &[u8]) -> Option<usize> {
+    let (message, _) = split(data)?;
+    Some(fields(message)?.iter().filter(|f| f.0 == 3).count())
+}
+
 /// The records of a KPL aggregated record, or `None` when `data` is not one (no magic, a wrong MD5, a malformed
 /// message or an index outside its table): then it is an ordinary record. Linear in `data`.
 pub fn unpack(data: &[u8]) -> Option<Vec<Unpacked>> {
-    let body = data.strip_prefix(&MAGIC)?;
-    let (message, digest) = body.split_at_checked(body.len().checked_sub(DIGEST_LEN)?)?;
+    let (message, digest) = split(data)?;
     if Md5::digest(message).as_slice() != digest {
         return None;
     }
@@ -305,6 +339,8 @@ mod tests {
         broken[6] ^= 1;
         assert_eq!(unpack(&broken), None);
         assert_eq!(unpack(&packed[0].entry.data[..10]), None);
+        assert_eq!(record_count(&packed[0].entry.data), Some(3));
+        assert_eq!(record_count(b"{}"), None);
     }
 
     #[test]
