@@ -149,20 +149,25 @@ impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome> {
         let stopped = || Outcome::Retryable("the Kinesis sink has stopped".to_owned());
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        // One chunk per identity and stream, in record order; the positions map its outcomes back.
+        // One chunk per identity and stream, in record order; the positions map its outcomes back. Chunks are
+        // found by hash: a template over a field clients set can make as many streams as records.
         let mut chunks: Vec<(Target, Vec<usize>, Vec<Entry>)> = Vec::new();
+        let mut chunk_of: HashMap<Target, usize> = HashMap::new();
         for (i, record) in records.iter().enumerate() {
             match self.builder.encode(record) {
                 Err(reason) => outcomes[i] = Some(Outcome::Failed(reason)),
                 Ok(entry) => {
                     let target = (self.identities.sign_as(record.source_id()), self.route.resolve(record.payload()));
-                    match chunks.iter_mut().find(|(t, _, _)| *t == target) {
-                        Some((_, positions, entries)) => {
-                            positions.push(i);
-                            entries.push(entry);
+                    let at = match chunk_of.get(&target) {
+                        Some(&at) => at,
+                        None => {
+                            chunk_of.insert(target.clone(), chunks.len());
+                            chunks.push((target, Vec::new(), Vec::new()));
+                            chunks.len() - 1
                         }
-                        None => chunks.push((target, vec![i], vec![entry])),
-                    }
+                    };
+                    chunks[at].1.push(i);
+                    chunks[at].2.push(entry);
                 }
             }
         }
