@@ -218,7 +218,7 @@ impl StreamPace {
     }
 
     /// Counts a delivered entry on the shard Kinesis named; a shard the map does not know marks it stale.
-    pub fn delivered(&mut self, now: Instant, shard_id: Option<&str>, entry: &Entry, members: u64) {
+    pub fn delivered(&mut self, now: Instant, shard_id: Option<&str>, entry: &Entry) {
         let known = self.map.as_ref().is_none_or(|m| shard_id.is_none_or(|id| m.position(id).is_some()));
         if !known {
             self.stale = true;
@@ -230,7 +230,7 @@ impl StreamPace {
         let counts = self.counts.get_mut(id).expect("inserted above");
         counts.records += 1;
         counts.bytes += entry.size() as u64;
-        self.hot.add(now, &entry.partition_key, members, entry.size() as u64);
+        self.hot.add(now, &entry.partition_key, entry.size() as u64);
     }
 
     /// Counts a throttled entry on the shard the map places it on.
@@ -267,14 +267,15 @@ impl HotKeys {
         }
     }
 
-    fn add(&mut self, now: Instant, key: &str, records: u64, bytes: u64) {
+    /// Counts one record of `bytes` under `key`.
+    fn add(&mut self, now: Instant, key: &str, bytes: u64) {
         self.expire(now);
         if self.buckets.back().is_none_or(|(at, _)| now.duration_since(*at) >= BUCKET) {
             self.buckets.push_back((now, HashMap::new()));
         }
         let (_, keys) = self.buckets.back_mut().expect("a bucket was just made");
         if let Some(entry) = keys.get_mut(key) {
-            entry.0 += records;
+            entry.0 += 1;
             entry.1 += bytes;
             return;
         }
@@ -285,7 +286,7 @@ impl HotKeys {
             let (_, &mut cut, _) = counts.select_nth_unstable(middle);
             keys.retain(|_, v| v.0 > cut);
         }
-        keys.insert(key.to_owned(), (records, bytes));
+        keys.insert(key.to_owned(), (1, bytes));
     }
 
     fn top(&mut self, now: Instant, n: usize) -> Vec<(String, u64, u64)> {
@@ -361,9 +362,9 @@ mod tests {
         let now = Instant::now();
         let mut hot = HotKeys::default();
         for i in 0..10_000u64 {
-            hot.add(now, &format!("cold-{i}"), 1, 10);
+            hot.add(now, &format!("cold-{i}"), 10);
             if i % 10 == 0 {
-                hot.add(now, "hot", 1, 10);
+                hot.add(now, "hot", 10);
             }
         }
         let top = hot.top(now, 1);

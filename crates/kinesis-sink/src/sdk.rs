@@ -304,7 +304,7 @@ pub async fn list_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Resu
             continue;
         }
         let range = shard.hash_key_range();
-        let parse = |text: Option<&str>| text.and_then(crate::shards::parse_hash_key);
+        let parse = |text: Option<&str>| text.and_then(|t| t.parse::<u128>().ok());
         let (Some(start), Some(end)) =
             (parse(range.map(|r| r.starting_hash_key())), parse(range.map(|r| r.ending_hash_key())))
         else {

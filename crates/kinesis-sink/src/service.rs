@@ -154,11 +154,6 @@ impl<A: KinesisApi> Service<A> {
         map.map(|m| m.shards().iter().map(|s| s.id.clone()).collect()).unwrap_or_default()
     }
 
-    /// The hottest partition keys of `stream` over the last minute: key, records, bytes.
-    pub fn hot_keys(&self, stream: &str, n: usize) -> Vec<(String, u64, u64)> {
-        self.streams().get_mut(stream).map(|p| p.hot_keys(Instant::now(), n)).unwrap_or_default()
-    }
-
     /// Waits until some of `pending` fit their shards' windows; returns those, and leaves the rest in `pending`.
     async fn admit(&self, stream: &str, entries: &[Entry], pending: &mut Vec<usize>) -> Vec<usize> {
         let Some(limits) = self.pacing else { return std::mem::take(pending) };
@@ -348,7 +343,7 @@ impl<A: KinesisApi> Service<A> {
         let pace = tracked(&mut streams, stream, now);
         for (&i, result) in sent.iter().zip(results) {
             match result {
-                Ok(delivery) => pace.delivered(now, delivery.shard_id.as_deref(), &entries[i], 1),
+                Ok(delivery) => pace.delivered(now, delivery.shard_id.as_deref(), &entries[i]),
                 Err(error) if error.code == "ProvisionedThroughputExceededException" => {
                     self.throttled.fetch_add(1, Ordering::Relaxed);
                     pace.throttled(&entries[i]);

@@ -61,11 +61,6 @@ pub fn hash_of(entry: &Entry) -> u128 {
     entry.explicit_hash_key.as_deref().and_then(|k| k.parse().ok()).unwrap_or_else(|| hash_of_key(&entry.partition_key))
 }
 
-/// Parses a hash key as ListShards writes it (a decimal number).
-pub fn parse_hash_key(text: &str) -> Option<u128> {
-    text.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

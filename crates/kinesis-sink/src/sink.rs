@@ -119,11 +119,6 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
         self.service.known_shards(stream)
     }
 
-    /// The hottest partition keys sent to `stream` over the last minute: key, records, bytes.
-    pub fn hot_keys(&self, stream: &str, n: usize) -> Vec<(String, u64, u64)> {
-        self.service.hot_keys(stream, n)
-    }
-
     /// Whether PutRecords was denied and the sink now sends one PutRecord per record.
     pub fn is_single_record_mode(&self) -> bool {
         self.service.is_single_record_mode()
