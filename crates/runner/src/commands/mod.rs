@@ -50,6 +50,20 @@ pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow:
     }
 }
 
+/// The `[kinesis]` table of the destination `name`, an admin client for it (signing as
+/// [`kinesis_destination`] says), and the stream asked for: `stream` if the destination can send to it, else its
+/// one fixed stream ([`KinesisConfig::stream_for`]).
+pub(crate) async fn kinesis_stream<'a>(
+    config: &'a Config,
+    name: &str,
+    stream: Option<&str>,
+) -> anyhow::Result<(&'a KinesisConfig, kinesis_sink::setup::admin::Client, String)> {
+    let (kinesis, identity) = kinesis_destination(config, name)?;
+    let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {name:?}: {e}"))?;
+    let client = kinesis_sink::setup::admin::client(kinesis, identity, &base_credentials()).await?;
+    Ok((kinesis, client, stream))
+}
+
 /// The credentials every command starts from: the AWS default chain.
 pub fn base_credentials() -> BaseCredentials {
     BaseCredentials::DefaultChain

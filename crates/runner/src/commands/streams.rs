@@ -2,23 +2,10 @@
 
 use std::time::Duration;
 
-use kinesis_sink::KinesisConfig;
 use kinesis_sink::setup::admin::{self, Created, NewStream, StreamSummary};
 
-use super::{base_credentials, kinesis_destination};
+use super::kinesis_stream;
 use crate::config::Config;
-
-/// The destination's Kinesis settings, a client for them, and the stream asked for (or its only fixed one).
-async fn open<'a>(
-    config: &'a Config,
-    destination: &str,
-    stream: Option<&str>,
-) -> anyhow::Result<(&'a KinesisConfig, admin::Client, String)> {
-    let (kinesis, identity) = kinesis_destination(config, destination)?;
-    let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {destination:?}: {e}"))?;
-    let client = admin::client(kinesis, identity, &base_credentials()).await?;
-    Ok((kinesis, client, stream))
-}
 
 /// Creates the destination's stream as `new` says, or finds it, and waits until it is `ACTIVE`. `kms_key`
 /// defaults to the destination's `kms_key`.
@@ -29,7 +16,7 @@ pub async fn create(
     mut new: NewStream,
 ) -> anyhow::Result<(String, Created, NewStream)> {
     anyhow::ensure!(new.shards.is_none_or(|n| n >= 1), "--shards must be at least 1");
-    let (kinesis, client, stream) = open(config, destination, stream).await?;
+    let (kinesis, client, stream) = kinesis_stream(config, destination, stream).await?;
     if new.kms_key.is_none() {
         new.kms_key = kinesis.kms_key.clone();
     }
@@ -44,10 +31,18 @@ pub async fn create(
     Ok((name, created, new))
 }
 
-/// Describes the destination's stream.
-pub async fn describe(config: &Config, destination: &str, stream: Option<&str>) -> anyhow::Result<StreamSummary> {
-    let (_, client, stream) = open(config, destination, stream).await?;
-    Ok(admin::describe(&client, &stream).await?)
+/// Describes the destination's stream and, with `hot_keys`, lists its ten hottest partition keys of the last
+/// minute (key, records, bytes), through one client.
+pub async fn describe(
+    config: &Config,
+    destination: &str,
+    stream: Option<&str>,
+    hot_keys: bool,
+) -> anyhow::Result<(StreamSummary, Option<Vec<(String, u64, u64)>>)> {
+    let (_, client, stream) = kinesis_stream(config, destination, stream).await?;
+    let summary = admin::describe(&client, &stream).await?;
+    let hot = if hot_keys { Some(admin::hot_keys(&client, &stream, Duration::from_secs(60), 10).await?) } else { None };
+    Ok((summary, hot))
 }
 
 /// `tributary streams`.
@@ -113,7 +108,7 @@ pub async fn run(
             }
         }
         Action::Describe { destination, stream, hot_keys } => {
-            let s = describe(&config, &destination, stream.as_deref()).await?;
+            let (s, hot) = describe(&config, &destination, stream.as_deref(), hot_keys).await?;
             writeln!(out, "stream:          {}", s.name)?;
             writeln!(out, "arn:             {}", s.arn)?;
             writeln!(out, "status:          {}", s.status)?;
@@ -129,9 +124,7 @@ pub async fn run(
                 Some(kib) => writeln!(out, "max record size: {kib} KiB")?,
                 None => writeln!(out, "max record size: not reported (1024 KiB unless raised)")?,
             }
-            if hot_keys {
-                let (_, client, stream) = open(&config, &destination, stream.as_deref()).await?;
-                let top = admin::hot_keys(&client, &stream, Duration::from_secs(60), 10).await?;
+            if let Some(top) = hot {
                 writeln!(out, "hot keys (last minute, by records):")?;
                 if top.is_empty() {
                     writeln!(out, "  none: nothing was written in the last minute")?;

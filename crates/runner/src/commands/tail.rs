@@ -3,7 +3,6 @@
 use kinesis_sink::setup::admin::{self, ReadRecord, StartAt};
 use serde_json::{Value, json};
 
-use super::{base_credentials, kinesis_destination};
 use crate::config::Config;
 
 /// One record as `tail` prints it: its shard, sequence number and partition key, and its data as JSON when it is
@@ -52,9 +51,7 @@ pub async fn tail(
     follow: bool,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<usize> {
-    let (kinesis, identity) = kinesis_destination(config, destination)?;
-    let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {destination:?}: {e}"))?;
-    let client = admin::client(kinesis, identity, &base_credentials()).await?;
+    let (_, client, stream) = super::kinesis_stream(config, destination, stream).await?;
     let start = if from_start { StartAt::TrimHorizon } else { StartAt::Latest };
     let mut printed = 0;
     let mut failure = None;

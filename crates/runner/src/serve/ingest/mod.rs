@@ -201,15 +201,11 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
         drop(m.restarts.get_or_create(&Metrics::destination(&d.name)));
     }
     ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
+    // Hot keys are replaced as a whole, so that a key that cooled down leaves the page.
+    ingest.metrics.hot_keys.clear();
     for target in ingest.routes.all() {
         ingest.metrics.sink_counters(&target.name, &target.sink.counters());
-    }
-    // One pass over every sink, since hot keys are replaced as a whole.
-    let labelled: Vec<(String, Vec<sink::LabelledCount>)> =
-        ingest.routes.all().map(|t| (t.name.clone(), t.sink.labelled_counters())).collect();
-    ingest.metrics.hot_keys.clear();
-    for (name, counts) in &labelled {
-        ingest.metrics.sink_labelled(name, counts);
+        ingest.metrics.sink_labelled(&target.name, &target.sink.labelled_counters());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }
