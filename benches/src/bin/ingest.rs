@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use benches::{Guard, Served, arg, free_port, load, wait_ready};
+use benches::{Guard, Served, arg, free_port, wait_ready};
 
 /// The same allocator as `tributary`, so that the bare baseline is not handicapped by a slower one.
 #[global_allocator]
@@ -38,6 +38,14 @@ fn main() -> anyhow::Result<()> {
     if let Some(port) = arg("--bare-server") {
         return runtime.block_on(bare_server(port.parse()?));
     }
+    // `--varied`: every request is `benches::varied_body`, messages that compress about as little as real traffic
+    // from many devices, instead of the standard body.
+    let varied = std::env::args().any(|a| a == "--varied");
+    let body = if varied { benches::varied_body() } else { benches::body() };
+    let load = |url: &str, connections, warmup, measure| {
+        let (url, body) = (url.to_owned(), body.clone());
+        async move { benches::load_body(&url, body, connections, warmup, measure).await }
+    };
     if let Some(url) = arg("--load") {
         // Load alone, against a server started by hand (for profiling).
         let figures = runtime.block_on(load(&url, 8, Duration::from_secs(2), Duration::from_secs(10)))?;
@@ -75,12 +83,27 @@ fn main() -> anyhow::Result<()> {
         bare_all.push(baseline);
     }
 
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!(
-        "ingest ({cores} cores, {connections} keep-alive connections, /v1/batch of 100 messages of ~600 bytes, {rounds} \
-         rounds of {}s each, taking turns):",
+    let heading = format!(
+        "/v1/batch of 100 messages of ~{} bytes{}, {rounds} rounds of {}s each, taking turns",
+        body.len() / 100,
+        if varied { ", varied" } else { "" },
         measure.as_secs()
     );
+    report(&heading, connections, &ours_all, &bare_all, &ratios, delivered_all);
+    Ok(())
+}
+
+/// Prints the figures of every round: throughput and latency of both servers, and the ratio.
+fn report(
+    heading: &str,
+    connections: usize,
+    ours_all: &[benches::Figures],
+    bare_all: &[benches::Figures],
+    ratios: &[f64],
+    delivered_all: bool,
+) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("ingest ({cores} cores, {connections} keep-alive connections, {heading}):");
     let mean = |figures: &[benches::Figures]| {
         figures.iter().map(|f| f.messages_per_second).sum::<f64>() / figures.len() as f64
     };
@@ -92,22 +115,21 @@ fn main() -> anyhow::Result<()> {
     };
     println!(
         "  tributary serve (durable spool, file sink): {:.0} messages/s, ack latency p50 {:.1} ms, p99 {:.1} ms (worst round); the file sink kept pace: {} (limit: at least 50000/s)",
-        mean(&ours_all),
-        median_p50(&ours_all).as_secs_f64() * 1e3,
-        worst_p99(&ours_all).as_secs_f64() * 1e3,
+        mean(ours_all),
+        median_p50(ours_all).as_secs_f64() * 1e3,
+        worst_p99(ours_all).as_secs_f64() * 1e3,
         if delivered_all { "yes" } else { "no" }
     );
     println!(
         "  bare axum handler (parse and 200, mimalloc): {:.0} messages/s, latency p50 {:.1} ms, p99 {:.1} ms (worst round)",
-        mean(&bare_all),
-        median_p50(&bare_all).as_secs_f64() * 1e3,
-        worst_p99(&bare_all).as_secs_f64() * 1e3
+        mean(bare_all),
+        median_p50(bare_all).as_secs_f64() * 1e3,
+        worst_p99(bare_all).as_secs_f64() * 1e3
     );
     let rounds_text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "  ratio: {:.2} (limit: at least 0.50); per round: {}",
-        mean(&ours_all) / mean(&bare_all),
+        mean(ours_all) / mean(bare_all),
         rounds_text.join(", ")
     );
-    Ok(())
 }

@@ -122,7 +122,8 @@ pub struct DestinationConfig {
     /// size such as `"512MiB"` or `"2GB"`. Beyond it, its oldest waiting messages move to the dead-letter table
     /// with the reason `backlog budget exceeded` (replayable with `dlq replay`), so that a destination that is
     /// down for long cannot fill the spool for the others. Default: an equal share of `serve --spool-max-bytes`
-    /// among the enabled destinations.
+    /// among the enabled destinations. Bytes are counted as the spool stores them, compressed (LZ4), so the same
+    /// budget holds more messages the more alike they are.
     #[serde(default)]
     pub max_backlog_bytes: Option<ByteSize>,
 }

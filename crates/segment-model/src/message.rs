@@ -401,6 +401,17 @@ impl Message {
         crate::raw::write_object(&self.fields)
     }
 
+    /// Appends the message's compact JSON ([`Message::to_json_vec`]) to `out`, so that many messages can share one
+    /// buffer.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        crate::raw::append_object(&self.fields, out);
+    }
+
+    /// About the length of the message's compact JSON (exact unless a key needs escapes), to size a buffer.
+    pub fn json_size(&self) -> usize {
+        crate::raw::object_size(&self.fields)
+    }
+
     /// Fills `context.ip` with `ip`, as Segment's HTTP API does, when the message has no `context.ip` (or `null`)
     /// and either `always` is set or the message says `context.direct: true`. Returns whether it did.
     ///

@@ -297,18 +297,23 @@ pub(crate) fn position(fields: &[(Key, Box<RawValue>)], name: &str) -> Option<us
 /// Writes `fields` as one compact JSON object.
 pub(crate) fn write_object(fields: &[(Key, Box<RawValue>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(object_size(fields));
+    append_object(fields, &mut out);
+    out
+}
+
+/// Appends `fields` to `out` as one compact JSON object.
+pub(crate) fn append_object(fields: &[(Key, Box<RawValue>)], out: &mut Vec<u8>) {
     out.push(b'{');
     for (i, (key, value)) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         // Writing a string to a Vec cannot fail.
-        serde_json::to_writer(&mut out, key).expect("a string serializes");
+        serde_json::to_writer(&mut *out, key).expect("a string serializes");
         out.push(b':');
         out.extend_from_slice(value.get().as_bytes());
     }
     out.push(b'}');
-    out
 }
 
 /// The size of `fields` as compact JSON, give or take the escapes in keys: braces, and per field its quoted key, a

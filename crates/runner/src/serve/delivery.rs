@@ -191,8 +191,10 @@ impl Worker {
                     break;
                 }
                 excess = excess.saturating_sub(entry.items.len() as u64);
-                let dead = match stored::triples(&entry.items) {
-                    Ok(triples) => triples.iter().map(|t| (t.2.as_bytes().to_vec(), OVER_BUDGET.to_owned())).collect(),
+                let dead = match stored::plain(&bytes::Bytes::copy_from_slice(&entry.items)).and_then(|plain| {
+                    Ok(stored::triples(&plain)?.iter().map(|t| (t.2.to_vec(), OVER_BUDGET.to_owned())).collect())
+                }) {
+                    Ok(dead) => dead,
                     Err(e) => {
                         vec![(entry.items.clone(), format!("{OVER_BUDGET}; the stored entry cannot be read: {e}"))]
                     }
@@ -255,13 +257,14 @@ impl Worker {
             let (mut retry, mut dead) = (None, Vec::new());
             if reason.is_some() || !dead_at.is_empty() {
                 // The uncommon path reads the entry again for the messages that did not go through.
-                let triples = stored::triples(&items).expect("decoded above");
+                let plain = stored::plain(&items).expect("decoded above");
+                let triples = stored::triples(&plain).expect("decoded above");
                 for (i, why) in dead_at {
                     tracing::error!(destination = %self.name, message_id = %triples[i].0, reason = %why, "delivery failed permanently; moved to the dead-letter table");
-                    dead.push((triples[i].2.as_bytes().to_vec(), why));
+                    dead.push((triples[i].2.to_vec(), why));
                 }
                 retry = reason.map(|reason| Retry {
-                    items: stored::encode(left.iter().map(|&i| (triples[i].0, triples[i].1, triples[i].2.as_bytes()))),
+                    items: stored::encode(left.iter().map(|&i| (triples[i].0, triples[i].1, triples[i].2))),
                     count: left.len() as u32,
                     at: now + retry_delay(attempts + 1).as_millis() as i64,
                     reason,

@@ -1,28 +1,42 @@
 //! How messages are kept in a spool entry: a format mark, then postcard (a compact serde format) of `(messageId,
-//! user key, message JSON)` triples. The keys travel with the message so that delivery never parses it again, and
-//! reading an entry back is little more than copying its bytes.
+//! user key, message JSON)` triples, compressed with LZ4. The keys travel with the message so that delivery never
+//! parses it again, and reading an entry back is one decompression and a walk over lengths.
 //!
-//! The mark is a zero byte and the format's version. Entries of the first layout had no mark; they start with the
-//! postcard count of their messages, which is never zero, so both read back.
+//! The mark is a zero byte and the format's version: format 1 holds the postcard bytes as they are, format 2 (what
+//! this build writes) the length of those bytes as a postcard varint and then an LZ4 block of them. Compression
+//! takes a batch's keys and its repeated context to a fraction of their size: the spool's writer, the one thread
+//! every acknowledgement waits on, copies, checksums and writes a fraction of the pages, and the disk takes a
+//! fraction of the bytes. Entries of the first layout had no mark; they start with the postcard count of their
+//! messages, which is never zero. Every layout reads back.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use sink::Record;
 
-/// Encodes triples of (messageId, user key, message JSON): the mark, then what postcard makes of a
-/// `Vec<(&str, &str, &str)>`.
+/// Encodes triples of (messageId, user key, message JSON) as an entry of format [`FORMAT`].
 ///
-/// Written out rather than through serde, which grows the buffer as it goes and checks each message's UTF-8
-/// again: the entry is sized once and copied into. `decode` reads it back through postcard, which checks it.
+/// The postcard bytes are written out rather than through serde, which grows the buffer as it goes and checks
+/// each message's UTF-8 again: they are sized once and copied into, then compressed.
 pub fn encode<'a>(items: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>) -> Vec<u8> {
+    let plain = postcard_triples(items);
+    let packed = lz4_flex::block::compress(&plain);
+    let mut out = Vec::with_capacity(MARK.len() + VARINT_MAX + packed.len());
+    out.extend_from_slice(&MARK);
+    varint(&mut out, plain.len());
+    out.extend_from_slice(&packed);
+    out
+}
+
+/// The longest postcard varint of a `usize`.
+const VARINT_MAX: usize = 10;
+
+/// What postcard makes of a `Vec<(&str, &str, &str)>` of the triples.
+fn postcard_triples<'a>(items: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>) -> Vec<u8> {
     let items: Vec<(&str, &str, &[u8])> = items.into_iter().collect();
-    const VARINT_MAX: usize = 10;
-    let size = MARK.len()
-        + VARINT_MAX
+    let size = VARINT_MAX
         + items.iter().map(|(id, key, message)| 3 * VARINT_MAX + id.len() + key.len() + message.len()).sum::<usize>();
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&MARK);
     varint(&mut out, items.len());
     for (id, key, message) in items {
         for field in [id.as_bytes(), key.as_bytes(), message] {
@@ -33,11 +47,15 @@ pub fn encode<'a>(items: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>)
     out
 }
 
-/// The version of the entry format this build writes and reads.
-pub const FORMAT: u8 = 1;
+/// The version of the entry format this build writes (it reads this one and every earlier one).
+pub const FORMAT: u8 = 2;
 
 /// What an entry of this format starts with.
 const MARK: [u8; 2] = [0, FORMAT];
+
+/// The most bytes an entry's postcard may claim to take uncompressed (an entry holds one request's messages, a few
+/// MB at most); a damaged length beyond it is refused rather than allocated.
+const MAX_PLAIN_BYTES: usize = 1 << 30;
 
 /// Why a stored entry cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +66,9 @@ pub enum StoredError {
     /// Its bytes are not an entry.
     #[error("the entry is damaged: {0}")]
     Damaged(#[from] postcard::Error),
+    /// Its compressed bytes do not decompress to what its header says.
+    #[error("the entry is damaged: {0}")]
+    Compressed(String),
 }
 
 /// Postcard's unsigned varint: seven bits a byte, low bits first, the high bit set on every byte but the last.
@@ -59,27 +80,61 @@ fn varint(out: &mut Vec<u8>, mut value: usize) {
     out.push(value as u8);
 }
 
-/// Decodes an entry into records from `source_id`; each record's payload is a slice of `items`, not a copy.
+/// Decodes an entry into records from `source_id`; each record's payload is a slice of the entry's postcard bytes
+/// ([`plain`]), not a copy of its own.
 pub fn decode(source_id: &str, items: &Bytes) -> Result<Vec<Record>, StoredError> {
-    let triples = triples(items)?;
+    let plain = plain(items)?;
+    let triples = triples(&plain)?;
     let source: Arc<str> = Arc::from(source_id);
     Ok(triples
         .into_iter()
         .map(|(id, key, message)| {
-            Record::from_stored(source.clone(), id.to_owned(), key.to_owned(), items.slice_ref(message.as_bytes()))
+            Record::from_stored(source.clone(), id.to_owned(), key.to_owned(), plain.slice_ref(message))
         })
         .collect())
 }
 
-/// The (messageId, user key, message JSON) triples of an entry, borrowed from it.
-pub fn triples(items: &[u8]) -> Result<Vec<(&str, &str, &str)>, StoredError> {
-    let body = match items {
-        [0, FORMAT, body @ ..] => body,
-        [0, newer, ..] => return Err(StoredError::Newer(*newer)),
+/// An entry's postcard bytes, for [`triples`]: decompressed from format 2, a slice of `items` otherwise.
+pub fn plain(items: &Bytes) -> Result<Bytes, StoredError> {
+    match &items[..] {
+        [0, 2, rest @ ..] => {
+            let (length, packed) = read_varint(rest)
+                .filter(|(length, _)| *length <= MAX_PLAIN_BYTES)
+                .ok_or_else(|| StoredError::Compressed("its length is missing or beyond 1 GiB".to_owned()))?;
+            let plain =
+                lz4_flex::block::decompress(packed, length).map_err(|e| StoredError::Compressed(e.to_string()))?;
+            if plain.len() != length {
+                return Err(StoredError::Compressed(format!("{} bytes where its header says {length}", plain.len())));
+            }
+            Ok(Bytes::from(plain))
+        }
+        [0, 1, ..] => Ok(items.slice(2..)),
+        [0, newer, ..] => Err(StoredError::Newer(*newer)),
         // The first layout, without a mark.
-        body => body,
-    };
-    Ok(postcard::from_bytes(body)?)
+        _ => Ok(items.clone()),
+    }
+}
+
+/// A postcard varint at the start of `bytes`, and what follows it.
+fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value = 0usize;
+    for (i, &byte) in bytes.iter().enumerate().take(VARINT_MAX) {
+        value |= usize::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// One stored message: its messageId, its user key and its JSON.
+pub type Triple<'a> = (&'a str, &'a str, &'a [u8]);
+
+/// The (messageId, user key, message JSON) triples of an entry's postcard bytes ([`plain`]), borrowed from them.
+/// The messages' bytes are taken as they are (the same wire format as postcard's `&str`, without checking UTF-8
+/// again): they were JSON text when stored, and every destination takes them as bytes.
+pub fn triples(plain: &[u8]) -> Result<Vec<Triple<'_>>, StoredError> {
+    Ok(postcard::from_bytes(plain)?)
 }
 
 #[cfg(test)]
@@ -98,22 +153,45 @@ mod tests {
     }
 
     #[test]
-    fn encodes_as_postcard_does() {
+    fn holds_postcard_compressed() {
         let long = "x".repeat(20_000);
         let triples = vec![("m1", "k", "{}"), ("", "ü", long.as_str()), ("m3", &long[..127], &long[..128])];
         let ours = encode(triples.iter().map(|(id, key, message)| (*id, *key, message.as_bytes())));
         assert_eq!(ours[..2], [0, FORMAT]);
-        assert_eq!(ours[2..], postcard::to_stdvec(&triples).unwrap());
-        assert_eq!(encode([])[2..], postcard::to_stdvec::<Vec<(&str, &str, &str)>>(&vec![]).unwrap());
+        let postcard = postcard::to_stdvec(&triples).unwrap();
+        assert!(ours.len() < postcard.len() / 10, "{} bytes for {} uncompressed", ours.len(), postcard.len());
+        assert_eq!(plain(&Bytes::from(ours)).unwrap(), postcard);
+        let empty = encode([]);
+        assert_eq!(
+            plain(&Bytes::from(empty)).unwrap(),
+            postcard::to_stdvec::<Vec<(&str, &str, &str)>>(&vec![]).unwrap()
+        );
     }
 
     #[test]
-    fn entries_of_the_first_layout_read_and_newer_ones_are_named() {
+    fn entries_of_earlier_formats_read_and_newer_ones_are_named() {
         let triples = vec![("m1", "k", "{}")];
         let first_layout = Bytes::from(postcard::to_stdvec(&triples).unwrap());
         assert_eq!(decode("src", &first_layout).unwrap()[0].message_id(), "m1");
+        let format_1 = Bytes::from([&[0, 1][..], &first_layout[..]].concat());
+        assert_eq!(decode("src", &format_1).unwrap()[0].payload().as_ref(), b"{}");
         let newer = Bytes::from([&[0, FORMAT + 1][..], &first_layout[..]].concat());
         let error = decode("src", &newer).unwrap_err().to_string();
-        assert!(error.contains("format 2 by a newer Tributary"), "{error}");
+        assert!(error.contains("format 3 by a newer Tributary"), "{error}");
+    }
+
+    #[test]
+    fn a_damaged_compressed_entry_is_an_error_not_a_panic_or_an_allocation() {
+        let good = encode([("m1", "k", br#"{"type":"track","event":"e","userId":"u"}"#.as_slice())]);
+        // A length beyond the bound, a length that does not match, a truncated block, and every cut of the entry.
+        let huge = [&[0, FORMAT][..], &[0xff, 0xff, 0xff, 0xff, 0x7f][..], &good[3..]].concat();
+        let wrong_length = [&[0, FORMAT, good[2] + 1][..], &good[3..]].concat();
+        for damaged in [huge, wrong_length, good[..good.len() - 1].to_vec()] {
+            let error = decode("src", &Bytes::from(damaged)).unwrap_err().to_string();
+            assert!(error.starts_with("the entry is damaged"), "{error}");
+        }
+        for cut in 0..good.len() {
+            let _ = decode("src", &Bytes::copy_from_slice(&good[..cut]));
+        }
     }
 }

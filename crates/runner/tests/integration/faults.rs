@@ -399,7 +399,7 @@ async fn a_full_disk_never_gets_a_200_without_a_commit_and_the_server_recovers()
     let mut n = 0;
     let send = async |n: &mut usize| {
         let batch: Vec<Value> = (0..100)
-            .map(|i| json!({"type": "track", "userId": "u", "event": "Fill", "messageId": format!("f-{}-{i}", *n), "properties": {"pad": "x".repeat(400)}}))
+            .map(|i| json!({"type": "track", "userId": "u", "event": "Fill", "messageId": format!("f-{}-{i}", *n), "properties": {"pad": tests::incompressible(400, (*n * 100 + i) as u64)}}))
             .collect();
         *n += 1;
         let (status, body) = server.post(&client, "/v1/batch", &json!({ "batch": batch })).await;

@@ -219,7 +219,8 @@ async fn while_one_destinations_role_is_revoked_ingest_and_the_other_keep_their_
                 n += 1;
                 let batch: Vec<Value> = ids
                     .iter()
-                    .map(|id| json!({"type": "track", "userId": "u", "event": "Budget", "messageId": id, "properties": {"pad": "x".repeat(300)}}))
+                    .enumerate()
+                    .map(|(i, id)| json!({"type": "track", "userId": "u", "event": "Budget", "messageId": id, "properties": {"pad": tests::incompressible(300, (n * 100 + i) as u64)}}))
                     .collect();
                 let response = http
                     .post(format!("{url}/v1/batch"))

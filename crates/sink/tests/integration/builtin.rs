@@ -44,6 +44,26 @@ async fn file_sink_appends_across_opens() {
 }
 
 #[tokio::test]
+async fn file_sink_writes_a_large_batch_whole_and_in_order() {
+    // More records than one vectored write takes (1,024 slices, two a record), of sizes that leave partial writes
+    // possible: every line lands once, in order, whole.
+    let dir = std::env::temp_dir().join(format!("tributary-file-sink-large-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("out.ndjson");
+    let sink = FileSink::open(&path).await.unwrap();
+    let records: Vec<Record> = (0..1_500)
+        .map(|i| record(&format!(r#"{{"type":"track","userId":"u{i}","event":"{}"}}"#, "e".repeat(1 + i % 700))))
+        .collect();
+    let outcomes = sink.deliver(records.clone()).await;
+    assert!(outcomes.iter().all(Outcome::is_delivered), "{outcomes:?}");
+    let text = std::fs::read(&path).unwrap();
+    let expected: Vec<u8> = records.iter().flat_map(|r| [r.payload().as_ref(), b"\n"].concat()).collect();
+    assert_eq!(text.len(), expected.len());
+    assert!(text == expected, "the file differs from the records, in order, one a line");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
 async fn a_failed_write_is_retryable() {
     // Writing to a file opened read-only fails; every record in the batch must say so and be retryable.
     let path = std::env::temp_dir().join(format!("tributary-ro-{}", std::process::id()));
