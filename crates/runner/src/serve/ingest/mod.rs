@@ -375,7 +375,7 @@ impl Ingest {
             }
         }
         let targets = self.routes.group(source, &messages);
-        // Every message's JSON in one buffer, and its keys borrowed from the message, rather than three allocations each.
+        // Every message's JSON in one buffer, its keys borrowed from the message: not three allocations each.
         let mut json = Vec::with_capacity(messages.iter().map(Message::json_size).sum());
         let mut encoded = Vec::with_capacity(messages.len());
         for message in &messages {
