@@ -384,18 +384,24 @@ impl Ingest {
             let key = message.user_key().unwrap_or_default();
             encoded.push((message.message_id().unwrap_or_default(), key, start..json.len()));
         }
-        let entries = targets
-            .into_iter()
-            .map(|(destination, indices)| NewEntry {
-                destination: destination.name.clone(),
-                source_id: source.to_owned(),
-                count: indices.len() as u32,
-                items: crate::serve::stored::encode(indices.iter().map(|&i| {
+        // Destinations that take the same messages (the usual case) share one encoding: compressing it is the
+        // costly part.
+        let mut entries: Vec<NewEntry> = Vec::with_capacity(targets.len());
+        for (at, (destination, indices)) in targets.iter().enumerate() {
+            let items = match targets[..at].iter().position(|(_, earlier)| earlier == indices) {
+                Some(same) => entries[same].items.clone(),
+                None => crate::serve::stored::encode(indices.iter().map(|&i| {
                     let (id, key, span) = &encoded[i];
                     (*id, key.as_ref(), &json[span.clone()])
                 })),
-            })
-            .collect();
+            };
+            entries.push(NewEntry {
+                destination: destination.name.clone(),
+                source_id: source.to_owned(),
+                count: indices.len() as u32,
+                items,
+            });
+        }
         let rejections: Vec<NewRejection> = rejected
             .into_iter()
             .map(|refused| {
