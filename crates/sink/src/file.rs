@@ -44,7 +44,7 @@ const SLICES_PER_WRITE: usize = 1024;
 
 /// Writes each record's payload and a newline straight from the records' buffers (vectored writes), so that a
 /// batch is copied once, by the kernel, instead of first into one buffer of its own.
-fn write_lines(file: &mut std::fs::File, records: &[Record]) -> std::io::Result<()> {
+fn write_records(file: &mut std::fs::File, records: &[Record]) -> std::io::Result<()> {
     for chunk in records.chunks(SLICES_PER_WRITE / 2) {
         let mut slices: Vec<IoSlice<'_>> =
             chunk.iter().flat_map(|r| [IoSlice::new(r.payload()), IoSlice::new(b"\n")]).collect();
@@ -68,7 +68,7 @@ impl Sink for FileSink {
         let syncs = self.syncs;
         let count = records.len();
         let result = tokio::task::spawn_blocking(move || {
-            write_lines(&mut file, &records)?;
+            write_records(&mut file, &records)?;
             match syncs {
                 true => file.sync_data(),
                 false => Ok(()),

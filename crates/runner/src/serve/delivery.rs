@@ -191,13 +191,12 @@ impl Worker {
                     break;
                 }
                 excess = excess.saturating_sub(entry.items.len() as u64);
-                let dead = match stored::plain(&bytes::Bytes::copy_from_slice(&entry.items)).and_then(|plain| {
-                    Ok(stored::triples(&plain)?.iter().map(|t| (t.2.to_vec(), OVER_BUDGET.to_owned())).collect())
-                }) {
-                    Ok(dead) => dead,
-                    Err(e) => {
-                        vec![(entry.items.clone(), format!("{OVER_BUDGET}; the stored entry cannot be read: {e}"))]
-                    }
+                let items = bytes::Bytes::from(entry.items);
+                let messages = stored::plain(&items)
+                    .and_then(|plain| Ok(stored::triples(&plain)?.iter().map(|t| t.2.to_vec()).collect::<Vec<_>>()));
+                let dead = match messages {
+                    Ok(messages) => messages.into_iter().map(|m| (m, OVER_BUDGET.to_owned())).collect(),
+                    Err(e) => vec![(items.to_vec(), format!("{OVER_BUDGET}; the stored entry cannot be read: {e}"))],
                 };
                 moved += u64::from(entry.count);
                 settlements.push(Settlement { id: entry.id, retry: None, dead });
@@ -230,7 +229,7 @@ impl Worker {
         let now = now_millis();
         let (mut delivered, mut retried, mut failed) = (0u64, 0u64, 0u64);
         let mut last_failure = None;
-        for (id, count, enqueued_at, attempts, items, span) in spans {
+        for (id, count, enqueued_at, attempts, plain, span) in spans {
             let start = span.start;
             let mut left = Vec::new();
             let mut reason = None;
@@ -257,7 +256,6 @@ impl Worker {
             let (mut retry, mut dead) = (None, Vec::new());
             if reason.is_some() || !dead_at.is_empty() {
                 // The uncommon path reads the entry again for the messages that did not go through.
-                let plain = stored::plain(&items).expect("decoded above");
                 let triples = stored::triples(&plain).expect("decoded above");
                 for (i, why) in dead_at {
                     tracing::error!(destination = %self.name, message_id = %triples[i].0, reason = %why, "delivery failed permanently; moved to the dead-letter table");
@@ -296,8 +294,8 @@ impl Worker {
     }
 }
 
-/// One due entry in a delivery: its ID, message count, enqueue time, attempts, bytes, and where its records sit
-/// in the delivery's batch.
+/// One due entry in a delivery: its ID, message count, enqueue time, attempts, postcard bytes ([`stored::plain`]),
+/// and where its records sit in the delivery's batch.
 type Span = (i64, u32, i64, i64, bytes::Bytes, std::ops::Range<usize>);
 
 /// Decodes due entries into one batch of records. An entry that cannot be read (only a spool written by another
@@ -309,10 +307,10 @@ fn decode_due(due: Vec<Entry>) -> (Vec<sink::Record>, Vec<Span>, Vec<Settlement>
     for entry in due {
         let items = bytes::Bytes::from(entry.items);
         match stored::decode(&entry.source_id, &items) {
-            Ok(decoded) => {
+            Ok((plain, decoded)) => {
                 let span = records.len()..records.len() + decoded.len();
                 records.extend(decoded);
-                spans.push((entry.id, entry.count, entry.enqueued_at, entry.attempts, items, span));
+                spans.push((entry.id, entry.count, entry.enqueued_at, entry.attempts, plain, span));
             }
             Err(e) => settlements.push(Settlement {
                 id: entry.id,

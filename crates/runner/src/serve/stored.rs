@@ -80,18 +80,20 @@ fn varint(out: &mut Vec<u8>, mut value: usize) {
     out.push(value as u8);
 }
 
-/// Decodes an entry into records from `source_id`; each record's payload is a slice of the entry's postcard bytes
-/// ([`plain`]), not a copy of its own.
-pub fn decode(source_id: &str, items: &Bytes) -> Result<Vec<Record>, StoredError> {
+/// Decodes an entry into records from `source_id`, and gives its postcard bytes ([`plain`]) too, so that a caller
+/// can read its [`triples`] again without decompressing it twice. Each record's payload is a slice of those bytes,
+/// not a copy of its own.
+pub fn decode(source_id: &str, items: &Bytes) -> Result<(Bytes, Vec<Record>), StoredError> {
     let plain = plain(items)?;
     let triples = triples(&plain)?;
     let source: Arc<str> = Arc::from(source_id);
-    Ok(triples
+    let records = triples
         .into_iter()
         .map(|(id, key, message)| {
             Record::from_stored(source.clone(), id.to_owned(), key.to_owned(), plain.slice_ref(message))
         })
-        .collect())
+        .collect();
+    Ok((plain, records))
 }
 
 /// An entry's postcard bytes, for [`triples`]: decompressed from format 2, a slice of `items` otherwise.
@@ -144,7 +146,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let items = encode([("m1", "user \"1\"", br#"{"a":1}"#.as_slice()), ("m2", "ü", br#"{"b":[2]}"#.as_slice())]);
-        let records = decode("src", &Bytes::from(items)).unwrap();
+        let (_, records) = decode("src", &Bytes::from(items)).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!((records[0].message_id(), records[0].user_key()), ("m1", "user \"1\""));
         assert_eq!(records[1].payload().as_ref(), br#"{"b":[2]}"#);
@@ -172,9 +174,9 @@ mod tests {
     fn entries_of_earlier_formats_read_and_newer_ones_are_named() {
         let triples = vec![("m1", "k", "{}")];
         let first_layout = Bytes::from(postcard::to_stdvec(&triples).unwrap());
-        assert_eq!(decode("src", &first_layout).unwrap()[0].message_id(), "m1");
+        assert_eq!(decode("src", &first_layout).unwrap().1[0].message_id(), "m1");
         let format_1 = Bytes::from([&[0, 1][..], &first_layout[..]].concat());
-        assert_eq!(decode("src", &format_1).unwrap()[0].payload().as_ref(), b"{}");
+        assert_eq!(decode("src", &format_1).unwrap().1[0].payload().as_ref(), b"{}");
         let newer = Bytes::from([&[0, FORMAT + 1][..], &first_layout[..]].concat());
         let error = decode("src", &newer).unwrap_err().to_string();
         assert!(error.contains("format 3 by a newer Tributary"), "{error}");
