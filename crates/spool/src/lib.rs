@@ -212,6 +212,18 @@ enum Op {
     Append(Vec<NewEntry>, Vec<NewRejection>, i64),
     Settle(Vec<Settlement>, i64),
     Requeue(Vec<NewEntry>, Vec<i64>, i64),
+    /// Reads the writer connection's durability settings inside a commit, so the answer is about the connection
+    /// that commits acknowledged entries and not about one opened to ask.
+    Durability(mpsc::Sender<Durability>),
+}
+
+/// The durability settings of the connection that commits the spool's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    /// `PRAGMA journal_mode`, lowercase as SQLite reports it (`wal`).
+    pub journal_mode: String,
+    /// `PRAGMA synchronous`: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA.
+    pub synchronous: i64,
 }
 
 struct Job {
@@ -288,6 +300,8 @@ struct Counts {
     max_rejections: AtomicU64,
     /// Rejections dropped to keep the table within its bound.
     rejections_dropped: AtomicU64,
+    /// Transactions the writer thread committed; fewer than the jobs it took when commits are shared.
+    commits: AtomicU64,
 }
 
 /// How many rejections the table keeps unless told otherwise.
@@ -507,6 +521,7 @@ impl Spool {
             fresh: Mutex::default(),
             max_rejections: AtomicU64::new(DEFAULT_MAX_REJECTIONS),
             rejections_dropped: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         });
         recount(&writer, &counts).map_err(database)?;
         let thread_counts = counts.clone();
@@ -569,6 +584,20 @@ impl Spool {
     /// How many rejections were dropped since the spool was opened, to keep the table within its bound.
     pub fn rejections_dropped(&self) -> u64 {
         self.inner.counts.rejections_dropped.load(Ordering::Relaxed)
+    }
+
+    /// How many transactions the writer thread has committed since the spool was opened. Appends that arrive
+    /// together share one commit (and one sync), so under concurrent load this grows slower than the appends.
+    pub fn commits(&self) -> u64 {
+        self.inner.counts.commits.load(Ordering::Relaxed)
+    }
+
+    /// Reads `journal_mode` and `synchronous` back from the writer connection, inside one of its commits: what
+    /// the spool's durability promise (an acknowledged append survives power loss) rests on.
+    pub async fn durability(&self) -> Result<Durability, SpoolError> {
+        let (answer, answered) = mpsc::channel();
+        self.submit(Op::Durability(answer)).await?;
+        answered.try_recv().map_err(|_| SpoolError::Stopped)
     }
 
     /// The database file.
@@ -936,6 +965,7 @@ fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path
         let max_rejections = counts.max_rejections.load(Ordering::Relaxed);
         let result = match apply(&mut connection, &batch, max_rejections) {
             Ok(Applied { rejections_dropped, appended }) => {
+                counts.commits.fetch_add(1, Ordering::Relaxed);
                 counts.rejections_dropped.fetch_add(rejections_dropped, Ordering::Relaxed);
                 let mut fresh = counts.fresh.lock().expect("fresh lock poisoned");
                 let mut ids = appended.into_iter();
@@ -1034,6 +1064,12 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
                 for id in ids {
                     delete.execute(params![id])?;
                 }
+            }
+            Op::Durability(answer) => {
+                let journal_mode = transaction.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+                let synchronous = transaction.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+                // The asker may have gone; its answer is then of no use to anyone.
+                let _ = answer.send(Durability { journal_mode, synchronous });
             }
         }
     }

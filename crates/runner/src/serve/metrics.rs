@@ -91,6 +91,8 @@ pub struct Metrics {
     pub failed: Family<Destination, Counter>,
     /// Messages waiting in the spool.
     pub spool_depth: Gauge,
+    /// Transactions the spool's writer committed: appends that arrive together share one (group commit).
+    pub spool_commits: Counter,
     /// Seconds from acknowledgement to delivery, per destination.
     pub delivery_latency: Family<Destination, Histogram, fn() -> Histogram>,
     /// Delivery workers restarted after a panic, per destination.
@@ -136,6 +138,7 @@ impl Default for Metrics {
             retried: Family::default(),
             failed: Family::default(),
             spool_depth: Gauge::default(),
+            spool_commits: Counter::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             restarts: Family::default(),
             partition_key_fallbacks: Family::default(),
@@ -174,6 +177,11 @@ impl Default for Metrics {
         registry.register("delivery_retries", "Failed delivery attempts scheduled again", metrics.retried.clone());
         registry.register("messages_failed", "Messages moved to the dead-letter table", metrics.failed.clone());
         registry.register("spool_depth", "Messages waiting in the spool", metrics.spool_depth.clone());
+        registry.register(
+            "spool_commits",
+            "Transactions the spool's writer committed; concurrent appends share one",
+            metrics.spool_commits.clone(),
+        );
         registry.register(
             "delivery_latency_seconds",
             "Seconds from acknowledgement to delivery",

@@ -124,10 +124,12 @@ async fn a_full_spool_refuses() {
     assert_eq!(spool.depth(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_commits_and_all_land() {
     let spool = Spool::open(&dir("concurrent"), 1_000_000).unwrap();
-    let tasks: Vec<_> = (0..200)
+    let before = spool.commits();
+    const APPENDS: usize = 200;
+    let tasks: Vec<_> = (0..APPENDS)
         .map(|t| {
             let spool = spool.clone();
             tokio::spawn(async move { spool.append((0..50).map(|n| entry("a", t * 50 + n)).collect()).await })
@@ -136,8 +138,31 @@ async fn concurrent_appends_share_commits_and_all_land() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
+    // Group commit is what lets many clients share one fsync: with a commit per append this is 200. The 200
+    // appends are queued within microseconds while each commit syncs a file, so most of them wait together.
+    let commits = (spool.commits() - before) as usize;
+    assert!(commits > 0, "the appends were committed, so the count moved");
+    assert!(commits <= APPENDS / 2, "{commits} commits for {APPENDS} concurrent appends: commits are not shared");
     assert_eq!(spool.depth(), 10_000);
     assert_eq!(spool.due("a", 20_000).await.unwrap().len(), 10_000);
+}
+
+#[tokio::test]
+async fn the_committing_connection_is_wal_with_full_sync() {
+    // Read back on the writer thread's own connection, inside a commit: an append acknowledged after a commit on
+    // a connection with `synchronous` below FULL, or a rollback journal, may be lost with the power.
+    let spool = Spool::open(&dir("durability"), 100).unwrap();
+    spool.append(vec![entry("a", 1)]).await.unwrap();
+    let durability = spool.durability().await.unwrap();
+    assert_eq!(durability.journal_mode, "wal", "{durability:?}");
+    assert_eq!(durability.synchronous, 2, "synchronous must be FULL (2): {durability:?}");
+    // The personas state opens through the same function, so its answer must be the same.
+    let path = dir("durability-open").join("state.sqlite3");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let connection = spool::open_database(&path).unwrap();
+    let mode: String = connection.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
+    let synchronous: i64 = connection.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap();
+    assert_eq!((mode.as_str(), synchronous), ("wal", 2));
 }
 
 #[tokio::test]

@@ -201,6 +201,7 @@ async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
         drop(m.restarts.get_or_create(&Metrics::destination(&d.name)));
     }
     ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
+    ingest.metrics.spool_commits.inner().store(ingest.spool.commits(), Ordering::Relaxed);
     // Hot keys are replaced as a whole, so that a key that cooled down leaves the page.
     ingest.metrics.hot_keys.clear();
     for target in ingest.routes.all() {
