@@ -9,6 +9,8 @@ use tests::env::dummy_credentials;
 use tests::proxy::FaultProxy;
 use tests::stream::{client, create, read_all, unique_name};
 
+use runner::serve::delivery::{ENTRIES_PER_READ, PIPELINE};
+
 use crate::scratch;
 use crate::server::{Server, folder, kinesis_destination};
 
@@ -118,9 +120,21 @@ async fn sigkill_midway_loses_nothing_acknowledged() {
     let acked = acked.lock().unwrap().clone();
     assert_eq!(acked.len(), 20_000);
     let seen = wait_for(&url, &stream, &acked, Duration::from_secs(180)).await;
+    let unknown: Vec<&String> = seen.keys().filter(|id| !acked.contains(*id)).take(5).collect();
+    assert!(unknown.is_empty(), "records with IDs that were never sent: {unknown:?}");
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     println!("crash test on {name}: {acked_before} acknowledged before SIGKILL, 20000 in all, {duplicates} duplicates");
-    assert!(seen.keys().all(|id| acked.contains(id) || id.starts_with("crash-")), "unexpected records");
+    // A duplicate is a message delivered twice, which SIGKILL causes in two ways only. Messages on the wire when
+    // the server died were delivered and not yet settled, so the restarted server sends them again: at most
+    // PIPELINE deliveries of ENTRIES_PER_READ entries each (the sink's `max_in_flight` PutRecords calls of 500
+    // records are parts of those deliveries, so they bound nothing further), each entry one request of 100.
+    // Requests stored but not answered when it died are sent again by their client: one per client, 4 clients.
+    let in_flight = PIPELINE * ENTRIES_PER_READ * 100;
+    let unanswered = 4 * 100;
+    assert!(
+        duplicates <= in_flight + unanswered,
+        "{duplicates} duplicates, more than the {in_flight} messages in flight and {unanswered} unanswered"
+    );
 }
 
 #[tokio::test]
@@ -153,11 +167,9 @@ async fn a_twenty_second_outage_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(450)).await;
     }
     proxy.set_up(true);
-    let metrics = http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
-    assert!(
-        !metrics.contains("tributary_delivery_retries_total{destination=\"main\"} 0"),
-        "the outage caused no retries:\n{metrics}"
-    );
+    let retries = server.metric(&http, "tributary_delivery_retries_total{destination=\"main\"}").await;
+    assert!(retries > 0.0, "the outage caused no retries");
+    assert!(server.metric(&http, "tributary_spool_commits_total").await > 0.0, "acknowledged appends were committed");
     let seen = wait_for(&url, &stream, &acked, Duration::from_secs(120)).await;
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     println!("outage test on {name}: {} acknowledged, all delivered, {duplicates} duplicates", acked.len());

@@ -138,6 +138,18 @@ impl Server {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(serde_json::Value::Null))
     }
+
+    /// The value of the series `series` (a metric's name with its labels, as `/metrics` writes it), read by name;
+    /// fails, showing the page, when the series is not there, so a renamed or dropped metric cannot pass.
+    pub async fn metric(&self, client: &reqwest::Client, series: &str) -> f64 {
+        let page = client.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap();
+        metric_value(&page, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{page}"))
+    }
+}
+
+/// The value of `series` on a Prometheus text page.
+pub fn metric_value(page: &str, series: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for Server {
