@@ -21,6 +21,23 @@ pub struct Shape {
     pub path: &'static str,
     /// The JSON body.
     pub body: Vec<u8>,
+    /// The status the right key gets: 200 as Segment answers a parsed request, 400 for a body that is not JSON
+    /// Tributary will parse (too deep, a number too long) or one whose batch context would expand past the limits.
+    pub answers: u16,
+}
+
+impl Shape {
+    /// The status the shape gets with the key presented as `how`: a wrong Basic key is refused before the body
+    /// is read (401); a wrong key in the body is found once the body is parsed (401), so a body refused as
+    /// unparsable stays 400.
+    pub fn expected(&self, how: Key) -> u16 {
+        match how {
+            Key::Right => self.answers,
+            Key::WrongBasic => 401,
+            Key::WrongInBody if self.answers == 400 => 400,
+            Key::WrongInBody => 401,
+        }
+    }
 }
 
 /// A track call of about 600 bytes, as a server library sends it; `i` makes its user and messageId.
@@ -75,16 +92,19 @@ pub fn shapes() -> Vec<Shape> {
     vec![
         Shape {
             name: "45,000 distinct keys in one message",
+            answers: 200,
             path: "/v1/batch",
             body: fill(item, |i| format!(r#""k{i}":1"#), ",", "}]}"),
         },
         Shape {
             name: "one key repeated 45,000 times",
+            answers: 200,
             path: "/v1/batch",
             body: fill(item, |_| r#""k":123"#.to_owned(), ",", "}]}"),
         },
         Shape {
             name: "tens of thousands of keys in properties",
+            answers: 200,
             path: "/v1/batch",
             body: fill(
                 r#"{"batch":[{"type":"track","userId":"u","event":"e","properties":{"#,
@@ -95,6 +115,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "nesting 240,000 levels deep",
+            answers: 400,
             path: "/v1/batch",
             body: {
                 let depth = (BODY_BYTES - 100) / 2;
@@ -108,6 +129,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "1,600 messages nested 114 levels deep",
+            answers: 200,
             path: "/v1/batch",
             body: {
                 let nested = format!("{}{}", "[".repeat(110), "]".repeat(110));
@@ -119,6 +141,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "one string of 80,000 \\u escapes",
+            answers: 200,
             path: "/v1/batch",
             body: fill(
                 r#"{"batch":[{"type":"track","userId":"u","event":"e","properties":{"s":""#,
@@ -129,6 +152,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "20 messages of 12,000 escaped quotes each",
+            answers: 200,
             path: "/v1/batch",
             body: {
                 let escapes = r#"\""#.repeat(12_000);
@@ -142,6 +166,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "2,500 tiny messages",
+            answers: 200,
             path: "/v1/batch",
             body: {
                 let pad = "x".repeat(130);
@@ -153,6 +178,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "a number literal of 470,000 digits",
+            answers: 400,
             path: "/v1/batch",
             body: fill(
                 r#"{"batch":[{"type":"track","userId":"u","event":"e","properties":{"n":1"#,
@@ -163,6 +189,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "1,400 messages with 150-digit numbers",
+            answers: 200,
             path: "/v1/batch",
             body: {
                 let digits = "7".repeat(150);
@@ -176,6 +203,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "a 300 KB batch context for 2,400 messages",
+            answers: 400,
             path: "/v1/batch",
             body: {
                 let items: Vec<String> =
@@ -186,6 +214,7 @@ pub fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "a single call of 32 KB of keys",
+            answers: 200,
             path: "/v1/track",
             body: {
                 let keys: Vec<String> = (0..2_900).map(|i| format!(r#""k{i}":1"#)).collect();
@@ -224,8 +253,10 @@ impl Key {
 pub struct Measured {
     /// Shape, key and encoding.
     pub label: String,
-    /// The status of the last answer.
+    /// The status of every answer of the series.
     pub status: u16,
+    /// The status the series should get.
+    pub expected: u16,
     /// Server CPU time per request.
     pub cpu: Duration,
 }
@@ -302,7 +333,7 @@ async fn series(
         false => body.to_vec(),
     };
     let before = cpu_time(pid)?;
-    let mut status = 0;
+    let mut status = None;
     for _ in 0..reps {
         let mut request = client.post(format!("{url}{path}")).header("content-type", "application/json");
         if gzipped {
@@ -318,11 +349,15 @@ async fn series(
             .send()
             .await
             .with_context(|| format!("the server did not answer a request to {path} ({how:?}, gzip: {gzipped})"))?;
-        status = response.status().as_u16();
+        let answered = response.status().as_u16();
+        if status.is_some_and(|s| s != answered) {
+            bail!("a series to {path} ({how:?}, gzip: {gzipped}) was answered both {} and {answered}", status.unwrap());
+        }
+        status = Some(answered);
         response.bytes().await.context("reading the answer")?;
     }
     settle(client, url).await?;
-    Ok((status, (cpu_time(pid)? - before) / reps as u32))
+    Ok((status.unwrap_or_default(), (cpu_time(pid)? - before) / reps as u32))
 }
 
 /// Waits until the server's spool is empty, so that delivery is counted in the request that caused it.
@@ -362,7 +397,8 @@ pub async fn measure(pid: u32, url: &str, key: &str, reps: usize) -> anyhow::Res
                 };
                 let (status, cpu) = series(&client, pid, url, key, (shape.path, &body, gzipped, how), reps).await?;
                 let encoding = if gzipped { ", gzip" } else { "" };
-                measured.push(Measured { label: format!("{} ({}{encoding})", shape.name, how.label()), status, cpu });
+                let label = format!("{} ({}{encoding})", shape.name, how.label());
+                measured.push(Measured { label, status, expected: shape.expected(how), cpu });
             }
         }
     }

@@ -84,6 +84,23 @@ impl RequestBuilder {
         count > 0 && (count >= self.max_batch_records || bytes + size > self.max_batch_bytes)
     }
 
+    /// Cuts `entries` into PutRecords requests under the caps, in order: the index ranges of the requests.
+    pub fn cut(&self, entries: &[Entry]) -> Vec<std::ops::Range<usize>> {
+        let mut requests = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, entry) in entries.iter().enumerate() {
+            if self.must_send_before(i - start, bytes, entry.size()) {
+                requests.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += entry.size();
+        }
+        if start < entries.len() {
+            requests.push(start..entries.len());
+        }
+        requests
+    }
+
     /// Whether a request of `count` entries is full, so that waiting longer cannot add to it.
     pub fn is_full(&self, count: usize) -> bool {
         count >= self.max_batch_records
@@ -133,24 +150,11 @@ mod tests {
             .collect()
     }
 
-    /// Cuts entries of `sizes` (key included) into requests as the batcher does, and compares the request ranges
-    /// with `expected`.
+    /// Cuts entries of `sizes` (key included) into requests with [`RequestBuilder::cut`], which the service sends
+    /// by, and compares the request ranges with `expected`.
     #[track_caller]
     fn check(max_records: usize, max_bytes: usize, sizes: &[usize], expected: &[std::ops::Range<usize>]) {
-        let builder = builder(max_records, max_bytes);
-        let mut requests = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, entry) in entries(sizes).iter().enumerate() {
-            if builder.must_send_before(i - start, bytes, entry.size()) {
-                requests.push(start..i);
-                (start, bytes) = (i, 0);
-            }
-            bytes += entry.size();
-        }
-        if start < sizes.len() {
-            requests.push(start..sizes.len());
-        }
-        assert_eq!(requests, expected);
+        assert_eq!(builder(max_records, max_bytes).cut(&entries(sizes)), expected);
     }
 
     #[test]

@@ -182,16 +182,8 @@ impl<A: KinesisApi> Service<A> {
         builder: &RequestBuilder,
     ) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(entries.len());
-        let (mut start, mut bytes) = (0, 0);
-        for (i, entry) in entries.iter().enumerate() {
-            if builder.must_send_before(i - start, bytes, entry.size()) {
-                outcomes.extend(self.send(identity, stream, &entries[start..i]).await);
-                (start, bytes) = (i, 0);
-            }
-            bytes += entry.size();
-        }
-        if start < entries.len() {
-            outcomes.extend(self.send(identity, stream, &entries[start..]).await);
+        for request in builder.cut(entries) {
+            outcomes.extend(self.send(identity, stream, &entries[request]).await);
         }
         outcomes
     }
