@@ -24,6 +24,10 @@ use crate::diff::Member;
 /// The memory budget when none is given: 512 MiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 512 << 20;
 
+/// The smallest memory budget worth working with: 4 MiB. Below it a sorted run holds so few members that an export
+/// of millions spills hundreds of thousands of run files, and the merge's buffers alone outgrow the budget.
+pub const MIN_MEMORY_BUDGET: usize = 4 << 20;
+
 /// How many unusable rows are kept to report; the rest are only counted.
 pub const MAX_REPORTED_ERRORS: usize = 1_000;
 

@@ -553,7 +553,7 @@ pub enum Action {
         state_dir: PathBuf,
         /// The most memory an export's members may take (512MiB, 2GB); a larger export is sorted on disk, in the
         /// state folder.
-        #[arg(long, default_value = "512MiB", value_parser = crate::config::parse_size)]
+        #[arg(long, default_value = "512MiB", value_parser = parse_memory_budget)]
         memory_budget: u64,
         /// Records per second sent to each destination, over every audience's max_rate.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -586,6 +586,19 @@ pub enum Action {
         #[arg(long, default_value = ".tributary")]
         state_dir: PathBuf,
     },
+}
+
+/// Parses `--memory-budget`: a size no smaller than [`personas::snapshot::MIN_MEMORY_BUDGET`].
+fn parse_memory_budget(text: &str) -> Result<u64, String> {
+    let budget = crate::config::parse_size(text)?;
+    let floor = personas::snapshot::MIN_MEMORY_BUDGET as u64;
+    if budget < floor {
+        return Err(format!(
+            "{text:?} is {budget} bytes, below the floor of 4MiB ({floor} bytes): a smaller budget would sort an export \
+             into hundreds of thousands of files"
+        ));
+    }
+    Ok(budget)
 }
 
 /// Runs a `personas` action. `sync` writes a dry run's calls to `out` and each audience's summary line to `err`, and

@@ -165,3 +165,25 @@ fn send_needs_only_the_secrets_of_the_destinations_it_uses() {
     assert!(ok, "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
 }
+
+#[test]
+fn a_memory_budget_below_the_floor_is_refused_naming_the_flag() {
+    let (dir, _) = file_folder("memory-budget-floor");
+    let config = dir.to_str().unwrap();
+    for budget in ["64", "4000000", "1MiB"] {
+        let (ok, _, stderr) = tributary(
+            &["--config", config, "personas", "sync", "--dry-run", "--memory-budget", budget],
+            &[("K", "k")],
+            None,
+        );
+        assert!(!ok, "--memory-budget {budget} was taken");
+        assert!(stderr.contains("--memory-budget") && stderr.contains("floor of 4MiB"), "{stderr}");
+    }
+    // The floor itself is a budget: the flag is taken, and the run goes on to find this folder has no audiences.
+    let (_, _, stderr) = tributary(
+        &["--config", config, "personas", "sync", "--dry-run", "--memory-budget", "4MiB"],
+        &[("K", "k")],
+        None,
+    );
+    assert!(!stderr.contains("--memory-budget") && stderr.contains("defines no audiences"), "{stderr}");
+}
