@@ -224,10 +224,10 @@ impl StreamPace {
             self.stale = true;
         }
         let id = shard_id.unwrap_or("unknown");
-        if !self.counts.contains_key(id) {
-            self.counts.insert(id.to_owned(), ShardCounts::default());
-        }
-        let counts = self.counts.get_mut(id).expect("inserted above");
+        let counts = match self.counts.get_mut(id) {
+            Some(counts) => counts,
+            None => self.counts.entry(id.to_owned()).or_default(),
+        };
         counts.records += 1;
         counts.bytes += entry.size() as u64;
         self.hot.add(now, &entry.partition_key, entry.size() as u64);

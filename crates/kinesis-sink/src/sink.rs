@@ -148,17 +148,30 @@ impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
         // found by hash: a template over a field clients set can make as many streams as records.
         let mut chunks: Vec<(Target, Vec<usize>, Vec<Entry>)> = Vec::new();
         let mut chunk_of: HashMap<Target, usize> = HashMap::new();
+        // The chunk of the record before, by its sender and stream: runs of records from one source to one stream
+        // (the usual delivery) find their chunk without building and hashing a target for each.
+        let mut last: Option<(&str, Arc<str>, usize)> = None;
         for (i, record) in records.iter().enumerate() {
             match self.builder.encode(record) {
                 Err(reason) => outcomes[i] = Some(Outcome::Failed(reason)),
                 Ok(entry) => {
-                    let target = (self.identities.sign_as(record.source_id()), self.route.resolve(record.payload()));
-                    let at = match chunk_of.get(&target) {
-                        Some(&at) => at,
-                        None => {
-                            chunk_of.insert(target.clone(), chunks.len());
-                            chunks.push((target, Vec::new(), Vec::new()));
-                            chunks.len() - 1
+                    let stream = self.route.resolve(record.payload());
+                    let at = match &last {
+                        Some((sender, last_stream, at)) if *sender == record.source_id() && *last_stream == stream => {
+                            *at
+                        }
+                        _ => {
+                            let target = (self.identities.sign_as(record.source_id()), stream.clone());
+                            let at = match chunk_of.get(&target) {
+                                Some(&at) => at,
+                                None => {
+                                    chunk_of.insert(target.clone(), chunks.len());
+                                    chunks.push((target, Vec::new(), Vec::new()));
+                                    chunks.len() - 1
+                                }
+                            };
+                            last = Some((record.source_id(), stream, at));
+                            at
                         }
                     };
                     chunks[at].1.push(i);
@@ -232,13 +245,13 @@ impl<A: KinesisApi + 'static> Batcher<A> {
                         remaining: entries.len(),
                         respond: Some(respond),
                     }));
+                    // One lookup per chunk: every entry of it goes to the same target's group.
+                    let group = groups.entry(target.clone()).or_default();
                     for (index, entry) in entries.into_iter().enumerate() {
-                        let group = groups.entry(target.clone()).or_default();
                         if self.builder.must_gather_before(group.entries.len(), group.bytes, entry.size()) {
                             let full = std::mem::take(group);
                             self.send(target.clone(), full).await;
                         }
-                        let group = groups.entry(target.clone()).or_default();
                         group.push(&pending, index, entry);
                         if self.builder.is_gathered(group.entries.len()) {
                             let full = std::mem::take(group);
