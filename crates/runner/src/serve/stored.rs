@@ -2,11 +2,11 @@
 //! user key, message JSON)` triples, compressed with LZ4. The keys travel with the message so that delivery never
 //! parses it again, and reading an entry back is one decompression and a walk over lengths.
 //!
-//! The mark is a zero byte and the format's version: format 1 holds the postcard bytes as they are, format 2 (what
-//! this build writes) the length of those bytes as a postcard varint and then an LZ4 block of them. Compression
-//! takes a batch's keys and its repeated context to a fraction of their size: the spool's writer, the one thread
-//! every acknowledgement waits on, copies, checksums and writes a fraction of the pages, and the disk takes a
-//! fraction of the bytes. Entries of the first layout had no mark; they start with the postcard count of their
+//! The mark is a zero byte and the format's version: format 1 holds the postcard bytes as they are, format 2 the
+//! length of those bytes as a postcard varint and then an LZ4 block of them. This build writes format 2 where
+//! compression saves an eighth or more of an entry, format 1 where it does not. Compression takes a batch's keys and
+//! its repeated context to a fraction of their size: the spool's writer, the one thread every acknowledgement waits
+//! on, copies, checksums and writes a fraction of the pages, and the disk takes a fraction of the bytes. Entries of the first layout had no mark; they start with the postcard count of their
 //! messages, which is never zero. Every layout reads back.
 
 use std::sync::Arc;
@@ -14,18 +14,35 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sink::Record;
 
-/// Encodes triples of (messageId, user key, message JSON) as an entry of format [`FORMAT`].
+/// Encodes triples of (messageId, user key, message JSON) as an entry of format [`FORMAT`], or of format 1 when
+/// compression would save less than an eighth of its bytes ([`compression_pays`]).
 ///
 /// The postcard bytes are written out rather than through serde, which grows the buffer as it goes and checks
 /// each message's UTF-8 again: they are sized once and copied into, then compressed.
 pub fn encode<'a>(items: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>) -> Vec<u8> {
     let plain = postcard_triples(items);
     let packed = lz4_flex::block::compress(&plain);
+    if !compression_pays(plain.len(), packed.len()) {
+        // Stored as it is, the entry is read back as a slice, with nothing to decompress.
+        let mut out = Vec::with_capacity(2 + plain.len());
+        out.extend_from_slice(&[0, 1]);
+        out.extend_from_slice(&plain);
+        return out;
+    }
     let mut out = Vec::with_capacity(MARK.len() + VARINT_MAX + packed.len());
     out.extend_from_slice(&MARK);
     varint(&mut out, plain.len());
     out.extend_from_slice(&packed);
     out
+}
+
+/// Whether an entry of `plain` bytes is worth storing as the `packed` bytes LZ4 made of it: when they save an
+/// eighth or more. One app's batches, whose keys and `context` repeat, compress 2x to 4x and always pay (the spool's
+/// writer, the thread every acknowledgement waits on, writes a third of the pages); a single call, or values that
+/// are random bytes (IDs, tokens, encrypted blobs), save little, and decompressing them on every read would cost
+/// delivery for nothing.
+fn compression_pays(plain: usize, packed: usize) -> bool {
+    packed + VARINT_MAX < plain - plain / 8
 }
 
 /// The longest postcard varint of a `usize`.
@@ -168,6 +185,22 @@ mod tests {
             plain(&Bytes::from(empty)).unwrap(),
             postcard::to_stdvec::<Vec<(&str, &str, &str)>>(&vec![]).unwrap()
         );
+    }
+
+    #[test]
+    fn an_entry_compression_cannot_shrink_is_stored_as_it_is() {
+        let random: String = (0..4_000u64)
+            .map(|i| {
+                let z = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                char::from(b'!' + ((z ^ (z >> 29)) % 90) as u8)
+            })
+            .collect();
+        let message = format!(r#"{{"p":"{}"}}"#, random.replace(['"', '\\'], "x"));
+        let ours = encode([("m1", "k", message.as_bytes())]);
+        assert_eq!(ours[..2], [0, 1], "random bytes are stored uncompressed");
+        let (_, records) = decode("src", &Bytes::from(ours)).unwrap();
+        assert_eq!(records[0].payload().as_ref(), message.as_bytes());
+        assert!(compression_pays(1000, 300) && !compression_pays(1000, 900) && !compression_pays(10, 2));
     }
 
     #[test]
