@@ -1,9 +1,12 @@
 //! Inputs and set-up shared by the benchmarks.
 
 pub mod null_kinesis;
+pub mod traffic;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -167,14 +170,6 @@ pub fn track_700() -> Vec<u8> {
     bytes
 }
 
-/// One request body: 100 track calls of about 600 bytes each.
-pub fn body() -> Vec<u8> {
-    let body = tests::hostile::batch_of(100);
-    let per = body.len() / 100;
-    assert!((550..=700).contains(&per), "messages are {per} bytes each");
-    body
-}
-
 /// Throughput and latency of one run.
 pub struct Figures {
     /// Acknowledged messages per second over the measured window.
@@ -185,81 +180,31 @@ pub struct Figures {
     pub p99: Duration,
     /// Requests answered 429 (the spool full) in the measured window; the ingest benchmark allows none.
     pub pushed_back: u64,
+    /// The numbers ([`traffic::Request::number`]) of every request answered 200, warm-up included: what the
+    /// server promised to deliver.
+    pub acknowledged: Vec<u64>,
 }
 
-/// One request body of 100 track calls of about 900 bytes whose values differ in every message (IDs, names,
-/// prices, addresses, pages, libraries): unlike [`body`], whose calls differ in a few characters, it compresses
-/// about as little as traffic from many devices does. Deterministic.
-pub fn varied_body() -> Vec<u8> {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let mut text = |length: usize| -> String {
-        const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        (0..length).map(|_| LETTERS[(next() % LETTERS.len() as u64) as usize] as char).collect()
-    };
-    let events = ["Product Viewed", "Order Completed", "Signed Up", "Checkout Started", "Cart Viewed"];
-    let agents = [
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
-        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1",
-        "okhttp/4.12.0",
-    ];
-    let (libraries, locales) =
-        (["analytics.js", "analytics-ios", "analytics-node"], ["en-US", "de-DE", "fr-FR", "ja-JP"]);
-    let items: Vec<serde_json::Value> = (0..100)
-        .map(|i| {
-            let pick = text(1).as_bytes()[0] as usize;
-            serde_json::json!({
-                "type": "track",
-                "userId": text(8 + pick % 16),
-                "anonymousId": format!("{}-{}-{}-{}-{}", text(8), text(4), text(4), text(4), text(12)),
-                "messageId": format!("{}-{}-{}-{}-{}", text(8), text(4), text(4), text(4), text(12)),
-                "event": events[pick % events.len()],
-                "timestamp": format!("2026-11-{:02}T{:02}:{:02}:{:02}.{:03}Z", 1 + pick % 27, pick % 24, (pick * 7) % 60, i % 60, (pick * 13) % 1000),
-                "properties": {"product_id": text(24), "sku": text(8), "name": text(5 + pick % 25), "price": (pick * 37 % 50_000) as f64 / 100.0, "category": text(8), "url": format!("https://www.example.com/{}", text(20)), "position": i, "coupon": text(6)},
-                "context": {
-                    "library": {"name": libraries[pick % libraries.len()], "version": format!("{}.{}.{}", pick % 5, pick % 20, pick % 9)},
-                    "ip": format!("{}.{}.{}.{}", 1 + pick % 250, (pick * 31 + i) % 256, (pick * 17 + 3 * i) % 256, 1 + (pick * 7 + i) % 250),
-                    "locale": locales[pick % locales.len()],
-                    "userAgent": agents[pick % agents.len()],
-                    "page": {"path": format!("/{}", text(12)), "referrer": format!("https://{}.com/", text(10)), "title": text(20)}
-                }
-            })
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({"batch": items, "sentAt": "2026-11-25T23:54:55.500Z"}))
-        .expect("JSON serializes")
-}
-
-/// Posts [`body`] over `connections` keep-alive connections for `warmup` plus `measure`; the figures cover
-/// `measure`.
-pub async fn load(url: &str, connections: usize, warmup: Duration, measure: Duration) -> anyhow::Result<Figures> {
-    load_body(url, body(), connections, warmup, measure).await
-}
-
-/// Posts `body` (a `/v1/batch` request of 100 messages) as [`load`] does.
-pub async fn load_body(
+/// Posts requests of `traffic` over `connections` keep-alive connections for `warmup` plus `measure`; the
+/// throughput and latencies cover `measure`, the acknowledged requests the whole run.
+pub async fn load(
     url: &str,
-    body: Vec<u8>,
+    traffic: &Arc<traffic::Traffic>,
     connections: usize,
     warmup: Duration,
     measure: Duration,
 ) -> anyhow::Result<Figures> {
-    let body = bytes::Bytes::from(body);
     let start = Instant::now();
     let measure_from = start + warmup;
     let until = measure_from + measure;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
-            let (url, body) = (format!("{url}/v1/batch"), body.clone());
+            let (url, traffic) = (format!("{url}/v1/batch"), traffic.clone());
             tokio::spawn(async move {
                 let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
-                let (mut latencies, mut pushed_back) = (Vec::new(), 0u64);
+                let (mut latencies, mut pushed_back, mut acknowledged) = (Vec::new(), 0u64, Vec::new());
                 loop {
+                    let request = traffic.next();
                     let sent = Instant::now();
                     if sent >= until {
                         break;
@@ -268,7 +213,7 @@ pub async fn load_body(
                         .post(&url)
                         .basic_auth(WRITE_KEY, Some(""))
                         .header("content-type", "application/json")
-                        .body(body.clone())
+                        .body(request.body)
                         .send()
                         .await?;
                     let status = response.status();
@@ -283,26 +228,30 @@ pub async fn load_body(
                     if status != 200 {
                         bail!("the server answered {status}");
                     }
+                    acknowledged.push(request.number);
                     if sent >= measure_from && done <= until {
                         latencies.push(done - sent);
                     }
                 }
-                Ok((latencies, pushed_back))
+                Ok((latencies, pushed_back, acknowledged))
             })
         })
         .collect();
-    let (mut latencies, mut pushed_back) = (Vec::new(), 0);
+    let (mut latencies, mut pushed_back, mut acknowledged) = (Vec::new(), 0, Vec::new());
     for task in tasks {
-        let (more, refused) = task.await??;
+        let (more, refused, acked) = task.await??;
         latencies.extend(more);
         pushed_back += refused;
+        acknowledged.extend(acked);
     }
+    anyhow::ensure!(!latencies.is_empty(), "no request was answered within the measured window");
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Ok(Figures {
-        messages_per_second: latencies.len() as f64 * 100.0 / measure.as_secs_f64(),
+        messages_per_second: latencies.len() as f64 * traffic::PER_REQUEST as f64 / measure.as_secs_f64(),
         p50: at(0.50),
         p99: at(0.99),
         pushed_back,
+        acknowledged,
     })
 }

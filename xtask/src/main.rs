@@ -4,9 +4,9 @@
 //!   need them and stopped at the end.
 //! - `demo`: the end-to-end job on local defaults: an emulator, a stream, example events sent with
 //!   `tributary send`, and the records shown with `tributary tail`.
-//! - `bench`: the criterion benchmarks, the ingest load test, the hostile-input test and the personas syncs, with
-//!   the figures the issues set printed at the end; `bench ingest`, `bench hostile` and `bench personas` run one
-//!   alone.
+//! - `bench [NAME]`: the criterion benchmarks (`model`, `records`) and the drivers (`ingest`, `e2e`, `hostile`,
+//!   `kinesis`, `personas`), or the one named; every figure an issue limits is printed as PASS or FAIL beside its
+//!   limit, and any FAIL makes the command exit non-zero.
 //! - `fuzz [--cases N] [--seed S]`: the message model's property suite in a release build, 10 million cases by
 //!   default, spread over every core; it prints the cases run and each failure with the seed and case that
 //!   reproduce it.
@@ -32,8 +32,8 @@ fn main() -> anyhow::Result<()> {
         Some("fuzz") => fuzz(&sh, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | e2e | hostile | kinesis | personas | CRITERION \
-                 FILTER] | fuzz [--cases N] [--seed S]>"
+                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | e2e | hostile | kinesis | personas | model \
+                 | records | CRITERION FILTER] [ARGS] | fuzz [--cases N] [--seed S]>"
             );
             bail!("unknown or missing command")
         }
@@ -77,10 +77,8 @@ struct Emulators {
 }
 
 impl Emulators {
-    /// Builds and starts `emulators` (from the `tests` package) and waits for its endpoints.
-    fn start(sh: &Shell, kinesis_only: bool) -> anyhow::Result<Emulators> {
-        let cargo = cargo();
-        cmd!(sh, "{cargo} build --quiet --package tests --bin emulators").run()?;
+    /// Starts `emulators` (from the `tests` package, which the caller has built) and waits for its endpoints.
+    fn start(kinesis_only: bool) -> anyhow::Result<Emulators> {
         let mut command = Command::new(target_dir().join("debug/emulators"));
         if kinesis_only {
             command.arg("--kinesis-only");
@@ -125,9 +123,12 @@ impl Drop for Emulators {
 
 fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
     let cargo = cargo();
+    let mut phases = Phases::default();
     // Build first, so a compile error shows before any emulator starts.
-    cmd!(sh, "{cargo} build --workspace --all-targets").run()?;
-    let emulators = Emulators::start(sh, false)?;
+    phases.time("build", || cmd!(sh, "{cargo} build --workspace --all-targets").run())?;
+    // The workspace build made the launcher; building it alone would unify features differently and compile the
+    // AWS crates a second time.
+    let emulators = phases.time("emulators", || Emulators::start(false))?;
     let env: Vec<(String, String)> =
         aws_env().into_iter().map(|(n, v)| (n.to_owned(), v.to_owned())).chain(emulators.env.clone()).collect();
     fn with_env<'a>(command: xshell::Cmd<'a>, env: &[(String, String)]) -> xshell::Cmd<'a> {
@@ -136,25 +137,53 @@ fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
     // The latency comparisons (`timing::`) run after everything else and one at a time, so that no other test
     // shares the machine with them; arguments given to `cargo xtask test` run as they are.
     let result = if extra.is_empty() {
-        with_env(cmd!(sh, "{cargo} test --workspace -- --skip timing::"), &env).run().and_then(|()| {
-            // The suites before write gigabytes (spools, personas states); flushing them to disk now keeps their
-            // writeback out of the latency comparisons.
-            cmd!(sh, "sync").run()?;
-            with_env(cmd!(sh, "{cargo} test --package runner --test integration timing:: -- --test-threads=1"), &env)
-                .run()
-        })
+        phases
+            .time("suites", || with_env(cmd!(sh, "{cargo} test --workspace -- --skip timing::"), &env).run())
+            .and_then(|()| {
+                phases.time("timing", || {
+                    // The suites before write gigabytes (spools, personas states); flushing them to disk now keeps
+                    // their writeback out of the latency comparisons.
+                    cmd!(sh, "sync").run()?;
+                    with_env(
+                        cmd!(sh, "{cargo} test --package runner --test integration timing:: -- --test-threads=1"),
+                        &env,
+                    )
+                    .run()
+                })
+            })
     } else {
-        with_env(cmd!(sh, "{cargo} test --workspace {extra...}"), &env).run()
+        phases.time("suites", || with_env(cmd!(sh, "{cargo} test --workspace {extra...}"), &env).run())
     };
     drop(emulators);
+    phases.print();
     result.context("some tests failed")?;
     Ok(())
 }
 
+/// Wall times of the phases of a command, printed at its end.
+#[derive(Default)]
+struct Phases(Vec<(&'static str, std::time::Duration)>);
+
+impl Phases {
+    /// Runs `phase`, noting its wall time whatever it returns.
+    fn time<T, E>(&mut self, name: &'static str, phase: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let result = phase();
+        self.0.push((name, started.elapsed()));
+        result
+    }
+
+    fn print(&self) {
+        let total: std::time::Duration = self.0.iter().map(|(_, d)| *d).sum();
+        let parts: Vec<String> = self.0.iter().map(|(name, d)| format!("{name} {:.0}s", d.as_secs_f64())).collect();
+        println!("wall time: {} (in all {:.0}s)", parts.join(", "), total.as_secs_f64());
+    }
+}
+
 fn demo(sh: &Shell) -> anyhow::Result<()> {
     let cargo = cargo();
-    cmd!(sh, "{cargo} build --quiet --package runner --bin tributary").run()?;
-    let emulators = Emulators::start(sh, true)?;
+    cmd!(sh, "{cargo} build --quiet --package runner --bin tributary --package tests --bin emulators").run()?;
+    let emulators = Emulators::start(true)?;
     let url = emulators.kinesis_url()?;
     let tributary = target_dir().join("debug/tributary");
     let run = |args: &[&str]| -> anyhow::Result<()> {
@@ -178,17 +207,50 @@ fn demo(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
+/// The benchmark drivers of the benches package, each a release binary run against a release `tributary`.
+const DRIVERS: [&str; 5] = ["ingest", "e2e", "hostile", "kinesis", "personas"];
+
+/// The criterion benches of the benches package.
+const CRITERION: [&str; 2] = ["model", "records"];
+
+/// `bench`: every benchmark, or the one named (a driver's further arguments go to it, a criterion filter to
+/// criterion). Each figure an issue limits is printed as PASS or FAIL; any FAIL, or a benchmark that fails to run,
+/// makes the command fail after the rest have run.
+fn bench(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     let cargo = cargo();
-    match filter.first().map(String::as_str) {
-        Some("ingest") => return release_driver(sh, "ingest"),
-        Some("hostile") => return release_driver(sh, "hostile"),
-        Some("e2e") => return release_driver(sh, "e2e"),
-        Some("personas") => return release_driver(sh, "personas"),
-        Some("kinesis") => return release_driver(sh, "kinesis"),
-        _ => {}
+    let mut failed = Vec::new();
+    match args.first().map(String::as_str) {
+        Some(name) if DRIVERS.contains(&name) => {
+            if let Err(e) = release_driver(sh, name, &args[1..]) {
+                failed.push(format!("{name}: {e:#}"));
+            }
+        }
+        Some(name) if CRITERION.contains(&name) => {
+            let rest = &args[1..];
+            cmd!(sh, "{cargo} bench --package benches --bench {name} -- {rest...}").run()?;
+            failed.extend(criterion_verdicts());
+        }
+        _ => {
+            cmd!(sh, "{cargo} bench --package benches -- {args...}").run()?;
+            failed.extend(criterion_verdicts());
+            if args.is_empty() {
+                for driver in DRIVERS {
+                    if let Err(e) = release_driver(sh, driver, &[]) {
+                        failed.push(format!("{driver}: {e:#}"));
+                    }
+                }
+            }
+        }
     }
-    cmd!(sh, "{cargo} bench --package benches -- {filter...}").run()?;
+    if !failed.is_empty() {
+        bail!("benchmarks missed their limits or failed:\n  {}", failed.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Prints the criterion figures the issues limit as PASS or FAIL, from the estimates of the last run; returns a
+/// line for each FAIL. A figure whose bench did not run (filtered out) is left out.
+fn criterion_verdicts() -> Vec<String> {
     let criterion = target_dir().join("criterion");
     let mean = |id: &str| -> Option<f64> {
         let path = criterion.join(id).join("new/estimates.json");
@@ -197,31 +259,38 @@ fn bench(sh: &Shell, filter: &[String]) -> anyhow::Result<()> {
         let at = text.find("\"point_estimate\":")? + "\"point_estimate\":".len();
         text[at..].split([',', '}']).next()?.trim().parse().ok()
     };
+    let mut lines = Vec::new();
+    let mut check = |name: String, figure: f64, limit: f64, at_least: bool| {
+        let passed = if at_least { figure >= limit } else { figure <= limit };
+        let bound = if at_least { "at least" } else { "at most" };
+        let number = |value: f64| if value >= 100.0 { format!("{value:.0}") } else { format!("{value:.2}") };
+        let line = format!("{name}: {} (limit: {bound} {})", number(figure), number(limit));
+        println!("  {} {line}", if passed { "PASS" } else { "FAIL" });
+        if !passed {
+            lines.push(line);
+        }
+    };
     println!("\nfigures ({} cores):", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if let (Some(ours), Some(bare)) = (mean("track_700B/tributary"), mean("track_700B/serde_json_baseline")) {
-        println!(
-            "  parse+validate+enrich+serialize a 700-byte track: {:.0} ns; bare serde_json parse+serialize: {:.0} ns; \
-             ratio {:.2} (limit 2.00)",
-            ours,
-            bare,
-            ours / bare
-        );
+        println!("  parse+validate+enrich+serialize a 700-byte track: {ours:.0} ns; bare serde_json: {bare:.0} ns");
+        check("model: time over bare serde_json".to_owned(), ours / bare, 2.0, false);
     }
-    for (id, per) in [
-        ("kinesis_sink_deliver/json", 500.0),
-        ("kinesis_sink_deliver/json_unpaced", 500.0),
-        ("kinesis_sink_deliver/base64", 500.0),
-    ] {
+    for id in ["kinesis_sink_deliver/json", "kinesis_sink_deliver/json_unpaced", "kinesis_sink_deliver/base64"] {
         if let Some(ns) = mean(id) {
-            println!("  {id}: {:.0} records/s through KinesisSink on one thread (limit 500000)", per / (ns / 1e9));
+            check(format!("records/s through KinesisSink on one thread, {id}"), 500.0 / (ns / 1e9), 500_000.0, true);
         }
     }
-    if filter.is_empty() {
-        for driver in ["ingest", "e2e", "hostile", "kinesis", "personas"] {
-            release_driver(sh, driver)?;
-        }
+    if let (Some(ours), Some(sdk)) =
+        (mean("kinesis_sdk_put_records/tributary"), mean("kinesis_sdk_put_records/sdk_baseline"))
+    {
+        println!(
+            "  500 records through the SDK and HTTP: tributary {:.0} records/s, plain put_records {:.0} records/s",
+            500.0 / (ours / 1e9),
+            500.0 / (sdk / 1e9)
+        );
+        check("records through the SDK, over a plain put_records loop".to_owned(), sdk / ours, 0.9, true);
     }
-    Ok(())
+    lines
 }
 
 /// Runs the message model's fuzz suite in a release build: `--cases N` (default 10 million) and `--seed S`.
@@ -241,14 +310,13 @@ fn fuzz(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `tributary` and the driver `bin` of the benches package in release mode, then runs the driver, which
-/// prints its figures: `ingest` (the load test of `serve` beside a bare handler), `hostile` (adversarial bodies
-/// against an ordinary batch) or `personas` (large audience syncs).
-fn release_driver(sh: &Shell, bin: &str) -> anyhow::Result<()> {
+/// Builds `tributary` and the driver `bin` of the benches package in release mode, then runs the driver with
+/// `args`; it prints its figures with PASS or FAIL beside each limit, and exits non-zero on a FAIL.
+fn release_driver(sh: &Shell, bin: &str, args: &[String]) -> anyhow::Result<()> {
     let cargo = cargo();
     cmd!(sh, "{cargo} build --release --package runner --bin tributary --package benches --bin {bin}").run()?;
     let release = target_dir().join("release");
     let (driver, tributary) = (release.join(bin), release.join("tributary"));
-    cmd!(sh, "{driver} --tributary {tributary}").run()?;
+    cmd!(sh, "{driver} --tributary {tributary} {args...}").run()?;
     Ok(())
 }

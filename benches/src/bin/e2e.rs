@@ -1,13 +1,16 @@
 //! The end-to-end benchmark: `tributary serve` delivering to a null Kinesis endpoint (`benches::null_kinesis`),
 //! with load generator, server and endpoint on the same machine.
 //!
-//! - Sustained: eight keep-alive connections post `/v1/batch` requests of 100 track calls of about 600 bytes for
-//!   30 seconds at full speed; prints acknowledged/s, delivered/s (records the endpoint accepted in that window)
-//!   and the spool depth at the end.
+//! - Sustained: eight keep-alive connections post `/v1/batch` requests of 100 calls shaped like one app's traffic
+//!   (`benches::traffic`) for 30 seconds at full speed; prints acknowledged/s, delivered/s (records the endpoint
+//!   accepted in that window) and the spool depth at the end.
 //! - Drain: the same load for 10 seconds while the endpoint is down (the spool fills), then the server restarts
 //!   with the endpoint up and no load; prints how fast the backlog reaches the endpoint.
 //! - Replay: 5 seconds of load on a destination whose record limit no message fits (each message becomes a dead
 //!   letter), then `tributary dlq replay` to the endpoint, timed from start to exit.
+//!
+//! Every phase then checks, by messageId, that every message the server acknowledged reached the endpoint. Each
+//! figure is printed as PASS or FAIL against its limit, and any FAIL makes the benchmark exit non-zero.
 //!
 //! `cargo xtask bench e2e` runs it as `e2e --tributary PATH`.
 
@@ -18,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use benches::null_kinesis::{self, Counts};
+use benches::traffic::Traffic;
+use benches::verdict::Verdicts;
 use benches::{Served, arg, free_port, load, scratch};
 
 /// A Kinesis destination sending to the null endpoint at `port`, unpaced (the endpoint has no limits to keep
@@ -55,16 +60,27 @@ async fn spool_depth(url: &str) -> anyhow::Result<u64> {
         .context("tributary_spool_depth is not a number")
 }
 
-/// Waits until the endpoint has `target` records or `limit` passes; returns when it got there.
+/// Waits until the endpoint has `target` messages or `limit` passes; returns when it got there.
 fn wait_for(counts: &Counts, target: u64, limit: Duration) -> anyhow::Result<Instant> {
     let start = Instant::now();
-    while counts.records() < target {
+    while counts.messages() < target {
         if start.elapsed() > limit {
-            bail!("the endpoint has {} of {target} records after {limit:?}", counts.records());
+            bail!("the endpoint has {} of {target} messages after {limit:?}", counts.messages());
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(Instant::now())
+}
+
+/// Waits until the server's spool is empty (everything it acknowledged delivered or dead-lettered), for at most a
+/// minute.
+fn wait_empty(runtime: &tokio::runtime::Runtime, url: &str) -> anyhow::Result<()> {
+    let limit = Instant::now() + Duration::from_secs(60);
+    while runtime.block_on(spool_depth(url))? > 0 {
+        anyhow::ensure!(Instant::now() < limit, "the spool did not empty within a minute");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn start_endpoint(port: u16) -> anyhow::Result<Arc<Counts>> {
@@ -72,7 +88,10 @@ fn start_endpoint(port: u16) -> anyhow::Result<Arc<Counts>> {
 }
 
 struct Sustained {
+    /// Acknowledged messages per second.
     acknowledged: f64,
+    /// Acknowledged messages that never reached the endpoint.
+    missing: u64,
     delivered: f64,
     depth: u64,
     pushed_back: u64,
@@ -83,6 +102,7 @@ struct Sustained {
 fn sustained(
     runtime: &tokio::runtime::Runtime,
     tributary: &Path,
+    traffic: &Arc<Traffic>,
     seconds: u64,
     destination: fn(u16) -> String,
 ) -> anyhow::Result<Sustained> {
@@ -93,15 +113,17 @@ fn sustained(
     let (records_before, before) = (counts.records(), counts.messages());
     let window = Duration::from_secs(seconds);
     let started = Instant::now();
-    let figures = runtime.block_on(load(&served.url, 8, Duration::ZERO, window))?;
+    let figures = runtime.block_on(load(&served.url, traffic, 8, Duration::ZERO, window))?;
     let elapsed = started.elapsed().as_secs_f64();
     let delivered = counts.messages() - before;
     let records = counts.records() - records_before;
     let depth = runtime.block_on(spool_depth(&served.url))?;
+    wait_empty(runtime, &served.url)?;
     drop(served);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Sustained {
         acknowledged: figures.messages_per_second,
+        missing: counts.arrivals.missing(&figures.acknowledged),
         delivered: delivered as f64 / elapsed,
         depth,
         pushed_back: figures.pushed_back,
@@ -112,16 +134,23 @@ fn sustained(
 struct Drained {
     messages: u64,
     per_second: f64,
+    /// Acknowledged messages that never reached the endpoint.
+    missing: u64,
 }
 
-fn drain(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> anyhow::Result<Drained> {
+fn drain(
+    runtime: &tokio::runtime::Runtime,
+    tributary: &Path,
+    traffic: &Arc<Traffic>,
+    seconds: u64,
+) -> anyhow::Result<Drained> {
     // Nothing listens on `port` while the spool fills, so every delivery attempt fails and waits.
     let port = free_port();
     let dir = scratch("e2e-drain")?;
     let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &destination(port), ENV, BIG))?;
-    let figures = runtime.block_on(load(&served.url, 8, Duration::ZERO, Duration::from_secs(seconds)))?;
+    let figures = runtime.block_on(load(&served.url, traffic, 8, Duration::ZERO, Duration::from_secs(seconds)))?;
     let messages = runtime.block_on(spool_depth(&served.url))?;
-    let acknowledged = (figures.messages_per_second * seconds as f64).round() as u64;
+    let acknowledged = figures.acknowledged.len() as u64 * benches::traffic::PER_REQUEST;
     if messages < acknowledged {
         bail!("{acknowledged} messages were acknowledged but only {messages} wait in the spool");
     }
@@ -135,17 +164,23 @@ fn drain(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> a
     drop(served);
 
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Drained { messages, per_second })
+    Ok(Drained { messages, per_second, missing: counts.arrivals.missing(&figures.acknowledged) })
 }
 
 /// Dead letters made by `seconds` of load on a destination whose record limit no message fits, then replayed by
-/// `tributary dlq replay` (no server running) to the null endpoint: (letters, messages per second).
-fn replay(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> anyhow::Result<(u64, f64)> {
+/// `tributary dlq replay` (no server running) to the null endpoint: (letters, messages per second, acknowledged
+/// messages that never arrived).
+fn replay(
+    runtime: &tokio::runtime::Runtime,
+    tributary: &Path,
+    traffic: &Arc<Traffic>,
+    seconds: u64,
+) -> anyhow::Result<(u64, f64, u64)> {
     let port = free_port();
     let dir = scratch("e2e-replay")?;
     let refusing = destination(port).replace("endpoint =", "delivery = { max_record_bytes = 10 }\nendpoint =");
     let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &refusing, ENV, BIG))?;
-    runtime.block_on(load(&served.url, 8, Duration::ZERO, Duration::from_secs(seconds)))?;
+    let figures = runtime.block_on(load(&served.url, traffic, 8, Duration::ZERO, Duration::from_secs(seconds)))?;
     // Every message becomes a dead letter at once; wait until the spool is empty.
     let limit = Instant::now() + Duration::from_secs(120);
     while runtime.block_on(spool_depth(&served.url))? > 0 {
@@ -166,9 +201,9 @@ fn replay(runtime: &tokio::runtime::Runtime, tributary: &Path, seconds: u64) -> 
         .output()?;
     let elapsed = started.elapsed().as_secs_f64();
     anyhow::ensure!(output.status.success(), "dlq replay failed: {}", String::from_utf8_lossy(&output.stderr));
-    let letters = counts.records();
+    let letters = counts.messages();
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((letters, letters as f64 / elapsed))
+    Ok((letters, letters as f64 / elapsed, counts.arrivals.missing(&figures.acknowledged)))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -188,17 +223,20 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
-    let drained = drain(&runtime, &tributary, 10)?;
-    let run = sustained(&runtime, &tributary, seconds, destination)?;
-    let packed = sustained(&runtime, &tributary, seconds, aggregating)?;
-    let (letters, replayed) = replay(&runtime, &tributary, 5)?;
+    let traffic = Traffic::new(0);
+    let drained = drain(&runtime, &tributary, &traffic, 10)?;
+    let run = sustained(&runtime, &tributary, &traffic, seconds, destination)?;
+    let packed = sustained(&runtime, &tributary, &traffic, seconds, aggregating)?;
+    let (letters, replayed, replay_missing) = replay(&runtime, &tributary, &traffic, 5)?;
     println!(
         "end to end ({cores} cores; load generator, server and null Kinesis endpoint on the same machine; 8 \
-         connections, /v1/batch of 100 messages of ~600 bytes):"
+         connections, /v1/batch of 100 calls shaped like one app's traffic, ~{} bytes a call, LZ4 ratio {:.2}):",
+        traffic.mean_body_bytes() / 100,
+        traffic.lz4_ratio()
     );
     println!(
-        "  sustained {seconds}s: {:.0} acknowledged/s, {:.0} delivered/s (ratio {:.2}; limits: at least 0.95 and \
-         100000/s), spool depth at the end {}, {} requests answered 429",
+        "  sustained {seconds}s: {:.0} acknowledged/s, {:.0} delivered/s (ratio {:.2}), spool depth at the end {}, \
+         {} requests answered 429",
         run.acknowledged,
         run.delivered,
         run.delivered / run.acknowledged,
@@ -207,8 +245,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "  sustained {seconds}s with aggregation = \"kpl\" (4 shards): {:.0} acknowledged/s, {:.0} messages \
-         delivered/s (ratio {:.2}; limits: at least 0.95 and 100000/s), {:.4} Kinesis records per message (1/{:.0}; \
-         limit 1/50), spool depth at the end {}, {} requests answered 429",
+         delivered/s (ratio {:.2}), {:.4} Kinesis records per message (1/{:.0}), spool depth at the end {}, {} \
+         requests answered 429",
         packed.acknowledged,
         packed.delivered,
         packed.delivered / packed.acknowledged,
@@ -217,10 +255,19 @@ fn main() -> anyhow::Result<()> {
         packed.depth,
         packed.pushed_back
     );
-    println!(
-        "  drain alone: {} messages at {:.0} delivered/s (limit: at least 250000/s)",
-        drained.messages, drained.per_second
-    );
-    println!("  dlq replay: {letters} dead letters at {replayed:.0} delivered/s (limit: at least 50000/s)");
-    Ok(())
+    println!("  drain alone: {} messages at {:.0} delivered/s", drained.messages, drained.per_second);
+    println!("  dlq replay: {letters} dead letters at {replayed:.0} delivered/s");
+    let mut verdicts = Verdicts::default();
+    verdicts.at_least("e2e delivered/acknowledged", run.delivered / run.acknowledged, 0.95, "");
+    verdicts.at_least("e2e delivered", run.delivered, 100_000.0, "messages/s");
+    verdicts.at_most("e2e acknowledged messages missing at the endpoint", run.missing as f64, 0.0, "");
+    verdicts.at_least("e2e kpl delivered/acknowledged", packed.delivered / packed.acknowledged, 0.95, "");
+    verdicts.at_least("e2e kpl delivered", packed.delivered, 100_000.0, "messages/s");
+    verdicts.at_most("e2e kpl Kinesis records per message", packed.records_per_message, 1.0 / 50.0, "");
+    verdicts.at_most("e2e kpl acknowledged messages missing at the endpoint", packed.missing as f64, 0.0, "");
+    verdicts.at_least("drain", drained.per_second, 250_000.0, "messages/s");
+    verdicts.at_most("drain acknowledged messages missing at the endpoint", drained.missing as f64, 0.0, "");
+    verdicts.at_least("replay", replayed, 50_000.0, "messages/s");
+    verdicts.at_most("replay acknowledged messages missing at the endpoint", replay_missing as f64, 0.0, "");
+    verdicts.finish()
 }

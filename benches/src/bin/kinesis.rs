@@ -87,20 +87,27 @@ fn main() -> anyhow::Result<()> {
         "kinesis pacing ({cores} cores; {RATE} records/s of ~600 bytes, 90% of {SHARDS} shards, for {seconds} s, to \
          the stand-in that throttles past 1,000 records or 1 MiB per shard-second):"
     );
+    let mut verdicts = benches::verdict::Verdicts::default();
     for pacing in [true, false] {
         let r = runtime.block_on(run(&standin, pacing, seconds))?;
+        if pacing {
+            verdicts.at_most("kinesis throttled with pacing", r.throttled as f64 * 100.0 / r.sent as f64, 1.0, "%");
+            verdicts.holds(
+                "kinesis: every offered record delivered with pacing",
+                r.delivered as u64 == RATE as u64 * seconds,
+            );
+        }
         let offered = RATE as u64 * seconds;
         println!(
-            "  pacing {}: {} of {offered} delivered, {} entries throttled of {} sent ({:.3}%{}), finished {:.1} s after \
+            "  pacing {}: {} of {offered} delivered, {} entries throttled of {} sent ({:.3}%), finished {:.1} s after \
              the load",
             if pacing { "on" } else { "off" },
             r.delivered,
             r.throttled,
             r.sent,
             r.throttled as f64 * 100.0 / r.sent as f64,
-            if pacing { "; limit 1%" } else { "" },
             r.late.as_secs_f64()
         );
     }
-    Ok(())
+    verdicts.finish()
 }
