@@ -10,23 +10,14 @@ use testcontainers_modules::testcontainers::runners::AsyncRunner as _;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt as _, TestcontainersError};
 use tokio::process::{Child, Command};
 
-/// The kinesis-local release the suites are written against.
-const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
+/// The kinesis-local release the suites are written against (its npm spec, shared with `cargo xtask demo`).
+pub fn kinesis_local_package() -> &'static str {
+    include_str!("kinesis-local.txt").trim()
+}
 
-/// Forces every `listen` of the Node process onto loopback: kinesis-local binds 0.0.0.0 by default.
-const LOOPBACK_PRELOAD: &str = r#"const net = require('net');
-const listen = net.Server.prototype.listen;
-net.Server.prototype.listen = function (...args) {
-  const first = args[0];
-  if (first !== null && typeof first === 'object' && !Array.isArray(first)) {
-    args[0] = { ...first, host: '127.0.0.1' };
-  } else if (typeof first === 'number' || (typeof first === 'string' && /^\d+$/.test(first))) {
-    if (typeof args[1] === 'string' || args[1] === undefined || args[1] === null) args[1] = '127.0.0.1';
-    else args.splice(1, 0, '127.0.0.1');
-  }
-  return listen.apply(this, args);
-};
-"#;
+/// Forces every `listen` of the Node process onto loopback: kinesis-local binds 0.0.0.0 by default. Shared with
+/// `cargo xtask demo`, which starts kinesis-local without this crate.
+const LOOPBACK_PRELOAD: &str = include_str!("loopback.js");
 
 /// The Segment client libraries the ingest suites drive, pinned so that a new release cannot change a test.
 const PYTHON_CLIENT: &str = "segment-analytics-python==2.4.0";
@@ -106,8 +97,9 @@ pub fn install_dir() -> PathBuf {
     target.join("emulators")
 }
 
-/// Starts the Kinesis emulators (the first of which also serves S3) and, with `iam`, the IAM-enforcing moto.
-pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
+/// Starts the Kinesis emulators (the first of which also serves S3), the IAM-enforcing moto, and installs the
+/// client libraries.
+pub async fn start_all() -> anyhow::Result<Emulators> {
     let mut emulators =
         Emulators { kinesis: Vec::new(), s3: None, iam: None, clients: None, children: Vec::new(), container: None };
     match start_localstack().await {
@@ -128,13 +120,11 @@ pub async fn start_all(iam: bool) -> anyhow::Result<Emulators> {
             emulators.kinesis.push(("kinesis-local".to_owned(), url));
         }
     }
-    if iam {
-        emulators.clients = Some(install_clients()?);
-        let (child, url) = start_moto().await?;
-        emulators.children.push(child);
-        let admin = crate::env::enforce_iam(&url).await.context("turning on IAM enforcement in moto")?;
-        emulators.iam = Some((url, admin));
-    }
+    emulators.clients = Some(install_clients()?);
+    let (child, url) = start_moto().await?;
+    emulators.children.push(child);
+    let admin = crate::env::enforce_iam(&url).await.context("turning on IAM enforcement in moto")?;
+    emulators.iam = Some((url, admin));
     Ok(emulators)
 }
 
@@ -207,7 +197,7 @@ pub fn install_kinesis_local() -> anyhow::Result<PathBuf> {
     let prefix = install_dir().join("node");
     let main = prefix.join("node_modules/kinesis-local/main.js");
     if !main.exists() {
-        npm_install(&prefix, &[KINESIS_LOCAL])?;
+        npm_install(&prefix, &[kinesis_local_package()])?;
     }
     std::fs::write(prefix.join("loopback.js"), LOOPBACK_PRELOAD)?;
     Ok(main)

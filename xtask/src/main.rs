@@ -70,6 +70,70 @@ fn aws_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A free loopback port.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// kinesis-local for the demo, started from npm here: the emulator launcher of the `tests` package links
+/// testcontainers and every AWS SDK the suites use, minutes of compiling the demo needs none of. Stopped when
+/// dropped.
+struct KinesisLocal {
+    child: Child,
+    url: String,
+}
+
+impl KinesisLocal {
+    /// Installs kinesis-local where the suites' launcher does (unless it is there) and starts it on loopback.
+    fn start() -> anyhow::Result<KinesisLocal> {
+        let prefix = target_dir().join("emulators/node");
+        let main = prefix.join("node_modules/kinesis-local/main.js");
+        if !main.exists() {
+            let package = include_str!("../../tests/src/kinesis-local.txt").trim();
+            eprintln!("installing {package} into {}", prefix.display());
+            std::fs::create_dir_all(&prefix)?;
+            let status = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                .arg(&prefix)
+                .arg(package)
+                .status()
+                .context("running npm (the demo's emulator is kinesis-local, from npm)")?;
+            anyhow::ensure!(status.success(), "npm install {package} failed ({status})");
+        }
+        // kinesis-local binds every address by default; the preload keeps it on loopback.
+        let preload = prefix.join("loopback.js");
+        std::fs::write(&preload, include_str!("../../tests/src/loopback.js"))?;
+        let (plain, tls) = (free_port()?, free_port()?);
+        let child = Command::new("node")
+            .arg("--require")
+            .arg(&preload)
+            .arg(&main)
+            .env("KINESIS_MOCK_PLAIN_PORT", plain.to_string())
+            .env("KINESIS_MOCK_TLS_PORT", tls.to_string())
+            .env("KINESIS_MOCK_CERT_PATH", main.with_file_name("server.json"))
+            .env("LOG_LEVEL", "WARN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting kinesis-local with node")?;
+        let emulator = KinesisLocal { child, url: format!("http://127.0.0.1:{plain}") };
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", plain)).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < give_up, "kinesis-local did not listen within a minute");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(emulator)
+    }
+}
+
+impl Drop for KinesisLocal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The emulator launcher, running until dropped.
 struct Emulators {
     child: Child,
@@ -78,12 +142,8 @@ struct Emulators {
 
 impl Emulators {
     /// Starts `emulators` (from the `tests` package, which the caller has built) and waits for its endpoints.
-    fn start(kinesis_only: bool) -> anyhow::Result<Emulators> {
-        let mut command = Command::new(target_dir().join("debug/emulators"));
-        if kinesis_only {
-            command.arg("--kinesis-only");
-        }
-        let mut child = command
+    fn start() -> anyhow::Result<Emulators> {
+        let mut child = Command::new(target_dir().join("debug/emulators"))
             .envs(aws_env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -104,13 +164,6 @@ impl Emulators {
         let status = child.wait()?;
         bail!("the emulator launcher stopped before it was ready ({status})")
     }
-
-    /// The first Kinesis emulator's URL.
-    fn kinesis_url(&self) -> anyhow::Result<String> {
-        let pairs = self.env.iter().find(|(n, _)| n == "TRIBUTARY_TEST_KINESIS").context("no Kinesis emulator")?;
-        let first = pairs.1.split(',').next().and_then(|p| p.split_once('=')).context("no Kinesis emulator")?;
-        Ok(first.1.to_owned())
-    }
 }
 
 impl Drop for Emulators {
@@ -128,7 +181,7 @@ fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
     phases.time("build", || cmd!(sh, "{cargo} build --workspace --all-targets").run())?;
     // The workspace build made the launcher; building it alone would unify features differently and compile the
     // AWS crates a second time.
-    let emulators = phases.time("emulators", || Emulators::start(false))?;
+    let emulators = phases.time("emulators", Emulators::start)?;
     let env: Vec<(String, String)> =
         aws_env().into_iter().map(|(n, v)| (n.to_owned(), v.to_owned())).chain(emulators.env.clone()).collect();
     fn with_env<'a>(command: xshell::Cmd<'a>, env: &[(String, String)]) -> xshell::Cmd<'a> {
@@ -182,9 +235,10 @@ impl Phases {
 
 fn demo(sh: &Shell) -> anyhow::Result<()> {
     let cargo = cargo();
-    cmd!(sh, "{cargo} build --quiet --package runner --bin tributary --package tests --bin emulators").run()?;
-    let emulators = Emulators::start(true)?;
-    let url = emulators.kinesis_url()?;
+    // The demo's commands need none of IAM, S3 or Parquet: a build without them takes minutes fewer on two cores.
+    cmd!(sh, "{cargo} build --quiet --package runner --bin tributary --no-default-features").run()?;
+    let emulator = KinesisLocal::start()?;
+    let url = emulator.url.clone();
     let tributary = target_dir().join("debug/tributary");
     let run = |args: &[&str]| -> anyhow::Result<()> {
         println!("\n$ tributary --config configs {}", args.join(" "));

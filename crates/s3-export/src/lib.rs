@@ -7,9 +7,13 @@
 //! memory does not grow with an export. Credentials come from the AWS default chain (environment, profile, web
 //! identity, container or instance role): an export belongs to the team's warehouse account, not to a destination.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "sdk")]
+use std::path::Path;
+use std::path::PathBuf;
 
+#[cfg(feature = "sdk")]
 use aws_sdk_s3::Client;
+#[cfg(feature = "sdk")]
 use tokio::io::AsyncWriteExt as _;
 
 /// Where an export is.
@@ -43,6 +47,7 @@ impl Location {
     }
 
     /// The listing prefix, and the glob the names after it must match (if any).
+    #[cfg(feature = "sdk")]
     fn prefix_and_glob(&self) -> (&str, Option<&str>) {
         let name = self.key.rsplit('/').next().unwrap_or(&self.key);
         if name.contains(['*', '?']) {
@@ -96,6 +101,7 @@ pub enum FetchError {
 }
 
 /// An S3 client for exports.
+#[cfg(feature = "sdk")]
 pub async fn client(connection: &Connection) -> Client {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = &connection.region {
@@ -117,6 +123,7 @@ pub async fn client(connection: &Connection) -> Client {
 pub type Glob = fn(&str, &str) -> bool;
 
 /// The keys of the export's objects, in key order (the order warehouses number their parts).
+#[cfg(feature = "sdk")]
 pub async fn list(client: &Client, location: &Location, glob_matches: Glob) -> Result<Vec<String>, FetchError> {
     let (prefix, glob) = location.prefix_and_glob();
     let failed = |message: String| FetchError::S3 {
@@ -161,6 +168,7 @@ pub async fn list(client: &Client, location: &Location, glob_matches: Glob) -> R
 
 /// Downloads the export's objects into `into` (created if needed), streamed, one file per object named by its
 /// position and its own name, so that part order and format survive; returns the files.
+#[cfg(feature = "sdk")]
 pub async fn fetch(
     client: &Client,
     location: &Location,
@@ -194,6 +202,7 @@ pub async fn fetch(
 }
 
 /// An SDK error in words: S3's code and message, else the error chain.
+#[cfg(feature = "sdk")]
 fn describe<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static, R: std::fmt::Debug>(
     error: &aws_sdk_s3::error::SdkError<E, R>,
 ) -> String {

@@ -1,5 +1,6 @@
 //! Starts the AWS emulators the end-to-end suites need, prints their endpoints, and stops them when its
-//! standard input closes. `cargo xtask test` and `cargo xtask demo` run it.
+//! standard input closes. `cargo xtask test` runs it (`cargo xtask demo` starts kinesis-local itself, without
+//! building this crate).
 //!
 //! Where a Docker engine answers, Kinesis is LocalStack (`localstack/localstack:4.5`) through testcontainers.
 //! Where none does, Kinesis is served by two host emulators: moto and kinesis-local. Either way a second moto
@@ -20,9 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let only_kinesis = std::env::args().any(|a| a == "--kinesis-only");
-    let emulators: Emulators =
-        runtime.block_on(emulator::start_all(!only_kinesis)).context("starting the emulators")?;
+    let emulators: Emulators = runtime.block_on(emulator::start_all()).context("starting the emulators")?;
     for (name, value) in emulators.environment() {
         println!("{name}={value}");
     }

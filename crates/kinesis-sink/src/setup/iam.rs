@@ -145,6 +145,38 @@ pub async fn check(
     results
 }
 
+/// What IAM says of a role.
+// Without the `iam` feature nothing looks a role up, so only `Unknown` is made.
+#[cfg_attr(not(feature = "iam"), allow(dead_code))]
+enum RoleLookup {
+    /// It exists, with this trust policy document (URL-encoded, as IAM returns it).
+    Found(String),
+    /// It does not exist.
+    Missing,
+    /// These credentials may not read it, or this build looks nothing up in IAM (without the `iam` feature).
+    Unknown,
+}
+
+/// Looks the role `role` (an ARN) up with IAM GetRole.
+#[cfg(feature = "iam")]
+async fn look_up_role(shared: &aws_config::SdkConfig, role: &str) -> RoleLookup {
+    let name = role.rsplit('/').next().unwrap_or(role);
+    match aws_sdk_iam::Client::new(shared).get_role().role_name(name).send().await {
+        Ok(output) => match output.role() {
+            Some(found) => RoleLookup::Found(found.assume_role_policy_document().unwrap_or_default().to_owned()),
+            None => RoleLookup::Unknown,
+        },
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => RoleLookup::Missing,
+        Err(_) => RoleLookup::Unknown,
+    }
+}
+
+/// Without the `iam` feature, roles are not looked up; a refusal is explained without the role's trust policy.
+#[cfg(not(feature = "iam"))]
+async fn look_up_role(_: &aws_config::SdkConfig, _: &str) -> RoleLookup {
+    RoleLookup::Unknown
+}
+
 async fn check_one(
     destination: &str,
     config: &KinesisConfig,
@@ -156,10 +188,7 @@ async fn check_one(
     let mut assumed = String::new();
     if let Some(role) = &config.role_address {
         // Looking the role up first, where these credentials may, tells a missing role from a refusal.
-        let name = role.rsplit('/').next().unwrap_or(role);
-        if let Err(e) = aws_sdk_iam::Client::new(shared).get_role().role_name(name).send().await
-            && e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception())
-        {
+        if let RoleLookup::Missing = look_up_role(shared, role).await {
             return Err(format!("role {role} does not exist: create it, or fix kinesis.role_address"));
         }
         let cache = role_cache(shared, role);
@@ -254,13 +283,10 @@ async fn explain_refusal(
         .await
         .ok()
         .and_then(|o| o.arn().map(principal_of));
-    let name = role.rsplit('/').next().unwrap_or(role);
-    let document = match aws_sdk_iam::Client::new(shared).get_role().role_name(name).send().await {
-        Ok(output) => output.role().map(|r| r.assume_role_policy_document().unwrap_or_default().to_owned()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => {
-            return format!("role {role} does not exist: create it, or fix kinesis.role_address");
-        }
-        Err(_) => None,
+    let document = match look_up_role(shared, role).await {
+        RoleLookup::Found(document) => Some(document),
+        RoleLookup::Missing => return format!("role {role} does not exist: create it, or fix kinesis.role_address"),
+        RoleLookup::Unknown => None,
     };
     let (Some(caller), Some(document)) = (caller, document.and_then(|d| parse_document(&d))) else {
         return format!(

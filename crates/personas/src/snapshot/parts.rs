@@ -234,7 +234,17 @@ fn member_of_cells(cells: &Map<String, Value>, columns: &Columns<'_>, kind: Kind
     )
 }
 
+/// Without the `parquet` feature, a Parquet part is an error that says how to read it.
+#[cfg(not(feature = "parquet"))]
+fn read_parquet(part: &Part, _: &SnapshotConfig, _: Kind, _: &mut Rows<'_>) -> Result<(), SnapshotError> {
+    Err(SnapshotError::Parquet {
+        path: part.path.clone(),
+        message: "this tributary was built without Parquet support (the `parquet` feature, on by default)".to_owned(),
+    })
+}
+
 /// Reads a Parquet file's rows, one row group at a time, through only the columns the config names.
+#[cfg(feature = "parquet")]
 fn read_parquet(part: &Part, config: &SnapshotConfig, kind: Kind, rows: &mut Rows<'_>) -> Result<(), SnapshotError> {
     use parquet::file::reader::FileReader as _;
     let path = &part.path;

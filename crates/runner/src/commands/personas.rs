@@ -373,23 +373,35 @@ async fn locate_export(
         return Ok((config.dir.join(&source.path), None));
     };
     let location = s3_export::Location::parse(url).map_err(anyhow::Error::msg)?;
-    let connection = s3_export::Connection { region: source.region.clone(), endpoint: source.endpoint.clone() };
-    let client = s3_export::client(&connection).await;
-    snapshot::remove_abandoned(&options.state_dir, "fetch-");
-    let dir = options.state_dir.join(format!("fetch-{}-{}-0", definition.computation_id, std::process::id()));
-    let guard = Fetched(dir.clone());
-    let started = Instant::now();
-    let files = s3_export::fetch(&client, &location, &dir, snapshot::glob_matches).await?;
-    let bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
-    writeln!(
-        err,
-        "{}: fetched {} objects ({:.1} MiB) from {url} in {:.1}s",
-        definition.name,
-        files.len(),
-        bytes as f64 / f64::from(1 << 20),
-        started.elapsed().as_secs_f64()
-    )?;
-    Ok((dir, Some(guard)))
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = (location, options, err);
+        anyhow::bail!(
+            "{}: source.path {url} is on S3, and this tributary was built without S3 support (the `s3` feature, on \
+             by default)",
+            definition.name
+        )
+    }
+    #[cfg(feature = "s3")]
+    {
+        let connection = s3_export::Connection { region: source.region.clone(), endpoint: source.endpoint.clone() };
+        let client = s3_export::client(&connection).await;
+        snapshot::remove_abandoned(&options.state_dir, "fetch-");
+        let dir = options.state_dir.join(format!("fetch-{}-{}-0", definition.computation_id, std::process::id()));
+        let guard = Fetched(dir.clone());
+        let started = Instant::now();
+        let files = s3_export::fetch(&client, &location, &dir, snapshot::glob_matches).await?;
+        let bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+        writeln!(
+            err,
+            "{}: fetched {} objects ({:.1} MiB) from {url} in {:.1}s",
+            definition.name,
+            files.len(),
+            bytes as f64 / f64::from(1 << 20),
+            started.elapsed().as_secs_f64()
+        )?;
+        Ok((dir, Some(guard)))
+    }
 }
 
 /// Sends the changes of a diff to `chunks`, [`CHANGES_PER_CHUNK`] at a time, until the diff ends or the receiver
