@@ -999,6 +999,15 @@ struct Applied {
     rejections_dropped: u64,
 }
 
+/// The durability settings of `connection`, for [`Op::Durability`] (whose asker may have gone: its answer is then
+/// dropped).
+fn durability(connection: &Connection) -> Result<Durability, rusqlite::Error> {
+    Ok(Durability {
+        journal_mode: connection.pragma_query_value(None, "journal_mode", |row| row.get(0))?,
+        synchronous: connection.pragma_query_value(None, "synchronous", |row| row.get(0))?,
+    })
+}
+
 /// Applies a batch of jobs in one transaction.
 fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Result<Applied, rusqlite::Error> {
     let transaction = connection.transaction()?;
@@ -1065,12 +1074,7 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
                     delete.execute(params![id])?;
                 }
             }
-            Op::Durability(answer) => {
-                let journal_mode = transaction.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
-                let synchronous = transaction.pragma_query_value(None, "synchronous", |row| row.get(0))?;
-                // The asker may have gone; its answer is then of no use to anyone.
-                let _ = answer.send(Durability { journal_mode, synchronous });
-            }
+            Op::Durability(answer) => drop(answer.send(durability(&transaction)?)),
         }
     }
     // Rowids grow by one per insert, so everything more than `max_rejections` below the newest is older than the
