@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::libraries::basic;
 use crate::server::{Server, WRITE_KEY, file_destination, folder};
-use crate::{scratch, write_files};
+use crate::{scratch, scratch_in_memory, write_files};
 
 /// Sends `count` single track calls one after another and returns their acknowledgement latencies, sorted.
 async fn latencies(http: &reqwest::Client, url: &str, key: &str, count: usize) -> Vec<Duration> {
@@ -48,7 +48,7 @@ fn median(mut rounds: Vec<Duration>) -> Duration {
 /// A config folder with a quiet source and a noisy one, each with its own key, both delivering to one file.
 fn two_sources(name: &str, noisy_extra: &str) -> std::path::PathBuf {
     let dir = scratch(name);
-    let out = scratch(&format!("{name}-out")).join("out.ndjson");
+    let out = scratch_in_memory(&format!("{name}-out")).join("out.ndjson");
     write_files(
         &dir,
         &[
@@ -74,7 +74,8 @@ async fn a_source_over_its_rate_gets_429_without_slowing_another() {
     // send weighs nothing beside what it is refused.
     let config = two_sources("rate", "max_messages_per_second = 10");
     let server =
-        Server::start_with_env(&config, &scratch("rate-spool"), &[], &[("NOISY_WRITE_KEY", "noisy-key")]).await;
+        Server::start_with_env(&config, &scratch_in_memory("rate-spool"), &[], &[("NOISY_WRITE_KEY", "noisy-key")])
+            .await;
     let http = reqwest::Client::new();
     latencies(&http, &server.url, WRITE_KEY, 50).await;
 
@@ -114,11 +115,11 @@ async fn a_source_over_its_rate_gets_429_without_slowing_another() {
             })
         })
     };
-    // Without and with the noisy source in turns, seven rounds of each, compared by their medians, so that the
+    // Without and with the noisy source in turns, eleven rounds of each, compared by their medians, so that the
     // machine's drift over the run weighs on both; the p99 of 1,000 requests (the tenth slowest) rather than of 200 (the second slowest), which one hiccup decides.
     let (mut unloaded, mut loaded) = (Vec::new(), Vec::new());
     let (mut ok, mut limited) = (0, 0);
-    for _ in 0..7 {
+    for _ in 0..11 {
         unloaded.push(round_p99(&http, &server.url, WRITE_KEY, 1_000).await);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let running = noisy(stop.clone());
@@ -143,16 +144,16 @@ async fn a_source_over_its_rate_gets_429_without_slowing_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_connections_do_not_slow_an_active_client() {
-    let out = scratch("idle-out").join("out.ndjson");
+    let out = scratch_in_memory("idle-out").join("out.ndjson");
     let config = folder("idle", &[("archive", &file_destination("archive", &out))]);
-    let server = Server::start(&config, &scratch("idle-spool"), &[]).await;
+    let server = Server::start(&config, &scratch_in_memory("idle-spool"), &[]).await;
     let http = reqwest::Client::new();
     latencies(&http, &server.url, WRITE_KEY, 50).await;
     let address = server.url.trim_start_matches("http://").to_owned();
     // Without and with the idle connections in turns, so that the machine's drift over the run weighs on both; the
     // p99 of 1,000 requests (the tenth slowest) rather than of 200 (the second slowest), which one hiccup decides.
     let (mut unloaded, mut loaded) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
+    for _ in 0..7 {
         unloaded.push(round_p99(&http, &server.url, WRITE_KEY, 1_000).await);
         let mut idle = Vec::with_capacity(2_000);
         for _ in 0..2_000 {
