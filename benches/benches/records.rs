@@ -114,6 +114,9 @@ fn varied_records(source: &Arc<str>) -> Vec<Record> {
         .collect()
 }
 
+/// Rounds of the SDK comparison; `cargo xtask bench` reads `kinesis_sdk_put_records/{tributary,sdk_baseline}_N`.
+const SDK_ROUNDS: usize = 3;
+
 fn through_the_sdk(c: &mut Criterion) {
     use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_kinesis::primitives::Blob;
@@ -158,33 +161,38 @@ fn through_the_sdk(c: &mut Criterion) {
             })
             .collect()
     };
+    // The two take turns, three rounds each, so that the machine's drift over the minute weighs on both alike:
+    // measured one after the other, a slow few seconds moved the ratio by as much as its margin.
     let mut group = c.benchmark_group("kinesis_sdk_put_records");
     group.throughput(Throughput::Elements(records.len() as u64));
-    group.bench_function("tributary", |b| {
-        b.iter_batched(
-            || records.clone(),
-            |records| {
-                let outcomes = runtime.block_on(sink.deliver(records));
-                assert!(outcomes.iter().all(|o| o.is_delivered()), "{:?}", outcomes.first());
-                outcomes
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("sdk_baseline", |b| {
-        b.iter_batched(
-            || records.clone(),
-            |records| {
-                let entries = to_entries(records);
-                let output = runtime
-                    .block_on(client.put_records().stream_name("bench").set_records(Some(entries)).send())
-                    .unwrap();
-                assert_eq!(output.failed_record_count(), Some(0));
-                output
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    group.measurement_time(std::time::Duration::from_secs(4)).sample_size(60);
+    for round in 1..=SDK_ROUNDS {
+        group.bench_function(format!("tributary_{round}"), |b| {
+            b.iter_batched(
+                || records.clone(),
+                |records| {
+                    let outcomes = runtime.block_on(sink.deliver(records));
+                    assert!(outcomes.iter().all(|o| o.is_delivered()), "{:?}", outcomes.first());
+                    outcomes
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function(format!("sdk_baseline_{round}"), |b| {
+            b.iter_batched(
+                || records.clone(),
+                |records| {
+                    let entries = to_entries(records);
+                    let output = runtime
+                        .block_on(client.put_records().stream_name("bench").set_records(Some(entries)).send())
+                        .unwrap();
+                    assert_eq!(output.failed_record_count(), Some(0));
+                    output
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
     black_box(counts.records());
 }

@@ -72,11 +72,6 @@ impl Traffic {
         Request { number, body: Bytes::from(body) }
     }
 
-    /// The number the next request will get.
-    pub fn peek(&self) -> u64 {
-        self.next.load(Ordering::Relaxed)
-    }
-
     /// A sample body (the pool's first), for sizes and compression ratios.
     pub fn sample(&self) -> &[u8] {
         &self.templates[0].body

@@ -87,11 +87,42 @@ fn start_endpoint(port: u16) -> anyhow::Result<Arc<Counts>> {
     null_kinesis::start(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
+/// What an endpoint got, checked against what a load was acknowledged.
+struct Arrived {
+    /// Acknowledged messages that never reached the endpoint.
+    missing: u64,
+    /// Messages the endpoint got whose messageId no request carried.
+    strangers: u64,
+}
+
+impl Arrived {
+    fn of(counts: &Counts, acknowledged: &[u64]) -> Arrived {
+        let strangers = counts.arrivals.strangers.load(std::sync::atomic::Ordering::Relaxed);
+        Arrived { missing: counts.arrivals.missing(acknowledged), strangers }
+    }
+
+    /// The two checks, for the phase `name`.
+    fn verdicts(&self, name: &str, verdicts: &mut Verdicts) {
+        verdicts.at_most(
+            format!("{name}: acknowledged messages missing at the endpoint"),
+            self.missing as f64,
+            0.0,
+            "",
+        );
+        verdicts.at_most(
+            format!("{name}: messages at the endpoint no request carried"),
+            self.strangers as f64,
+            0.0,
+            "",
+        );
+    }
+}
+
 struct Sustained {
     /// Acknowledged messages per second.
     acknowledged: f64,
-    /// Acknowledged messages that never reached the endpoint.
-    missing: u64,
+    /// What the endpoint got of what was acknowledged.
+    arrived: Arrived,
     delivered: f64,
     depth: u64,
     pushed_back: u64,
@@ -123,7 +154,7 @@ fn sustained(
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Sustained {
         acknowledged: figures.messages_per_second,
-        missing: counts.arrivals.missing(&figures.acknowledged),
+        arrived: Arrived::of(&counts, &figures.acknowledged),
         delivered: delivered as f64 / elapsed,
         depth,
         pushed_back: figures.pushed_back,
@@ -134,8 +165,8 @@ fn sustained(
 struct Drained {
     messages: u64,
     per_second: f64,
-    /// Acknowledged messages that never reached the endpoint.
-    missing: u64,
+    /// What the endpoint got of what was acknowledged.
+    arrived: Arrived,
 }
 
 fn drain(
@@ -164,18 +195,17 @@ fn drain(
     drop(served);
 
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Drained { messages, per_second, missing: counts.arrivals.missing(&figures.acknowledged) })
+    Ok(Drained { messages, per_second, arrived: Arrived::of(&counts, &figures.acknowledged) })
 }
 
 /// Dead letters made by `seconds` of load on a destination whose record limit no message fits, then replayed by
-/// `tributary dlq replay` (no server running) to the null endpoint: (letters, messages per second, acknowledged
-/// messages that never arrived).
+/// `tributary dlq replay` (no server running) to the null endpoint: (letters, messages per second, what arrived).
 fn replay(
     runtime: &tokio::runtime::Runtime,
     tributary: &Path,
     traffic: &Arc<Traffic>,
     seconds: u64,
-) -> anyhow::Result<(u64, f64, u64)> {
+) -> anyhow::Result<(u64, f64, Arrived)> {
     let port = free_port();
     let dir = scratch("e2e-replay")?;
     let refusing = destination(port).replace("endpoint =", "delivery = { max_record_bytes = 10 }\nendpoint =");
@@ -203,7 +233,7 @@ fn replay(
     anyhow::ensure!(output.status.success(), "dlq replay failed: {}", String::from_utf8_lossy(&output.stderr));
     let letters = counts.messages();
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((letters, letters as f64 / elapsed, counts.arrivals.missing(&figures.acknowledged)))
+    Ok((letters, letters as f64 / elapsed, Arrived::of(&counts, &figures.acknowledged)))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -227,7 +257,7 @@ fn main() -> anyhow::Result<()> {
     let drained = drain(&runtime, &tributary, &traffic, 10)?;
     let run = sustained(&runtime, &tributary, &traffic, seconds, destination)?;
     let packed = sustained(&runtime, &tributary, &traffic, seconds, aggregating)?;
-    let (letters, replayed, replay_missing) = replay(&runtime, &tributary, &traffic, 5)?;
+    let (letters, replayed, replay_arrived) = replay(&runtime, &tributary, &traffic, 5)?;
     println!(
         "end to end ({cores} cores; load generator, server and null Kinesis endpoint on the same machine; 8 \
          connections, /v1/batch of 100 calls shaped like one app's traffic, ~{} bytes a call, LZ4 ratio {:.2}):",
@@ -260,14 +290,14 @@ fn main() -> anyhow::Result<()> {
     let mut verdicts = Verdicts::default();
     verdicts.at_least("e2e delivered/acknowledged", run.delivered / run.acknowledged, 0.95, "");
     verdicts.at_least("e2e delivered", run.delivered, 100_000.0, "messages/s");
-    verdicts.at_most("e2e acknowledged messages missing at the endpoint", run.missing as f64, 0.0, "");
+    run.arrived.verdicts("e2e", &mut verdicts);
     verdicts.at_least("e2e kpl delivered/acknowledged", packed.delivered / packed.acknowledged, 0.95, "");
     verdicts.at_least("e2e kpl delivered", packed.delivered, 100_000.0, "messages/s");
     verdicts.at_most("e2e kpl Kinesis records per message", packed.records_per_message, 1.0 / 50.0, "");
-    verdicts.at_most("e2e kpl acknowledged messages missing at the endpoint", packed.missing as f64, 0.0, "");
+    packed.arrived.verdicts("e2e kpl", &mut verdicts);
     verdicts.at_least("drain", drained.per_second, 250_000.0, "messages/s");
-    verdicts.at_most("drain acknowledged messages missing at the endpoint", drained.missing as f64, 0.0, "");
+    drained.arrived.verdicts("drain", &mut verdicts);
     verdicts.at_least("replay", replayed, 50_000.0, "messages/s");
-    verdicts.at_most("replay acknowledged messages missing at the endpoint", replay_missing as f64, 0.0, "");
+    replay_arrived.verdicts("replay", &mut verdicts);
     verdicts.finish()
 }

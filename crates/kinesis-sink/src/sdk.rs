@@ -215,7 +215,8 @@ impl KinesisApi for SdkKinesis {
         request = if is_arn(stream) { request.stream_arn(stream) } else { request.stream_name(stream) };
         let output =
             request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecords on stream {stream}")))?;
-        let results = output.records();
+        // Taken, not borrowed: each result's shard ID and sequence number move into its outcome uncopied.
+        let results = output.records;
         if results.len() != entries.len() {
             return Err(ApiError::classify(
                 None,
@@ -228,16 +229,10 @@ impl KinesisApi for SdkKinesis {
             ));
         }
         Ok(results
-            .iter()
-            .map(|result| match result.error_code() {
-                None => Ok(Delivery {
-                    shard_id: result.shard_id().map(str::to_owned),
-                    sequence_number: result.sequence_number().map(str::to_owned),
-                }),
-                Some(code) => Err(EntryError {
-                    code: code.to_owned(),
-                    message: result.error_message().unwrap_or_default().to_owned(),
-                }),
+            .into_iter()
+            .map(|result| match result.error_code {
+                None => Ok(Delivery { shard_id: result.shard_id, sequence_number: result.sequence_number }),
+                Some(code) => Err(EntryError { code, message: result.error_message.unwrap_or_default() }),
             })
             .collect())
     }
