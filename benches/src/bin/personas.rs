@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use benches::arg;
+use benches::traffic::mix;
 use benches::verdict::Verdicts;
 
 /// Writes a CSV of members `user_{from}` to `user_{to - 1}`, in order.
@@ -43,13 +44,6 @@ fn members(path: &Path, from: u64, to: u64) -> anyhow::Result<()> {
 /// order, as a warehouse export without `ORDER BY` writes them.
 fn random_id(number: u64) -> String {
     format!("usr_{:016x}", mix(number ^ 0x7269_6275_7461_7279))
-}
-
-/// splitmix64's finalizer: a bijection on u64, so distinct numbers make distinct IDs.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Writes the realistic export of `count` members: random IDs in no order. With `churned`, about 1% of them (each
