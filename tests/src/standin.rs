@@ -2,9 +2,10 @@
 //! sink makes (PutRecords, PutRecord, ListShards, DescribeStreamSummary) and enforces what Kinesis enforces and
 //! emulators do not: each shard takes at most 1,000 records and 1 MiB in any one-second window, and throttles the
 //! rest with `ProvisionedThroughputExceededException`. Tests reshard streams under load (split, merge), inject
-//! failures, and read every record back in process.
+//! failures, slow every answer down, and read every record back in process.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,8 @@ pub struct StandIn {
     /// `http://127.0.0.1:PORT`, the endpoint to configure.
     pub url: String,
     state: Arc<Mutex<State>>,
+    /// How long each answer waits before it is given, in milliseconds.
+    delay: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -141,18 +144,34 @@ impl StandIn {
         let url = format!("http://{}", listener.local_addr().expect("an address"));
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
+        let delay = Arc::new(AtomicU64::new(0));
+        let waits = delay.clone();
         // Kinesis takes requests of up to 10 MiB of data, 13.4 MB once base64 and JSON wrap it; the limits that
         // count are checked on the decoded records.
         let app = axum::Router::new()
             .fallback(axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let state = shared.clone();
-                async move { handle(&state, &headers, &body) }
+                let wait = Duration::from_millis(waits.load(Ordering::Relaxed));
+                async move {
+                    // The wait comes before the request is judged: a slow Kinesis is slow to take records, and
+                    // what it holds is what it took after the wait.
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    handle(&state, &headers, &body)
+                }
             }))
             .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        StandIn { url, state, task }
+        StandIn { url, state, delay, task }
+    }
+
+    /// Makes every request from now on wait `delay` before it is answered (zero: answer at once), as a Kinesis
+    /// far away or under strain does.
+    pub fn slow_down(&self, delay: Duration) {
+        self.delay.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Creates `name` with `shards` shards splitting the hash-key space evenly, as CreateStream does.

@@ -566,6 +566,23 @@ impl Spool {
         .await
     }
 
+    /// When the oldest message that ingest stored for `destination` and that no delivery has failed yet was stored,
+    /// in Unix milliseconds: how far behind a destination that is not failing is. Entries waiting for a retry and
+    /// dead letters a replay moved back are left out.
+    pub async fn oldest_fresh_at(&self, destination: &str) -> Result<Option<i64>, SpoolError> {
+        let destination = destination.to_owned();
+        self.read(move |reader| {
+            reader
+                .prepare_cached(
+                    "SELECT enqueued_at FROM spool WHERE destination = ?1 AND next_attempt_at = 0 AND replayed = 0
+                     ORDER BY id LIMIT 1",
+                )?
+                .query_row(params![destination], |row| row.get(0))
+                .optional()
+        })
+        .await
+    }
+
     /// Holds at most `max` bytes of waiting entries; appends beyond it get [`SpoolError::FullBytes`].
     pub fn set_max_bytes(&self, max: u64) {
         self.inner.counts.max_bytes.store(max, Ordering::Relaxed);

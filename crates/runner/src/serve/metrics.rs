@@ -115,6 +115,9 @@ pub struct Metrics {
     pub state: Family<DestinationState, Gauge>,
     /// Seconds the oldest waiting message of each destination has waited.
     pub oldest_waiting: Family<Destination, Gauge>,
+    /// Seconds the oldest message ingest stored for each destination and no delivery failed has waited; 0 for a
+    /// failing destination. `serve --max-lag` bounds it.
+    pub lag: Family<Destination, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Messages waiting, per destination.
     pub backlog_messages: Family<Destination, Gauge>,
     /// Bytes of stored messages waiting, per destination.
@@ -150,6 +153,7 @@ impl Default for Metrics {
             hot_keys: Family::default(),
             state: Family::default(),
             oldest_waiting: Family::default(),
+            lag: Family::default(),
             backlog_messages: Family::default(),
             backlog_bytes: Family::default(),
             overflowed: Family::default(),
@@ -228,6 +232,12 @@ impl Default for Metrics {
             "oldest_waiting_seconds",
             "Seconds the oldest waiting message of each destination has waited",
             metrics.oldest_waiting.clone(),
+        );
+        registry.register(
+            "delivery_lag_seconds",
+            "Seconds the oldest message of each destination that no delivery failed has waited (0 while the \
+             destination fails); requests get 429 past serve --max-lag",
+            metrics.lag.clone(),
         );
         registry.register("backlog_messages", "Messages waiting, per destination", metrics.backlog_messages.clone());
         registry.register(

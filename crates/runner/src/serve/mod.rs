@@ -1,10 +1,13 @@
 //! `tributary serve`: the HTTP tracking API (`ingest`), the spool entry format (`stored`), the per-destination
-//! delivery workers (`delivery`), and what they report (`health`, `metrics`).
+//! delivery workers (`delivery`), what they report (`health`, `metrics`), how far behind they are (`lag`), and
+//! which runtime runs what (`priority`).
 
 pub mod delivery;
 pub mod health;
 pub mod ingest;
+pub mod lag;
 pub mod metrics;
+pub mod priority;
 pub mod stored;
 
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use self::ingest::limit::RateLimit;
 use self::ingest::origin::Origins;
 use self::ingest::settings::PublicUrl;
 use self::ingest::{Ingest, Source, WriteKeys, router};
+use self::lag::Lag;
 use self::metrics::Metrics;
 use crate::config::Config;
 use crate::route::Routes;
@@ -63,6 +67,8 @@ pub struct ServeOptions {
     pub trusted_proxies: Vec<Network>,
     /// `/health` answers 503 when a destination's oldest waiting message is older than this.
     pub health_max_age: Duration,
+    /// Requests get 429 while a destination their source feeds is further behind than this (zero: never).
+    pub max_lag: Duration,
 }
 
 /// `tributary serve`.
@@ -109,6 +115,12 @@ pub struct Args {
     /// 2h), so that a load balancer or a Kubernetes probe sees a destination that is not keeping up.
     #[arg(long, default_value = "15m", value_parser = crate::config::parse_duration)]
     pub health_max_age: Duration,
+    /// The oldest a waiting message may get before requests are answered 429 (with Retry-After and
+    /// x-ratelimit-reset): while a destination's oldest message that no delivery has failed has waited longer than
+    /// this, requests from the sources that feed it are told to come back later instead of being acknowledged into
+    /// a queue that cannot drain. A failing destination does not count (its byte budget bounds it). 0 turns it off.
+    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    pub max_lag: Duration,
 }
 
 /// Loads the config folder `dir` (its warnings to `err`), builds the destinations' sinks and serves until
@@ -133,13 +145,14 @@ pub async fn run(
         max_connections: args.max_connections.max(1),
         trusted_proxies: args.trusted_proxies,
         health_max_age: args.health_max_age,
+        max_lag: args.max_lag,
     };
     serve(&config, routes, options, shutdown).await?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Resolves every source's write key, naming the file and key of any that cannot be read.
-fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
+fn write_keys(config: &Config, routes: &Routes, lag: &Lag) -> anyhow::Result<WriteKeys> {
     let mut keys = Vec::new();
     for source in &config.sources {
         let key = config.write_key(source)?;
@@ -152,6 +165,7 @@ fn write_keys(config: &Config) -> anyhow::Result<WriteKeys> {
                 origins: Origins::from_config(c.allowed_origins.as_deref()),
                 rate: c.max_messages_per_second.map(RateLimit::new),
                 collect_ip: c.collect_ip,
+                destinations: routes.connected(&c.id).iter().filter_map(|d| lag.position(&d.name)).collect(),
             },
         ));
     }
@@ -168,7 +182,8 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let keys = write_keys(config)?;
+    let lag = Arc::new(Lag::new(routes.all().map(|d| d.name.clone()), options.max_lag));
+    let keys = write_keys(config, &routes, &lag)?;
     let enabled = routes.all().count().max(1) as u64;
     let (spool, max_bytes) = open_spool(&options, enabled)?;
     let metrics = Arc::new(Metrics::default());
@@ -182,6 +197,10 @@ pub async fn serve(
         let worker = Worker::new(destination, &spool, &metrics, &stored, &health, budget);
         workers.push(tokio::spawn(supervise(worker, stopped.clone())));
     }
+    let watching = {
+        let (lag, spool, health, stopped) = (lag.clone(), spool.clone(), health.clone(), stopped.clone());
+        tokio::spawn(async move { lag.watch(spool, &health, stopped).await })
+    };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -202,6 +221,8 @@ pub async fn serve(
         public_url,
         trusted_proxies: options.trusted_proxies,
         read_timeout: options.read_timeout,
+        lag,
+        parsing: tokio::sync::Semaphore::new(ingest::parsing_permits()),
     });
     // Each connection takes a descriptor; the spool, the sinks and the runtime need some too.
     let open_files = connections::raise_open_files();
@@ -218,16 +239,11 @@ pub async fn serve(
         spool.path().display(),
         spool.depth()
     );
-    let shutdown_ingest = ingest.clone();
-    let app = router(ingest);
     let limits = Limits { max_connections, read_timeout: options.read_timeout };
-    let shutdown = async move {
-        shutdown.await;
-        note!("tributary: shutting down: no new requests; finishing those in flight");
-        shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
-    };
-    connections::serve(listener, app, limits, shutdown, options.read_timeout).await;
+    let served = serve_requests(listener, ingest, limits, shutdown).await;
     let _ = stop.send(true);
+    let _ = watching.await;
+    served?;
     let flushed = tokio::time::timeout(options.flush_timeout, futures::future::join_all(workers)).await;
     if flushed.is_err() {
         note!("tributary: flush timed out; {} messages stay in the spool for the next run", spool.depth());
@@ -235,6 +251,42 @@ pub async fn serve(
     spool.close();
     note!("tributary: stopped with {} messages waiting in {}", spool.depth(), spool.path().display());
     Ok(())
+}
+
+/// Serves requests on the ingest runtime until `shutdown` resolves and every connection has ended, then tears
+/// that runtime down. Requests run on a runtime of their own, whose threads yield to delivery's (see `priority`).
+async fn serve_requests(
+    listener: tokio::net::TcpListener,
+    ingest: Arc<Ingest>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // The caller's shutdown future is awaited here, on the runtime the server was started on, not on ingest's:
+    // what it spawns (the binary's handler of a second signal) must outlive the ingest runtime.
+    let (begin_shutdown, shutdown_begun) = tokio::sync::oneshot::channel::<()>();
+    let shutdown_ingest = ingest.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        note!("tributary: shutting down: no new requests; finishing those in flight");
+        shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
+        let _ = begin_shutdown.send(());
+    });
+    let shutdown = async move {
+        let _ = shutdown_begun.await;
+    };
+    let ingest_runtime = priority::ingest_runtime().context("starting the ingest runtime")?;
+    let listener = listener.into_std()?;
+    let app = router(ingest);
+    let served = ingest_runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let read_timeout = limits.read_timeout;
+        connections::serve(listener, app, limits, shutdown, read_timeout).await;
+        std::io::Result::Ok(())
+    });
+    let served = served.await;
+    // Every connection has ended; what is left on the runtime (a timer) can go without blocking this thread.
+    ingest_runtime.shutdown_background();
+    served.context("the ingest runtime failed")?.context("serving on the listener")
 }
 
 /// Takes the spool (as its owner) with its limits: `--spool-max-bytes`, or a quarter of the free space on its

@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod keys;
 mod libraries;
+mod overload;
 mod personas;
 mod serve;
 mod server;

@@ -42,6 +42,9 @@ pub struct Source {
     pub rate: Option<super::limit::RateLimit>,
     /// Whether every message gets the client's address as `context.ip` when it has none.
     pub collect_ip: bool,
+    /// The positions, in the server's [`crate::serve::lag::Lag`], of the destinations it feeds: its requests are
+    /// refused while one of them is further behind than `--max-lag`.
+    pub destinations: Vec<usize>,
 }
 
 /// Every source's write key, kept as its SHA-256 digest.

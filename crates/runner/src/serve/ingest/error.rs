@@ -28,6 +28,11 @@ impl Refusal {
         Refusal::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A 503 while the server shuts down.
+    pub fn shutting_down() -> Refusal {
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
+    }
+
     /// A 429 while the spool is full.
     pub fn spool_full(how: &str) -> Refusal {
         Refusal {
@@ -36,6 +41,25 @@ impl Refusal {
                 StatusCode::TOO_MANY_REQUESTS,
                 "spool_full",
                 format!("the spool is full ({how}); retry later"),
+            )
+        }
+    }
+
+    /// A 429 while delivery to a destination the source feeds is further behind than `--max-lag`. The answer does
+    /// not name the destination: a browser's write key is public, the server's layout is not.
+    pub fn behind(behind: &crate::serve::lag::Behind<'_>) -> Refusal {
+        let seconds = behind_retry_after(behind.max);
+        Refusal {
+            retry_after: Some(seconds),
+            ..Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "delivery_behind",
+                format!(
+                    "delivery of this source's messages is {} s behind, more than the server's bound of {} s; retry \
+                     in {seconds} s",
+                    behind.lag.as_secs(),
+                    behind.max.as_secs_f64()
+                ),
             )
         }
     }
@@ -75,6 +99,13 @@ impl Refusal {
         };
         Refusal::bad_request(code, error.to_string())
     }
+}
+
+/// The wait a 429 for lag asks for: a tenth of the bound, between 1 and 10 seconds. The lag falls as soon as
+/// delivery has caught up with the oldest messages, so the wait is short beside the bound, and a refusal costs the
+/// server next to nothing.
+fn behind_retry_after(max: std::time::Duration) -> u64 {
+    (max.as_secs() / 10).clamp(1, 10)
 }
 
 impl IntoResponse for Refusal {
