@@ -217,12 +217,17 @@ pub async fn load(
                         .send()
                         .await?;
                     let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .map_or(Duration::from_millis(100), Duration::from_secs);
                     response.bytes().await?;
                     let done = Instant::now();
                     if status == 429 {
                         pushed_back += u64::from(sent >= measure_from && done <= until);
-                        // As a Segment library would, back off before sending again.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // As a Segment library does, wait as long as the answer asks before sending again.
+                        tokio::time::sleep(retry_after.min(until.saturating_duration_since(done))).await;
                         continue;
                     }
                     if status != 200 {

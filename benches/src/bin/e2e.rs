@@ -1,9 +1,14 @@
 //! The end-to-end benchmark: `tributary serve` delivering to a null Kinesis endpoint (`benches::null_kinesis`),
 //! with load generator, server and endpoint on the same machine.
 //!
-//! - Sustained: eight keep-alive connections post `/v1/batch` requests of 100 calls shaped like one app's traffic
-//!   (`benches::traffic`) for 30 seconds at full speed; prints acknowledged/s, delivered/s (records the endpoint
-//!   accepted in that window) and the spool depth at the end.
+//! - Levels: 8, 64 and 512 keep-alive connections (each on a fresh server with the default `--max-lag`) post
+//!   `/v1/batch` requests of 100 calls shaped like one app's traffic (`benches::traffic`) at full speed, honouring
+//!   429's `Retry-After`, for 3 seconds of warm-up and then 30 measured; prints per level acknowledged/s,
+//!   delivered/s (records the endpoint accepted in the same window), the 429 answers, how long the oldest waiting
+//!   message had waited when the load stopped, and the p99 of acknowledgements. Limits: delivered at least 0.9 of
+//!   acknowledged at every level, delivered at 64 and 512 connections at least the 8-connection figure, the oldest
+//!   waiting within `--max-lag`. `e2e --levels` runs only these.
+//! - Sustained with aggregation: eight connections to a destination with `aggregation = "kpl"`.
 //! - Drain: the same load for 10 seconds while the endpoint is down (the spool fills), then the server restarts
 //!   with the endpoint up and no load; prints how fast the backlog reaches the endpoint.
 //! - Replay: 5 seconds of load on a destination whose record limit no message fits (each message becomes a dead
@@ -45,6 +50,12 @@ const ENV: &[(&str, &str)] = &[
     ("AWS_SECRET_ACCESS_KEY", "bench-secret"),
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
+
+/// The concurrency levels of the sustained load: a few clients, many, and more than a server usually sees.
+const LEVELS: &[usize] = &[8, 64, 512];
+
+/// How long each level's load runs before its window is measured.
+const WARMUP: Duration = Duration::from_secs(3);
 
 /// A spool that takes the whole backlog of the drain phase.
 const BIG: &[&str] = &["--spool-max", "100000000"];
@@ -162,6 +173,70 @@ fn sustained(
     })
 }
 
+/// What one concurrency level of the sustained load measured.
+struct Level {
+    connections: usize,
+    /// Acknowledged messages per second.
+    acknowledged: f64,
+    /// Messages the endpoint took per second during the load.
+    delivered: f64,
+    /// Requests answered 429 during the measured window.
+    pushed_back: u64,
+    /// How long the oldest message waiting when the load stopped had waited, in seconds (0 when none waited).
+    oldest: f64,
+    /// The 99th percentile of the time to an answer, 200 or 429.
+    p99: Duration,
+    /// What the endpoint got of what was acknowledged.
+    arrived: Arrived,
+}
+
+/// How long the oldest message waiting for the destination `stream` has waited, from `/health`.
+async fn oldest_waiting(url: &str) -> anyhow::Result<f64> {
+    let health: serde_json::Value = reqwest::get(format!("{url}/health")).await?.json().await?;
+    Ok(health["destinations"]["stream"]["oldest_waiting_seconds"].as_f64().unwrap_or(0.0))
+}
+
+/// `seconds` of load over `connections` connections on a fresh server with the default `--max-lag`.
+fn level(
+    runtime: &tokio::runtime::Runtime,
+    tributary: &Path,
+    traffic: &Arc<Traffic>,
+    seconds: u64,
+    connections: usize,
+) -> anyhow::Result<Level> {
+    let port = free_port();
+    let counts = start_endpoint(port)?;
+    let dir = scratch(&format!("e2e-level-{connections}"))?;
+    let served = runtime.block_on(Served::start_in(tributary, &dir, "stream", &destination(port), ENV, &[]))?;
+    // Delivery is counted over exactly the window the acknowledgements are: after the warm-up (connections
+    // opened, the first requests answered) and up to its end, not over the tail of answers that come after it.
+    let measure = Duration::from_secs(seconds);
+    let window = {
+        let counts = counts.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(WARMUP);
+            let (before, from) = (counts.messages(), Instant::now());
+            std::thread::sleep(measure);
+            (counts.messages() - before) as f64 / from.elapsed().as_secs_f64()
+        })
+    };
+    let figures = runtime.block_on(load(&served.url, traffic, connections, WARMUP, measure))?;
+    let delivered = window.join().expect("the counting thread does not panic");
+    let oldest = runtime.block_on(oldest_waiting(&served.url))?;
+    wait_empty(runtime, &served.url)?;
+    drop(served);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Level {
+        connections,
+        acknowledged: figures.messages_per_second,
+        delivered,
+        pushed_back: figures.pushed_back,
+        oldest,
+        p99: figures.p99,
+        arrived: Arrived::of(&counts, &figures.acknowledged),
+    })
+}
+
 struct Drained {
     messages: u64,
     per_second: f64,
@@ -236,6 +311,45 @@ fn replay(
     Ok((letters, letters as f64 / elapsed, Arrived::of(&counts, &figures.acknowledged)))
 }
 
+/// Prints each level's figures and checks them against the issue's limits.
+fn report_levels(levels: &[Level], seconds: u64, verdicts: &mut Verdicts) {
+    for l in levels {
+        println!(
+            "  {:>3} connections, {seconds}s: {:.0} acknowledged/s, {:.0} delivered/s (ratio {:.2}), {} answered 429, \
+             oldest waiting at the end {:.1}s, ack p99 {:.1} ms",
+            l.connections,
+            l.acknowledged,
+            l.delivered,
+            l.delivered / l.acknowledged,
+            l.pushed_back,
+            l.oldest,
+            l.p99.as_secs_f64() * 1000.0
+        );
+    }
+    let base = levels[0].delivered;
+    for l in levels {
+        let n = l.connections;
+        verdicts.at_least(format!("e2e {n} connections delivered/acknowledged"), l.delivered / l.acknowledged, 0.9, "");
+        if n != LEVELS[0] {
+            verdicts.at_least(
+                format!("e2e {n} connections delivered"),
+                l.delivered,
+                base,
+                "messages/s (the 8-connection figure)",
+            );
+        }
+        verdicts.at_most(format!("e2e {n} connections oldest waiting at the end"), l.oldest, 30.0, "s (--max-lag)");
+        l.arrived.verdicts(&format!("e2e {n} connections"), verdicts);
+    }
+    verdicts.at_least(
+        "e2e 8 connections delivered/acknowledged (keeping pace)",
+        levels[0].delivered / levels[0].acknowledged,
+        0.95,
+        "",
+    );
+    verdicts.at_least("e2e 8 connections delivered", levels[0].delivered, 100_000.0, "messages/s");
+}
+
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg("--seconds").map_or(Ok(30), |s| s.parse()).context("--seconds")?;
     if let Some(port) = arg("--null-endpoint") {
@@ -254,29 +368,29 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     let traffic = Traffic::new(0);
-    let drained = drain(&runtime, &tributary, &traffic, 10)?;
-    let run = sustained(&runtime, &tributary, &traffic, seconds, destination)?;
-    let packed = sustained(&runtime, &tributary, &traffic, seconds, aggregating)?;
-    let (letters, replayed, replay_arrived) = replay(&runtime, &tributary, &traffic, 5)?;
+    let only_levels = std::env::args().any(|a| a == "--levels");
+    let mut levels = Vec::new();
+    for &connections in LEVELS {
+        levels.push(level(&runtime, &tributary, &traffic, seconds, connections)?);
+    }
     println!(
-        "end to end ({cores} cores; load generator, server and null Kinesis endpoint on the same machine; 8 \
-         connections, /v1/batch of 100 calls shaped like one app's traffic, ~{} bytes a call, LZ4 ratio {:.2}):",
+        "end to end ({cores} cores; load generator, server and null Kinesis endpoint on the same machine; \
+         /v1/batch of 100 calls shaped like one app's traffic, ~{} bytes a call, LZ4 ratio {:.2}; --max-lag 30s):",
         traffic.mean_body_bytes() / 100,
         traffic.lz4_ratio()
     );
+    let mut verdicts = Verdicts::default();
+    report_levels(&levels, seconds, &mut verdicts);
+    if only_levels {
+        return verdicts.finish();
+    }
+    let drained = drain(&runtime, &tributary, &traffic, 10)?;
+    let packed = sustained(&runtime, &tributary, &traffic, seconds, aggregating)?;
+    let (letters, replayed, replay_arrived) = replay(&runtime, &tributary, &traffic, 5)?;
     println!(
-        "  sustained {seconds}s: {:.0} acknowledged/s, {:.0} delivered/s (ratio {:.2}), spool depth at the end {}, \
+        "  sustained {seconds}s with aggregation = \"kpl\" (4 shards), 8 connections: {:.0} acknowledged/s, {:.0} \
+         messages delivered/s (ratio {:.2}), {:.4} Kinesis records per message (1/{:.0}), spool depth at the end {}, \
          {} requests answered 429",
-        run.acknowledged,
-        run.delivered,
-        run.delivered / run.acknowledged,
-        run.depth,
-        run.pushed_back
-    );
-    println!(
-        "  sustained {seconds}s with aggregation = \"kpl\" (4 shards): {:.0} acknowledged/s, {:.0} messages \
-         delivered/s (ratio {:.2}), {:.4} Kinesis records per message (1/{:.0}), spool depth at the end {}, {} \
-         requests answered 429",
         packed.acknowledged,
         packed.delivered,
         packed.delivered / packed.acknowledged,
@@ -287,10 +401,6 @@ fn main() -> anyhow::Result<()> {
     );
     println!("  drain alone: {} messages at {:.0} delivered/s", drained.messages, drained.per_second);
     println!("  dlq replay: {letters} dead letters at {replayed:.0} delivered/s");
-    let mut verdicts = Verdicts::default();
-    verdicts.at_least("e2e delivered/acknowledged", run.delivered / run.acknowledged, 0.95, "");
-    verdicts.at_least("e2e delivered", run.delivered, 100_000.0, "messages/s");
-    run.arrived.verdicts("e2e", &mut verdicts);
     verdicts.at_least("e2e kpl delivered/acknowledged", packed.delivered / packed.acknowledged, 0.95, "");
     verdicts.at_least("e2e kpl delivered", packed.delivered, 100_000.0, "messages/s");
     verdicts.at_most("e2e kpl Kinesis records per message", packed.records_per_message, 1.0 / 50.0, "");
