@@ -169,6 +169,28 @@ fn the_spool_knows_nothing_of_segment_http_or_aws() {
     }
 }
 
+#[test]
+fn the_runner_depends_one_way() {
+    let src = root().join("crates/runner/src");
+    let files: Vec<PathBuf> = sources().into_iter().filter(|f| f.starts_with(&src)).collect();
+    assert!(files.iter().any(|f| f.ends_with("serve/ingest/mod.rs")), "the reader of sources must see the runner");
+    // What `serve` and the commands share lives below both: `delivery`, `route`, `config`, `metrics`, `format`.
+    let rules: [(&str, &[&str]); 3] = [
+        ("serve", &["crate::commands", "super::super::commands"]),
+        ("commands", &["crate::serve", "runner::serve"]),
+        ("delivery", &["crate::serve", "crate::commands"]),
+    ];
+    for (module, forbidden) in rules {
+        for file in files.iter().filter(|f| f.starts_with(src.join(module))) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for path in forbidden {
+                let used = text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(path));
+                assert!(!used, "{} uses {path}: `{module}` must not reach into it", file.display());
+            }
+        }
+    }
+}
+
 /// The functions of a source file outside its tests, as (name, first line, length in lines, the comment above it).
 /// A function ends at the first line that is its indentation and a closing brace, as rustfmt writes it.
 fn functions(text: &str) -> Vec<(String, usize, usize, String)> {

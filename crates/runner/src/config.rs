@@ -334,6 +334,45 @@ pub struct Config {
     pub warnings: Problems,
 }
 
+/// Loads the config folder `dir`, writing its warnings to `err`; on errors, writes every problem and fails.
+pub fn load(dir: &Path, err: &mut dyn std::io::Write) -> anyhow::Result<Config> {
+    match Config::load(dir) {
+        Ok(config) => {
+            write!(err, "{}", config.warnings)?;
+            Ok(config)
+        }
+        Err(problems) => {
+            write!(err, "{problems}")?;
+            bail!("the config in {} has errors", dir.display())
+        }
+    }
+}
+
+/// Why an `allowed_origins` entry is not an origin.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern == "*" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = pattern.split_once("://") else {
+        return Err(format!(
+            "{pattern:?} is not an origin: write scheme://host[:port], such as https://www.example.com"
+        ));
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("{pattern:?} is not an origin: the scheme must be http or https"));
+    }
+    if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('#') {
+        return Err(format!("{pattern:?} is not an origin: no path, only scheme://host[:port]"));
+    }
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    if host.is_empty() || host.contains('*') {
+        return Err(format!(
+            "{pattern:?} is not an origin: a wildcard may only stand for subdomains, as https://*.example.com"
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Loads and checks `dir`. On any error, returns every problem found (errors and warnings).
     pub fn load(dir: &Path) -> Result<Config, Problems> {
@@ -662,7 +701,7 @@ fn check_sources(
             None => keys.push((&config.write_key, &s.file)),
         }
         for (i, pattern) in config.allowed_origins.iter().flatten().enumerate() {
-            if let Err(message) = crate::serve::ingest::origin::check_pattern(pattern) {
+            if let Err(message) = check_pattern(pattern) {
                 problems.error(&s.file, format!("allowed_origins[{i}]"), message);
             }
         }
@@ -684,6 +723,23 @@ fn check_sources(
             if !seen.insert(name) {
                 problems.error(&s.file, format!("destinations[{i}]"), format!("{name:?} is listed twice"));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_patterns() {
+        for good in ["*", "https://www.example.com", "http://127.0.0.1:8080", "https://*.example.com"] {
+            assert!(check_pattern(good).is_ok(), "{good}");
+        }
+        for bad in
+            ["www.example.com", "ftp://x.test", "https://x.test/path", "https://*", "https://a.*.test", "https://"]
+        {
+            assert!(check_pattern(bad).is_err(), "{bad}");
         }
     }
 }

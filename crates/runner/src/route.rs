@@ -11,6 +11,11 @@ use sink::{FileSink, Outcome, Record, Sink, StdoutSink};
 
 use crate::config::{Config, DestinationKind};
 
+/// The credentials every command starts from: the AWS default chain.
+pub fn base_credentials() -> BaseCredentials {
+    BaseCredentials::DefaultChain
+}
+
 /// A destination that is ready to deliver: its sink, and what delivery needs from its config.
 pub struct Target {
     /// Its name.

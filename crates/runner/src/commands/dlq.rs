@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use spool::{NewEntry, Spool, SpoolError};
 use tokio::sync::{Notify, watch};
 
+use crate::delivery::health::{Health, State};
+use crate::delivery::worker::Worker;
+use crate::metrics::Metrics;
 use crate::route::Routes;
-use crate::serve::delivery::Worker;
-use crate::serve::health::{Health, State};
-use crate::serve::metrics::Metrics;
 
 /// How many dead letters one page (and one requeue commit) holds.
 const PAGE: usize = 5_000;
@@ -33,7 +33,7 @@ pub async fn list(spool: &Spool, destination: Option<&str>, out: &mut dyn std::i
                 "id": letter.id,
                 "destination": letter.destination,
                 "source_id": letter.source_id,
-                "failed_at": crate::commands::format_millis(letter.failed_at),
+                "failed_at": crate::format::format_millis(letter.failed_at),
                 "reason": letter.reason,
                 "message": message,
             });
@@ -118,7 +118,7 @@ pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> any
                     destination: destination.clone(),
                     source_id: source_id.clone(),
                     count: chunk.len() as u32,
-                    items: crate::serve::stored::encode(
+                    items: crate::delivery::stored::encode(
                         chunk.iter().map(|(i, k, m)| (i.as_str(), k.as_str(), m.as_slice())),
                     ),
                 });
@@ -257,8 +257,8 @@ pub async fn run(
             Ok(std::process::ExitCode::SUCCESS)
         }
         Action::Replay { destination, ids, limit } => {
-            let config = super::load(dir, err)?;
-            let routes = Routes::build(&config, &super::base_credentials()).await?;
+            let config = crate::config::load(dir, err)?;
+            let routes = Routes::build(&config, &crate::route::base_credentials()).await?;
             let done = replay(&spool_dir, &routes, &ReplayOptions { destination, ids, limit }).await?;
             let skipped = format!("{} skipped (destination unknown or disabled, or unreadable)", done.skipped);
             match (done.delivered, &done.failing) {

@@ -12,30 +12,12 @@ pub mod streams;
 pub mod tail;
 pub mod validate;
 
-use std::io::Write;
-use std::path::Path;
-
 use anyhow::bail;
-use kinesis_sink::{BaseCredentials, KinesisConfig, SignAs};
+use kinesis_sink::{KinesisConfig, SignAs};
 
 use crate::config::Config;
 
-/// Where a command writes: its output, or its diagnostics.
-pub type Out<'a> = &'a mut (dyn Write + Send);
-
-/// Loads the config folder `dir`, writing its warnings to `err`; on errors, writes every problem and fails.
-pub fn load(dir: &Path, err: &mut dyn Write) -> anyhow::Result<Config> {
-    match Config::load(dir) {
-        Ok(config) => {
-            write!(err, "{}", config.warnings)?;
-            Ok(config)
-        }
-        Err(problems) => {
-            write!(err, "{problems}")?;
-            bail!("the config in {} has errors", dir.display())
-        }
-    }
-}
+pub use crate::Out;
 
 /// The `[kinesis]` table of the destination `name`, and the identity to use for admin calls: the first it signs
 /// as ([`Config::identities`]).
@@ -60,34 +42,6 @@ pub(crate) async fn kinesis_stream<'a>(
 ) -> anyhow::Result<(&'a KinesisConfig, kinesis_sink::setup::admin::Client, String)> {
     let (kinesis, identity) = kinesis_destination(config, name)?;
     let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {name:?}: {e}"))?;
-    let client = kinesis_sink::setup::admin::client(kinesis, identity, &base_credentials()).await?;
+    let client = kinesis_sink::setup::admin::client(kinesis, identity, &crate::route::base_credentials()).await?;
     Ok((kinesis, client, stream))
-}
-
-/// The credentials every command starts from: the AWS default chain.
-pub fn base_credentials() -> BaseCredentials {
-    BaseCredentials::DefaultChain
-}
-
-/// A new `messageId` for a message that came without one: a random UUID, as Segment's libraries make.
-pub fn new_message_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Writes a duration as the config writes it: `4h`, `30m`, `90s`.
-pub fn format_duration(duration: std::time::Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
-/// Formats Unix milliseconds as Segment formats times (`2026-11-25T23:54:55.123Z`).
-pub fn format_millis(millis: i64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    segment_model::format_timestamp(at)
 }

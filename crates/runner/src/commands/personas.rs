@@ -155,7 +155,7 @@ fn begin_run(
     let mut state = state.lock().expect("state lock poisoned");
     state.prune_log(&definition.computation_id, now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))?;
     let run = Run {
-        run_id: crate::commands::new_message_id(),
+        run_id: crate::format::new_message_id(),
         computation: definition.computation_id.clone(),
         audience: definition.name.clone(),
         plan,
@@ -234,7 +234,7 @@ async fn rate_for(
     };
     let described = async {
         let identity = config.identity_rule(destination)?.sign_as(definition.source_id());
-        let client = kinesis_sink::setup::admin::client(kinesis, identity, &super::base_credentials()).await?;
+        let client = kinesis_sink::setup::admin::client(kinesis, identity, &crate::route::base_credentials()).await?;
         // A templated stream is described by its default stream: the one calls without the fields land on.
         anyhow::Ok(kinesis_sink::setup::admin::describe(&client, kinesis.route().fixed()).await?)
     };
@@ -451,7 +451,7 @@ async fn apply(
             for change in &chunk {
                 for &call in &dry_run_calls {
                     let mut message = computation.call(change, call);
-                    message.enrich_with(time::OffsetDateTime::now_utc(), crate::commands::new_message_id);
+                    message.enrich_with(time::OffsetDateTime::now_utc(), crate::format::new_message_id);
                     writeln!(out, "{}", String::from_utf8_lossy(&message.to_json_vec()))?;
                 }
             }
@@ -519,7 +519,7 @@ async fn send_chunk(
         for (index, change) in chunk.iter().enumerate() {
             for call in &delivery.calls {
                 let mut message = computation.call(change, *call);
-                message.enrich_with(now, crate::commands::new_message_id);
+                message.enrich_with(now, crate::format::new_message_id);
                 calls.push((index, *call));
                 records.push(Record::new(source.clone(), message));
             }
@@ -626,15 +626,15 @@ pub async fn run(
             (audience, dry_run, full_resync, allow_mass_removal, state_dir, memory_budget, max_rate)
         }
         Action::Log { audience, run, user, limit, state_dir } => {
-            let config = super::load(dir, err)?;
+            let config = crate::config::load(dir, err)?;
             return log::print_log(&config, &state_dir, audience, run, user, limit, out);
         }
         Action::Runs { audience, state_dir } => {
-            let config = super::load(dir, err)?;
+            let config = crate::config::load(dir, err)?;
             return log::print_runs(&config, &state_dir, audience, out);
         }
     };
-    let config = super::load(dir, err)?;
+    let config = crate::config::load(dir, err)?;
     let names: Vec<&str> = config
         .audiences
         .iter()
@@ -643,7 +643,7 @@ pub async fn run(
         .collect();
     let routes = match dry_run {
         true => None,
-        false => Some(Routes::build_only(&config, &super::base_credentials(), Some(&names)).await?),
+        false => Some(Routes::build_only(&config, &crate::route::base_credentials(), Some(&names)).await?),
     };
     let memory_budget = usize::try_from(memory_budget).unwrap_or(usize::MAX);
     let options =

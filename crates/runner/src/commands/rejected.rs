@@ -34,7 +34,7 @@ pub fn list(spool_dir: &Path, options: &ListOptions, out: &mut dyn std::io::Writ
         });
         let line = json!({
             "id": r.id,
-            "rejected_at": crate::commands::format_millis(r.at),
+            "rejected_at": crate::format::format_millis(r.at),
             "source_id": r.source_id,
             "index": r.index,
             "field": r.field,

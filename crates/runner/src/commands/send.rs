@@ -71,7 +71,7 @@ pub async fn send(
         }
         match Message::from_slice(line.as_bytes()) {
             Ok(mut message) => {
-                message.enrich_with(time::OffsetDateTime::now_utc(), crate::commands::new_message_id);
+                message.enrich_with(time::OffsetDateTime::now_utc(), crate::format::new_message_id);
                 summary.messages += 1;
                 chunk.push(message);
                 if chunk.len() == MESSAGES_PER_CHUNK {
@@ -136,12 +136,12 @@ pub struct Args {
 /// Sends the file (or standard input) as the source's messages; malformed lines and the summary go to `err`.
 /// Fails (exit code 1) if any line was malformed or any delivery failed.
 pub async fn run(dir: &std::path::Path, args: Args, err: super::Out<'_>) -> anyhow::Result<std::process::ExitCode> {
-    let config = super::load(dir, err)?;
+    let config = crate::config::load(dir, err)?;
     let names: Vec<&str> = config
         .source(&args.source)
         .map(|s| s.config.destinations.iter().map(String::as_str).collect())
         .unwrap_or_default();
-    let routes = Routes::build_only(&config, &super::base_credentials(), Some(&names)).await?;
+    let routes = Routes::build_only(&config, &crate::route::base_credentials(), Some(&names)).await?;
     let summary = if args.file.as_os_str() == "-" {
         send(&config, &routes, &args.source, tokio::io::stdin(), "<stdin>", err).await?
     } else {

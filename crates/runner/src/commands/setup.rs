@@ -5,8 +5,8 @@ use kinesis_sink::setup::iam::{self, CheckResult};
 use kinesis_sink::{SignAs, identity::ExternalId};
 use serde_json::Value;
 
-use super::base_credentials;
 use crate::config::{Config, DestinationKind};
+use crate::route::base_credentials;
 
 /// The permission policy for the destination's role.
 pub fn policy(config: &Config, destination: &str, account_id: Option<&str>) -> anyhow::Result<Value> {
@@ -110,7 +110,7 @@ pub async fn run_iam(
     out: super::Out<'_>,
     err: super::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let config = super::load(dir, err)?;
+    let config = crate::config::load(dir, err)?;
     let document = match action {
         IamAction::Policy { destination, account_id } => policy(&config, &destination, account_id.as_deref())?,
         IamAction::Trust { destination, principal } => trust(&config, &destination, principal).await?,
@@ -137,7 +137,7 @@ pub async fn run_check(
     out: super::Out<'_>,
     err: super::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let config = super::load(dir, err)?;
+    let config = crate::config::load(dir, err)?;
     let results = check(&config, args.destination.as_deref(), args.stream.as_deref()).await?;
     let mut failed = 0;
     for (name, result) in &results {

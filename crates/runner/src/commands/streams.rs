@@ -89,7 +89,7 @@ pub async fn run(
     out: super::Out<'_>,
     err: super::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let config = super::load(dir, err)?;
+    let config = crate::config::load(dir, err)?;
     match action {
         Action::Create { destination, stream, shards, on_demand, kms_key } => {
             let new = NewStream { shards: (!on_demand).then_some(shards), kms_key };

@@ -102,7 +102,7 @@ pub async fn run(
     out: super::Out<'_>,
     err: super::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let config = super::load(dir, err)?;
+    let config = crate::config::load(dir, err)?;
     let follow = args.follow || !args.from_start;
     let printed = tail(&config, &args.destination, args.stream.as_deref(), args.from_start, follow, out).await?;
     writeln!(err, "{printed} records")?;

@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{Out, load};
+use crate::Out;
+use crate::config::load;
 
 /// Checks `dir`: every problem goes to `err` (the command fails on any error), the counts to `out`.
 pub fn run(dir: &Path, out: Out<'_>, err: Out<'_>) -> anyhow::Result<ExitCode> {

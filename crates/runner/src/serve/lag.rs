@@ -12,7 +12,7 @@ use std::time::Duration;
 use spool::Spool;
 use tokio::sync::watch;
 
-use crate::serve::health::{Health, State};
+use crate::delivery::health::{Health, State};
 
 /// How often the lag is read from the spool: often enough that a refusal follows the backlog within a fraction of
 /// a second, rarely enough that the reads cost nothing beside delivery's.

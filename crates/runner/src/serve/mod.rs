@@ -1,14 +1,11 @@
-//! `tributary serve`: the HTTP tracking API (`ingest`), the spool entry format (`stored`), the per-destination
-//! delivery workers (`delivery`), what they report (`health`, `metrics`), how far behind they are (`lag`), and
-//! which runtime runs what (`priority`).
+//! `tributary serve`: the HTTP tracking API (`ingest`), `/health` and `/metrics` (`status`), how far behind
+//! delivery is (`lag`), and which runtime runs what (`priority`), around the delivery workers of
+//! [`crate::delivery`].
 
-pub mod delivery;
-pub mod health;
 pub mod ingest;
 pub mod lag;
-pub mod metrics;
 pub mod priority;
-pub mod stored;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +16,6 @@ use anyhow::Context as _;
 use spool::Spool;
 use tokio::sync::{Notify, watch};
 
-use self::delivery::Worker;
-use self::health::Health;
 use self::ingest::client_ip::Network;
 use self::ingest::connections::{self, Limits};
 use self::ingest::limit::RateLimit;
@@ -28,8 +23,10 @@ use self::ingest::origin::Origins;
 use self::ingest::settings::PublicUrl;
 use self::ingest::{Ingest, Source, WriteKeys, router};
 use self::lag::Lag;
-use self::metrics::Metrics;
 use crate::config::Config;
+use crate::delivery::health::Health;
+use crate::delivery::worker::Worker;
+use crate::metrics::Metrics;
 use crate::route::Routes;
 
 /// Writes a line to standard error, dropping it if it cannot be written: a full disk under the log must not
@@ -129,10 +126,10 @@ pub async fn run(
     dir: &std::path::Path,
     args: Args,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    err: crate::commands::Out<'_>,
+    err: crate::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let config = crate::commands::load(dir, err)?;
-    let routes = Routes::build(&config, &crate::commands::base_credentials()).await?;
+    let config = crate::config::load(dir, err)?;
+    let routes = Routes::build(&config, &crate::route::base_credentials()).await?;
     let options = ServeOptions {
         listen: args.listen,
         spool_dir: args.spool_dir,

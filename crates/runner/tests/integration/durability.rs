@@ -9,7 +9,7 @@ use tests::env::dummy_credentials;
 use tests::proxy::FaultProxy;
 use tests::stream::{client, create, read_all, unique_name};
 
-use runner::serve::delivery::{ENTRIES_PER_READ, PIPELINE};
+use runner::delivery::worker::{ENTRIES_PER_READ, PIPELINE};
 
 use crate::scratch;
 use crate::server::{Server, folder, kinesis_destination};

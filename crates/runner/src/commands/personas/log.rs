@@ -8,8 +8,9 @@ use personas::Identity;
 use personas::state::{LogFilter, StateStore};
 use serde_json::{Map, Value, json};
 
-use crate::commands::{Out, format_millis};
+use crate::Out;
 use crate::config::Config;
+use crate::format::format_millis;
 
 /// The computation ID of the audience named `name`.
 fn computation_of(config: &Config, name: Option<String>) -> anyhow::Result<Option<String>> {

@@ -33,8 +33,8 @@ use spool::{NewEntry, NewRejection, Spool, SpoolError};
 pub use auth::{Source, WriteKeys};
 pub use error::Refusal;
 
+use crate::metrics::Metrics;
 use crate::route::Routes;
-use crate::serve::metrics::Metrics;
 
 /// What every handler shares.
 pub struct Ingest {
@@ -47,7 +47,7 @@ pub struct Ingest {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// What the delivery workers report.
-    pub health: Arc<crate::serve::health::Health>,
+    pub health: Arc<crate::delivery::health::Health>,
     /// `/health` answers 503 when a destination's oldest waiting message is older than this.
     pub health_max_age: Duration,
     /// Set when the server is shutting down: new requests get 503.
@@ -94,14 +94,10 @@ enum Endpoint {
     Batch,
 }
 
-/// Set to `panic` in the environment of `serve`, this adds `POST /test/panic`, whose handler panics, so that tests
-/// can check the answer and the count a panic gets. Never set it in production.
-pub const TEST_FAULTS: &str = "TRIBUTARY_TEST_FAULTS";
-
 /// The HTTP routes.
 pub fn router(ingest: Arc<Ingest>) -> Router {
     let mut routes = Router::new();
-    if std::env::var(TEST_FAULTS).is_ok_and(|faults| faults.split(',').any(|f| f == "panic")) {
+    if crate::faults::asked("panic") {
         routes = routes.route("/test/panic", post(test_panic));
     }
     routes
@@ -110,8 +106,8 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/b", post(batch))
         .route("/v1/{kind}", post(single))
         .route("/v1/projects/{key}/settings", get(project_settings))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/health", get(crate::serve::status::health))
+        .route("/metrics", get(crate::serve::status::metrics))
         .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST")
@@ -136,103 +132,6 @@ async fn catch_panics(State(ingest): State<Arc<Ingest>>, request: Request, next:
 
 async fn test_panic() -> StatusCode {
     panic!("the test fault switch asked for a panic")
-}
-
-async fn health(State(ingest): State<Arc<Ingest>>) -> Response {
-    if ingest.shutting_down.load(Ordering::Relaxed) {
-        return Refusal::shutting_down().into_response();
-    }
-    let destinations = destination_health(&ingest).await;
-    let max_age = ingest.health_max_age.as_secs_f64();
-    let unhealthy = destinations.iter().any(|d| {
-        d.report.state == crate::serve::health::State::Stopped || d.oldest_waiting.is_some_and(|age| age > max_age)
-    });
-    let degraded = destinations.iter().any(|d| d.report.state != crate::serve::health::State::Ok);
-    let status = if unhealthy {
-        "unhealthy"
-    } else if degraded {
-        "degraded"
-    } else {
-        "ok"
-    };
-    let body = serde_json::json!({
-        "status": status,
-        "spool_depth": ingest.spool.depth(),
-        "destinations": destinations.iter().map(|d| {
-            (d.name.clone(), serde_json::json!({
-                "state": d.report.state,
-                "waiting": d.waiting,
-                "waiting_bytes": d.waiting_bytes,
-                "oldest_waiting_seconds": d.oldest_waiting.map(|s| (s * 1000.0).round() / 1000.0),
-                "lag_seconds": ingest.lag.of(&d.name).as_millis() as f64 / 1000.0,
-                "last_error": d.report.last_error,
-                "last_error_at": d.report.last_error_at.map(crate::commands::format_millis),
-                "restarts": d.report.restarts,
-            }))
-        }).collect::<serde_json::Map<_, _>>(),
-    });
-    let code = if unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (code, axum::Json(body)).into_response()
-}
-
-/// One destination's health, as `/health` and `/metrics` show it.
-struct DestinationHealth {
-    name: String,
-    report: crate::serve::health::Report,
-    waiting: u64,
-    waiting_bytes: u64,
-    oldest_waiting: Option<f64>,
-}
-
-async fn destination_health(ingest: &Ingest) -> Vec<DestinationHealth> {
-    let backlogs = ingest.spool.backlogs();
-    let now = spool::now_millis();
-    let mut names: Vec<&str> = ingest.routes.all().map(|d| d.name.as_str()).collect();
-    names.sort_unstable();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let backlog = backlogs.get(name).copied().unwrap_or_default();
-        let oldest = match backlog.messages {
-            0 => None,
-            _ => ingest.spool.oldest_at(name).await.ok().flatten().map(|at| (now - at).max(0) as f64 / 1000.0),
-        };
-        out.push(DestinationHealth {
-            name: name.to_owned(),
-            report: ingest.health.report(name),
-            waiting: backlog.messages,
-            waiting_bytes: backlog.bytes,
-            oldest_waiting: oldest,
-        });
-    }
-    out
-}
-
-async fn metrics(State(ingest): State<Arc<Ingest>>) -> Response {
-    ingest.metrics.spool_depth.set(ingest.spool.depth() as i64);
-    for d in destination_health(&ingest).await {
-        let label = Metrics::destination(&d.name);
-        let m = &ingest.metrics;
-        m.oldest_waiting.get_or_create(&label).set(d.oldest_waiting.unwrap_or(0.0) as i64);
-        m.backlog_messages.get_or_create(&label).set(d.waiting as i64);
-        m.lag.get_or_create(&label).set(ingest.lag.of(&d.name).as_secs_f64());
-        m.backlog_bytes.get_or_create(&label).set(d.waiting_bytes as i64);
-        for state in crate::serve::health::State::ALL {
-            let label =
-                crate::serve::metrics::DestinationState { destination: d.name.clone(), state: state.name().to_owned() };
-            m.state.get_or_create(&label).set(i64::from(state == d.report.state));
-        }
-        // Shown at 0 from the start, so that an alert on its increase has a series to watch.
-        drop(m.restarts.get_or_create(&Metrics::destination(&d.name)));
-    }
-    ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
-    ingest.metrics.spool_commits.inner().store(ingest.spool.commits(), Ordering::Relaxed);
-    // Hot keys are replaced as a whole, so that a key that cooled down leaves the page.
-    ingest.metrics.hot_keys.clear();
-    for target in ingest.routes.all() {
-        ingest.metrics.sink_counters(&target.name, &target.sink.counters());
-        ingest.metrics.sink_labelled(&target.name, &target.sink.labelled_counters());
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }
 
 async fn single(
@@ -412,7 +311,7 @@ impl Ingest {
         let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
         let count = messages.len() as u64;
         for message in &mut messages {
-            let note = message.enrich_on(&receipt, crate::commands::new_message_id);
+            let note = message.enrich_on(&receipt, crate::format::new_message_id);
             if note.skew_out_of_range {
                 tracing::debug!(
                     source,
@@ -437,7 +336,7 @@ impl Ingest {
         for (at, (destination, indices)) in targets.iter().enumerate() {
             let items = match targets[..at].iter().position(|(_, earlier)| earlier == indices) {
                 Some(same) => entries[same].items.clone(),
-                None => crate::serve::stored::encode(indices.iter().map(|&i| {
+                None => crate::delivery::stored::encode(indices.iter().map(|&i| {
                     let (id, key, span) = &encoded[i];
                     (*id, key.as_ref(), &json[span.clone()])
                 })),

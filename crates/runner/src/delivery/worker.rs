@@ -9,9 +9,9 @@ use sink::{Outcome, Sink};
 use spool::{Entry, Retry, Settlement, Spool, now_millis};
 use tokio::sync::{Notify, watch};
 
-use crate::serve::health::Health;
-use crate::serve::metrics::Metrics;
-use crate::serve::stored;
+use crate::delivery::health::Health;
+use crate::delivery::stored;
+use crate::metrics::Metrics;
 
 /// How many spool entries one delivery takes at most; an entry is one request's messages, up to 2,500.
 pub const ENTRIES_PER_READ: usize = 20;
@@ -55,7 +55,7 @@ pub const OVER_BUDGET: &str = "backlog budget exceeded";
 
 impl Worker {
     /// The worker of `destination`, sharing the spool, counters, store signal and health reports of its process.
-    /// Its sink is wrapped as `TRIBUTARY_TEST_FAULTS` asks (see [`with_test_faults`]).
+    /// Its sink is wrapped as `TRIBUTARY_TEST_FAULTS` asks (see [`crate::faults::with_test_faults`]).
     pub fn new(
         destination: &crate::route::Target,
         spool: &Spool,
@@ -66,7 +66,7 @@ impl Worker {
     ) -> Worker {
         Worker {
             name: destination.name.clone(),
-            sink: with_test_faults(destination.sink.clone()),
+            sink: crate::faults::with_test_faults(destination.sink.clone()),
             spool: spool.clone(),
             metrics: metrics.clone(),
             stored: stored.clone(),
@@ -168,7 +168,7 @@ impl Worker {
         &self,
         busy: &[i64],
         budget: &mut Budget,
-        label: &crate::serve::metrics::Destination,
+        label: &crate::metrics::Destination,
     ) -> Result<(), spool::SpoolError> {
         let now = std::time::Instant::now();
         if budget.checked.is_some_and(|at| now - at < Duration::from_millis(20)) {
@@ -219,11 +219,7 @@ impl Worker {
     }
 
     /// Sends `due` and settles what became of each message.
-    async fn deliver(
-        &self,
-        due: Vec<Entry>,
-        label: &crate::serve::metrics::Destination,
-    ) -> Result<(), spool::SpoolError> {
+    async fn deliver(&self, due: Vec<Entry>, label: &crate::metrics::Destination) -> Result<(), spool::SpoolError> {
         let (records, spans, mut settlements) = decode_due(due);
         let outcomes = self.sink.deliver(records).await;
         let now = now_millis();
@@ -248,8 +244,7 @@ impl Worker {
                 && now.saturating_sub(enqueued_at) >= self.max_retry.as_millis() as i64
             {
                 // Retried for as long as the destination allows: what is left becomes dead letters.
-                let why =
-                    format!("gave up after {} of retries: {why}", crate::commands::format_duration(self.max_retry));
+                let why = format!("gave up after {} of retries: {why}", crate::format::format_duration(self.max_retry));
                 dead_at.extend(left.drain(..).map(|i| (i, why.clone())));
                 reason = None;
             }
@@ -328,35 +323,6 @@ struct Budget {
     checked: Option<std::time::Instant>,
     logged: Option<std::time::Instant>,
     moved: u64,
-}
-
-/// Wraps `sink` as `TRIBUTARY_TEST_FAULTS` asks, for the suites that check how workers survive faults: with
-/// `sink-panic=TEXT` in it, the first delivery holding a message that contains `TEXT` panics. Never set it in
-/// production.
-pub fn with_test_faults(sink: Arc<dyn Sink>) -> Arc<dyn Sink> {
-    let faults = std::env::var(crate::serve::ingest::TEST_FAULTS).unwrap_or_default();
-    match faults.split(',').find_map(|f| f.strip_prefix("sink-panic=")) {
-        Some(text) => Arc::new(PanicOnce { sink, text: text.as_bytes().to_vec(), done: Default::default() }),
-        None => sink,
-    }
-}
-
-/// A sink that panics once, on the first delivery holding a message that contains `text`.
-struct PanicOnce {
-    sink: Arc<dyn Sink>,
-    text: Vec<u8>,
-    done: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Sink for PanicOnce {
-    async fn deliver(&self, records: Vec<sink::Record>) -> Vec<Outcome> {
-        let hit = records.iter().any(|r| r.payload().windows(self.text.len()).any(|w| w == self.text.as_slice()));
-        if hit && !self.done.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            panic!("the test fault switch asked for a panic in the sink");
-        }
-        self.sink.deliver(records).await
-    }
 }
 
 #[cfg(test)]
