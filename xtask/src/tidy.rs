@@ -191,6 +191,26 @@ fn the_runner_depends_one_way() {
     }
 }
 
+#[test]
+fn the_spool_names_no_command_line_flag() {
+    let src = root().join("crates/spool/src");
+    let files: Vec<PathBuf> = sources().into_iter().filter(|f| f.starts_with(&src)).collect();
+    assert!(files.iter().any(|f| f.ends_with("error.rs")), "the reader of sources must see the spool's errors");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, line) in text.lines().enumerate() {
+            let flag =
+                line.match_indices("--").any(|(i, _)| line[i + 2..].starts_with(|c: char| c.is_ascii_lowercase()));
+            assert!(
+                !flag,
+                "{}:{}: the spool names a flag; the command that opened it words the hint",
+                file.display(),
+                at + 1
+            );
+        }
+    }
+}
+
 /// The functions of a source file outside its tests, as (name, first line, length in lines, the comment above it).
 /// A function ends at the first line that is its indentation and a closing brace, as rustfmt writes it.
 fn functions(text: &str) -> Vec<(String, usize, usize, String)> {

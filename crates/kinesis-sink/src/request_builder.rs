@@ -101,11 +101,6 @@ impl RequestBuilder {
         requests
     }
 
-    /// Whether a request of `count` entries is full, so that waiting longer cannot add to it.
-    pub fn is_full(&self, count: usize) -> bool {
-        count >= self.max_batch_records
-    }
-
     /// The most user records a batch gathers before it is sent.
     fn gather_cap(&self) -> usize {
         if self.aggregate { self.max_batch_records * AGGREGATED_BATCH_FACTOR } else { self.max_batch_records }

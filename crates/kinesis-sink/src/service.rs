@@ -366,7 +366,8 @@ impl<A: KinesisApi> Service<A> {
         expired
     }
 
-    /// PutRecords was refused: if PutRecord is allowed, switch this destination to it for good.
+    /// PutRecords was refused: if PutRecord is allowed, switch this destination to it, and try PutRecords again
+    /// after [`RECHECK_PUT_RECORDS`].
     ///
     /// Returns whether the switch happened. If PutRecord is refused too, no call this role may make can deliver
     /// the entries now: they go back as retryable with that reason, to wait for the policy to change.

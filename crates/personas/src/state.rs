@@ -32,7 +32,7 @@ impl StateStore {
         let path = dir.join(FILE_NAME);
         let fail = |source| StateError { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|e| fail(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        let connection = spool::open_database(&path).map_err(fail)?;
+        let connection = sqlite_durable::open_database(&path).map_err(fail)?;
         connection
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS members (

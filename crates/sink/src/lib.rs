@@ -34,12 +34,6 @@ pub trait Sink: Send + Sync {
     fn labelled_counters(&self) -> Vec<LabelledCount> {
         Vec::new()
     }
-
-    /// Writes out anything buffered. Delivery is complete for every `deliver` call that has returned, so the
-    /// default does nothing; sinks that buffer writes override it.
-    async fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A count a sink keeps under labels of its own, beside the destination's.

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use segment_model::Message;
 use serde_json::{Value, json};
 use spool::{NewEntry, Spool, SpoolError};
@@ -79,11 +78,11 @@ pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> any
     let owned = match Spool::open(dir, u64::MAX) {
         Ok(spool) => Some(spool),
         Err(SpoolError::Locked { .. }) => None,
-        Err(e) => return Err(e).with_context(|| format!("opening the spool in {}", dir.display())),
+        Err(e) => return Err(crate::delivery::spool_error(dir, e)),
     };
     let spool = match &owned {
         Some(spool) => spool.clone(),
-        None => Spool::open_shared(dir).with_context(|| format!("opening the spool in {}", dir.display()))?,
+        None => Spool::open_shared(dir).map_err(|e| crate::delivery::spool_error(dir, e))?,
     };
     let delivery = owned.as_ref().map(|spool| Delivery::start(spool, routes, options.destination.as_deref()));
     let mut result = Replayed::default();
@@ -250,8 +249,7 @@ pub async fn run(
     match args.action {
         Action::List { destination } => {
             // A server may be running on this spool: read it beside the server, leaving its schedule alone.
-            let spool = Spool::open_shared(&spool_dir)
-                .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
+            let spool = Spool::open_shared(&spool_dir).map_err(|e| crate::delivery::spool_error(&spool_dir, e))?;
             let count = list(&spool, destination.as_deref(), out).await?;
             writeln!(err, "{count} dead letters")?;
             Ok(std::process::ExitCode::SUCCESS)

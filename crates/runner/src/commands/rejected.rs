@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
 use spool::RejectionFilter;
 
@@ -25,8 +24,8 @@ pub fn list(spool_dir: &Path, options: &ListOptions, out: &mut dyn std::io::Writ
     let since =
         options.since.map(|ago| spool::now_millis().saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
     let filter = RejectionFilter { source_id: options.source.clone(), since, limit: options.limit };
-    let rejections = spool::read_rejections(spool_dir, &filter)
-        .with_context(|| format!("reading the rejected messages in {}", spool_dir.display()))?;
+    let rejections =
+        spool::read_rejections(spool_dir, &filter).map_err(|e| crate::delivery::spool_error(spool_dir, e))?;
     for r in &rejections {
         let message = r.message.as_deref().map(|bytes| {
             serde_json::from_slice::<Value>(bytes)

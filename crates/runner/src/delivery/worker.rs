@@ -22,8 +22,9 @@ pub const PIPELINE: usize = 4;
 /// How many messages must be waiting, beyond those in flight, for another delivery to start beside them.
 const FULL: u64 = 1_000;
 
-/// The wait before retry `attempt` (from 1): doubling from 1 s, capped at 5 minutes. Retries never stop: a
-/// message that was acknowledged stays in the spool until it is delivered or fails permanently.
+/// The wait before retry `attempt` (from 1): doubling from 1 s, capped at 5 minutes. Retries go on until the
+/// destination's `max_retry_duration`: a message that was acknowledged stays in the spool until it is delivered,
+/// fails permanently, or outlasts that and becomes a dead letter.
 pub fn retry_delay(attempt: i64) -> Duration {
     let failures = u32::try_from(attempt.max(1)).unwrap_or(u32::MAX);
     sink::backoff::doubling(Duration::from_secs(1), Duration::from_secs(300), failures)

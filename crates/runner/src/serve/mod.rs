@@ -290,7 +290,7 @@ async fn serve_requests(
 /// disk, which is printed with each destination's share.
 fn open_spool(options: &ServeOptions, destinations: u64) -> anyhow::Result<(Spool, u64)> {
     let spool = Spool::open(&options.spool_dir, options.spool_max)
-        .with_context(|| format!("opening the spool in {}", options.spool_dir.display()))?;
+        .map_err(|e| crate::delivery::spool_error(&options.spool_dir, e))?;
     spool.set_max_rejections(options.rejected_max);
     let max_bytes = match options.spool_max_bytes {
         Some(bytes) => bytes,

@@ -159,7 +159,7 @@ async fn the_committing_connection_is_wal_with_full_sync() {
     // The personas state opens through the same function, so its answer must be the same.
     let path = dir("durability-open").join("state.sqlite3");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let connection = spool::open_database(&path).unwrap();
+    let connection = sqlite_durable::open_database(&path).unwrap();
     let mode: String = connection.pragma_query_value(None, "journal_mode", |row| row.get(0)).unwrap();
     let synchronous: i64 = connection.pragma_query_value(None, "synchronous", |row| row.get(0)).unwrap();
     assert_eq!((mode.as_str(), synchronous), ("wal", 2));

@@ -1,0 +1,46 @@
+//! The owner's lock on a spool folder: one process delivers a spool at a time.
+
+use std::path::Path;
+
+use crate::SpoolError;
+
+/// The name of the lock file in the spool folder; it holds the owner's process ID.
+pub const LOCK_FILE: &str = "spool.lock";
+
+pub(crate) fn create_folder(dir: &Path) -> Result<(), SpoolError> {
+    std::fs::create_dir_all(dir).map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })
+}
+
+/// Takes the owner's lock on the spool folder `dir` and writes this process's ID into it. The lock is the
+/// kernel's (`flock`), so it goes when the process does, however it ends.
+pub(crate) fn lock(dir: &Path) -> Result<std::fs::File, SpoolError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = dir.join(LOCK_FILE);
+    let io = |source| SpoolError::Folder { path: path.clone(), source };
+    let mut file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            writeln!(file, "{}", std::process::id()).map_err(io)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Err(SpoolError::Locked { path: dir.to_owned(), owner: text.trim().parse().ok() })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
+/// Whether another process holds the owner's lock on the spool in `dir`.
+pub(crate) fn is_owned(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else { return false };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}

@@ -1,0 +1,168 @@
+//! The writer thread: the one write connection, committing whatever work has queued up in one transaction.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use crate::counts::{Counts, recount};
+use crate::entry::{Durability, NewEntry, NewRejection, Settlement};
+
+/// How many queued jobs one commit takes at most; bounds the latency a large backlog adds to one commit.
+const MAX_JOBS_PER_COMMIT: usize = 4096;
+
+/// Work for the writer thread.
+pub(crate) enum Op {
+    Append(Vec<NewEntry>, Vec<NewRejection>, i64),
+    Settle(Vec<Settlement>, i64),
+    Requeue(Vec<NewEntry>, Vec<i64>, i64),
+    /// Reads the writer connection's durability settings inside a commit, so the answer is about the connection
+    /// that commits acknowledged entries and not about one opened to ask.
+    Durability(mpsc::Sender<Durability>),
+}
+
+/// A piece of work and whom to tell when its commit is done.
+pub(crate) struct Job {
+    pub(crate) op: Op,
+    pub(crate) done: oneshot::Sender<Result<(), Arc<rusqlite::Error>>>,
+}
+
+/// The writer thread: takes every job that has queued up, applies them in one transaction, commits, answers.
+pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path, counts: &Counts) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_JOBS_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let max_rejections = counts.max_rejections.load(Ordering::Relaxed);
+        let result = match apply(&mut connection, &batch, max_rejections) {
+            Ok(Applied { rejections_dropped, appended }) => {
+                counts.commits.fetch_add(1, Ordering::Relaxed);
+                counts.rejections_dropped.fetch_add(rejections_dropped, Ordering::Relaxed);
+                let mut fresh = counts.fresh.lock().expect("fresh lock poisoned");
+                let mut ids = appended.into_iter();
+                for job in &mut batch {
+                    if let Op::Append(entries, _, _) = &mut job.op {
+                        for (entry, id) in entries.iter_mut().zip(ids.by_ref()) {
+                            fresh.put(id, std::mem::take(&mut entry.items));
+                        }
+                    }
+                }
+                drop(fresh);
+                // The totals are exact whichever process wrote the spool; reading them back is one small query.
+                if let Err(e) = recount(&connection, counts) {
+                    tracing::warn!(spool = %path.display(), error = %e, "reading the spool's totals failed");
+                }
+                Ok(())
+            }
+            Err(e) => Err(Arc::new(e)),
+        };
+        for job in batch {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+/// What one commit changed in the counts.
+struct Applied {
+    /// The IDs of the appended entries, in the order of the jobs and their entries.
+    appended: Vec<i64>,
+    /// Rejections dropped to keep the table within its bound.
+    rejections_dropped: u64,
+}
+
+/// The durability settings of `connection`, for [`Op::Durability`] (whose asker may have gone: its answer is then
+/// dropped).
+fn durability(connection: &Connection) -> Result<Durability, rusqlite::Error> {
+    Ok(Durability {
+        journal_mode: connection.pragma_query_value(None, "journal_mode", |row| row.get(0))?,
+        synchronous: connection.pragma_query_value(None, "synchronous", |row| row.get(0))?,
+    })
+}
+
+/// Applies a batch of jobs in one transaction.
+fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Result<Applied, rusqlite::Error> {
+    let transaction = connection.transaction()?;
+    let mut rejected = false;
+    let mut appended = Vec::new();
+    for job in batch {
+        match &job.op {
+            Op::Append(entries, rejections, at) => {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, items)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for entry in entries {
+                    let bytes = entry.items.len() as i64;
+                    insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
+                    appended.push(transaction.last_insert_rowid());
+                }
+                let mut reject = transaction.prepare_cached(
+                    "INSERT INTO rejected (at, source_id, position, field, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for r in rejections {
+                    reject.execute(params![at, r.source_id, r.index, r.field, r.reason, r.message])?;
+                    rejected = true;
+                }
+            }
+            Op::Settle(settlements, at) => {
+                let mut bury = transaction.prepare_cached(
+                    "INSERT INTO dead_letters (destination, source_id, message, enqueued_at, failed_at, reason)
+                     SELECT destination, source_id, ?2, enqueued_at, ?3, ?4 FROM spool WHERE id = ?1",
+                )?;
+                let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
+                let mut reschedule = transaction.prepare_cached(
+                    "UPDATE spool SET items = ?2, count = ?3, bytes = ?6, attempts = attempts + 1,
+                     next_attempt_at = ?4, last_error = ?5 WHERE id = ?1",
+                )?;
+                for settlement in settlements {
+                    for (message, reason) in &settlement.dead {
+                        bury.execute(params![settlement.id, message, at, reason])?;
+                    }
+                    match &settlement.retry {
+                        None => drop(delete.execute(params![settlement.id])?),
+                        Some(retry) => drop(reschedule.execute(params![
+                            settlement.id,
+                            retry.items,
+                            retry.count,
+                            retry.at,
+                            retry.reason,
+                            retry.items.len() as i64
+                        ])?),
+                    }
+                }
+            }
+            Op::Requeue(entries, ids, at) => {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, replayed, items)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+                )?;
+                for entry in entries {
+                    let bytes = entry.items.len() as i64;
+                    insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
+                }
+                let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+                for id in ids {
+                    delete.execute(params![id])?;
+                }
+            }
+            Op::Durability(answer) => drop(answer.send(durability(&transaction)?)),
+        }
+    }
+    // Rowids grow by one per insert, so everything more than `max_rejections` below the newest is older than the
+    // newest `max_rejections`.
+    let rejections_dropped = match rejected {
+        true => transaction.execute(
+            "DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - ?1",
+            params![i64::try_from(max_rejections).unwrap_or(i64::MAX)],
+        )? as u64,
+        false => 0,
+    };
+    transaction.commit()?;
+    Ok(Applied { rejections_dropped, appended })
+}
