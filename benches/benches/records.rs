@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use kinesis_sink::record::EntryResult;
+use kinesis_sink::api::EntryResult;
 use kinesis_sink::sdk::sdk_entries;
 use kinesis_sink::{ApiError, Entry, IdentityRule, KinesisApi, KinesisConfig, KinesisSink, SignAs};
 use segment_model::Message;

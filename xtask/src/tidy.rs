@@ -211,6 +211,121 @@ fn the_spool_names_no_command_line_flag() {
     }
 }
 
+/// The module a library source file is, as a path from its crate's root (`a::b` for `src/a/b.rs` or
+/// `src/a/b/mod.rs`; empty for `src/lib.rs`); `None` for binaries.
+fn module_of(src: &Path, file: &Path) -> Option<Vec<String>> {
+    let relative = file.strip_prefix(src).ok()?;
+    let mut parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let last = parts.pop()?;
+    if parts.first().is_some_and(|p| p == "bin") || last == "main.rs" {
+        return None;
+    }
+    match last.as_str() {
+        "lib.rs" | "mod.rs" => {}
+        other => parts.push(other.trim_end_matches(".rs").to_owned()),
+    }
+    Some(parts)
+}
+
+/// The modules of its own crate that `text` (the source of `module`) names through `crate::`, `super::`,
+/// `self::` or child-module paths, outside comments and its tests, resolved to the longest known file module.
+fn named_modules(text: &str, module: &[String], known: &[Vec<String>]) -> Vec<Vec<String>> {
+    // The tests' module is the file's last item, whatever its `cfg`.
+    let code = text.split("\nmod tests {").next().unwrap_or(text);
+    let mut named = Vec::new();
+    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        // Every path's first segment: a lowercase word followed by `::`, not itself inside a path.
+        let starts = line.char_indices().filter(|&(at, c)| {
+            (c.is_ascii_lowercase() || c == '_')
+                && !line[..at].ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == ':')
+                && line[at..]
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .is_some_and(|word| line[at + word.len()..].starts_with("::"))
+        });
+        for (at, _) in starts {
+            let path: String =
+                line[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            let mut segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            let mut base: Vec<String> = match segments.first().copied() {
+                Some("crate") => Vec::new(),
+                Some("self") => module.to_vec(),
+                // A child named without `self::` (`ingest::router` in `serve`).
+                Some(child) if known.contains(&[module, &[child.to_owned()]].concat()) => {
+                    segments.insert(0, "self");
+                    module.to_vec()
+                }
+                Some("super") => {
+                    let mut base = module.to_vec();
+                    while segments.get(1) == Some(&"super") {
+                        segments.remove(0);
+                        base.pop();
+                    }
+                    base.pop();
+                    base
+                }
+                _ => continue,
+            };
+            for segment in &segments[1..] {
+                base.push((*segment).to_owned());
+            }
+            while !base.is_empty() && !known.contains(&base) {
+                base.pop();
+            }
+            if !base.is_empty() && base != module {
+                named.push(base);
+            }
+        }
+    }
+    named
+}
+
+#[test]
+fn no_import_circle_between_files_of_one_crate() {
+    let mut checked = 0;
+    let (mut circles, mut reported) = (Vec::new(), std::collections::BTreeSet::new());
+    for manifest in manifests() {
+        let src = manifest.parent().unwrap().join("src");
+        let files: Vec<PathBuf> = sources().into_iter().filter(|f| f.starts_with(&src)).collect();
+        let modules: Vec<(Vec<String>, &PathBuf)> =
+            files.iter().filter_map(|f| module_of(&src, f).map(|m| (m, f))).collect();
+        let known: Vec<Vec<String>> = modules.iter().map(|(m, _)| m.clone()).collect();
+        let mut edges: std::collections::BTreeMap<Vec<String>, std::collections::BTreeSet<Vec<String>>> =
+            Default::default();
+        for (module, file) in &modules {
+            let text = std::fs::read_to_string(file).unwrap();
+            edges.entry(module.clone()).or_default().extend(named_modules(&text, module, &known));
+        }
+        checked += modules.len();
+        // A circle is a module that reaches itself; walk from each, remembering the way.
+        for start in edges.keys() {
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some((at, way)) = stack.pop() {
+                for next in edges.get(&at).into_iter().flatten() {
+                    if next == start {
+                        let way: Vec<String> = way.iter().chain([start]).map(|m| m.join("::")).collect();
+                        let mut members = way.clone();
+                        members.sort();
+                        members.dedup();
+                        if reported.insert(members) {
+                            circles.push(format!("{}: {}", src.display(), way.join(" -> ")));
+                        }
+                        continue;
+                    }
+                    if seen.insert(next.clone()) {
+                        let mut longer = way.clone();
+                        longer.push(next.clone());
+                        stack.push((next.clone(), longer));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "the circle check saw only {checked} modules");
+    assert!(circles.is_empty(), "files that import each other in a circle:\n{}", circles.join("\n"));
+}
+
 /// The functions of a source file outside its tests, as (name, first line, length in lines, the comment above it).
 /// A function ends at the first line that is its indentation and a closing brace, as rustfmt writes it.
 fn functions(text: &str) -> Vec<(String, usize, usize, String)> {

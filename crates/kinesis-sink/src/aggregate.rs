@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
-use crate::record::Entry;
+use crate::entry::Entry;
 use crate::shards::{ShardMap, hash_of};
 
 /// The four bytes every aggregated record starts with.

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
 
+use crate::api::{ApiError, ErrorKind};
 use crate::identity::SignAs;
-use crate::record::{ApiError, ErrorKind};
 
 /// How long before expiry cached credentials are replaced. Assumed-role sessions last an hour by default.
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);

@@ -23,12 +23,13 @@
 //! set up emulators).
 
 pub mod aggregate;
+pub mod api;
 pub mod config;
 pub mod credentials;
+pub mod entry;
 pub mod identity;
 pub mod pace;
 pub mod partition;
-pub mod record;
 pub mod request_builder;
 pub mod route;
 pub mod sdk;
@@ -37,9 +38,10 @@ pub mod setup;
 pub mod shards;
 pub mod sink;
 
+pub use api::{ApiError, ErrorKind, KinesisApi};
 pub use config::{Aggregation, DataEncoding, DeliveryConfig, KinesisConfig};
+pub use entry::Entry;
 pub use identity::{ExternalId, IdentityRule, SignAs};
-pub use record::{ApiError, Entry, ErrorKind, KinesisApi};
 pub use sdk::{BaseCredentials, SdkKinesis};
 pub use sink::KinesisSink;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::record::Entry;
+use crate::entry::Entry;
 use crate::shards::{ShardMap, hash_of};
 
 /// What a shard takes in a second.

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use sink::Record;
 
 use crate::config::DataEncoding;
+use crate::entry::Entry;
 use crate::partition::Partitioning;
-use crate::record::Entry;
 
 /// Kinesis accepts partition keys of 1 to 256 Unicode characters.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;

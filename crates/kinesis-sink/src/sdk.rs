@@ -16,10 +16,11 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use sink::Delivery;
 
+use crate::api::{ApiError, EntryError, EntryResult, KinesisApi};
 use crate::config::KinesisConfig;
 use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
+use crate::entry::Entry;
 use crate::identity::SignAs;
-use crate::record::{ApiError, Entry, EntryError, EntryResult, KinesisApi};
 use crate::shards::Shard;
 
 /// Where the credentials that sign requests (or assume the role) come from.

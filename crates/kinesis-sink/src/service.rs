@@ -10,9 +10,10 @@ use rand::Rng;
 use sink::{LabelledCount, Outcome};
 use tokio::time::Instant;
 
+use crate::api::{ApiError, EntryResult, ErrorKind, KinesisApi, classify_code};
+use crate::entry::Entry;
 use crate::identity::SignAs;
 use crate::pace::{Limits, StreamPace};
-use crate::record::{ApiError, Entry, EntryResult, ErrorKind, KinesisApi, classify_code};
 use crate::request_builder::RequestBuilder;
 use crate::shards::ShardMap;
 
@@ -501,7 +502,7 @@ mod tests {
     use sink::Delivery;
 
     use super::*;
-    use crate::record::{EntryError, EntryResult};
+    use crate::api::{EntryError, EntryResult};
 
     /// What the fake returns for one call: per-entry codes (`None` = success), or an error for the whole call.
     enum Reply {

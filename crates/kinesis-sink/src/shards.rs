@@ -3,7 +3,7 @@
 
 use md5::{Digest, Md5};
 
-use crate::record::Entry;
+use crate::entry::Entry;
 
 /// An open shard and its hash-key range (both ends included).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,10 +8,11 @@ use sink::{Outcome, Record, Sink};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::api::KinesisApi;
 use crate::config::KinesisConfig;
+use crate::entry::Entry;
 use crate::identity::{IdentityRule, SignAs};
 use crate::partition::{KeySource, Partitioning};
-use crate::record::{Entry, KinesisApi};
 use crate::request_builder::RequestBuilder;
 use crate::route::StreamRoute;
 use crate::sdk::{BaseCredentials, SdkKinesis};

@@ -1,41 +1,15 @@
 //! `configs/audiences/*.toml`: what to sync, from where, to where.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use segment_model::ConfigProblem;
 use serde::Deserialize;
 
-/// Whether a computation is an audience (members get `true`, leavers `false`), a computed trait (members get
-/// their value, leavers `null`) or an account-level computed trait (the same, for every user of an account, sent
-/// as `group` calls).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// An audience: a set of users.
-    Audience,
-    /// A computed trait: a value per user.
-    Trait,
-    /// An account-level computed trait: a value per account (`[source] group_id_column`), told to each of the
-    /// account's users with a `group` call.
-    AccountTrait,
-}
+pub use crate::kind::Kind;
+pub use crate::snapshot::SnapshotConfig;
 
+// Here, not in kind.rs: the calls are the definition's, and the kind must not depend on it.
 impl Kind {
-    /// `computation_class` in `context.personas`.
-    pub fn computation_class(self) -> &'static str {
-        match self {
-            Kind::Audience => "audience",
-            Kind::Trait => "trait",
-            Kind::AccountTrait => "account_trait",
-        }
-    }
-
-    /// Whether members carry a value (traits) rather than `true` (audiences).
-    pub fn has_value(self) -> bool {
-        self != Kind::Audience
-    }
-
     /// The calls sent when the definition does not say: `identify`, or `group` for an account trait.
     pub fn default_send(self) -> Vec<Call> {
         match self {
@@ -153,44 +127,6 @@ pub struct ComputationConfig {
     pub max_removal_share: Option<f64>,
     /// Where the current members come from.
     pub source: SnapshotConfig,
-}
-
-/// The export with the current members (`[source]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotConfig {
-    /// Where the export is, relative to the config folder unless absolute: a `.csv` (with a header row),
-    /// `.ndjson` or `.parquet` file, a `.csv.gz` or `.ndjson.gz` one; a folder of such parts; a glob of them in the
-    /// last component (`unload/data_*.csv.gz`); or the same on S3 (`s3://bucket/key`, `s3://bucket/prefix/`,
-    /// `s3://bucket/prefix/part-*.parquet`), fetched with the AWS default credentials.
-    pub path: PathBuf,
-    /// The column (or NDJSON field) with the `userId`. Default `user_id`.
-    #[serde(default = "user_id_column")]
-    pub user_id_column: String,
-    /// The column with the `anonymousId`, used when the user ID is empty. Default `anonymous_id`.
-    #[serde(default = "anonymous_id_column")]
-    pub anonymous_id_column: String,
-    /// The column with the trait's value; traits and account traits only.
-    #[serde(default)]
-    pub value_column: Option<String>,
-    /// The column with the account's ID (the `groupId`); account traits only.
-    #[serde(default)]
-    pub group_id_column: Option<String>,
-    /// For an `s3://` path: the bucket's region. Default: the AWS default chain's (`AWS_REGION`, the profile),
-    /// else `us-east-1`. Credentials always come from the default chain.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// For an `s3://` path: an S3-compatible endpoint (MinIO, LocalStack), addressed path-style.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-}
-
-fn user_id_column() -> String {
-    "user_id".to_owned()
-}
-
-fn anonymous_id_column() -> String {
-    "anonymous_id".to_owned()
 }
 
 /// The default of [`ComputationConfig::max_removal_share`].

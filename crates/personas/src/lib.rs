@@ -10,6 +10,7 @@
 pub mod definition;
 pub mod diff;
 pub mod key;
+pub mod kind;
 pub mod message;
 pub mod snapshot;
 pub mod state;

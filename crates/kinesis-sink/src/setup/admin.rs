@@ -5,9 +5,9 @@ use std::time::Duration;
 pub use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 
+use crate::api::ApiError;
 use crate::config::KinesisConfig;
 use crate::identity::SignAs;
-use crate::record::ApiError;
 use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
 
 /// A plain Kinesis client for a destination, signing as `identity` when the destination has a role.

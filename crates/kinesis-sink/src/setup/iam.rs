@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::api::{ApiError, ErrorKind};
 use crate::config::{KinesisConfig, role_account_id};
 use crate::identity::SignAs;
-use crate::record::{ApiError, ErrorKind};
 use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
 
 /// The Kinesis actions the permission policy grants: the two that deliver, the one pacing and aggregation read

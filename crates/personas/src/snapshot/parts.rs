@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::SnapshotError;
+use super::config::SnapshotConfig;
+use super::error::SnapshotError;
 use crate::Identity;
-use crate::definition::{Kind, SnapshotConfig};
 use crate::diff::Member;
+use crate::kind::Kind;
 
 /// How a part is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

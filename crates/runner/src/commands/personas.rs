@@ -20,10 +20,8 @@ use crate::route::{Routes, Target, fan_out};
 mod log;
 mod pace;
 
+use pace::CHANGES_PER_CHUNK;
 pub use pace::Pacer;
-
-/// The most changes delivered (and recorded) together; a paced sync sends smaller chunks (a tenth of a second's).
-const CHANGES_PER_CHUNK: usize = 1_000;
 
 /// The default of an audience's `log_retention`.
 pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);

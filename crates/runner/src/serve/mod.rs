@@ -273,7 +273,7 @@ async fn serve_requests(
     };
     let ingest_runtime = priority::ingest_runtime().context("starting the ingest runtime")?;
     let listener = listener.into_std()?;
-    let app = router(ingest);
+    let app = router(ingest, status::routes());
     let served = ingest_runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let read_timeout = limits.read_timeout;

@@ -12,6 +12,11 @@ use crate::delivery::health::{Report, State};
 use crate::metrics::{DestinationState, Metrics};
 use crate::serve::ingest::{Ingest, Refusal};
 
+/// The routes of the status pages, for [`crate::serve::ingest::router`].
+pub fn routes() -> axum::Router<Arc<Ingest>> {
+    axum::Router::new().route("/health", axum::routing::get(health)).route("/metrics", axum::routing::get(metrics))
+}
+
 /// `GET /health`: each destination's state, backlog and lag; 503 when one is stopped or too far behind.
 pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     if ingest.shutting_down.load(Ordering::Relaxed) {

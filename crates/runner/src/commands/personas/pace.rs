@@ -5,6 +5,9 @@ use std::time::Duration;
 use personas::diff::Change;
 use tokio::time::Instant;
 
+/// The most changes delivered (and recorded) together; a paced sync sends smaller chunks (a tenth of a second's).
+pub const CHANGES_PER_CHUNK: usize = 1_000;
+
 /// How long one paced slot lasts: a chunk is a tenth of a second's changes, so that no second (of the calls'
 /// timestamps, or of the destination's clock) takes more than the rate.
 const SLOT: Duration = Duration::from_millis(100);
@@ -28,8 +31,8 @@ impl Pacer {
     /// How many changes one slot sends: at least one, at most the unpaced chunk.
     pub fn per_slot(&self) -> usize {
         match self.rate {
-            None => super::CHANGES_PER_CHUNK,
-            Some(rate) => ((rate * SLOT.as_secs_f64()).floor() as usize).clamp(1, super::CHANGES_PER_CHUNK),
+            None => CHANGES_PER_CHUNK,
+            Some(rate) => ((rate * SLOT.as_secs_f64()).floor() as usize).clamp(1, CHANGES_PER_CHUNK),
         }
     }
 

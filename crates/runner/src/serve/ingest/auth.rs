@@ -6,7 +6,7 @@ use sha2::{Digest as _, Sha256};
 use sink::Secret;
 use subtle::ConstantTimeEq as _;
 
-use super::Refusal;
+use super::error::Refusal;
 
 fn unauthorized(code: &'static str, message: &str) -> Refusal {
     Refusal::new(StatusCode::UNAUTHORIZED, code, message)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::Refusal;
+use super::error::Refusal;
 
 fn too_large(limit: usize) -> Refusal {
     Refusal::bad_request("body_too_large", format!("the body is larger than the {limit} bytes Segment allows"))

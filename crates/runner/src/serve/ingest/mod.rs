@@ -94,9 +94,10 @@ enum Endpoint {
     Batch,
 }
 
-/// The HTTP routes.
-pub fn router(ingest: Arc<Ingest>) -> Router {
-    let mut routes = Router::new();
+/// The HTTP routes: Segment's tracking API and the settings analytics.js loads, with `more` (the status pages)
+/// beside them under the same layers.
+pub fn router(ingest: Arc<Ingest>, more: Router<Arc<Ingest>>) -> Router {
+    let mut routes = more;
     if crate::faults::asked("panic") {
         routes = routes.route("/test/panic", post(test_panic));
     }
@@ -106,8 +107,6 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .route("/v1/b", post(batch))
         .route("/v1/{kind}", post(single))
         .route("/v1/projects/{key}/settings", get(project_settings))
-        .route("/health", get(crate::serve::status::health))
-        .route("/metrics", get(crate::serve::status::metrics))
         .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint takes POST")

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::Refusal;
+use super::error::Refusal;
 
 /// A source's allowed origins.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,28 +1,10 @@
-//! The request entry, per-entry results, and [`KinesisApi`]: the trait that hides the SDK client and is the
-//! seam for tests of retries, partial failures, the PutRecord fallback and credential refresh.
+//! [`KinesisApi`], the trait that hides the SDK client and is the seam for tests of retries, partial failures, the
+//! PutRecord fallback and credential refresh, with the per-entry results and errors of its calls.
 
-use bytes::Bytes;
 use sink::Delivery;
 
+use crate::entry::Entry;
 use crate::identity::SignAs;
-
-/// One record as Kinesis receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The partition key (1 to 256 characters).
-    pub partition_key: String,
-    /// The explicit hash key (a decimal number below 2^128), which picks the shard instead of the key's MD5.
-    pub explicit_hash_key: Option<String>,
-    /// The record's data, before the base64 of the wire format.
-    pub data: Bytes,
-}
-
-impl Entry {
-    /// The size Kinesis counts against its record and request limits: data plus partition key, in bytes.
-    pub fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
-    }
-}
 
 /// The outcome of one entry of a PutRecords call.
 pub type EntryResult = Result<Delivery, EntryError>;
