@@ -190,11 +190,10 @@ impl ComputationConfig {
             }
             _ => {}
         }
-        if let Err(message) = crate::snapshot::Format::of(&self.source.path) {
+        if let Err(message) = crate::snapshot::check_path(&self.source) {
             add("source.path", message);
         }
-        let remote = self.source.path.to_str().is_some_and(|p| p.starts_with("s3://"));
-        if !remote && (self.source.region.is_some() || self.source.endpoint.is_some()) {
+        if !self.source.is_remote() && (self.source.region.is_some() || self.source.endpoint.is_some()) {
             add("source.endpoint", "region and endpoint are for an s3:// path".to_owned());
         }
         if let Some(endpoint) = &self.source.endpoint

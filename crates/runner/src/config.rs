@@ -620,11 +620,6 @@ fn check_audiences(
         if let Some(Err(e)) = config.log_retention.as_deref().map(parse_duration) {
             problems.error(&a.file, "log_retention", format!("{e:#}"));
         }
-        if let Some(Err(message)) =
-            config.source.path.to_str().filter(|p| s3_export::is_s3(p)).map(s3_export::Location::parse)
-        {
-            problems.error(&a.file, "source.path", message);
-        }
         if let Some(first) = seen_names.insert(&config.name, &a.file) {
             problems.error(&a.file, "name", format!("{:?} is already the name of {}", config.name, first.display()));
         }

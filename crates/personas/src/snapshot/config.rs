@@ -41,3 +41,10 @@ fn user_id_column() -> String {
 fn anonymous_id_column() -> String {
     "anonymous_id".to_owned()
 }
+
+impl SnapshotConfig {
+    /// Whether the export is on S3 (`s3://`) rather than on this machine.
+    pub fn is_remote(&self) -> bool {
+        self.path.to_str().is_some_and(s3_export::is_s3)
+    }
+}

@@ -52,6 +52,16 @@ impl std::fmt::Display for RowError {
     }
 }
 
+/// Why `config`'s `path` names no export: a format this reads by its extension, and for `s3://` a bucket name and
+/// a glob only in the last part of the key. The one check of `[source] path`.
+pub fn check_path(config: &SnapshotConfig) -> Result<(), String> {
+    Format::of(&config.path)?;
+    match config.path.to_str().filter(|p| s3_export::is_s3(p)) {
+        Some(location) => s3_export::Location::parse(location).map(drop),
+        None => Ok(()),
+    }
+}
+
 /// How to read an export.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
