@@ -14,7 +14,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kinesis_sink::api::EntryResult;
 use kinesis_sink::sdk::sdk_entries;
-use kinesis_sink::{ApiError, Entry, IdentityRule, KinesisApi, KinesisConfig, KinesisSink, SignAs};
+use kinesis_sink::{ApiError, IdentityRule, KinesisApi, KinesisConfig, KinesisSink, RequestEntry, SignAs};
 use segment_model::Message;
 use sink::{Delivery, Record, Sink};
 
@@ -27,12 +27,12 @@ struct Accepting;
 
 #[async_trait::async_trait]
 impl KinesisApi for Accepting {
-    async fn put_records(&self, _: &SignAs, _: &str, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
+    async fn put_records(&self, _: &SignAs, _: &str, entries: &[RequestEntry]) -> Result<Vec<EntryResult>, ApiError> {
         black_box(sdk_entries(entries));
         Ok(entries.iter().map(|_| Ok(Delivery::default())).collect())
     }
 
-    async fn put_record(&self, _: &SignAs, _: &str, _: &Entry) -> Result<Delivery, ApiError> {
+    async fn put_record(&self, _: &SignAs, _: &str, _: &RequestEntry) -> Result<Delivery, ApiError> {
         Ok(Delivery::default())
     }
 

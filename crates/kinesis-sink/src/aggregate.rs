@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 use crate::shards::{ShardMap, hash_of};
 
 /// The four bytes every aggregated record starts with.
@@ -23,7 +23,7 @@ const DIGEST_LEN: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Packed {
     /// What is sent.
-    pub entry: Entry,
+    pub entry: RequestEntry,
     /// The positions of the user records it carries, in order.
     pub members: Vec<usize>,
 }
@@ -100,7 +100,7 @@ struct Open<'e> {
 
 impl<'e> Open<'e> {
     /// The body length with `entry` added, and the table indexes it would take.
-    fn with(&self, entry: &Entry) -> (usize, usize, Option<usize>) {
+    fn with(&self, entry: &RequestEntry) -> (usize, usize, Option<usize>) {
         let mut body = self.body;
         let (key, new) = self.keys.find(&entry.partition_key);
         if new {
@@ -117,7 +117,7 @@ impl<'e> Open<'e> {
         (body, key, hash)
     }
 
-    fn push(&mut self, position: usize, entry: &'e Entry, (body, key, hash): (usize, usize, Option<usize>)) {
+    fn push(&mut self, position: usize, entry: &'e RequestEntry, (body, key, hash): (usize, usize, Option<usize>)) {
         self.keys.add(&entry.partition_key);
         if let Some(text) = &entry.explicit_hash_key {
             self.hashes.add(text);
@@ -128,7 +128,7 @@ impl<'e> Open<'e> {
 
     /// The Kinesis record: keyed as its first member, with that member's hash as its explicit hash key, so that
     /// it lands on the shard all its members map to.
-    fn finish(self, entries: &'e [Entry]) -> Packed {
+    fn finish(self, entries: &'e [RequestEntry]) -> Packed {
         let members: Vec<usize> = self.records.iter().map(|r| r.0).collect();
         let first = &entries[members[0]];
         if members.len() == 1 {
@@ -158,7 +158,7 @@ impl<'e> Open<'e> {
         debug_assert_eq!(data.len(), MAGIC.len() + self.body);
         let digest = Md5::digest(&data[MAGIC.len()..]);
         data.extend_from_slice(&digest);
-        let entry = Entry {
+        let entry = RequestEntry {
             partition_key: first.partition_key.clone(),
             explicit_hash_key: Some(hash_of(first).to_string()),
             data: Bytes::from(data),
@@ -171,7 +171,7 @@ impl<'e> Open<'e> {
 /// entries of each shard of `map` in their order. Without a map, entries are grouped by hash key, which keeps
 /// each aggregate on one shard whatever the shards are. An entry too large to share a record goes alone, as it
 /// is; so does one that shares its shard with no other.
-pub fn pack(entries: &[Entry], map: Option<&ShardMap>, max_record_bytes: usize) -> Vec<Packed> {
+pub fn pack(entries: &[RequestEntry], map: Option<&ShardMap>, max_record_bytes: usize) -> Vec<Packed> {
     // Entries by group, in first-seen order of groups, so that a shard's records keep their order.
     let mut groups: Vec<(u128, Vec<usize>)> = Vec::new();
     let mut index: HashMap<u128, usize> = HashMap::new();
@@ -303,8 +303,8 @@ pub fn unpack(data: &[u8]) -> Option<Vec<Unpacked>> {
 mod tests {
     use super::*;
 
-    fn entry(key: &str, hash: Option<&str>, data: &str) -> Entry {
-        Entry {
+    fn entry(key: &str, hash: Option<&str>, data: &str) -> RequestEntry {
+        RequestEntry {
             partition_key: key.into(),
             explicit_hash_key: hash.map(Into::into),
             data: Bytes::copy_from_slice(data.as_bytes()),
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn aggregates_stay_within_the_record_limit_and_loners_go_plain() {
-        let entries: Vec<Entry> = (0..100).map(|i| entry("k", None, &format!("{i:0>90}"))).collect();
+        let entries: Vec<RequestEntry> = (0..100).map(|i| entry("k", None, &format!("{i:0>90}"))).collect();
         let packed = pack(&entries, None, 1000);
         assert!(packed.len() > 1);
         let mut seen: Vec<usize> = Vec::new();

@@ -3,7 +3,7 @@
 
 use sink::Delivery;
 
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 use crate::identity::SignAs;
 
 /// The outcome of one entry of a PutRecords call.
@@ -98,11 +98,11 @@ pub trait KinesisApi: Send + Sync {
         &self,
         identity: &SignAs,
         stream: &str,
-        entries: &[Entry],
+        entries: &[RequestEntry],
     ) -> Result<Vec<EntryResult>, ApiError>;
 
     /// One PutRecord call.
-    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &Entry) -> Result<Delivery, ApiError>;
+    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &RequestEntry) -> Result<Delivery, ApiError>;
 
     /// The open shards of `stream` and their hash-key ranges (ListShards, every page).
     async fn list_shards(&self, identity: &SignAs, stream: &str) -> Result<Vec<crate::shards::Shard>, ApiError>;

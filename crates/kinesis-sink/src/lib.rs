@@ -40,7 +40,7 @@ pub mod sink;
 
 pub use api::{ApiError, ErrorKind, KinesisApi};
 pub use config::{Aggregation, DataEncoding, DeliveryConfig, KinesisConfig};
-pub use entry::Entry;
+pub use entry::RequestEntry;
 pub use identity::{ExternalId, IdentityRule, SignAs};
 pub use sdk::{BaseCredentials, SdkKinesis};
 pub use sink::KinesisSink;

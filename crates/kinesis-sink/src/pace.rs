@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 use crate::shards::{ShardMap, hash_of};
 
 /// What a shard takes in a second.
@@ -161,7 +161,7 @@ impl StreamPace {
     }
 
     /// The shard ID of `entry` under the current map.
-    pub fn shard_of(&self, entry: &Entry) -> Option<&str> {
+    pub fn shard_of(&self, entry: &RequestEntry) -> Option<&str> {
         let map = self.map.as_ref()?;
         map.index_of(hash_of(entry)).map(|i| map.shards()[i].id.as_str())
     }
@@ -173,7 +173,7 @@ impl StreamPace {
         &mut self,
         now: Instant,
         limits: Limits,
-        entries: &[Entry],
+        entries: &[RequestEntry],
         pending: &[usize],
     ) -> Result<Vec<usize>, Duration> {
         let Some(map) = self.map.clone() else { return Ok(pending.to_vec()) };
@@ -218,7 +218,7 @@ impl StreamPace {
     }
 
     /// Counts a delivered entry on the shard Kinesis named; a shard the map does not know marks it stale.
-    pub fn delivered(&mut self, now: Instant, shard_id: Option<&str>, entry: &Entry) {
+    pub fn delivered(&mut self, now: Instant, shard_id: Option<&str>, entry: &RequestEntry) {
         let known = self.map.as_ref().is_none_or(|m| shard_id.is_none_or(|id| m.position(id).is_some()));
         if !known {
             self.stale = true;
@@ -234,7 +234,7 @@ impl StreamPace {
     }
 
     /// Counts a throttled entry on the shard the map places it on.
-    pub fn throttled(&mut self, entry: &Entry) {
+    pub fn throttled(&mut self, entry: &RequestEntry) {
         let id = self.shard_of(entry).unwrap_or("unknown").to_owned();
         self.counts.entry(id).or_default().throttled += 1;
     }
@@ -313,9 +313,9 @@ mod tests {
     use super::*;
     use crate::shards::Shard;
 
-    fn entries(n: usize, size: usize) -> Vec<Entry> {
+    fn entries(n: usize, size: usize) -> Vec<RequestEntry> {
         (0..n)
-            .map(|i| Entry {
+            .map(|i| RequestEntry {
                 partition_key: format!("k{i}"),
                 explicit_hash_key: None,
                 data: Bytes::from(vec![b'x'; size.saturating_sub(format!("k{i}").len())]),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use sink::Record;
 
 use crate::config::DataEncoding;
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 use crate::partition::Partitioning;
 
 /// Kinesis accepts partition keys of 1 to 256 Unicode characters.
@@ -57,7 +57,7 @@ impl RequestBuilder {
     }
 
     /// The entry for one record, or the reason it can never be sent.
-    pub fn encode(&self, record: &Record) -> Result<Entry, String> {
+    pub fn encode(&self, record: &Record) -> Result<RequestEntry, String> {
         let partition_key = self.partition_key(record).into_owned();
         let explicit_hash_key = self.partitioning.explicit_hash_key(record);
         let data = match self.data_encoding {
@@ -65,7 +65,7 @@ impl RequestBuilder {
             DataEncoding::Json => record.payload().clone(),
             DataEncoding::Base64 => Bytes::from(base64::engine::general_purpose::STANDARD.encode(record.payload())),
         };
-        let entry = Entry { partition_key, explicit_hash_key, data };
+        let entry = RequestEntry { partition_key, explicit_hash_key, data };
         let size = entry.size();
         if size > self.max_record_bytes {
             return Err(format!(
@@ -85,7 +85,7 @@ impl RequestBuilder {
     }
 
     /// Cuts `entries` into PutRecords requests under the caps, in order: the index ranges of the requests.
-    pub fn cut(&self, entries: &[Entry]) -> Vec<std::ops::Range<usize>> {
+    pub fn cut(&self, entries: &[RequestEntry]) -> Vec<std::ops::Range<usize>> {
         let mut requests = Vec::new();
         let (mut start, mut bytes) = (0, 0);
         for (i, entry) in entries.iter().enumerate() {
@@ -134,10 +134,10 @@ mod tests {
         }
     }
 
-    fn entries(sizes: &[usize]) -> Vec<Entry> {
+    fn entries(sizes: &[usize]) -> Vec<RequestEntry> {
         sizes
             .iter()
-            .map(|&n| Entry {
+            .map(|&n| RequestEntry {
                 partition_key: "k".into(),
                 explicit_hash_key: None,
                 data: Bytes::from(vec![b'x'; n - 1]),

@@ -19,7 +19,7 @@ use sink::Delivery;
 use crate::api::{ApiError, EntryError, EntryResult, KinesisApi};
 use crate::config::KinesisConfig;
 use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 use crate::identity::SignAs;
 use crate::shards::Shard;
 
@@ -189,7 +189,7 @@ fn is_arn(stream: &str) -> bool {
 }
 
 /// The SDK's request entries for `entries`.
-pub fn sdk_entries(entries: &[Entry]) -> Vec<PutRecordsRequestEntry> {
+pub fn sdk_entries(entries: &[RequestEntry]) -> Vec<PutRecordsRequestEntry> {
     entries
         .iter()
         .map(|entry| {
@@ -209,7 +209,7 @@ impl KinesisApi for SdkKinesis {
         &self,
         identity: &SignAs,
         stream: &str,
-        entries: &[Entry],
+        entries: &[RequestEntry],
     ) -> Result<Vec<EntryResult>, ApiError> {
         let client = self.client(identity).await?;
         let mut request = client.put_records().set_records(Some(sdk_entries(entries)));
@@ -238,7 +238,7 @@ impl KinesisApi for SdkKinesis {
             .collect())
     }
 
-    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &Entry) -> Result<Delivery, ApiError> {
+    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &RequestEntry) -> Result<Delivery, ApiError> {
         let client = self.client(identity).await?;
         let mut request = client
             .put_record()

@@ -11,7 +11,7 @@ use sink::{LabelledCount, Outcome};
 use tokio::time::Instant;
 
 use crate::api::{ApiError, EntryResult, ErrorKind, KinesisApi, classify_code};
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 use crate::identity::SignAs;
 use crate::pace::{Limits, StreamPace};
 use crate::request_builder::RequestBuilder;
@@ -156,7 +156,7 @@ impl<A: KinesisApi> Service<A> {
     }
 
     /// Waits until some of `pending` fit their shards' windows; returns those, and leaves the rest in `pending`.
-    async fn admit(&self, stream: &str, entries: &[Entry], pending: &mut Vec<usize>) -> Vec<usize> {
+    async fn admit(&self, stream: &str, entries: &[RequestEntry], pending: &mut Vec<usize>) -> Vec<usize> {
         let Some(limits) = self.pacing else { return std::mem::take(pending) };
         loop {
             let decision = match self.streams().get_mut(stream) {
@@ -179,7 +179,7 @@ impl<A: KinesisApi> Service<A> {
         &self,
         identity: &SignAs,
         stream: &Arc<str>,
-        entries: &[Entry],
+        entries: &[RequestEntry],
         builder: &RequestBuilder,
     ) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(entries.len());
@@ -195,12 +195,12 @@ impl<A: KinesisApi> Service<A> {
         &self,
         identity: &SignAs,
         stream: &Arc<str>,
-        entries: &[Entry],
+        entries: &[RequestEntry],
         builder: &RequestBuilder,
     ) -> Vec<Outcome> {
         let map = self.shard_map(identity, stream).await;
         let packed = crate::aggregate::pack(entries, map.as_deref(), builder.max_record_bytes);
-        let wire: Vec<Entry> = packed.iter().map(|p| p.entry.clone()).collect();
+        let wire: Vec<RequestEntry> = packed.iter().map(|p| p.entry.clone()).collect();
         let sent = self.send_requests(identity, stream, &wire, builder).await;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
         for (packed, outcome) in packed.iter().zip(sent) {
@@ -233,7 +233,7 @@ impl<A: KinesisApi> Service<A> {
     ///
     /// Each round sends only the entries still pending; delivered and permanently failed entries are settled at
     /// once. What is still failing after `max_attempts` rounds is reported as retryable with its last reason.
-    pub async fn send(&self, identity: &SignAs, stream: &Arc<str>, entries: &[Entry]) -> Vec<Outcome> {
+    pub async fn send(&self, identity: &SignAs, stream: &Arc<str>, entries: &[RequestEntry]) -> Vec<Outcome> {
         let mut state = Settling::new(entries.len());
         let mut waiting: Vec<usize> = (0..entries.len()).collect();
         let mut failures = 0;
@@ -282,14 +282,14 @@ impl<A: KinesisApi> Service<A> {
         &self,
         identity: &SignAs,
         stream: &str,
-        entries: &[Entry],
+        entries: &[RequestEntry],
         mut pending: Vec<usize>,
         state: &mut Settling,
     ) -> Round {
         if self.is_single_record_mode() {
             return Round::Sent { refresh: self.one_by_one((identity, stream), entries, &pending, state).await };
         }
-        let batch: Vec<Entry> = pending.iter().map(|&i| entries[i].clone()).collect();
+        let batch: Vec<RequestEntry> = pending.iter().map(|&i| entries[i].clone()).collect();
         let mut refresh = false;
         match self.api.put_records(identity, stream, &batch).await {
             Ok(results) => {
@@ -330,7 +330,7 @@ impl<A: KinesisApi> Service<A> {
     }
 
     /// Counts what a PutRecords call did per shard: delivered records and bytes, throttled entries, hot keys.
-    fn note(&self, stream: &str, entries: &[Entry], sent: &[usize], results: &[EntryResult]) {
+    fn note(&self, stream: &str, entries: &[RequestEntry], sent: &[usize], results: &[EntryResult]) {
         let now = Instant::now();
         let mut streams = self.streams();
         let pace = tracked(&mut streams, stream, now);
@@ -350,7 +350,7 @@ impl<A: KinesisApi> Service<A> {
     async fn one_by_one(
         &self,
         (identity, stream): (&SignAs, &str),
-        entries: &[Entry],
+        entries: &[RequestEntry],
         pending: &[usize],
         state: &mut Settling,
     ) -> bool {
@@ -376,7 +376,7 @@ impl<A: KinesisApi> Service<A> {
         &self,
         identity: &SignAs,
         stream: &str,
-        entries: &[Entry],
+        entries: &[RequestEntry],
         pending: &[usize],
         outcomes: &mut [Option<Outcome>],
         batch_error: &ApiError,
@@ -526,7 +526,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KinesisApi for Fake {
-        async fn put_records(&self, _: &SignAs, _: &str, entries: &[Entry]) -> Result<Vec<EntryResult>, ApiError> {
+        async fn put_records(
+            &self,
+            _: &SignAs,
+            _: &str,
+            entries: &[RequestEntry],
+        ) -> Result<Vec<EntryResult>, ApiError> {
             let keys = entries.iter().map(|e| e.partition_key.clone()).collect();
             self.calls.lock().unwrap().push(("PutRecords", keys));
             match self.put_records.lock().unwrap().pop_front() {
@@ -546,7 +551,7 @@ mod tests {
             }
         }
 
-        async fn put_record(&self, _: &SignAs, _: &str, entry: &Entry) -> Result<Delivery, ApiError> {
+        async fn put_record(&self, _: &SignAs, _: &str, entry: &RequestEntry) -> Result<Delivery, ApiError> {
             self.calls.lock().unwrap().push(("PutRecord", vec![entry.partition_key.clone()]));
             self.put_record.lock().unwrap().pop_front().unwrap_or(Ok(())).map(|()| delivered(0))
         }
@@ -560,9 +565,13 @@ mod tests {
         }
     }
 
-    fn entries(keys: &[&str]) -> Vec<Entry> {
+    fn entries(keys: &[&str]) -> Vec<RequestEntry> {
         keys.iter()
-            .map(|k| Entry { partition_key: (*k).into(), explicit_hash_key: None, data: Bytes::from_static(b"{}") })
+            .map(|k| RequestEntry {
+                partition_key: (*k).into(),
+                explicit_hash_key: None,
+                data: Bytes::from_static(b"{}"),
+            })
             .collect()
     }
 

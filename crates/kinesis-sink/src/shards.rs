@@ -3,7 +3,7 @@
 
 use md5::{Digest, Md5};
 
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 
 /// An open shard and its hash-key range (both ends included).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub fn hash_of_key(partition_key: &str) -> u128 {
 }
 
 /// The hash key that places `entry`: its explicit hash key, or its partition key's MD5.
-pub fn hash_of(entry: &Entry) -> u128 {
+pub fn hash_of(entry: &RequestEntry) -> u128 {
     entry.explicit_hash_key.as_deref().and_then(|k| k.parse().ok()).unwrap_or_else(|| hash_of_key(&entry.partition_key))
 }
 
@@ -83,7 +83,8 @@ mod tests {
     fn md5_as_kinesis_reads_it() {
         // MD5("") = d41d8cd98f00b204e9800998ecf8427e, read big-endian.
         assert_eq!(hash_of_key(""), 0xd41d8cd98f00b204e9800998ecf8427e);
-        let entry = Entry { partition_key: "x".into(), explicit_hash_key: Some("7".into()), data: Default::default() };
+        let entry =
+            RequestEntry { partition_key: "x".into(), explicit_hash_key: Some("7".into()), data: Default::default() };
         assert_eq!(hash_of(&entry), 7);
     }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::api::KinesisApi;
 use crate::config::KinesisConfig;
-use crate::entry::Entry;
+use crate::entry::RequestEntry;
 use crate::identity::{IdentityRule, SignAs};
 use crate::partition::{KeySource, Partitioning};
 use crate::request_builder::RequestBuilder;
@@ -19,13 +19,13 @@ use crate::sdk::{BaseCredentials, SdkKinesis};
 use crate::service::{RetryPolicy, Service};
 
 /// Where a batch goes: the identity that signs it and the stream it is for.
-type Target = (SignAs, Arc<str>);
+type BatchKey = (SignAs, Arc<str>);
 
 /// The records of one [`Sink::deliver`] call for one identity and stream, with the channel their outcomes go back
 /// on.
 struct Queued {
-    target: Target,
-    entries: Vec<Entry>,
+    target: BatchKey,
+    entries: Vec<RequestEntry>,
     respond: oneshot::Sender<Vec<Outcome>>,
 }
 
@@ -147,8 +147,8 @@ impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         // One chunk per identity and stream, in record order; the positions map its outcomes back. Chunks are
         // found by hash: a template over a field clients set can make as many streams as records.
-        let mut chunks: Vec<(Target, Vec<usize>, Vec<Entry>)> = Vec::new();
-        let mut chunk_of: HashMap<Target, usize> = HashMap::new();
+        let mut chunks: Vec<(BatchKey, Vec<usize>, Vec<RequestEntry>)> = Vec::new();
+        let mut chunk_of: HashMap<BatchKey, usize> = HashMap::new();
         // The chunk of the record before, by its sender and stream: runs of records from one source to one stream
         // (the usual delivery) find their chunk without building and hashing a target for each.
         let mut last: Option<(&str, Arc<str>, usize)> = None;
@@ -211,13 +211,13 @@ struct Batcher<A> {
 /// them came from.
 #[derive(Default)]
 struct Group {
-    entries: Vec<Entry>,
+    entries: Vec<RequestEntry>,
     parts: Vec<(Arc<std::sync::Mutex<Pending>>, usize, usize)>,
     bytes: usize,
 }
 
 impl Group {
-    fn push(&mut self, pending: &Arc<std::sync::Mutex<Pending>>, index: usize, entry: Entry) {
+    fn push(&mut self, pending: &Arc<std::sync::Mutex<Pending>>, index: usize, entry: RequestEntry) {
         self.bytes += entry.size();
         self.entries.push(entry);
         match self.parts.last_mut() {
@@ -229,7 +229,7 @@ impl Group {
 
 impl<A: KinesisApi + 'static> Batcher<A> {
     async fn run(self, mut incoming: mpsc::UnboundedReceiver<Queued>) {
-        let mut groups: HashMap<Target, Group> = HashMap::new();
+        let mut groups: HashMap<BatchKey, Group> = HashMap::new();
         let mut deadline: Option<Instant> = None;
         loop {
             let wake = async {
@@ -281,7 +281,7 @@ impl<A: KinesisApi + 'static> Batcher<A> {
     }
 
     /// Sends one batch on its own task, once a slot among `max_in_flight` is free.
-    async fn send(&self, (identity, stream): Target, group: Group) {
+    async fn send(&self, (identity, stream): BatchKey, group: Group) {
         let permit = self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
         let service = self.service.clone();
         let builder = self.builder.clone();

@@ -84,7 +84,7 @@ pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> any
         Some(spool) => spool.clone(),
         None => Spool::open_shared(dir).map_err(|e| crate::delivery::spool_error(dir, e))?,
     };
-    let delivery = owned.as_ref().map(|spool| Delivery::start(spool, routes, options.destination.as_deref()));
+    let delivery = owned.as_ref().map(|spool| Workers::start(spool, routes, options.destination.as_deref()));
     let mut result = Replayed::default();
     let wanted: HashSet<i64> = options.ids.iter().copied().collect();
     let mut left = options.limit.unwrap_or(usize::MAX);
@@ -149,7 +149,7 @@ type Stored = (String, String, Vec<u8>);
 const ENTRY: usize = 500;
 
 /// The server's delivery workers, run by `dlq replay` when no server owns the spool.
-struct Delivery {
+struct Workers {
     names: Vec<String>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -158,9 +158,9 @@ struct Delivery {
     _stop: watch::Sender<bool>,
 }
 
-impl Delivery {
+impl Workers {
     /// Starts a worker for every enabled destination (or only `only`).
-    fn start(spool: &Spool, routes: &Routes, only: Option<&str>) -> Delivery {
+    fn start(spool: &Spool, routes: &Routes, only: Option<&str>) -> Workers {
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
         let stored = Arc::new(Notify::new());
@@ -173,7 +173,7 @@ impl Delivery {
             names.push(destination.name.clone());
             workers.push(tokio::spawn(worker.run(stopped.clone())));
         }
-        Delivery { names, metrics, health, stored, workers, _stop: stop }
+        Workers { names, metrics, health, stored, workers, _stop: stop }
     }
 
     /// Wakes the workers and waits until their queues are empty; returns why not, if a delivery failed.

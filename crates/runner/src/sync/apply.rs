@@ -17,7 +17,7 @@ use super::plan::Plan;
 use super::progress::Progress;
 
 /// One destination of an audience: where, which calls, how fast.
-pub(super) struct Delivery<'a> {
+pub(super) struct Destination<'a> {
     pub(super) target: &'a Target,
     pub(super) calls: Vec<Call>,
     /// Records per second, if paced.
@@ -32,7 +32,7 @@ pub(super) async fn apply(
     plan: Plan,
     context: &RunContext<'_>,
     computation: &Computation,
-    deliveries: &[Delivery<'_>],
+    destinations: &[Destination<'_>],
     summary: &mut SyncSummary,
     out: &mut (dyn std::io::Write + Send),
     err: &mut (dyn std::io::Write + Send),
@@ -42,7 +42,7 @@ pub(super) async fn apply(
     let total = counts.added + counts.removed + counts.changed + if options.full_resync { counts.unchanged } else { 0 };
     let progress = Progress::new(&definition.name, total);
     let source: Arc<str> = Arc::from(definition.source_id());
-    let mut pacer = Pacer::new(deliveries.iter().filter_map(|d| d.rate.map(|rate| rate / d.calls.len() as f64)));
+    let mut pacer = Pacer::new(destinations.iter().filter_map(|d| d.rate.map(|rate| rate / d.calls.len() as f64)));
     let mut last_failure = None;
     let mut dry_run_calls: Vec<Call> = definition.destinations.iter().flat_map(|d| definition.calls_for(d)).collect();
     dry_run_calls.sort();
@@ -63,7 +63,7 @@ pub(super) async fn apply(
         for part in pacer.split(chunk) {
             pacer.wait(part.len()).await;
             let size = part.len() as u64;
-            let sent = send_chunk(part, computation, deliveries, &source).await;
+            let sent = send_chunk(part, computation, destinations, &source).await;
             if let Some(failure) = sent.last_failure {
                 last_failure = Some(failure);
             }
@@ -106,15 +106,15 @@ pub(super) struct Sent {
 pub(super) async fn send_chunk(
     chunk: Vec<Change>,
     computation: &Computation,
-    deliveries: &[Delivery<'_>],
+    destinations: &[Destination<'_>],
     source: &Arc<str>,
 ) -> Sent {
     // One time for the chunk: the pacer spaced chunks, so their calls' times are spaced as they were sent.
     let now = time::OffsetDateTime::now_utc();
     let at_ms = spool::now_millis();
-    let mut batches = Vec::with_capacity(deliveries.len());
-    let mut sent_calls = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
+    let mut batches = Vec::with_capacity(destinations.len());
+    let mut sent_calls = Vec::with_capacity(destinations.len());
+    for delivery in destinations {
         let mut records = Vec::with_capacity(chunk.len() * delivery.calls.len());
         let mut calls = Vec::with_capacity(records.capacity());
         for (index, change) in chunk.iter().enumerate() {

@@ -22,7 +22,7 @@ mod plan;
 mod progress;
 mod rate;
 
-use self::apply::{Delivery, apply};
+use self::apply::{Destination, apply};
 use self::options::RunContext;
 pub use self::options::{SyncOptions, SyncSummary};
 pub use self::pace::Pacer;
@@ -134,17 +134,17 @@ async fn sync_one(
 ) -> anyhow::Result<()> {
     let definition = &context.audience.config;
     let computation = Computation::from(definition);
-    let mut deliveries = Vec::new();
+    let mut destinations = Vec::new();
     if let Some(router) = context.router {
         for name in &definition.destinations {
             let Some(target) = router.get(name) else { continue };
             let rate = rate_for(context.config, definition, name, context.options.max_rate, err).await;
-            deliveries.push(Delivery { target, calls: definition.calls_for(name), rate });
+            destinations.push(Destination { target, calls: definition.calls_for(name), rate });
         }
-        if deliveries.is_empty() {
+        if destinations.is_empty() {
             bail!("none of its destinations ({}) is enabled", definition.destinations.join(", "));
         }
     }
     let plan = plan(context.config, context.options, definition, &computation, summary, err).await?;
-    apply(plan, context, &computation, &deliveries, summary, out, err).await
+    apply(plan, context, &computation, &destinations, summary, out, err).await
 }
