@@ -83,11 +83,6 @@ impl Spool {
         Spool::start(dir, u64::MAX, None)
     }
 
-    /// Whether another process holds the owner's lock on the spool in `dir` (a server is running on it).
-    pub fn is_owned(dir: &Path) -> bool {
-        lock::is_owned(dir)
-    }
-
     fn start(dir: &Path, max_depth: u64, lock: Option<std::fs::File>) -> Result<Spool, SpoolError> {
         let path = dir.join(FILE_NAME);
         let database = |source| SpoolError::Database { path: path.clone(), source };
@@ -146,11 +141,6 @@ impl Spool {
     /// Holds at most `max` bytes of waiting entries; appends beyond it get [`SpoolError::FullBytes`].
     pub fn set_max_bytes(&self, max: u64) {
         self.inner.counts.max_bytes.store(max, Ordering::Relaxed);
-    }
-
-    /// Bytes of stored entries waiting, across destinations.
-    pub fn bytes(&self) -> u64 {
-        self.inner.counts.bytes.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// Keeps at most `max` rejections; each commit that adds some drops the oldest beyond it.

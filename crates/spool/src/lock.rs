@@ -34,13 +34,3 @@ pub(crate) fn lock(dir: &Path) -> Result<std::fs::File, SpoolError> {
         Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
     }
 }
-
-/// Whether another process holds the owner's lock on the spool in `dir`.
-pub(crate) fn is_owned(dir: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else { return false };
-    match file.try_lock() {
-        Ok(()) => false,
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(_)) => false,
-    }
-}

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::entry::{DeadLetter, Entry, Rejection, RejectionFilter};
-use crate::{FILE_NAME, Spool, SpoolError, now_millis};
+use crate::{FILE_NAME, Spool, SpoolError};
 
 impl Spool {
     /// When the oldest message waiting for `destination` was stored, in Unix milliseconds.
@@ -64,17 +64,6 @@ impl Spool {
             Ok(entries)
         })
         .await
-    }
-
-    /// Up to `limit` entries for `destination` that are due for an attempt: retries first, then the rest in
-    /// order of arrival.
-    pub async fn due(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
-        self.take(destination, limit, now_millis(), 0, Vec::new()).await
-    }
-
-    /// Up to `limit` entries for `destination`, due or not (the tests' view of everything waiting).
-    pub async fn all_waiting(&self, destination: &str, limit: usize) -> Result<Vec<Entry>, SpoolError> {
-        self.take(destination, limit, i64::MAX, 0, Vec::new()).await
     }
 
     /// Runs `query` on the read connection on a blocking thread; a SQLite error names the database.
@@ -170,11 +159,6 @@ impl Spool {
                 .map(Option::flatten)
         })
         .await
-    }
-
-    /// Every dead letter, or those of one destination, oldest first.
-    pub async fn dead_letters(&self, destination: Option<&str>) -> Result<Vec<DeadLetter>, SpoolError> {
-        self.dead_letter_page(destination, 0, usize::MAX).await
     }
 
     /// Up to `limit` dead letters (of one destination, if given) with IDs above `after`, in ID order: a caller

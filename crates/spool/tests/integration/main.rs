@@ -18,6 +18,26 @@ fn messages(entries: &[spool::Entry]) -> Vec<String> {
     entries.iter().map(|e| String::from_utf8(e.items.clone()).unwrap()).collect()
 }
 
+/// The entries of `destination` due now, as a worker's first read takes them: retries due, then fresh ones.
+async fn due_now(spool: &Spool, destination: &str, limit: usize) -> Result<Vec<spool::Entry>, SpoolError> {
+    spool.take(destination, limit, spool::now_millis(), 0, Vec::new()).await
+}
+
+/// Every entry of `destination`, due or not.
+async fn all_waiting(spool: &Spool, destination: &str, limit: usize) -> Result<Vec<spool::Entry>, SpoolError> {
+    spool.take(destination, limit, i64::MAX, 0, Vec::new()).await
+}
+
+/// Every dead letter (of one destination, if given), in one page.
+async fn dead_letters(spool: &Spool, destination: Option<&str>) -> Result<Vec<spool::DeadLetter>, SpoolError> {
+    spool.dead_letter_page(destination, 0, usize::MAX).await
+}
+
+/// Bytes of stored entries waiting, across destinations.
+fn total_bytes(spool: &Spool) -> u64 {
+    spool.backlogs().values().map(|b| b.bytes).sum()
+}
+
 fn delivered(id: i64) -> Settlement {
     Settlement { id, retry: None, dead: Vec::new() }
 }
@@ -40,36 +60,36 @@ async fn appended_entries_survive_reopening() {
     drop(spool);
     let spool = Spool::open(&dir, 100).unwrap();
     assert_eq!(spool.depth(), 3);
-    assert_eq!(messages(&spool.due("a", 10).await.unwrap()), ["m1", "m3"]);
-    assert_eq!(messages(&spool.due("b", 10).await.unwrap()), ["m2"]);
+    assert_eq!(messages(&due_now(&spool, "a", 10).await.unwrap()), ["m1", "m3"]);
+    assert_eq!(messages(&due_now(&spool, "b", 10).await.unwrap()), ["m2"]);
 }
 
 #[tokio::test]
 async fn complete_retry_and_dead_letter() {
     let spool = Spool::open(&dir("lifecycle"), 100).unwrap();
     spool.append((0..4).map(|n| entry("a", n)).collect()).await.unwrap();
-    let due = spool.due("a", 10).await.unwrap();
+    let due = due_now(&spool, "a", 10).await.unwrap();
     spool.settle(vec![delivered(due[0].id)]).await.unwrap();
     spool.settle(vec![retry(due[1].id, spool::now_millis() + 60_000, "throttled")]).await.unwrap();
     let buried = Settlement { id: due[2].id, retry: None, dead: vec![(b"m2".to_vec(), "access denied".into())] };
     spool.settle(vec![buried]).await.unwrap();
     assert_eq!(spool.depth(), 2);
     // The retried one is not due for a minute; only the untouched one is.
-    assert_eq!(messages(&spool.due("a", 10).await.unwrap()), ["m3"]);
+    assert_eq!(messages(&due_now(&spool, "a", 10).await.unwrap()), ["m3"]);
     assert!(spool.next_due_at("a").await.unwrap().is_some());
-    let dead = spool.dead_letters(None).await.unwrap();
+    let dead = dead_letters(&spool, None).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "access denied");
     assert_eq!(dead[0].message, b"m2");
-    assert!(spool.dead_letters(Some("other")).await.unwrap().is_empty());
-    assert_eq!(messages(&spool.all_waiting("a", 10).await.unwrap()), ["left", "m3"]);
+    assert!(dead_letters(&spool, Some("other")).await.unwrap().is_empty());
+    assert_eq!(messages(&all_waiting(&spool, "a", 10).await.unwrap()), ["left", "m3"]);
 
     assert_eq!(spool.dead_letter_page(Some("a"), dead[0].id, 10).await.unwrap(), []);
     assert_eq!(spool.dead_letter_page(None, 0, 10).await.unwrap(), dead);
     // Requeued, a letter leaves the table and its message waits again, in one commit.
     let again = NewEntry { destination: "a".into(), source_id: "src".into(), items: b"m2".to_vec(), count: 1 };
     spool.requeue(vec![again], vec![dead[0].id]).await.unwrap();
-    assert!(spool.dead_letters(None).await.unwrap().is_empty());
+    assert!(dead_letters(&spool, None).await.unwrap().is_empty());
     assert_eq!(spool.depth(), 3);
     // A replayed entry counts in the backlog, marked as replayed, and is never among the oldest a budget moves.
     assert_eq!(spool.backlog("a").replayed_bytes, 2);
@@ -82,13 +102,13 @@ async fn reopening_makes_waiting_retries_due() {
     let dir = dir("reschedule");
     let spool = Spool::open(&dir, 100).unwrap();
     spool.append(vec![entry("a", 1)]).await.unwrap();
-    let id = spool.due("a", 10).await.unwrap()[0].id;
+    let id = due_now(&spool, "a", 10).await.unwrap()[0].id;
     spool.settle(vec![retry(id, spool::now_millis() + 3_600_000, "down")]).await.unwrap();
-    assert!(spool.due("a", 10).await.unwrap().is_empty());
+    assert!(due_now(&spool, "a", 10).await.unwrap().is_empty());
     spool.close();
     drop(spool);
     let spool = Spool::open(&dir, 100).unwrap();
-    let due = spool.due("a", 10).await.unwrap();
+    let due = due_now(&spool, "a", 10).await.unwrap();
     assert_eq!(messages(&due), ["left"]);
     assert_eq!(due[0].attempts, 1);
 }
@@ -99,7 +119,7 @@ async fn depth_counts_messages_not_entries() {
     let many = NewEntry { destination: "a".into(), source_id: "src".into(), items: b"[...]".to_vec(), count: 100 };
     spool.append(vec![many.clone(), many]).await.unwrap();
     assert_eq!(spool.depth(), 200);
-    let due = spool.due("a", 10).await.unwrap();
+    let due = due_now(&spool, "a", 10).await.unwrap();
     // 60 delivered, 30 left for later, 10 dead: the entry holds 30 now.
     let partial = Settlement {
         id: due[0].id,
@@ -109,8 +129,8 @@ async fn depth_counts_messages_not_entries() {
     spool.settle(vec![partial, delivered(due[1].id)]).await.unwrap();
     // The second entry is settled as all delivered: its 100 leave whatever the caller thinks it held.
     assert_eq!(spool.depth(), 30);
-    assert_eq!(spool.dead_letters(Some("a")).await.unwrap().len(), 10);
-    let left = spool.due("a", 10).await.unwrap();
+    assert_eq!(dead_letters(&spool, Some("a")).await.unwrap().len(), 10);
+    let left = due_now(&spool, "a", 10).await.unwrap();
     assert_eq!((left.len(), left[0].count, left[0].items.as_slice()), (1, 30, &b"[30 left]"[..]));
 }
 
@@ -144,7 +164,7 @@ async fn concurrent_appends_share_commits_and_all_land() {
     assert!(commits > 0, "the appends were committed, so the count moved");
     assert!(commits <= APPENDS / 2, "{commits} commits for {APPENDS} concurrent appends: commits are not shared");
     assert_eq!(spool.depth(), 10_000);
-    assert_eq!(spool.due("a", 20_000).await.unwrap().len(), 10_000);
+    assert_eq!(due_now(&spool, "a", 20_000).await.unwrap().len(), 10_000);
 }
 
 #[tokio::test]
@@ -169,17 +189,15 @@ async fn the_committing_connection_is_wal_with_full_sync() {
 async fn a_second_owner_is_refused_with_the_first_ones_pid() {
     let dir = dir("lock");
     let spool = Spool::open(&dir, 100).unwrap();
-    assert!(Spool::is_owned(&dir));
     let error = Spool::open(&dir, 100).err().expect("the folder is locked");
     assert!(matches!(error, SpoolError::Locked { owner: Some(pid), .. } if pid == std::process::id()), "{error}");
     let message = error.to_string();
     assert!(message.contains(&dir.display().to_string()) && message.contains("PID"), "{message}");
     // A shared handle works beside the owner.
     let shared = Spool::open_shared(&dir).unwrap();
-    assert!(shared.dead_letters(None).await.unwrap().is_empty());
+    assert!(dead_letters(&shared, None).await.unwrap().is_empty());
     spool.close();
     drop(spool);
-    assert!(!Spool::is_owned(&dir));
     Spool::open(&dir, 100).unwrap();
 }
 
@@ -188,13 +206,13 @@ async fn a_shared_handle_leaves_the_retry_schedule_alone() {
     let dir = dir("shared-schedule");
     let spool = Spool::open(&dir, 100).unwrap();
     spool.append(vec![entry("a", 1)]).await.unwrap();
-    let id = spool.due("a", 10).await.unwrap()[0].id;
+    let id = due_now(&spool, "a", 10).await.unwrap()[0].id;
     let at = spool::now_millis() + 3_600_000;
     spool.settle(vec![retry(id, at, "down")]).await.unwrap();
     let shared = Spool::open_shared(&dir).unwrap();
     assert_eq!(shared.depth(), 1);
     drop(shared);
-    assert!(spool.due("a", 10).await.unwrap().is_empty());
+    assert!(due_now(&spool, "a", 10).await.unwrap().is_empty());
     assert_eq!(spool.next_due_at("a").await.unwrap(), Some(at));
 }
 
@@ -225,7 +243,7 @@ async fn backlogs_count_messages_and_bytes_per_destination() {
     let backlogs = spool.backlogs();
     assert_eq!(backlogs["a"], spool::Backlog { messages: 2, bytes: 5, replayed_bytes: 0 });
     assert_eq!(backlogs["b"], spool::Backlog { messages: 1, bytes: 2, replayed_bytes: 0 });
-    let due = spool.due("a", 10).await.unwrap();
+    let due = due_now(&spool, "a", 10).await.unwrap();
     spool.settle(vec![delivered(due[0].id)]).await.unwrap();
     assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 1, bytes: 3, replayed_bytes: 0 });
     assert_eq!(spool.depth(), 2);
@@ -251,7 +269,7 @@ async fn a_spool_of_the_first_layout_is_migrated_with_its_schedule() {
     let spool = Spool::open(&dir, 100).unwrap();
     assert_eq!(spool.depth(), 4);
     assert_eq!(spool.backlogs()["a"], spool::Backlog { messages: 4, bytes: 4, replayed_bytes: 0 });
-    let due = spool.due("a", 10).await.unwrap();
+    let due = due_now(&spool, "a", 10).await.unwrap();
     assert_eq!(messages(&due), ["m1", "m2"]);
     assert_eq!((due[1].attempts, due[1].count, due[1].enqueued_at), (2, 3, 6));
 }
@@ -261,7 +279,7 @@ async fn a_spool_full_of_bytes_refuses_and_the_oldest_entries_come_first() {
     let spool = Spool::open(&dir("bytes"), 1_000).unwrap();
     spool.set_max_bytes(5);
     spool.append(vec![entry("a", 1), entry("a", 22)]).await.unwrap();
-    assert_eq!(spool.bytes(), 5);
+    assert_eq!(total_bytes(&spool), 5);
     let error = spool.append(vec![entry("b", 3)]).await.unwrap_err();
     assert!(matches!(error, SpoolError::FullBytes { bytes: 5, max: 5 }), "{error}");
     let oldest = spool.oldest("a", 1, Vec::new()).await.unwrap();
