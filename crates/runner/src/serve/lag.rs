@@ -79,13 +79,20 @@ impl Lag {
     /// when it is back within it, both as warnings: at the default level an operator sees the episode end too.
     pub async fn watch(&self, spool: Spool, health: &Health, mut stop: watch::Receiver<bool>) {
         let mut over = vec![false; self.destinations.len()];
+        // A read that keeps failing (four times a second) is logged once, until a read succeeds again.
+        let mut unreadable = vec![false; self.destinations.len()];
         while !*stop.borrow() {
             for (at, (name, _)) in self.destinations.iter().enumerate() {
                 let lag = match health.report(name).state {
                     State::Ok => match spool.oldest_fresh_at(name).await {
-                        Ok(oldest) => oldest.map_or(0, |stored| (spool::now_millis() - stored).max(0) as u64),
+                        Ok(oldest) => {
+                            unreadable[at] = false;
+                            oldest.map_or(0, |stored| (spool::now_millis() - stored).max(0) as u64)
+                        }
                         Err(e) => {
-                            tracing::warn!(destination = %name, error = %e, "reading how far behind delivery is failed");
+                            if !std::mem::replace(&mut unreadable[at], true) {
+                                tracing::warn!(destination = %name, error = %e, "reading how far behind delivery is failed; the last lag read stands until a read succeeds");
+                            }
                             continue;
                         }
                     },

@@ -55,9 +55,9 @@ impl Refusal {
                 StatusCode::TOO_MANY_REQUESTS,
                 "delivery_behind",
                 format!(
-                    "delivery of this source's messages is {} s behind, more than the server's bound of {} s; retry \
-                     in {seconds} s",
-                    behind.lag.as_secs(),
+                    "delivery of this source's messages is {:.1} s behind, more than the server's bound of {:.1} s; \
+                     retry in {seconds} s",
+                    behind.lag.as_secs_f64(),
                     behind.max.as_secs_f64()
                 ),
             )
