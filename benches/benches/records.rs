@@ -12,11 +12,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use kinesis_sink::api::EntryResult;
+use kinesis_sink::api::{EntryResult, Placement};
 use kinesis_sink::sdk::sdk_entries;
-use kinesis_sink::{ApiError, IdentityRule, KinesisApi, KinesisConfig, KinesisSink, RequestEntry, SignAs};
+use kinesis_sink::{ApiError, KinesisApi, KinesisConfig, KinesisSink, RequestEntry, SignAs};
 use segment_model::Message;
-use sink::{Delivery, Record, Sink};
+use sink::{Record, Sink};
 
 /// The allocator `tributary` runs with, for both sides of every comparison here.
 #[global_allocator]
@@ -29,11 +29,11 @@ struct Accepting;
 impl KinesisApi for Accepting {
     async fn put_records(&self, _: &SignAs, _: &str, entries: &[RequestEntry]) -> Result<Vec<EntryResult>, ApiError> {
         black_box(sdk_entries(entries));
-        Ok(entries.iter().map(|_| Ok(Delivery::default())).collect())
+        Ok(entries.iter().map(|_| Ok(Placement::default())).collect())
     }
 
-    async fn put_record(&self, _: &SignAs, _: &str, _: &RequestEntry) -> Result<Delivery, ApiError> {
-        Ok(Delivery::default())
+    async fn put_record(&self, _: &SignAs, _: &str, _: &RequestEntry) -> Result<Placement, ApiError> {
+        Ok(Placement::default())
     }
 
     async fn refresh_credentials(&self, _: &SignAs) {}
@@ -82,8 +82,7 @@ fn entries(c: &mut Criterion) {
             "aggregation": aggregation, "shard_rate_limit": 1000,
         }))
         .unwrap();
-        let sink =
-            runtime.block_on(async { KinesisSink::with_api(Accepting, &config, IdentityRule::new(&config, None)) });
+        let sink = runtime.block_on(async { KinesisSink::with_api(Accepting, &config, config.identity_rule(None)) });
         group.bench_function(name, |b| {
             b.iter_batched(
                 || records.clone(),
@@ -136,7 +135,7 @@ fn through_the_sdk(c: &mut Criterion) {
     }))
     .unwrap();
     let base = kinesis_sink::BaseCredentials::Static(credentials.clone());
-    let sink = runtime.block_on(KinesisSink::connect(&config, IdentityRule::new(&config, None), &base));
+    let sink = runtime.block_on(KinesisSink::connect(&config, config.identity_rule(None), &base));
 
     // A client as the SDK's guide builds one: the default config loader, given a region, an endpoint and keys.
     let shared = runtime.block_on(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kinesis_sink::{BaseCredentials, IdentityRule, KinesisConfig, KinesisSink};
+use kinesis_sink::{BaseCredentials, KinesisConfig, KinesisSink};
 use serde_json::{Value, json};
 use sink::{Outcome, Record, Sink};
 use tests::env::dummy_credentials;
@@ -25,7 +25,7 @@ fn config(url: &str, stream: &str, pacing: bool) -> KinesisConfig {
 }
 
 async fn sink(config: &KinesisConfig) -> Arc<KinesisSink> {
-    let identities = IdentityRule::new(config, None);
+    let identities = config.identity_rule(None);
     Arc::new(KinesisSink::connect(config, identities, &BaseCredentials::Static(dummy_credentials())).await)
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kinesis_sink::{BaseCredentials, IdentityRule, KinesisConfig, KinesisSink};
+use kinesis_sink::{BaseCredentials, KinesisConfig, KinesisSink};
 use segment_model::Message;
 use serde_json::Value;
 use sink::{Outcome, Record, Secret, Sink};
@@ -27,7 +27,7 @@ pub fn config(url: &str, stream: &str) -> KinesisConfig {
 pub async fn sink(config: &KinesisConfig, secret: Option<&str>, credentials: kinesis_sink::Credentials) -> KinesisSink {
     KinesisSink::connect(
         config,
-        IdentityRule::new(config, secret.map(Secret::new)),
+        config.identity_rule(secret.map(Secret::new).as_ref()),
         &BaseCredentials::Static(credentials),
     )
     .await

@@ -30,7 +30,7 @@ pub async fn client(url: &str, credentials: Credentials) -> aws_sdk_kinesis::Cli
 /// Creates `name` with `shards` shards and polls until it is ACTIVE.
 pub async fn create(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
     let new = admin::NewStream { shards: Some(shards), kms_key: None };
-    admin::create(client, name, &new, Duration::from_secs(60))
+    admin::create(&admin::Client::from_sdk(client.clone()), name, &new, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
 }
@@ -38,7 +38,7 @@ pub async fn create(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
 /// Every record in every shard of `name`, from the oldest.
 pub async fn read_all(client: &aws_sdk_kinesis::Client, name: &str) -> Vec<ReadRecord> {
     let mut records = Vec::new();
-    admin::read(client, name, StartAt::TrimHorizon, false, |r| {
+    admin::read(&admin::Client::from_sdk(client.clone()), name, StartAt::TrimHorizon, false, |r| {
         records.push(r);
         true
     })

@@ -103,23 +103,59 @@ fn package(path: &str) -> PathBuf {
     root().join(path).join("Cargo.toml")
 }
 
+/// The crate allowed to depend on each AWS crate besides the `tests` package, which sets up emulators with them.
+const AWS_OWNERS: [(&str, &str); 6] = [
+    ("aws-config", "crates/aws-common"),
+    ("aws-sdk-sts", "crates/aws-common"),
+    ("aws-sdk-iam", "crates/aws-common"),
+    ("aws-sdk-kinesis", "crates/kinesis-sink"),
+    ("aws-sdk-firehose", "crates/firehose-sink"),
+    ("aws-sdk-s3", "crates/s3-export"),
+];
+
 #[test]
-fn only_kinesis_sink_s3_export_and_the_tests_package_depend_on_the_aws_sdk() {
+fn aws_common_alone_configures_the_sdk_and_each_sink_only_its_own_service() {
     // The reader of manifests must see what is there, or this test could not fail.
     assert!(dependencies(&package("crates/kinesis-sink")).iter().any(|n| n == "aws-sdk-kinesis"));
+    assert!(dependencies(&package("crates/aws-common")).iter().any(|n| n == "aws-config"));
     for manifest in manifests() {
-        let allowed = [package("crates/kinesis-sink"), package("crates/s3-export"), package("tests")];
         for name in dependencies(&manifest) {
-            let aws = name.starts_with("aws-sdk-") || name == "aws-config";
+            if !(name.starts_with("aws-sdk-") || name == "aws-config") || manifest == package("tests") {
+                continue;
+            }
+            let owner = AWS_OWNERS.iter().find(|(crate_name, _)| *crate_name == name);
             assert!(
-                !aws || allowed.contains(&manifest),
-                "{} depends on {name}; only kinesis-sink (Kinesis, STS, IAM) and s3-export (S3) talk to AWS",
-                manifest.display()
+                owner.is_some_and(|(_, owner)| manifest == package(owner)),
+                "{} depends on {name}; {}",
+                manifest.display(),
+                match owner {
+                    Some((_, owner)) => format!("only {owner} may (see ARCHITECTURE.md)"),
+                    None => "no product crate talks to that service".to_owned(),
+                }
             );
         }
-        // Each keeps to its services: the sink does not read exports, the fetcher does not deliver.
-        if manifest == package("crates/s3-export") {
-            assert!(dependencies(&manifest).iter().all(|n| !n.starts_with("aws-sdk-") || n == "aws-sdk-s3"));
+    }
+    for name in dependencies(&package("crates/aws-common")) {
+        assert!(
+            name != "sink" && !name.ends_with("-sink") && name != "s3-export",
+            "aws-common depends on {name}: the plumbing the sinks share depends on no sink"
+        );
+    }
+}
+
+#[test]
+fn the_runner_names_no_aws_sdk_type() {
+    let runner: Vec<PathBuf> =
+        sources().into_iter().filter(|f| f.starts_with(root().join("crates/runner/src"))).collect();
+    assert!(runner.iter().any(|f| f.ends_with("main.rs")), "the reader of sources must see the runner");
+    for file in runner {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for sdk in ["aws_sdk_", "aws_config", "aws_smithy", "aws_credential_types"] {
+            assert!(
+                !text.contains(sdk),
+                "{} names {sdk}: the runner sees the sinks' own types, never the SDK's",
+                file.display()
+            );
         }
     }
 }

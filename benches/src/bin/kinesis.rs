@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use benches::arg;
-use kinesis_sink::{BaseCredentials, Credentials, IdentityRule, KinesisConfig, KinesisSink};
+use kinesis_sink::{BaseCredentials, Credentials, KinesisConfig, KinesisSink};
 use segment_model::Message;
 use sink::{Record, Sink};
 use tests::standin::StandIn;
@@ -55,7 +55,7 @@ async fn run(standin: &StandIn, pacing: bool, seconds: u64) -> anyhow::Result<Ru
         "pacing": pacing,
     }))?;
     config.delivery.max_attempts = 30;
-    let identities = IdentityRule::new(&config, None);
+    let identities = config.identity_rule(None);
     let base = BaseCredentials::Static(Credentials::new("AKIDBENCH", "bench", None, None, "bench"));
     let sink = Arc::new(KinesisSink::connect(&config, identities, &base).await);
     let source: Arc<str> = Arc::from("src_bench");

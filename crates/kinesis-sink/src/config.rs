@@ -1,8 +1,11 @@
 //! The `[kinesis]` table of a destination file.
 
+use aws_common::IdentityRule;
+pub use aws_common::iam::is_kms_key_arn;
+use aws_common::iam::{is_region, is_role_arn};
 use segment_model::ConfigProblem;
 use serde::Deserialize;
-use sink::SecretRef;
+use sink::{Secret, SecretRef};
 
 /// Settings of a Kinesis destination: the ones Segment's Amazon Kinesis destination offers, plus the knobs a
 /// self-hosted sender needs.
@@ -165,6 +168,11 @@ impl Default for DeliveryConfig {
 }
 
 impl KinesisConfig {
+    /// Whom its calls are signed as, by Segment's rule, given its resolved Secret ID (ignored without a role).
+    pub fn identity_rule(&self, secret_id: Option<&Secret>) -> IdentityRule {
+        IdentityRule::new(self.role_address.is_some(), secret_id.map(Secret::expose))
+    }
+
     /// Where records go: the stream, or its template and default stream.
     pub fn route(&self) -> crate::route::StreamRoute {
         crate::route::StreamRoute::new(&self.stream, self.default_stream.as_deref())
@@ -283,46 +291,6 @@ impl DeliveryConfig {
     }
 }
 
-/// `us-west-2`, `ap-southeast-1`, `us-gov-west-1`, `eu-central-2` and so on.
-pub fn is_region(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[..parts.len() - 1].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1].parse::<u8>().is_ok()
-}
-
-/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
-pub fn is_role_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "iam"
-        && parts[3].is_empty()
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5].strip_prefix("role/").is_some_and(|name| !name.is_empty() && !name.ends_with('/'))
-}
-
-/// The account ID of an IAM role ARN.
-pub fn role_account_id(arn: &str) -> Option<&str> {
-    is_role_arn(arn).then(|| arn.split(':').nth(4)).flatten()
-}
-
-/// `arn:PARTITION:kms:REGION:ACCOUNT:key/ID` (or an `alias/NAME`, which policies cannot name, is refused).
-pub fn is_kms_key_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "kms"
-        && is_region(parts[3])
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5].strip_prefix("key/").is_some_and(|id| !id.is_empty())
-}
-
 /// A stream name (1 to 128 of `[a-zA-Z0-9_.-]`) or a stream ARN.
 fn check_stream(stream: &str) -> Result<(), String> {
     if let Some(rest) = stream.strip_prefix("arn:") {
@@ -353,32 +321,6 @@ fn is_stream_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn regions() {
-        for ok in ["us-west-2", "eu-central-1", "ap-southeast-2", "us-gov-west-1", "cn-north-1"] {
-            assert!(is_region(ok), "{ok}");
-        }
-        for bad in ["", "us", "us-west", "US-WEST-2", "us-west-x", "us_west_2", "u-west-2"] {
-            assert!(!is_region(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn role_arns() {
-        assert!(is_role_arn("arn:aws:iam::123456789012:role/tributary"));
-        assert!(is_role_arn("arn:aws-cn:iam::123456789012:role/path/to/name"));
-        assert_eq!(role_account_id("arn:aws:iam::123456789012:role/x"), Some("123456789012"));
-        for bad in [
-            "tributary",
-            "arn:aws:iam::12345:role/x",
-            "arn:aws:iam::123456789012:user/x",
-            "arn:aws:iam::123456789012:role/",
-            "arn:aws:sts::123456789012:role/x",
-        ] {
-            assert!(!is_role_arn(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn streams() {

@@ -1,138 +1,20 @@
-//! The AWS SDK behind [`KinesisApi`] and [`AssumeRole`].
+//! The Kinesis SDK behind [`KinesisApi`], signing with credentials from `aws-common`'s cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_sdk_kinesis::config::{IdentityCache, Region};
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_common::error::api_error;
+use aws_common::sdk::{role_cache, signing_provider};
+use aws_common::{ApiError, BaseCredentials, CredentialCache, SignAs, sdk_config};
+use aws_sdk_kinesis::config::IdentityCache;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
-use sink::Delivery;
 
-use crate::api::{ApiError, EntryError, EntryResult, KinesisApi};
+use crate::api::{EntryError, EntryResult, KinesisApi, Placement};
 use crate::config::KinesisConfig;
-use crate::credentials::{AssumeRole, CachedRoleProvider, CredentialCache};
 use crate::entry::RequestEntry;
-use crate::identity::SignAs;
 use crate::shards::Shard;
-
-/// Where the credentials that sign requests (or assume the role) come from.
-#[derive(Debug, Clone, Default)]
-pub enum BaseCredentials {
-    /// The AWS default chain: environment, profile files, web identity, container and instance metadata.
-    #[default]
-    DefaultChain,
-    /// Fixed credentials, for tools and tests that manage their own.
-    Static(Credentials),
-}
-
-/// Loads the shared SDK config for a destination: its region and endpoint, retries off (the sink owns retries),
-/// and a timeout per call.
-pub async fn sdk_config(
-    region: &str,
-    endpoint: Option<&str>,
-    base: &BaseCredentials,
-    request_timeout: Duration,
-) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(request_timeout)
-                .build(),
-        );
-    if let Some(endpoint) = endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    if let BaseCredentials::Static(credentials) = base {
-        loader = loader.credentials_provider(credentials.clone());
-    }
-    loader.load().await
-}
-
-/// Turns an SDK error into an [`ApiError`] that names what was being done.
-pub(crate) fn api_error<E, R>(error: &SdkError<E, R>, doing: &str) -> ApiError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus,
-{
-    let status = error.raw_response().map(HasStatus::status);
-    let detail = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => match status {
-            Some(status) => format!("HTTP {status}: {}", DisplayErrorContext(error)),
-            None => DisplayErrorContext(error).to_string(),
-        },
-    };
-    ApiError::classify(error.code(), status, format!("{doing}: {detail}"))
-}
-
-/// The HTTP status of a raw response.
-pub(crate) trait HasStatus {
-    fn status(&self) -> u16;
-}
-
-impl HasStatus for aws_sdk_kinesis::config::http::HttpResponse {
-    fn status(&self) -> u16 {
-        self.status().as_u16()
-    }
-}
-
-/// STS AssumeRole through the SDK.
-#[derive(Debug, Clone)]
-pub struct StsAssumer {
-    client: aws_sdk_sts::Client,
-    session_name: String,
-}
-
-impl StsAssumer {
-    /// An assumer that signs with the credentials of `config`.
-    pub fn new(config: &aws_config::SdkConfig) -> StsAssumer {
-        StsAssumer { client: aws_sdk_sts::Client::new(config), session_name: "tributary".to_owned() }
-    }
-}
-
-#[async_trait::async_trait]
-impl AssumeRole for StsAssumer {
-    async fn assume_role(&self, role_arn: &str, external_id: Option<&str>) -> Result<Credentials, ApiError> {
-        let output = self
-            .client
-            .assume_role()
-            .role_arn(role_arn)
-            .role_session_name(&self.session_name)
-            .set_external_id(external_id.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| api_error(&e, "sts:AssumeRole"))?;
-        let issued = output
-            .credentials()
-            .ok_or_else(|| ApiError::classify(None, None, "sts:AssumeRole returned no credentials".into()))?;
-        let expiry = SystemTime::try_from(*issued.expiration()).ok();
-        Ok(Credentials::new(
-            issued.access_key_id(),
-            issued.secret_access_key(),
-            Some(issued.session_token().to_owned()),
-            expiry,
-            "tributary-assume-role",
-        ))
-    }
-}
-
-/// The credential cache of a destination's role, assuming it through STS with the credentials of `shared`.
-pub(crate) fn role_cache(shared: &aws_config::SdkConfig, role: &str) -> Arc<CredentialCache> {
-    let assumer: Arc<dyn AssumeRole> = Arc::new(StsAssumer::new(shared));
-    Arc::new(CredentialCache::new(assumer, role.to_owned()))
-}
 
 /// `builder`, signing as `identity` with credentials from `cache`, which is then the one owner of caching and
 /// refresh (the SDK's identity cache is off).
@@ -141,9 +23,7 @@ pub(crate) fn signing_as(
     cache: Arc<CredentialCache>,
     identity: SignAs,
 ) -> aws_sdk_kinesis::config::Builder {
-    builder
-        .credentials_provider(SharedCredentialsProvider::new(CachedRoleProvider { cache, identity }))
-        .identity_cache(IdentityCache::no_cache())
+    builder.credentials_provider(signing_provider(cache, identity)).identity_cache(IdentityCache::no_cache())
 }
 
 /// Kinesis through the SDK: one client per identity, each signing with that identity's credentials.
@@ -232,13 +112,13 @@ impl KinesisApi for SdkKinesis {
         Ok(results
             .into_iter()
             .map(|result| match result.error_code {
-                None => Ok(Delivery { shard_id: result.shard_id, sequence_number: result.sequence_number }),
+                None => Ok(Placement { shard_id: result.shard_id, sequence_number: result.sequence_number }),
                 Some(code) => Err(EntryError { code, message: result.error_message.unwrap_or_default() }),
             })
             .collect())
     }
 
-    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &RequestEntry) -> Result<Delivery, ApiError> {
+    async fn put_record(&self, identity: &SignAs, stream: &str, entry: &RequestEntry) -> Result<Placement, ApiError> {
         let client = self.client(identity).await?;
         let mut request = client
             .put_record()
@@ -248,10 +128,7 @@ impl KinesisApi for SdkKinesis {
         request = if is_arn(stream) { request.stream_arn(stream) } else { request.stream_name(stream) };
         let output =
             request.send().await.map_err(|e| api_error(&e, &format!("kinesis:PutRecord on stream {stream}")))?;
-        Ok(Delivery {
-            shard_id: Some(output.shard_id().to_owned()),
-            sequence_number: Some(output.sequence_number().to_owned()),
-        })
+        Ok(Placement { shard_id: Some(output.shard_id), sequence_number: Some(output.sequence_number) })
     }
 
     async fn list_shards(&self, identity: &SignAs, stream: &str) -> Result<Vec<Shard>, ApiError> {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use aws_common::SignAs;
 use rand::Rng;
-use sink::{LabelledCount, Outcome};
+use sink::{Outcome, Sample};
 use tokio::time::Instant;
 
 use crate::api::{ApiError, EntryResult, ErrorKind, KinesisApi, classify_code};
 use crate::entry::RequestEntry;
-use crate::identity::SignAs;
+use crate::metrics::StreamSamples;
 use crate::pace::{Limits, StreamPace};
 use crate::request_builder::RequestBuilder;
 use crate::shards::ShardMap;
@@ -129,24 +130,26 @@ impl<A: KinesisApi> Service<A> {
     }
 
     /// The per-shard counts and hot keys of every stream, for `/metrics`.
-    pub fn shard_counts(&self) -> Vec<LabelledCount> {
+    pub(crate) fn stream_samples(&self) -> StreamSamples {
         let now = Instant::now();
-        let mut counts = Vec::new();
+        let mut samples = StreamSamples::default();
         for (stream, pace) in self.streams().iter_mut() {
             for (shard, c) in &pace.counts {
                 let labels = vec![("stream", stream.to_string()), ("shard", shard.clone())];
-                for (name, value) in
-                    [("shard_records", c.records), ("shard_bytes", c.bytes), ("shard_throttled", c.throttled)]
-                {
-                    counts.push(LabelledCount { name, labels: labels.clone(), value });
+                for (into, value) in [
+                    (&mut samples.records, c.records),
+                    (&mut samples.bytes, c.bytes),
+                    (&mut samples.throttled, c.throttled),
+                ] {
+                    into.push(Sample { labels: labels.clone(), value });
                 }
             }
             for (key, records, _) in pace.hot_keys(now, HOT_KEYS_SHOWN) {
                 let labels = vec![("stream", stream.to_string()), ("key", key)];
-                counts.push(LabelledCount { name: "hot_key_records", labels, value: records });
+                samples.hot_keys.push(Sample { labels, value: records });
             }
         }
-        counts
+        samples
     }
 
     /// The IDs of the shards of `stream` the pacer knows, in hash-key order.
@@ -296,7 +299,7 @@ impl<A: KinesisApi> Service<A> {
                 self.note(stream, entries, &pending, &results);
                 for (&i, result) in pending.iter().zip(results) {
                     match result {
-                        Ok(delivery) => state.outcomes[i] = Some(Outcome::Delivered(delivery)),
+                        Ok(delivery) => state.outcomes[i] = Some(Outcome::Delivered(delivery.into())),
                         Err(error) => {
                             let reason = format!("{}: {} (stream {stream})", error.code, error.message);
                             let kind = classify_code(&error.code);
@@ -357,7 +360,7 @@ impl<A: KinesisApi> Service<A> {
         let mut expired = false;
         for &i in pending {
             match self.api.put_record(identity, stream, &entries[i]).await {
-                Ok(delivery) => state.outcomes[i] = Some(Outcome::Delivered(delivery)),
+                Ok(delivery) => state.outcomes[i] = Some(Outcome::Delivered(delivery.into())),
                 Err(e) => {
                     expired |= e.kind == ErrorKind::ExpiredToken;
                     state.settle_error(i, e);
@@ -384,7 +387,7 @@ impl<A: KinesisApi> Service<A> {
         let first = pending[0];
         match self.api.put_record(identity, stream, &entries[first]).await {
             Ok(delivery) => {
-                outcomes[first] = Some(Outcome::Delivered(delivery));
+                outcomes[first] = Some(Outcome::Delivered(delivery.into()));
                 if self
                     .single_records_since
                     .lock()
@@ -499,10 +502,9 @@ mod tests {
     use std::sync::Mutex;
 
     use bytes::Bytes;
-    use sink::Delivery;
 
     use super::*;
-    use crate::api::{EntryError, EntryResult};
+    use crate::api::{EntryError, EntryResult, Placement};
 
     /// What the fake returns for one call: per-entry codes (`None` = success), or an error for the whole call.
     enum Reply {
@@ -520,8 +522,8 @@ mod tests {
         refreshes: Mutex<Vec<SignAs>>,
     }
 
-    fn delivered(n: usize) -> Delivery {
-        Delivery { shard_id: Some("shardId-000000000000".into()), sequence_number: Some(n.to_string()) }
+    fn delivered(n: usize) -> Placement {
+        Placement { shard_id: Some("shardId-000000000000".into()), sequence_number: Some(n.to_string()) }
     }
 
     #[async_trait::async_trait]
@@ -551,7 +553,7 @@ mod tests {
             }
         }
 
-        async fn put_record(&self, _: &SignAs, _: &str, entry: &RequestEntry) -> Result<Delivery, ApiError> {
+        async fn put_record(&self, _: &SignAs, _: &str, entry: &RequestEntry) -> Result<Placement, ApiError> {
             self.calls.lock().unwrap().push(("PutRecord", vec![entry.partition_key.clone()]));
             self.put_record.lock().unwrap().pop_front().unwrap_or(Ok(())).map(|()| delivered(0))
         }
@@ -743,7 +745,7 @@ mod tests {
             .unwrap()
             .push_back(Reply::Call(error(ErrorKind::ExpiredToken, Some("ExpiredTokenException"))));
         let service = service(fake, 5);
-        let identity = SignAs::ExternalId(crate::identity::ExternalId::sender("src_1"));
+        let identity = SignAs::ExternalId(aws_common::ExternalId::sender("src_1"));
         let outcomes = service.send(&identity, &Arc::from("events"), &entries(&["a"])).await;
         assert_eq!(summary(&outcomes), ["delivered"]);
         assert_eq!(*service.api().refreshes.lock().unwrap(), [identity]);
@@ -759,11 +761,7 @@ mod tests {
             .push_back(Reply::Call(error(ErrorKind::AssumeRoleRefused, Some("AccessDenied"))));
         let service = service(fake, 5);
         let outcomes = service
-            .send(
-                &SignAs::ExternalId(crate::identity::ExternalId::sender("src_x")),
-                &Arc::from("events"),
-                &entries(&["a"]),
-            )
+            .send(&SignAs::ExternalId(aws_common::ExternalId::sender("src_x")), &Arc::from("events"), &entries(&["a"]))
             .await;
         assert_eq!(summary(&outcomes), ["retryable"]);
         assert_eq!(calls(&service).len(), 1);

@@ -11,11 +11,13 @@ use tokio::time::Instant;
 use crate::api::KinesisApi;
 use crate::config::KinesisConfig;
 use crate::entry::RequestEntry;
-use crate::identity::{IdentityRule, SignAs};
 use crate::partition::{KeySource, Partitioning};
 use crate::request_builder::RequestBuilder;
 use crate::route::StreamRoute;
-use crate::sdk::{BaseCredentials, SdkKinesis};
+use aws_common::BaseCredentials;
+use aws_common::{IdentityRule, SignAs};
+
+use crate::sdk::SdkKinesis;
 use crate::service::{RetryPolicy, Service};
 
 /// Where a batch goes: the identity that signs it and the stream it is for.
@@ -128,18 +130,15 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
 
 #[async_trait::async_trait]
 impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
-    fn counters(&self) -> Vec<(&'static str, u64)> {
+    fn metrics(&self) -> Vec<sink::MetricFamily> {
         let counts = &self.builder.partitioning.counts;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
-        vec![
-            ("partition_key_fallbacks", load(&counts.fallbacks)),
-            ("explicit_hash_keys_ignored", load(&counts.hash_keys_ignored)),
-            ("stream_defaults", load(&self.route.defaulted)),
-        ]
-    }
-
-    fn labelled_counters(&self) -> Vec<sink::LabelledCount> {
-        self.service.shard_counts()
+        crate::metrics::families(crate::metrics::Counts {
+            partition_key_fallbacks: load(&counts.fallbacks),
+            explicit_hash_keys_ignored: load(&counts.hash_keys_ignored),
+            stream_defaults: load(&self.route.defaulted),
+            streams: self.service.stream_samples(),
+        })
     }
 
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome> {

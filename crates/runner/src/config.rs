@@ -425,7 +425,7 @@ impl Config {
             }
             _ => None,
         };
-        Ok(IdentityRule::new(kinesis, secret_id))
+        Ok(kinesis.identity_rule(secret_id.as_ref()))
     }
 
     /// Every identity the Kinesis destination `name` signs as: one without a role or with a Secret ID, else one

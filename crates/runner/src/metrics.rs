@@ -1,41 +1,22 @@
 //! Prometheus metrics, served at `GET /metrics`.
 
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use sink::{MetricFamily, MetricKind};
 
 /// A rejection reason label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     /// The error code the client received.
     pub reason: String,
-}
-
-/// A Kinesis shard of a destination's stream.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ShardLabel {
-    /// The destination's name.
-    pub destination: String,
-    /// The stream.
-    pub stream: String,
-    /// The shard ID.
-    pub shard: String,
-}
-
-/// A hot partition key of a destination's stream.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HotKey {
-    /// The destination's name.
-    pub destination: String,
-    /// The stream.
-    pub stream: String,
-    /// The partition key.
-    pub key: String,
 }
 
 /// Why a message of an accepted request was not delivered: the field at fault and the kind of problem.
@@ -97,20 +78,6 @@ pub struct Metrics {
     pub delivery_latency: Family<Destination, Histogram, fn() -> Histogram>,
     /// Delivery workers restarted after a panic, per destination.
     pub restarts: Family<Destination, Counter>,
-    /// Messages none of whose `partition_key` paths held a value, keyed by `messageId` instead, per destination.
-    pub partition_key_fallbacks: Family<Destination, Counter>,
-    /// Messages sent without their `explicit_hash_key` (missing or not a number below 2^128), per destination.
-    pub explicit_hash_keys_ignored: Family<Destination, Counter>,
-    /// Messages a templated stream could not name a stream for, sent to its default stream, per destination.
-    pub stream_defaults: Family<Destination, Counter>,
-    /// Records Kinesis took, per destination, stream and shard.
-    pub shard_records: Family<ShardLabel, Counter>,
-    /// Their bytes (data plus partition key), per destination, stream and shard.
-    pub shard_bytes: Family<ShardLabel, Counter>,
-    /// Entries Kinesis throttled, per destination, stream and shard.
-    pub shard_throttled: Family<ShardLabel, Counter>,
-    /// Records of the hottest partition keys over the last minute, per destination and stream.
-    pub hot_keys: Family<HotKey, Gauge>,
     /// 1 for each destination's current state, 0 for the others.
     pub state: Family<DestinationState, Gauge>,
     /// Seconds the oldest waiting message of each destination has waited.
@@ -124,6 +91,67 @@ pub struct Metrics {
     pub backlog_bytes: Family<Destination, Gauge>,
     /// Messages moved to the dead-letter table because their destination was over its backlog budget.
     pub overflowed: Family<Destination, Counter>,
+    /// The families each destination's sink reported at the last scrape ([`Metrics::set_sink_metrics`]).
+    sinks: Arc<SinkMetrics>,
+}
+
+/// A label value as the text format writes it: backslash, double quote and line feed escaped.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The families sinks report ([`sink::Sink::metrics`]), printed as each sink names them, with the destination as
+/// the first label: the runner knows no sink's metric by name.
+#[derive(Debug, Default)]
+struct SinkMetrics {
+    /// Per destination, in the order of the config.
+    reported: Mutex<Vec<(String, Vec<MetricFamily>)>>,
+}
+
+impl Collector for SinkMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reported = self.reported.lock().expect("sink metrics lock poisoned");
+        // One family across destinations, in the order the families were first reported.
+        let mut names: Vec<&MetricFamily> = Vec::new();
+        for family in reported.iter().flat_map(|(_, families)| families) {
+            if !names.iter().any(|seen| seen.name == family.name) {
+                names.push(family);
+            }
+        }
+        for first in names {
+            let samples: Vec<(&str, &sink::Sample)> = reported
+                .iter()
+                .flat_map(|(destination, families)| {
+                    families
+                        .iter()
+                        .filter(|f| f.name == first.name)
+                        .flat_map(move |f| f.samples.iter().map(move |sample| (destination.as_str(), sample)))
+                })
+                .collect();
+            // As the registry does for its own families: a family with no sample is left off the page.
+            if samples.is_empty() {
+                continue;
+            }
+            let kind = match first.kind {
+                MetricKind::Counter => MetricType::Counter,
+                MetricKind::Gauge => MetricType::Gauge,
+            };
+            let help = format!("{}.", first.help);
+            let mut family = encoder.encode_descriptor(first.name, &help, None, kind)?;
+            for (destination, sample) in samples {
+                // prometheus-client writes label values as they are; a partition key is a client's userId, which
+                // could otherwise end the value and add lines of its own to the page.
+                let mut labels: Vec<(&str, String)> = vec![("destination", escape(destination))];
+                labels.extend(sample.labels.iter().map(|(name, value)| (*name, escape(value))));
+                let mut metric = family.encode_family(&labels)?;
+                match first.kind {
+                    MetricKind::Counter => metric.encode_counter::<NoLabelSet, _, u64>(&sample.value, None)?,
+                    MetricKind::Gauge => metric.encode_gauge(&i64::try_from(sample.value).unwrap_or(i64::MAX))?,
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -144,19 +172,13 @@ impl Default for Metrics {
             spool_commits: Counter::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             restarts: Family::default(),
-            partition_key_fallbacks: Family::default(),
-            explicit_hash_keys_ignored: Family::default(),
-            stream_defaults: Family::default(),
-            shard_records: Family::default(),
-            shard_bytes: Family::default(),
-            shard_throttled: Family::default(),
-            hot_keys: Family::default(),
             state: Family::default(),
             oldest_waiting: Family::default(),
             lag: Family::default(),
             backlog_messages: Family::default(),
             backlog_bytes: Family::default(),
             overflowed: Family::default(),
+            sinks: Arc::default(),
             registry: Registry::default(),
         };
         registry.register("messages_received", "Messages received, valid or not", metrics.received.clone());
@@ -193,37 +215,6 @@ impl Default for Metrics {
         );
         registry.register("worker_restarts", "Delivery workers restarted after a panic", metrics.restarts.clone());
         registry.register(
-            "partition_key_fallbacks",
-            "Messages none of whose partition_key paths held a value, keyed by messageId instead",
-            metrics.partition_key_fallbacks.clone(),
-        );
-        registry.register(
-            "explicit_hash_keys_ignored",
-            "Messages sent without their explicit_hash_key, missing or not a number below 2^128",
-            metrics.explicit_hash_keys_ignored.clone(),
-        );
-        registry.register(
-            "stream_defaults",
-            "Messages whose stream template did not resolve, sent to the default stream",
-            metrics.stream_defaults.clone(),
-        );
-        registry.register("kinesis_shard_records", "Records Kinesis took, per shard", metrics.shard_records.clone());
-        registry.register(
-            "kinesis_shard_bytes",
-            "Bytes (data plus partition key) Kinesis took, per shard",
-            metrics.shard_bytes.clone(),
-        );
-        registry.register(
-            "kinesis_shard_throttled",
-            "Entries Kinesis throttled (ProvisionedThroughputExceeded), per shard",
-            metrics.shard_throttled.clone(),
-        );
-        registry.register(
-            "kinesis_hot_key_records",
-            "Records of the ten hottest partition keys over the last minute, per stream",
-            metrics.hot_keys.clone(),
-        );
-        registry.register(
             "destination_state",
             "1 for each destination's current state (ok, degraded, stopped)",
             metrics.state.clone(),
@@ -250,6 +241,7 @@ impl Default for Metrics {
             "Messages moved to the dead-letter table because their destination was over its backlog budget",
             metrics.overflowed.clone(),
         );
+        registry.register_collector(Box::new(metrics.sinks.clone()));
         Metrics { registry, ..metrics }
     }
 }
@@ -265,48 +257,9 @@ impl Metrics {
         self.invalid.get_or_create(&Invalid { field: field.to_owned(), problem: problem.to_owned() }).inc();
     }
 
-    /// Copies a sink's own counts (`Sink::counters`) into their families.
-    pub fn sink_counters(&self, destination: &str, counters: &[(&'static str, u64)]) {
-        for (name, value) in counters {
-            let family = match *name {
-                "partition_key_fallbacks" => &self.partition_key_fallbacks,
-                "explicit_hash_keys_ignored" => &self.explicit_hash_keys_ignored,
-                "stream_defaults" => &self.stream_defaults,
-                _ => continue,
-            };
-            family.get_or_create(&Metrics::destination(destination)).inner().store(*value, Ordering::Relaxed);
-        }
-    }
-
-    /// Copies a sink's labelled counts (`Sink::labelled_counters`) into their families. The caller clears
-    /// `hot_keys` before the first destination, so that a key that cooled down leaves the page.
-    pub fn sink_labelled(&self, destination: &str, counts: &[sink::LabelledCount]) {
-        let label = |counted: &sink::LabelledCount, name: &str| {
-            counted.labels.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).unwrap_or_default()
-        };
-        for counted in counts {
-            let shard = || ShardLabel {
-                destination: destination.to_owned(),
-                stream: label(counted, "stream"),
-                shard: label(counted, "shard"),
-            };
-            let family = match counted.name {
-                "shard_records" => &self.shard_records,
-                "shard_bytes" => &self.shard_bytes,
-                "shard_throttled" => &self.shard_throttled,
-                "hot_key_records" => {
-                    let key = HotKey {
-                        destination: destination.to_owned(),
-                        stream: label(counted, "stream"),
-                        key: label(counted, "key"),
-                    };
-                    self.hot_keys.get_or_create(&key).set(counted.value as i64);
-                    continue;
-                }
-                _ => continue,
-            };
-            family.get_or_create(&shard()).inner().store(counted.value, Ordering::Relaxed);
-        }
+    /// Keeps what each destination's sink reports now, for the next [`Metrics::render`].
+    pub fn set_sink_metrics(&self, reported: Vec<(String, Vec<MetricFamily>)>) {
+        *self.sinks.reported.lock().expect("sink metrics lock poisoned") = reported;
     }
 
     /// The label of a destination.
@@ -319,5 +272,50 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sink::{MetricFamily, MetricKind, Sample};
+
+    use super::Metrics;
+
+    fn family(name: &'static str, kind: MetricKind, samples: Vec<Sample>) -> MetricFamily {
+        MetricFamily { name, help: "What it counts", kind, samples }
+    }
+
+    fn sample(labels: &[(&'static str, &str)], value: u64) -> Sample {
+        Sample { labels: labels.iter().map(|(n, v)| (*n, (*v).to_owned())).collect(), value }
+    }
+
+    #[test]
+    fn sink_families_print_as_registered_ones_with_the_destination_first() {
+        let metrics = Metrics::default();
+        let shard = [("stream", "events"), ("shard", "shardId-000000000001")];
+        metrics.set_sink_metrics(vec![
+            ("a".into(), vec![family("kinesis_shard_records", MetricKind::Counter, vec![sample(&shard, 7)])]),
+            (
+                "b".into(),
+                vec![
+                    family("kinesis_shard_records", MetricKind::Counter, vec![sample(&shard, 2)]),
+                    family("kinesis_hot_key_records", MetricKind::Gauge, vec![sample(&[("key", "u\"1\\\n# x")], 3)]),
+                    family("nothing_yet", MetricKind::Counter, Vec::new()),
+                ],
+            ),
+        ]);
+        let page = metrics.render();
+        let expected = "# HELP tributary_kinesis_shard_records What it counts.\n\
+             # TYPE tributary_kinesis_shard_records counter\n\
+             tributary_kinesis_shard_records_total{destination=\"a\",stream=\"events\",shard=\"shardId-000000000001\"} 7\n\
+             tributary_kinesis_shard_records_total{destination=\"b\",stream=\"events\",shard=\"shardId-000000000001\"} 2\n\
+             # HELP tributary_kinesis_hot_key_records What it counts.\n\
+             # TYPE tributary_kinesis_hot_key_records gauge\n\
+             tributary_kinesis_hot_key_records{destination=\"b\",key=\"u\\\"1\\\\\\n# x\"} 3\n";
+        assert!(page.contains(expected), "{page}");
+        assert!(!page.contains("nothing_yet"), "a family without samples is left off, as the registry's own are");
+        // What a sink stops reporting leaves the page.
+        metrics.set_sink_metrics(Vec::new());
+        assert!(!metrics.render().contains("kinesis"));
     }
 }

@@ -103,14 +103,10 @@ pub enum FetchError {
 /// An S3 client for exports.
 #[cfg(feature = "sdk")]
 pub async fn client(connection: &Connection) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &connection.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    let shared = loader.load().await;
+    let shared = aws_common::sdk::default_config(connection.region.as_deref()).await;
     let mut config = aws_sdk_s3::config::Builder::from(&shared);
     if shared.region().is_none() {
-        config = config.region(aws_config::Region::new("us-east-1"));
+        config = config.region(aws_sdk_s3::config::Region::new("us-east-1"));
     }
     if let Some(endpoint) = &connection.endpoint {
         config = config.endpoint_url(endpoint).force_path_style(true);

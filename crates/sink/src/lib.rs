@@ -25,24 +25,41 @@ pub trait Sink: Send + Sync {
     /// failing as [`Outcome::Retryable`] so that the caller can keep the record and try again later.
     async fn deliver(&self, records: Vec<Record>) -> Vec<Outcome>;
 
-    /// Counts the sink keeps for `/metrics`, by name (for example `partition_key_fallbacks`); none by default.
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        Vec::new()
-    }
-
-    /// Counts with labels of their own (a Kinesis shard's records, a hot key), for `/metrics`; none by default.
-    fn labelled_counters(&self) -> Vec<LabelledCount> {
+    /// The metric families the sink keeps for `/metrics`, with their samples now; none by default. The runner
+    /// adds the destination's name as the first label of each sample and prints every family as it is given, so a
+    /// sink adds a metric without a change to the runner.
+    fn metrics(&self) -> Vec<MetricFamily> {
         Vec::new()
     }
 }
 
-/// A count a sink keeps under labels of its own, beside the destination's.
+/// A family of metrics a sink keeps: its name, what it means, and its samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelledCount {
-    /// The family, for example `shard_records`.
+pub struct MetricFamily {
+    /// The name after the server's `tributary_` prefix, without the `_total` a counter gets: `kinesis_shard_records`.
     pub name: &'static str,
+    /// The help text.
+    pub help: &'static str,
+    /// A counter (only grows) or a gauge (goes up and down).
+    pub kind: MetricKind,
+    /// The samples, each with its labels other than the destination.
+    pub samples: Vec<Sample>,
+}
+
+/// How a family's values behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A count since the sink started.
+    Counter,
+    /// A value now.
+    Gauge,
+}
+
+/// One value of a family under labels of the sink's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
     /// Label names and values, for example `[("stream", "events"), ("shard", "shardId-000000000000")]`.
     pub labels: Vec<(&'static str, String)>,
-    /// The count.
+    /// The value.
     pub value: u64,
 }

@@ -64,13 +64,12 @@ impl Record {
     }
 }
 
-/// Where a delivered record landed, when the sink can say.
+/// Where a delivered record landed, when the destination can say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
-    /// The shard that took the record (Kinesis).
-    pub shard_id: Option<String>,
-    /// The record's sequence number within its shard (Kinesis).
-    pub sequence_number: Option<String>,
+    /// The destination's own name for the record's place, as text: for a stream, its shard and sequence number
+    /// (`shardId-000000000001/49590338271490256608559692538361571095921575989136588898`).
+    pub receipt: Option<String>,
 }
 
 /// What happened to one record.

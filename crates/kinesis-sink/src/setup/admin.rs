@@ -2,15 +2,29 @@
 
 use std::time::Duration;
 
-pub use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
 
-use crate::api::ApiError;
-use crate::config::KinesisConfig;
-use crate::identity::SignAs;
-use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
+use aws_common::error::api_error;
+use aws_common::sdk::role_cache;
+use aws_common::{ApiError, BaseCredentials, SignAs, sdk_config};
 
-/// A plain Kinesis client for a destination, signing as `identity` when the destination has a role.
+use crate::config::KinesisConfig;
+use crate::sdk::signing_as;
+
+/// A Kinesis client for administration and reading. Its SDK client stays inside, so callers name no SDK type.
+#[derive(Debug, Clone)]
+pub struct Client {
+    sdk: aws_sdk_kinesis::Client,
+}
+
+impl Client {
+    /// Wraps an SDK client that tools and tests configured themselves.
+    pub fn from_sdk(sdk: aws_sdk_kinesis::Client) -> Client {
+        Client { sdk }
+    }
+}
+
+/// A Kinesis client for a destination, signing as `identity` when the destination has a role.
 pub async fn client(config: &KinesisConfig, identity: SignAs, base: &BaseCredentials) -> Result<Client, ApiError> {
     let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
@@ -20,7 +34,7 @@ pub async fn client(config: &KinesisConfig, identity: SignAs, base: &BaseCredent
         cache.get(&identity).await?;
         builder = signing_as(builder, cache, identity);
     }
-    Ok(Client::from_conf(builder.build()))
+    Ok(Client { sdk: aws_sdk_kinesis::Client::from_conf(builder.build()) })
 }
 
 /// What `streams describe` prints.
@@ -46,7 +60,7 @@ pub struct StreamSummary {
 
 /// Describes `stream` (a name or an ARN).
 pub async fn describe(client: &Client, stream: &str) -> Result<StreamSummary, ApiError> {
-    let mut request = client.describe_stream_summary();
+    let mut request = client.sdk.describe_stream_summary();
     request = if stream.starts_with("arn:") { request.stream_arn(stream) } else { request.stream_name(stream) };
     let output = request
         .send()
@@ -93,7 +107,7 @@ pub struct NewStream {
 /// Creates `name` as `new` says (or finds it), waits up to `timeout` until it is `ACTIVE`, then, with a KMS key,
 /// turns on its encryption (a found stream encrypted with another key is re-keyed) and waits again.
 pub async fn create(client: &Client, name: &str, new: &NewStream, timeout: Duration) -> Result<Created, ApiError> {
-    let mut request = client.create_stream().stream_name(name);
+    let mut request = client.sdk.create_stream().stream_name(name);
     request = match new.shards {
         Some(shards) => request.shard_count(shards),
         None => request.stream_mode_details(
@@ -113,6 +127,7 @@ pub async fn create(client: &Client, name: &str, new: &NewStream, timeout: Durat
         && describe(client, name).await?.kms_key.as_deref() != Some(key.as_str())
     {
         client
+            .sdk
             .start_stream_encryption()
             .stream_name(name)
             .encryption_type(aws_sdk_kinesis::types::EncryptionType::Kms)
@@ -211,16 +226,16 @@ pub async fn read(
 ) -> Result<(), ApiError> {
     let named = |doing: &str| format!("{doing} on stream {stream}");
     let shards: Vec<String> =
-        crate::sdk::all_shards(client, stream).await?.iter().map(|s| s.shard_id().to_owned()).collect();
+        crate::sdk::all_shards(&client.sdk, stream).await?.iter().map(|s| s.shard_id().to_owned()).collect();
     let (kind, since) = match start {
         StartAt::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
         StartAt::Latest => (ShardIteratorType::Latest, None),
-        StartAt::Since(at) => (ShardIteratorType::AtTimestamp, Some(aws_smithy_types::DateTime::from(at))),
+        StartAt::Since(at) => (ShardIteratorType::AtTimestamp, Some(aws_sdk_kinesis::primitives::DateTime::from(at))),
     };
     let mut iterators = Vec::new();
     for shard in &shards {
         let mut request =
-            client.get_shard_iterator().shard_id(shard).shard_iterator_type(kind.clone()).set_timestamp(since);
+            client.sdk.get_shard_iterator().shard_id(shard).shard_iterator_type(kind.clone()).set_timestamp(since);
         request = if stream.starts_with("arn:") { request.stream_arn(stream) } else { request.stream_name(stream) };
         let output = request.send().await.map_err(|e| api_error(&e, &named("kinesis:GetShardIterator")))?;
         iterators.push((shard.clone(), output.shard_iterator().map(str::to_owned)));
@@ -230,6 +245,7 @@ pub async fn read(
         for (shard, iterator) in &mut iterators {
             let Some(current) = iterator.clone() else { continue };
             let output = client
+                .sdk
                 .get_records()
                 .shard_iterator(current)
                 .limit(10_000)

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+use aws_common::iam::{Refusal, partition_of, role_account_id, why_refused};
+pub use aws_common::iam::{principal_of, trust_policy};
+use aws_common::sdk::{RoleLookup, SdkConfig, look_up_role, role_cache};
+use aws_common::{ApiError, BaseCredentials, ErrorKind, SignAs, sdk_config};
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, ErrorKind};
-use crate::config::{KinesisConfig, role_account_id};
-use crate::identity::SignAs;
-use crate::sdk::{BaseCredentials, api_error, role_cache, sdk_config, signing_as};
+use crate::config::KinesisConfig;
+use crate::sdk::signing_as;
 
 /// The Kinesis actions the permission policy grants: the two that deliver, the one pacing and aggregation read
 /// shards with, and the one `check` uses.
@@ -20,7 +22,7 @@ pub fn arn_of(config: &KinesisConfig, name: &str, account_id: &str) -> String {
     if name.starts_with("arn:") {
         return name.to_owned();
     }
-    let partition = config.role_address.as_deref().and_then(|r| r.split(':').nth(1)).unwrap_or("aws");
+    let partition = partition_of(config.role_address.as_deref());
     format!("arn:{partition}:kinesis:{}:{account_id}:stream/{name}", config.region)
 }
 
@@ -67,46 +69,11 @@ pub fn permission_policy(config: &KinesisConfig, account_id: &str) -> Value {
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
-/// The role's trust policy: `sts:AssumeRole` for `principal`, on condition that the External ID is one of
-/// `external_ids`, as Segment's "Multiple Sources" section describes.
-pub fn trust_policy(principal: &str, external_ids: &[String]) -> Value {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"AWS": principal},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": external_ids}}
-        }]
-    })
-}
-
-/// The principal to trust for the caller ARN STS reports: an assumed-role session is trusted through its role.
-pub fn principal_of(caller_arn: &str) -> String {
-    // arn:aws:sts::123456789012:assumed-role/ROLE/SESSION -> arn:aws:iam::123456789012:role/ROLE
-    let parts: Vec<&str> = caller_arn.splitn(6, ':').collect();
-    if parts.len() == 6
-        && parts[2] == "sts"
-        && let Some(rest) = parts[5].strip_prefix("assumed-role/")
-    {
-        let role = rest.split('/').next().unwrap_or(rest);
-        return format!("arn:{}:iam::{}:role/{role}", parts[1], parts[4]);
-    }
-    caller_arn.to_owned()
-}
-
-/// The ARN of the identity the process's own credentials belong to, from STS `GetCallerIdentity`.
+/// The ARN of the identity the process's own credentials belong to, from STS `GetCallerIdentity`, in the
+/// destination's region and endpoint.
 pub async fn caller_arn(config: &KinesisConfig, base: &BaseCredentials) -> Result<String, ApiError> {
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, Duration::from_secs(30)).await;
-    let output = aws_sdk_sts::Client::new(&shared)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| api_error(&e, "sts:GetCallerIdentity"))?;
-    output
-        .arn()
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::classify(None, None, "sts:GetCallerIdentity returned no ARN".into()))
+    aws_common::sdk::caller_arn(&shared).await
 }
 
 /// The result of checking one identity of a destination.
@@ -145,44 +112,12 @@ pub async fn check(
     results
 }
 
-/// What IAM says of a role.
-// Without the `iam` feature nothing looks a role up, so only `Unknown` is made.
-#[cfg_attr(not(feature = "iam"), allow(dead_code))]
-enum RoleLookup {
-    /// It exists, with this trust policy document (URL-encoded, as IAM returns it).
-    Found(String),
-    /// It does not exist.
-    Missing,
-    /// These credentials may not read it, or this build looks nothing up in IAM (without the `iam` feature).
-    Unknown,
-}
-
-/// Looks the role `role` (an ARN) up with IAM GetRole.
-#[cfg(feature = "iam")]
-async fn look_up_role(shared: &aws_config::SdkConfig, role: &str) -> RoleLookup {
-    let name = role.rsplit('/').next().unwrap_or(role);
-    match aws_sdk_iam::Client::new(shared).get_role().role_name(name).send().await {
-        Ok(output) => match output.role() {
-            Some(found) => RoleLookup::Found(found.assume_role_policy_document().unwrap_or_default().to_owned()),
-            None => RoleLookup::Unknown,
-        },
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => RoleLookup::Missing,
-        Err(_) => RoleLookup::Unknown,
-    }
-}
-
-/// Without the `iam` feature, roles are not looked up; a refusal is explained without the role's trust policy.
-#[cfg(not(feature = "iam"))]
-async fn look_up_role(_: &aws_config::SdkConfig, _: &str) -> RoleLookup {
-    RoleLookup::Unknown
-}
-
 async fn check_one(
     destination: &str,
     config: &KinesisConfig,
     stream: &str,
     identity: &SignAs,
-    shared: &aws_config::SdkConfig,
+    shared: &SdkConfig,
 ) -> Result<String, String> {
     let mut builder = aws_sdk_kinesis::config::Builder::from(shared);
     let mut assumed = String::new();
@@ -207,18 +142,19 @@ async fn check_one(
             e.message
         )
     };
-    let summary = match crate::setup::admin::describe(&client, stream).await {
-        Ok(summary) => summary,
-        Err(e) if e.kind == ErrorKind::AccessDenied => return Err(lacks("kinesis:DescribeStreamSummary", &e)),
-        Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => {
-            return Err(format!(
-                "stream {stream} does not exist in region {}: create it with `tributary streams create \
+    let summary =
+        match crate::setup::admin::describe(&crate::setup::admin::Client::from_sdk(client.clone()), stream).await {
+            Ok(summary) => summary,
+            Err(e) if e.kind == ErrorKind::AccessDenied => return Err(lacks("kinesis:DescribeStreamSummary", &e)),
+            Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => {
+                return Err(format!(
+                    "stream {stream} does not exist in region {}: create it with `tributary streams create \
                  --destination {destination} --stream {stream}`, or fix kinesis.stream or kinesis.region",
-                config.region
-            ));
-        }
-        Err(e) => return Err(e.message),
-    };
+                    config.region
+                ));
+            }
+            Err(e) => return Err(e.message),
+        };
     // Pacing and aggregation read the shards; without ListShards they are off, so a missing grant is a failure
     // when either is on.
     let shards = if config.pacing || config.aggregation == crate::config::Aggregation::Kpl {
@@ -255,116 +191,52 @@ async fn check_one(
     ))
 }
 
-/// Whether the key a stream reports (an ARN, a key ID or an alias) is the configured key ARN.
-fn key_matches(configured: &str, reported: &str) -> bool {
-    configured == reported || configured.rsplit('/').next() == Some(reported)
-}
-
-/// Works out why AssumeRole was refused, reading the role's trust policy when these credentials may.
+/// Words why AssumeRole was refused, naming the destination's key and the command that prints the trust policy.
 async fn explain_refusal(
     destination: &str,
     role: &str,
     identity: &SignAs,
-    shared: &aws_config::SdkConfig,
+    shared: &SdkConfig,
     error: ApiError,
 ) -> String {
-    if error.kind != ErrorKind::AssumeRoleRefused {
-        return error.message;
-    }
     let external = match identity.external_id() {
         None => "no External ID".to_owned(),
         Some(id) if id.is_secret() => "the secret_id as External ID".to_owned(),
         Some(id) => format!("External ID {:?}", id.expose()),
     };
     let regenerate = format!("`tributary iam trust --destination {destination}` prints the trust policy it needs");
-    let caller = aws_sdk_sts::Client::new(shared)
-        .get_caller_identity()
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.arn().map(principal_of));
-    let document = match look_up_role(shared, role).await {
-        RoleLookup::Found(document) => Some(document),
-        RoleLookup::Missing => return format!("role {role} does not exist: create it, or fix kinesis.role_address"),
-        RoleLookup::Unknown => None,
-    };
-    let (Some(caller), Some(document)) = (caller, document.and_then(|d| parse_document(&d))) else {
-        return format!(
+    match why_refused(shared, role, identity, &error).await {
+        Refusal::RoleMissing => format!("role {role} does not exist: create it, or fix kinesis.role_address"),
+        Refusal::Unexplained => format!(
             "assuming role {role} with {external} was refused: either the role does not trust this principal or the \
              External ID does not match its trust policy (these credentials may not read the role to tell which); {regenerate}"
-        );
-    };
-    let statements = trusting(&document, &caller);
-    if statements.is_empty() {
-        return format!(
-            "role {role} does not trust {caller}: add it as a principal of the role's trust policy; {regenerate}"
-        );
-    }
-    let allowed: Vec<String> = statements.iter().flat_map(|s| external_ids(s)).collect();
-    match identity.external_id() {
-        Some(id) if !allowed.iter().any(|a| a == id.expose()) && !allowed.is_empty() => {
-            // The trust policy's values are not printed: any of them may be some destination's secret_id.
-            let listed = match id.is_secret() {
-                true => "the configured secret_id".to_owned(),
-                false => format!("{:?}", id.expose()),
+        ),
+        Refusal::Untrusted { caller } => {
+            format!(
+                "role {role} does not trust {caller}: add it as a principal of the role's trust policy; {regenerate}"
+            )
+        }
+        Refusal::ExternalIdMismatch { caller, allowed } => {
+            let listed = match identity.external_id() {
+                Some(id) if !id.is_secret() => format!("{:?}", id.expose()),
+                _ => "the configured secret_id".to_owned(),
             };
-            let count = allowed.len();
-            let ids = if count == 1 { "1 External ID" } else { &format!("{count} External IDs") };
+            let ids = if allowed == 1 { "1 External ID".to_owned() } else { format!("{allowed} External IDs") };
             format!(
                 "the External ID does not match: role {role} trusts {caller} with {ids}, and {listed} is not among \
                  them; {regenerate}"
             )
         }
-        _ => format!(
-            "assuming role {role} with {external} was refused although its trust policy allows it: {}",
-            error.message
-        ),
+        Refusal::Refused(message) if error.kind == ErrorKind::AssumeRoleRefused => {
+            format!("assuming role {role} with {external} was refused although its trust policy allows it: {message}")
+        }
+        Refusal::Refused(message) => message,
     }
 }
 
-/// A trust policy from GetRole, which AWS returns URL-encoded.
-fn parse_document(text: &str) -> Option<Value> {
-    serde_json::from_str(text)
-        .ok()
-        .or_else(|| serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy()).ok())
-}
-
-/// One string or a list of strings.
-fn strings(value: &Value) -> Vec<String> {
-    match value {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The Allow statements for `sts:AssumeRole` whose principal covers `caller`.
-fn trusting<'a>(document: &'a Value, caller: &str) -> Vec<&'a Value> {
-    let account = caller.split(':').nth(4).unwrap_or_default();
-    let statements: Vec<&Value> = match &document["Statement"] {
-        Value::Array(items) => items.iter().collect(),
-        single @ Value::Object(_) => vec![single],
-        _ => Vec::new(),
-    };
-    statements
-        .into_iter()
-        .filter(|s| s["Effect"] == "Allow")
-        .filter(|s| strings(&s["Action"]).iter().any(|a| a == "sts:AssumeRole" || a == "sts:*" || a == "*"))
-        .filter(|s| {
-            let principals = match &s["Principal"] {
-                Value::String(p) => vec![p.clone()],
-                other => strings(&other["AWS"]),
-            };
-            principals
-                .iter()
-                .any(|p| p == "*" || p == caller || p == account || *p == format!("arn:aws:iam::{account}:root"))
-        })
-        .collect()
-}
-
-/// The External IDs a statement's condition allows; empty when it sets none (any External ID is accepted).
-fn external_ids(statement: &Value) -> Vec<String> {
-    strings(&statement["Condition"]["StringEquals"]["sts:ExternalId"])
+/// Whether the key a stream reports (an ARN, a key ID or an alias) is the configured key ARN.
+fn key_matches(configured: &str, reported: &str) -> bool {
+    configured == reported || configured.rsplit('/').next() == Some(reported)
 }
 
 #[cfg(test)]
@@ -429,28 +301,5 @@ mod tests {
 
     fn config_with_partition() -> KinesisConfig {
         config("events", Some("arn:aws-cn:iam::123456789012:role/tributary"))
-    }
-
-    #[test]
-    fn assumed_role_sessions_are_trusted_through_their_role() {
-        assert_eq!(
-            principal_of("arn:aws:sts::123456789012:assumed-role/deployer/i-0abc"),
-            "arn:aws:iam::123456789012:role/deployer"
-        );
-        assert_eq!(principal_of("arn:aws:iam::123456789012:user/ci"), "arn:aws:iam::123456789012:user/ci");
-    }
-
-    #[test]
-    fn reading_trust_policies() {
-        let caller = "arn:aws:iam::123456789012:user/ci";
-        let document = trust_policy(caller, &["src_a".into(), "src_b".into()]);
-        let found = trusting(&document, caller);
-        assert_eq!(found.len(), 1);
-        assert_eq!(external_ids(found[0]), ["src_a", "src_b"]);
-        assert!(trusting(&document, "arn:aws:iam::123456789012:user/other").is_empty());
-        let account_wide = json!({"Statement": {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}});
-        assert_eq!(trusting(&account_wide, caller).len(), 1);
-        let encoded = "%7B%22Statement%22%3A%5B%5D%7D";
-        assert_eq!(parse_document(encoded), Some(json!({"Statement": []})));
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, bail};
 use kinesis_sink::setup::iam::{self, CheckResult};
-use kinesis_sink::{SignAs, identity::ExternalId};
+use kinesis_sink::{ExternalId, SignAs};
 use serde_json::Value;
 
 use crate::config::{Config, DestinationKind};

@@ -106,11 +106,7 @@ pub async fn metrics(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     }
     ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
     ingest.metrics.spool_commits.inner().store(ingest.spool.commits(), Ordering::Relaxed);
-    // Hot keys are replaced as a whole, so that a key that cooled down leaves the page.
-    ingest.metrics.hot_keys.clear();
-    for target in ingest.routes.all() {
-        ingest.metrics.sink_counters(&target.name, &target.sink.counters());
-        ingest.metrics.sink_labelled(&target.name, &target.sink.labelled_counters());
-    }
+    // Replaced as a whole, so that what a sink no longer reports (a hot key that cooled down) leaves the page.
+    ingest.metrics.set_sink_metrics(ingest.routes.all().map(|t| (t.name.clone(), t.sink.metrics())).collect());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }

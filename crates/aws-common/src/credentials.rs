@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
 
-use crate::api::{ApiError, ErrorKind};
+use crate::error::{ApiError, ErrorKind};
 use crate::identity::SignAs;
 
 /// How long before expiry cached credentials are replaced. Assumed-role sessions last an hour by default.
@@ -103,7 +103,8 @@ impl CredentialCache {
     }
 }
 
-/// The SDK's view of one identity's credentials: it reads the cache, which the sink fills before each call.
+/// The SDK's view of one identity's credentials: it reads the cache, which the sink fills before each call
+/// ([`crate::sdk::signing_provider`]).
 pub(crate) struct CachedRoleProvider {
     pub(crate) cache: Arc<CredentialCache>,
     pub(crate) identity: SignAs,
@@ -203,7 +204,7 @@ mod tests {
             "{}",
             shown.message
         );
-        let secret = SignAs::ExternalId(ExternalId::secret(&sink::Secret::new("wrong")));
+        let secret = SignAs::ExternalId(ExternalId::secret("wrong"));
         let hidden = cache(Duration::from_secs(3600)).get(&secret).await.unwrap_err();
         assert!(!hidden.message.contains("\"wrong\""), "{}", hidden.message);
         assert!(hidden.message.contains("secret_id as ExternalId"), "{}", hidden.message);

@@ -1,13 +1,9 @@
-//! Whom a Kinesis destination's calls are signed as, by Segment's rule: without a role, the process's own
+//! Whom an AWS destination's calls are signed as, by Segment's rule: without a role, the process's own
 //! credentials; with one, the role assumed presenting the destination's Secret ID as External ID if it has one,
 //! else the ID of the source (or audience) the message came from.
 //!
-//! The sink, `iam`, `check`, `tail` and `streams` all take their identities from [`IdentityRule`], so the rule is
+//! The sinks, `iam`, `check`, `tail` and `streams` all take their identities from [`IdentityRule`], so the rule is
 //! written once.
-
-use sink::Secret;
-
-use crate::config::KinesisConfig;
 
 /// The identity one call is signed as.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -31,9 +27,9 @@ impl ExternalId {
         ExternalId { value: id.into(), secret: false }
     }
 
-    /// The destination's Secret ID.
-    pub fn secret(secret: &Secret) -> ExternalId {
-        ExternalId { value: secret.expose().to_owned(), secret: true }
+    /// The destination's Secret ID, which is never printed.
+    pub fn secret(secret_id: impl Into<String>) -> ExternalId {
+        ExternalId { value: secret_id.into(), secret: true }
     }
 
     /// The value to present. Never print it: it may be a secret.
@@ -91,18 +87,19 @@ pub enum IdentityRule {
     /// No role: every call uses the process's own credentials.
     Process,
     /// A role and a Secret ID: every call presents the Secret ID.
-    SecretId(Secret),
+    SecretId(ExternalId),
     /// A role without a Secret ID: each call presents the ID of the sender of its messages.
     SenderId,
 }
 
 impl IdentityRule {
-    /// The rule for `config`, given its resolved Secret ID (ignored without a role).
-    pub fn new(config: &KinesisConfig, secret_id: Option<Secret>) -> IdentityRule {
-        match (&config.role_address, secret_id) {
-            (None, _) => IdentityRule::Process,
-            (Some(_), Some(secret)) => IdentityRule::SecretId(secret),
-            (Some(_), None) => IdentityRule::SenderId,
+    /// The rule for a destination that assumes a role or not, given its resolved Secret ID (ignored without a
+    /// role).
+    pub fn new(assumes_role: bool, secret_id: Option<&str>) -> IdentityRule {
+        match (assumes_role, secret_id) {
+            (false, _) => IdentityRule::Process,
+            (true, Some(secret)) => IdentityRule::SecretId(ExternalId::secret(secret)),
+            (true, None) => IdentityRule::SenderId,
         }
     }
 
@@ -110,7 +107,7 @@ impl IdentityRule {
     pub fn sign_as(&self, sender: &str) -> SignAs {
         match self {
             IdentityRule::Process => SignAs::Process,
-            IdentityRule::SecretId(secret) => SignAs::ExternalId(ExternalId::secret(secret)),
+            IdentityRule::SecretId(secret) => SignAs::ExternalId(secret.clone()),
             IdentityRule::SenderId => SignAs::ExternalId(ExternalId::sender(sender)),
         }
     }
@@ -129,21 +126,15 @@ impl IdentityRule {
 mod tests {
     use super::*;
 
-    fn config(role: bool) -> KinesisConfig {
-        let role = role.then_some("arn:aws:iam::123456789012:role/r");
-        serde_json::from_value(serde_json::json!({"region": "us-west-2", "stream": "s", "role_address": role})).unwrap()
-    }
-
     #[test]
     fn follows_segments_rule() {
-        let secret = Secret::new("s3cr3t".to_owned());
-        assert_eq!(IdentityRule::new(&config(false), Some(secret.clone())).identities(["a"]), vec![SignAs::Process]);
-        let by_secret = IdentityRule::new(&config(true), Some(secret));
+        assert_eq!(IdentityRule::new(false, Some("s3cr3t")).identities(["a"]), vec![SignAs::Process]);
+        let by_secret = IdentityRule::new(true, Some("s3cr3t"));
         assert_eq!(by_secret.sign_as("src_a").external_id().unwrap().expose(), "s3cr3t");
         assert_eq!(by_secret.identities(["a", "b"]).len(), 1);
         assert_eq!(by_secret.sign_as("src_a").label(), "secret_id");
         assert!(!format!("{:?}", by_secret.sign_as("src_a")).contains("s3cr3t"));
-        let by_sender = IdentityRule::new(&config(true), None);
+        let by_sender = IdentityRule::new(true, None);
         assert_eq!(by_sender.sign_as("src_a"), SignAs::ExternalId(ExternalId::sender("src_a")));
         assert_eq!(by_sender.identities(["a", "b"]).iter().map(SignAs::label).collect::<Vec<_>>(), ["a", "b"]);
         assert!(by_sender.identities([]).is_empty());
