@@ -82,6 +82,7 @@ fn entries(c: &mut Criterion) {
             "aggregation": aggregation, "shard_rate_limit": 1000,
         }))
         .unwrap();
+        let config = config.resolve().unwrap();
         let sink = runtime.block_on(async { KinesisSink::with_api(Accepting, &config, config.identity_rule(None)) });
         group.bench_function(name, |b| {
             b.iter_batched(
@@ -134,6 +135,7 @@ fn through_the_sdk(c: &mut Criterion) {
         "region": "us-east-1", "stream": "bench", "endpoint": endpoint, "pacing": false,
     }))
     .unwrap();
+    let config = config.resolve().unwrap();
     let base = kinesis_sink::BaseCredentials::Static(credentials.clone());
     let sink = runtime.block_on(KinesisSink::connect(&config, config.identity_rule(None), &base));
 

@@ -25,8 +25,9 @@ fn config(url: &str, stream: &str, pacing: bool) -> KinesisConfig {
 }
 
 async fn sink(config: &KinesisConfig) -> Arc<KinesisSink> {
-    let identities = config.identity_rule(None);
-    Arc::new(KinesisSink::connect(config, identities, &BaseCredentials::Static(dummy_credentials())).await)
+    let settings = config.clone().resolve().expect("the suites' configs are valid");
+    let identities = settings.identity_rule(None);
+    Arc::new(KinesisSink::connect(&settings, identities, &BaseCredentials::Static(dummy_credentials())).await)
 }
 
 /// `count` track calls of about 300 bytes from `users` users, as records.

@@ -25,9 +25,10 @@ pub fn config(url: &str, stream: &str) -> KinesisConfig {
 
 /// A sink signing with `credentials`.
 pub async fn sink(config: &KinesisConfig, secret: Option<&str>, credentials: kinesis_sink::Credentials) -> KinesisSink {
+    let settings = config.clone().resolve().expect("the suites' configs are valid");
     KinesisSink::connect(
-        config,
-        config.identity_rule(secret.map(Secret::new).as_ref()),
+        &settings,
+        settings.identity_rule(secret.map(Secret::new).as_ref()),
         &BaseCredentials::Static(credentials),
     )
     .await

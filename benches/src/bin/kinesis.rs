@@ -55,6 +55,7 @@ async fn run(standin: &StandIn, pacing: bool, seconds: u64) -> anyhow::Result<Ru
         "pacing": pacing,
     }))?;
     config.delivery.max_attempts = 30;
+    let config = config.resolve().map_err(|problems| anyhow::anyhow!("{problems:?}"))?;
     let identities = config.identity_rule(None);
     let base = BaseCredentials::Static(Credentials::new("AKIDBENCH", "bench", None, None, "bench"));
     let sink = Arc::new(KinesisSink::connect(&config, identities, &base).await);

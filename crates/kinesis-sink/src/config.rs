@@ -1,11 +1,8 @@
 //! The `[kinesis]` table of a destination file.
 
-use aws_common::IdentityRule;
 pub use aws_common::iam::is_kms_key_arn;
-use aws_common::iam::{is_region, is_role_arn};
-use segment_model::ConfigProblem;
 use serde::Deserialize;
-use sink::{Secret, SecretRef};
+use sink::SecretRef;
 
 /// Settings of a Kinesis destination: the ones Segment's Amazon Kinesis destination offers, plus the knobs a
 /// self-hosted sender needs.
@@ -168,77 +165,8 @@ impl Default for DeliveryConfig {
 }
 
 impl KinesisConfig {
-    /// Whom its calls are signed as, by Segment's rule, given its resolved Secret ID (ignored without a role).
-    pub fn identity_rule(&self, secret_id: Option<&Secret>) -> IdentityRule {
-        IdentityRule::new(self.role_address.is_some(), secret_id.map(Secret::expose))
-    }
-
-    /// Where records go: the stream, or its template and default stream.
-    pub fn route(&self) -> crate::route::StreamRoute {
-        crate::route::StreamRoute::new(&self.stream, self.default_stream.as_deref())
-    }
-
-    /// The stream a command works on: `explicit` if the destination can send to it, else the one stream named
-    /// without a message (the stream, or a template's `default_stream`).
-    pub fn stream_for(&self, explicit: Option<&str>) -> Result<String, String> {
-        let route = self.route();
-        match explicit {
-            None => Ok(route.fixed().to_owned()),
-            Some(name) if route.can_name(name) => Ok(name.to_owned()),
-            Some(name) => Err(format!(
-                "stream {name:?} is not one this destination sends to (stream = {:?}{})",
-                self.stream,
-                self.default_stream.as_deref().map(|d| format!(", default_stream = {d:?}")).unwrap_or_default()
-            )),
-        }
-    }
-
-    /// Every problem with the settings, in key order; empty when the config is usable.
-    pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut problems = Vec::new();
-        let mut add = |key, message: String| problems.push(ConfigProblem { key, message });
-        if !is_region(&self.region) {
-            add("region", format!("{:?} is not an AWS region (for example us-west-2)", self.region));
-        }
-        let route = crate::route::check(&self.stream, self.default_stream.as_deref());
-        let templated = self.stream.contains('{') || self.stream.contains('}');
-        if route.is_empty()
-            && !templated
-            && let Err(message) = check_stream(&self.stream)
-        {
-            add("stream", message);
-        }
-        for (key, message) in route {
-            add(key, message);
-        }
-        if let Some(Err(message)) = self.default_stream.as_deref().map(check_stream) {
-            add("default_stream", message);
-        }
-        self.key_problems(&mut add);
-        if !(1..=1000).contains(&self.shard_rate_limit) {
-            add("shard_rate_limit", format!("{} is not a percentage between 1 and 1000", self.shard_rate_limit));
-        }
-        if let Some(key) = &self.kms_key
-            && !is_kms_key_arn(key)
-        {
-            add("kms_key", format!("{key:?} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)"));
-        }
-        if let Some(role) = &self.role_address
-            && !is_role_arn(role)
-        {
-            add("role_address", format!("{role:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"));
-        }
-        if let Some(endpoint) = &self.endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-        {
-            add("endpoint", format!("{endpoint:?} is not an http:// or https:// URL"));
-        }
-        self.delivery.problems(&mut add);
-        problems
-    }
-
     /// The problems of `partition_key` and `explicit_hash_key`.
-    fn key_problems(&self, add: &mut impl FnMut(&'static str, String)) {
+    pub(crate) fn key_problems(&self, add: &mut impl FnMut(&'static str, String)) {
         match (&self.partition_key, self.use_message_id) {
             (Some(_), true) => add(
                 "partition_key",
@@ -265,7 +193,7 @@ impl KinesisConfig {
 
 impl DeliveryConfig {
     /// The problems of `[kinesis.delivery]`, keyed from the `[kinesis]` table.
-    fn problems(&self, add: &mut impl FnMut(&'static str, String)) {
+    pub(crate) fn problems(&self, add: &mut impl FnMut(&'static str, String)) {
         let d = self;
         if !(1..=500).contains(&d.max_batch_records) {
             add("delivery.max_batch_records", format!("{} is not between 1 and 500", d.max_batch_records));
@@ -288,47 +216,5 @@ impl DeliveryConfig {
                 format!("{} is more than backoff_max_ms ({})", d.backoff_base_ms, d.backoff_max_ms),
             );
         }
-    }
-}
-
-/// A stream name (1 to 128 of `[a-zA-Z0-9_.-]`) or a stream ARN.
-fn check_stream(stream: &str) -> Result<(), String> {
-    if let Some(rest) = stream.strip_prefix("arn:") {
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let ok = parts.len() == 5
-            && parts[0].starts_with("aws")
-            && parts[1] == "kinesis"
-            && is_region(parts[2])
-            && parts[3].len() == 12
-            && parts[4].strip_prefix("stream/").is_some_and(is_stream_name);
-        return if ok {
-            Ok(())
-        } else {
-            Err(format!("{stream:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"))
-        };
-    }
-    if is_stream_name(stream) {
-        Ok(())
-    } else {
-        Err(format!("{stream:?} is not a stream name (1 to 128 letters, digits, '_', '.' or '-')"))
-    }
-}
-
-fn is_stream_name(name: &str) -> bool {
-    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streams() {
-        assert!(check_stream("segment-events_v1.2").is_ok());
-        assert!(check_stream("arn:aws:kinesis:us-west-2:123456789012:stream/events").is_ok());
-        assert!(check_stream("").is_err());
-        assert!(check_stream("has space").is_err());
-        assert!(check_stream(&"x".repeat(129)).is_err());
-        assert!(check_stream("arn:aws:kinesis:us-west-2:1234:stream/events").is_err());
     }
 }

@@ -1,20 +1,20 @@
 //! The Kinesis destination: delivers Segment messages to an AWS Kinesis Data Stream exactly as Segment's Amazon
 //! Kinesis destination does, as code you run yourself.
 //!
-//! - [`config`]: the `[kinesis]` table of a destination file, and its checks.
+//! - [`config`]: the `[kinesis]` table of a destination file, and its checks; [`KinesisConfig::resolve`] turns it,
+//!   once, into [`KinesisSettings`] ([`settings`]), what production uses.
 //! - [`partition`]: which partition key and explicit hash key a record gets (user, `messageId`, or paths).
 //! - [`route`]: which stream a record goes to (the configured one, or a template of message fields).
-//! - [`shards`]: a stream's shards and which one a record lands on (the MD5 of its key, or its explicit hash key).
-//! - `metrics`: the families the sink reports in `/metrics` (shard counts, hot keys, partitioning fallbacks).
-//! - [`pace`]: shard-aware pacing (a sliding second per shard), per-shard counts and hot keys.
-//! - [`aggregate`]: KPL aggregation of the records of one shard.
-//! - [`request_builder`]: records to entries (data encoding, partition key, size limit) and entries to requests.
-//! - [`record`]: the entry, per-entry results, error classification, and [`KinesisApi`], the seam that hides the
-//!   SDK.
-//! - [`service`]: one batch on the wire, with retries of only the failed entries (throttling and outages; faults an
-//!   operator fixes go back to the caller at once), the PutRecord fallback and credential refresh.
-//! - [`sdk`]: the Kinesis SDK behind the seam; its credentials, by Segment's rule, come from `aws-common`.
-//! - [`sink`]: [`KinesisSink`], which batches records from all callers.
+//! - [`request_builder`]: records to entries (partition key, data encoding, record size limit).
+//! - [`entry`]: [`RequestEntry`], a record as a request carries it.
+//! - [`sink`]: [`KinesisSink`], which keys each caller's entries by identity and stream and gathers batches from
+//!   all callers under the caps.
+//! - [`requests`]: the one place a batch is cut into requests, with KPL aggregation ([`aggregate`]) inside it.
+//! - [`service`]: one request on the wire and its retries: only the failed entries, throttling and outages only
+//!   (faults an operator fixes go back to the caller at once), the PutRecord fallback and credential refresh.
+//! - [`registry`]: per stream, the shard map ([`shards`]), the pacing windows ([`pace`]), the per-shard counts and
+//!   hot keys; `metrics` turns them and the partitioning counts into `/metrics` families.
+//! - [`api`]: [`KinesisApi`], the seam that hides the SDK, with per-entry results; [`sdk`] implements it.
 //! - [`setup`]: what operators run around delivery: `admin` (creating, describing and reading streams) and `iam`
 //!   (the permission and trust policies a destination needs, and `check`, which tries each identity).
 //!
@@ -29,10 +29,13 @@ pub mod entry;
 pub(crate) mod metrics;
 pub mod pace;
 pub mod partition;
+pub mod registry;
 pub mod request_builder;
+pub mod requests;
 pub mod route;
 pub mod sdk;
 pub mod service;
+pub mod settings;
 pub mod setup;
 pub mod shards;
 pub mod sink;
@@ -42,4 +45,5 @@ pub use aws_common::{BaseCredentials, Credentials, ExternalId, IdentityRule, Sig
 pub use config::{Aggregation, DataEncoding, DeliveryConfig, KinesisConfig};
 pub use entry::RequestEntry;
 pub use sdk::SdkKinesis;
+pub use settings::KinesisSettings;
 pub use sink::KinesisSink;

@@ -1,5 +1,5 @@
-//! Encoding records as Kinesis entries (data, partition key, size), and the caps that cut them into PutRecords
-//! requests, which the sink's batcher applies.
+//! Encoding records as Kinesis entries: the partition key and explicit hash key, the data, and the record size
+//! limit. Cutting entries into requests is `requests.rs`'s.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -21,19 +21,7 @@ pub struct RequestBuilder {
     pub data_encoding: DataEncoding,
     /// The stream's record size limit (data plus key).
     pub max_record_bytes: usize,
-    /// The most entries per request.
-    pub max_batch_records: usize,
-    /// The most bytes (data plus keys) per request.
-    pub max_batch_bytes: usize,
-    /// Whether records are packed into KPL aggregated records: then a batch gathers records up to the byte cap,
-    /// since many of them make one entry.
-    pub aggregate: bool,
 }
-
-/// With aggregation, how many times `max_batch_records` user records one batch gathers before it goes: enough that
-/// a stream of up to 40 shards gets 50 or more records per aggregate from a full batch, few enough that a busy
-/// sender fills batches without waiting for the linger.
-pub const AGGREGATED_BATCH_FACTOR: usize = 4;
 
 impl RequestBuilder {
     /// The partition key of a record: as Segment's Kinesis destination makes it, `userId || anonymousId`, or its
@@ -76,91 +64,18 @@ impl RequestBuilder {
         }
         Ok(entry)
     }
-
-    /// Whether a request of `count` entries and `bytes` bytes must go before an entry of `size` bytes can join
-    /// it: it holds `max_batch_records` entries, or the entry would take it past `max_batch_bytes`. An entry larger
-    /// than the byte cap still goes, alone; the record limit is what refuses it.
-    pub fn must_send_before(&self, count: usize, bytes: usize, size: usize) -> bool {
-        count > 0 && (count >= self.max_batch_records || bytes + size > self.max_batch_bytes)
-    }
-
-    /// Cuts `entries` into PutRecords requests under the caps, in order: the index ranges of the requests.
-    pub fn cut(&self, entries: &[RequestEntry]) -> Vec<std::ops::Range<usize>> {
-        let mut requests = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, entry) in entries.iter().enumerate() {
-            if self.must_send_before(i - start, bytes, entry.size()) {
-                requests.push(start..i);
-                (start, bytes) = (i, 0);
-            }
-            bytes += entry.size();
-        }
-        if start < entries.len() {
-            requests.push(start..entries.len());
-        }
-        requests
-    }
-
-    /// The most user records a batch gathers before it is sent.
-    fn gather_cap(&self) -> usize {
-        if self.aggregate { self.max_batch_records * AGGREGATED_BATCH_FACTOR } else { self.max_batch_records }
-    }
-
-    /// [`RequestBuilder::must_send_before`] for the records a batch gathers before packing: the same caps without
-    /// aggregation; with it, the byte cap and [`AGGREGATED_BATCH_FACTOR`] times the record cap (the packed
-    /// entries are cut into requests again).
-    pub fn must_gather_before(&self, count: usize, bytes: usize, size: usize) -> bool {
-        count > 0 && (count >= self.gather_cap() || bytes + size > self.max_batch_bytes)
-    }
-
-    /// Whether a batch of `count` user records is full.
-    pub fn is_gathered(&self, count: usize) -> bool {
-        count >= self.gather_cap()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn builder(max_batch_records: usize, max_batch_bytes: usize) -> RequestBuilder {
+    fn builder() -> RequestBuilder {
         RequestBuilder {
             partitioning: Partitioning::default(),
             data_encoding: DataEncoding::Json,
             max_record_bytes: 1 << 20,
-            max_batch_records,
-            max_batch_bytes,
-            aggregate: false,
         }
-    }
-
-    fn entries(sizes: &[usize]) -> Vec<RequestEntry> {
-        sizes
-            .iter()
-            .map(|&n| RequestEntry {
-                partition_key: "k".into(),
-                explicit_hash_key: None,
-                data: Bytes::from(vec![b'x'; n - 1]),
-            })
-            .collect()
-    }
-
-    /// Cuts entries of `sizes` (key included) into requests with [`RequestBuilder::cut`], which the service sends
-    /// by, and compares the request ranges with `expected`.
-    #[track_caller]
-    fn check(max_records: usize, max_bytes: usize, sizes: &[usize], expected: &[std::ops::Range<usize>]) {
-        assert_eq!(builder(max_records, max_bytes).cut(&entries(sizes)), expected);
-    }
-
-    #[test]
-    fn splitting() {
-        check(500, 100, &[], &[]);
-        check(500, 100, &[10, 10, 10], &[std::ops::Range { start: 0, end: 3 }]);
-        check(2, 100, &[10, 10, 10, 10, 10], &[0..2, 2..4, 4..5]);
-        check(500, 25, &[10, 10, 10, 10], &[0..2, 2..4]);
-        check(500, 20, &[10, 10, 10], &[0..2, 2..3]);
-        // An entry larger than the byte cap still goes, alone; the record limit is what rejects it.
-        check(500, 20, &[5, 30, 5], &[0..1, 1..2, 2..3]);
     }
 
     fn record(message_id: &str, user_key: &str) -> Record {
@@ -169,7 +84,7 @@ mod tests {
 
     #[test]
     fn partition_keys() {
-        let by_user = builder(500, 5 << 20);
+        let by_user = builder();
         let message_id = Partitioning { key: crate::partition::KeySource::MessageId, ..Partitioning::default() };
         let by_id = RequestBuilder { partitioning: message_id, ..by_user.clone() };
         assert_eq!(by_user.partition_key(&record("m-1", "user_1")), "user_1");
@@ -194,7 +109,7 @@ mod tests {
                 explicit_hash_key: Some(crate::partition::split("properties.hash")),
                 ..Partitioning::default()
             },
-            ..builder(500, 5 << 20)
+            ..builder()
         };
         let with = |body: &'static str| {
             Record::from_stored("src".into(), "m-1".into(), "u".into(), Bytes::from_static(body.as_bytes()))
@@ -207,11 +122,5 @@ mod tests {
         let counts = &keyed.partitioning.counts;
         assert_eq!(counts.fallbacks.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!(counts.hash_keys_ignored.load(std::sync::atomic::Ordering::Relaxed), 1, "2^128 is one too many");
-    }
-
-    #[test]
-    fn the_500_record_cap() {
-        let sizes = vec![10; 1201];
-        check(500, 5 << 20, &sizes, &[0..500, 500..1000, 1000..1201]);
     }
 }

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use aws_common::iam::is_region;
+use segment_model::ConfigProblem;
+
 use crate::partition::{Path, lookup, split};
 
 /// One piece of a stream template.
@@ -54,43 +57,77 @@ fn parse(template: &str) -> Result<Vec<Piece>, String> {
     Ok(pieces)
 }
 
-/// Why `stream` and `default_stream` cannot route, if they cannot. A template needs a default stream, names
-/// only (not ARNs), and text that is valid in a stream name.
-pub fn check(stream: &str, default_stream: Option<&str>) -> Vec<(&'static str, String)> {
+/// The problems of `stream` and `default_stream` as a route, by key: a fixed stream must be a stream name or ARN;
+/// a template needs a default stream, names only (not ARNs), and text that is valid in a stream name.
+fn problems(stream: &str, default_stream: Option<&str>, pieces: &Result<Vec<Piece>, String>) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
-    match parse(stream) {
-        Err(message) => problems.push(("stream", message)),
+    let mut add = |key, message| problems.push(ConfigProblem { key, message });
+    match pieces {
+        Err(message) => add("stream", message.clone()),
         Ok(pieces) if pieces.iter().any(|p| matches!(p, Piece::Field(_))) => {
             if stream.starts_with("arn:") {
-                problems.push(("stream", format!("{stream:?}: a template names streams, not ARNs")));
+                add("stream", format!("{stream:?}: a template names streams, not ARNs"));
             }
-            for piece in &pieces {
+            for piece in pieces {
                 if let Piece::Text(text) = piece
                     && !text.bytes().all(is_name_byte)
                 {
-                    problems.push((
+                    add(
                         "stream",
                         format!("{stream:?}: {text:?} is not valid in a stream name (letters, digits, '_', '.', '-')"),
-                    ));
+                    );
                 }
             }
             if default_stream.is_none() {
-                problems.push((
+                add(
                     "default_stream",
                     format!(
                         "is required with the template {stream:?}: it takes the messages whose fields are missing \
                          or make no valid stream name"
                     ),
-                ));
+                );
             }
         }
         Ok(_) => {
+            if let Err(message) = check_stream(stream) {
+                add("stream", message);
+            }
             if default_stream.is_some() {
-                problems.push(("default_stream", format!("is set but stream {stream:?} is not a template")));
+                add("default_stream", format!("is set but stream {stream:?} is not a template"));
             }
         }
     }
+    if let Some(Err(message)) = default_stream.map(check_stream) {
+        add("default_stream", message);
+    }
     problems
+}
+
+/// A stream name (1 to 128 of `[a-zA-Z0-9_.-]`) or a stream ARN.
+fn check_stream(stream: &str) -> Result<(), String> {
+    if let Some(rest) = stream.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let ok = parts.len() == 5
+            && parts[0].starts_with("aws")
+            && parts[1] == "kinesis"
+            && is_region(parts[2])
+            && parts[3].len() == 12
+            && parts[4].strip_prefix("stream/").is_some_and(is_stream_name);
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!("{stream:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"))
+        };
+    }
+    if is_stream_name(stream) {
+        Ok(())
+    } else {
+        Err(format!("{stream:?} is not a stream name (1 to 128 letters, digits, '_', '.' or '-')"))
+    }
+}
+
+fn is_stream_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(is_name_byte)
 }
 
 fn is_name_byte(b: u8) -> bool {
@@ -98,16 +135,22 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 impl StreamRoute {
-    /// The route of a destination's `stream` and `default_stream` (already checked with [`check`]).
-    pub fn new(stream: &str, default_stream: Option<&str>) -> StreamRoute {
-        let pieces = parse(stream).unwrap_or_default();
+    /// The route of a destination's `stream` and `default_stream`, or every problem with them, keyed as in the
+    /// `[kinesis]` table.
+    pub fn new(stream: &str, default_stream: Option<&str>) -> Result<StreamRoute, Vec<ConfigProblem>> {
+        let parsed = parse(stream);
+        let problems = problems(stream, default_stream, &parsed);
+        let Ok(pieces) = parsed else { return Err(problems) };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let is_template = pieces.iter().any(|p| matches!(p, Piece::Field(_)));
-        StreamRoute {
+        Ok(StreamRoute {
             configured: Arc::from(stream),
             pieces: if is_template { pieces } else { Vec::new() },
             default: default_stream.map(Arc::from),
             defaulted: Arc::default(),
-        }
+        })
     }
 
     /// Whether the stream is a template.
@@ -210,10 +253,10 @@ mod tests {
 
     #[test]
     fn templates_resolve_fields_sanitized() {
-        let route = StreamRoute::new("segment-{type}", Some("segment-other"));
+        let route = StreamRoute::new("segment-{type}", Some("segment-other")).unwrap();
         assert!(route.is_template());
         assert_eq!(&*route.resolve(br#"{"type":"track"}"#), "segment-track");
-        let apps = StreamRoute::new("events-{context.app.name}-v{context.app.version}", Some("events"));
+        let apps = StreamRoute::new("events-{context.app.name}-v{context.app.version}", Some("events")).unwrap();
         let body = br#"{"context":{"app":{"name":"My App/\u00e9","version":2}}}"#;
         assert_eq!(&*apps.resolve(body), "events-My-App---v2");
         assert_eq!(&*apps.resolve(br#"{"context":{}}"#), "events", "a missing field takes the default");
@@ -229,11 +272,11 @@ mod tests {
 
     #[test]
     fn fixed_streams_are_not_templates() {
-        let route = StreamRoute::new("arn:aws:kinesis:us-west-2:123456789012:stream/events", None);
+        let route = StreamRoute::new("arn:aws:kinesis:us-west-2:123456789012:stream/events", None).unwrap();
         assert!(!route.is_template());
         assert_eq!(&*route.resolve(b"{}"), "arn:aws:kinesis:us-west-2:123456789012:stream/events");
-        assert!(check("events", None).is_empty());
-        assert_eq!(check("events", Some("x"))[0].0, "default_stream");
+        assert!(StreamRoute::new("events", None).is_ok());
+        assert_eq!(StreamRoute::new("events", Some("x")).unwrap_err()[0].key, "default_stream");
     }
 
     #[test]
@@ -246,14 +289,26 @@ mod tests {
             ("seg ment-{type}", Some("d"), "not valid in a stream name"),
             ("arn:aws:kinesis:us-west-2:123456789012:stream/s-{type}", Some("d"), "not ARNs"),
         ] {
-            let problems = check(stream, default);
-            assert!(problems.iter().any(|(_, m)| m.contains(want)), "{stream}: {problems:?}");
+            // An invalid template never becomes a route, fixed or not.
+            let problems = StreamRoute::new(stream, default).unwrap_err();
+            assert!(problems.iter().any(|p| p.message.contains(want)), "{stream}: {problems:?}");
         }
     }
 
     #[test]
+    fn streams() {
+        assert!(check_stream("segment-events_v1.2").is_ok());
+        assert!(check_stream("arn:aws:kinesis:us-west-2:123456789012:stream/events").is_ok());
+        assert!(check_stream("").is_err());
+        assert!(check_stream("has space").is_err());
+        assert!(check_stream(&"x".repeat(129)).is_err());
+        assert!(check_stream("arn:aws:kinesis:us-west-2:1234:stream/events").is_err());
+        assert!(StreamRoute::new("events", Some("bad name")).is_err());
+    }
+
+    #[test]
     fn the_template_names_what_it_can_send_to() {
-        let route = StreamRoute::new("segment-{type}-{context.app.name}", Some("fallback"));
+        let route = StreamRoute::new("segment-{type}-{context.app.name}", Some("fallback")).unwrap();
         assert!(route.can_name("segment-track-ios"));
         assert!(route.can_name("fallback"));
         assert!(!route.can_name("segment-track"));

@@ -1,21 +1,17 @@
-//! Sending one batch: PutRecords, per-entry results, retries of only what failed, the PutRecord fallback and
-//! credential refresh. This is the single owner of retries; the SDK's own retry is disabled.
+//! Sending one request: PutRecords (admitted by the shards' pacing), per-entry results, retries of only what
+//! failed, the PutRecord fallback and credential refresh. Within a delivery this is the one owner of retries; the
+//! SDK's own retry is disabled, and what still fails goes back to the runner, which retries it later.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_common::SignAs;
 use rand::Rng;
-use sink::{Outcome, Sample};
-use tokio::time::Instant;
+use sink::Outcome;
 
-use crate::api::{ApiError, EntryResult, ErrorKind, KinesisApi, classify_code};
+use crate::api::{ApiError, ErrorKind, KinesisApi, classify_code};
 use crate::entry::RequestEntry;
-use crate::metrics::StreamSamples;
-use crate::pace::{Limits, StreamPace};
-use crate::request_builder::RequestBuilder;
+use crate::registry::StreamRegistry;
 use crate::shards::ShardMap;
 
 /// Exponential backoff with full jitter: before attempt `n` (from 1), sleep a random time in
@@ -45,7 +41,7 @@ impl RetryPolicy {
 /// The permission Segment's setup guide leaves out, which batching needs.
 const PUT_RECORDS_HINT: &str = "add kinesis:PutRecords to the role's policy to send in batches of up to 500";
 
-/// Sends batches for one destination.
+/// Sends the requests of one destination.
 pub struct Service<A> {
     api: A,
     policy: RetryPolicy,
@@ -53,165 +49,27 @@ pub struct Service<A> {
     /// PutRecord per record; then PutRecords is tried again, since a policy that was being changed (a revoked
     /// role being restored) may allow it now.
     single_records_since: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Each shard's share of its limits, when pacing is on.
-    pacing: Option<Limits>,
-    /// Whether aggregation needs the shard maps even without pacing.
-    needs_maps: bool,
-    /// What is known of each stream sent to: its shards, their windows and counts, its hot keys.
-    streams: std::sync::Mutex<HashMap<Arc<str>, StreamPace>>,
-    /// Entries Kinesis throttled, over every stream.
-    throttled: AtomicU64,
+    /// The shard maps, pacing windows and counts of the streams sent to.
+    streams: StreamRegistry,
 }
 
 /// How long a destination sends one PutRecord per record before it tries PutRecords again.
 pub const RECHECK_PUT_RECORDS: Duration = Duration::from_secs(10);
 
 impl<A: KinesisApi> Service<A> {
-    /// A service over `api`.
-    pub fn new(api: A, policy: RetryPolicy) -> Service<A> {
-        Service {
-            api,
-            policy,
-            single_records_since: std::sync::Mutex::new(None),
-            pacing: None,
-            needs_maps: false,
-            streams: std::sync::Mutex::new(HashMap::new()),
-            throttled: AtomicU64::new(0),
-        }
+    /// A service over `api`, keeping what it learns of streams in `streams`.
+    pub fn new(api: A, policy: RetryPolicy, streams: StreamRegistry) -> Service<A> {
+        Service { api, policy, single_records_since: std::sync::Mutex::new(None), streams }
     }
 
-    /// The service, pacing each shard to `limits` (or not at all), and reading shard maps for aggregation if
-    /// `aggregate`.
-    pub fn with_shards(mut self, limits: Option<Limits>, aggregate: bool) -> Service<A> {
-        self.pacing = limits;
-        self.needs_maps = limits.is_some() || aggregate;
-        self
+    /// What the service knows of the streams it sent to.
+    pub fn streams(&self) -> &StreamRegistry {
+        &self.streams
     }
 
-    /// Entries Kinesis throttled so far, over every stream.
-    pub fn throttled(&self) -> u64 {
-        self.throttled.load(Ordering::Relaxed)
-    }
-
-    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, StreamPace>> {
-        self.streams.lock().expect("stream state lock poisoned")
-    }
-
-    /// The shard map of `stream`, read with ListShards when first needed, every [`crate::pace::REFRESH_EVERY`],
-    /// and after a sign of a reshard. `None` when it cannot be read: delivery goes on unpaced, with a warning.
+    /// The shard map of `stream` ([`StreamRegistry::shard_map`]).
     pub async fn shard_map(&self, identity: &SignAs, stream: &Arc<str>) -> Option<Arc<ShardMap>> {
-        if !self.needs_maps {
-            return None;
-        }
-        let now = Instant::now();
-        let refresh = match self.streams().get(stream) {
-            Some(pace) if !pace.needs_refresh(now) => return pace.map.clone(),
-            Some(_) => true,
-            None => false,
-        };
-        let map = match self.api.list_shards(identity, stream).await {
-            Ok(shards) => Some(ShardMap::new(shards)),
-            Err(e) => {
-                tracing::warn!(
-                    stream = &**stream,
-                    "cannot read the stream's shards, so it is sent to unpaced and aggregated by key only until the \
-                     next try in {}s (grant kinesis:ListShards): {e}",
-                    crate::pace::REFRESH_EVERY.as_secs()
-                );
-                None
-            }
-        };
-        let mut streams = self.streams();
-        let pace = tracked(&mut streams, stream, now);
-        if refresh || pace.map.is_none() {
-            pace.refreshed(map, now);
-        }
-        pace.map.clone()
-    }
-
-    /// The per-shard counts and hot keys of every stream, for `/metrics`.
-    pub(crate) fn stream_samples(&self) -> StreamSamples {
-        let now = Instant::now();
-        let mut samples = StreamSamples::default();
-        for (stream, pace) in self.streams().iter_mut() {
-            for (shard, c) in &pace.counts {
-                let labels = vec![("stream", stream.to_string()), ("shard", shard.clone())];
-                for (into, value) in [
-                    (&mut samples.records, c.records),
-                    (&mut samples.bytes, c.bytes),
-                    (&mut samples.throttled, c.throttled),
-                ] {
-                    into.push(Sample { labels: labels.clone(), value });
-                }
-            }
-            for (key, records, _) in pace.hot_keys(now, HOT_KEYS_SHOWN) {
-                let labels = vec![("stream", stream.to_string()), ("key", key)];
-                samples.hot_keys.push(Sample { labels, value: records });
-            }
-        }
-        samples
-    }
-
-    /// The IDs of the shards of `stream` the pacer knows, in hash-key order.
-    pub fn known_shards(&self, stream: &str) -> Vec<String> {
-        let map = self.streams().get(stream).and_then(|p| p.map.clone());
-        map.map(|m| m.shards().iter().map(|s| s.id.clone()).collect()).unwrap_or_default()
-    }
-
-    /// Waits until some of `pending` fit their shards' windows; returns those, and leaves the rest in `pending`.
-    async fn admit(&self, stream: &str, entries: &[RequestEntry], pending: &mut Vec<usize>) -> Vec<usize> {
-        let Some(limits) = self.pacing else { return std::mem::take(pending) };
-        loop {
-            let decision = match self.streams().get_mut(stream) {
-                Some(pace) => pace.admit(Instant::now(), limits, entries, pending),
-                None => return std::mem::take(pending),
-            };
-            match decision {
-                Ok(admitted) => {
-                    let taken: std::collections::HashSet<usize> = admitted.iter().copied().collect();
-                    pending.retain(|i| !taken.contains(i));
-                    return admitted;
-                }
-                Err(wait) => tokio::time::sleep(wait).await,
-            }
-        }
-    }
-
-    /// Sends `entries` in as many requests as the caps of `builder` make, one after another; one outcome each.
-    pub async fn send_requests(
-        &self,
-        identity: &SignAs,
-        stream: &Arc<str>,
-        entries: &[RequestEntry],
-        builder: &RequestBuilder,
-    ) -> Vec<Outcome> {
-        let mut outcomes = Vec::with_capacity(entries.len());
-        for request in builder.cut(entries) {
-            outcomes.extend(self.send(identity, stream, &entries[request]).await);
-        }
-        outcomes
-    }
-
-    /// Packs `entries` into KPL aggregated records per shard, sends those, and gives each entry the outcome of the
-    /// record that carried it.
-    pub async fn send_aggregated(
-        &self,
-        identity: &SignAs,
-        stream: &Arc<str>,
-        entries: &[RequestEntry],
-        builder: &RequestBuilder,
-    ) -> Vec<Outcome> {
-        let map = self.shard_map(identity, stream).await;
-        let packed = crate::aggregate::pack(entries, map.as_deref(), builder.max_record_bytes);
-        let wire: Vec<RequestEntry> = packed.iter().map(|p| p.entry.clone()).collect();
-        let sent = self.send_requests(identity, stream, &wire, builder).await;
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; entries.len()];
-        for (packed, outcome) in packed.iter().zip(sent) {
-            for &member in &packed.members {
-                outcomes[member] = Some(outcome.clone());
-            }
-        }
-        outcomes.into_iter().map(|o| o.expect("every entry is in one aggregate")).collect()
+        self.streams.shard_map(&self.api, identity, stream).await
     }
 
     /// The client.
@@ -232,7 +90,7 @@ impl<A: KinesisApi> Service<A> {
         }
     }
 
-    /// Delivers `entries` as `identity` and returns one outcome per entry, in order.
+    /// Delivers the entries of one request as `identity` and returns one outcome per entry, in order.
     ///
     /// Each round sends only the entries still pending; delivered and permanently failed entries are settled at
     /// once. What is still failing after `max_attempts` rounds is reported as retryable with its last reason.
@@ -243,7 +101,7 @@ impl<A: KinesisApi> Service<A> {
         self.shard_map(identity, stream).await;
         while !waiting.is_empty() {
             // What the shards cannot take yet stays in `waiting`, and is not a failure.
-            let pending = self.admit(stream, entries, &mut waiting).await;
+            let pending = self.streams.admit(stream, entries, &mut waiting).await;
             let refresh = match self.round(identity, stream, entries, pending, &mut state).await {
                 Round::Switched(left) => {
                     // Switched to PutRecord: resend what is left at once, without counting a failure.
@@ -272,7 +130,7 @@ impl<A: KinesisApi> Service<A> {
             }
             waiting = merge(retry, waiting);
         }
-        if self.streams().get(&**stream).is_some_and(StreamPace::is_stale) {
+        if self.streams.is_stale(stream) {
             // A reshard showed itself in the answers: read the new shards now, not when the next batch comes.
             self.shard_map(identity, stream).await;
         }
@@ -296,7 +154,7 @@ impl<A: KinesisApi> Service<A> {
         let mut refresh = false;
         match self.api.put_records(identity, stream, &batch).await {
             Ok(results) => {
-                self.note(stream, entries, &pending, &results);
+                self.streams.note(stream, entries, &pending, &results);
                 for (&i, result) in pending.iter().zip(results) {
                     match result {
                         Ok(delivery) => state.outcomes[i] = Some(Outcome::Delivered(delivery.into())),
@@ -322,7 +180,7 @@ impl<A: KinesisApi> Service<A> {
             Err(e) => {
                 refresh = e.kind == ErrorKind::ExpiredToken;
                 if e.code.as_deref() == Some("ResourceNotFoundException") {
-                    self.streams().get_mut(stream).map(StreamPace::mark_stale);
+                    self.streams.mark_stale(stream);
                 }
                 for &i in &pending {
                     state.settle_error(i, e.clone());
@@ -330,23 +188,6 @@ impl<A: KinesisApi> Service<A> {
             }
         }
         Round::Sent { refresh }
-    }
-
-    /// Counts what a PutRecords call did per shard: delivered records and bytes, throttled entries, hot keys.
-    fn note(&self, stream: &str, entries: &[RequestEntry], sent: &[usize], results: &[EntryResult]) {
-        let now = Instant::now();
-        let mut streams = self.streams();
-        let pace = tracked(&mut streams, stream, now);
-        for (&i, result) in sent.iter().zip(results) {
-            match result {
-                Ok(delivery) => pace.delivered(now, delivery.shard_id.as_deref(), &entries[i]),
-                Err(error) if error.code == "ProvisionedThroughputExceededException" => {
-                    self.throttled.fetch_add(1, Ordering::Relaxed);
-                    pace.throttled(&entries[i]);
-                }
-                Err(_) => {}
-            }
-        }
     }
 
     /// Sends the `pending` entries one PutRecord each; returns whether credentials expired on the way.
@@ -450,7 +291,7 @@ impl Settling {
     }
 
     /// Records a failed entry: what passes by itself is queued for the next round; what needs a fix is handed back
-    /// as retryable at once, for the spool's schedule; only an invalid record fails.
+    /// as retryable at once, for the runner to schedule again; only an invalid record fails.
     fn settle_error(&mut self, i: usize, error: ApiError) {
         match error.kind {
             ErrorKind::Retryable | ErrorKind::ExpiredToken => {
@@ -465,36 +306,12 @@ impl Settling {
     }
 }
 
-/// The most streams a destination keeps shard maps, windows and counts for. A template over a field clients set
-/// can name many streams; past this, the stream used longest ago is forgotten (its map is read again if it comes
-/// back).
-pub const MAX_TRACKED_STREAMS: usize = 1024;
-
-/// The state of `stream`, made if it is new (forgetting the stream used longest ago when there are
-/// [`MAX_TRACKED_STREAMS`]), marked used at `now`.
-fn tracked<'m>(streams: &'m mut HashMap<Arc<str>, StreamPace>, stream: &str, now: Instant) -> &'m mut StreamPace {
-    if !streams.contains_key(stream) {
-        if streams.len() >= MAX_TRACKED_STREAMS
-            && let Some(oldest) = streams.iter().min_by_key(|(_, p)| p.last_used).map(|(name, _)| name.clone())
-        {
-            streams.remove(&oldest);
-        }
-        streams.insert(Arc::from(stream), StreamPace::new(None, now));
-    }
-    let pace = streams.get_mut(stream).expect("inserted above");
-    pace.last_used = now;
-    pace
-}
-
 /// Two ascending position lists as one.
 fn merge(mut a: Vec<usize>, b: Vec<usize>) -> Vec<usize> {
     a.extend(b);
     a.sort_unstable();
     a
 }
-
-/// How many hot keys per stream `/metrics` shows.
-pub const HOT_KEYS_SHOWN: usize = 10;
 
 #[cfg(test)]
 mod tests {
@@ -579,7 +396,7 @@ mod tests {
 
     fn service(fake: Fake, max_attempts: u32) -> Service<Fake> {
         let policy = RetryPolicy { max_attempts, base: Duration::from_millis(1), max: Duration::from_millis(2) };
-        Service::new(fake, policy)
+        Service::new(fake, policy, StreamRegistry::default())
     }
 
     fn error(kind: ErrorKind, code: Option<&str>) -> ApiError {
@@ -671,7 +488,7 @@ mod tests {
         ]);
         let service = service(fake, 5);
         let outcomes = service.send(&SignAs::Process, &Arc::from("events"), &entries(&["a", "b"])).await;
-        // The outage is retried here; the missing stream waits on the spool's schedule, and nothing fails.
+        // The outage is retried here; the missing stream waits for the runner's next try, and nothing fails.
         assert_eq!(summary(&outcomes), ["retryable", "retryable"]);
         assert_eq!(calls(&service).len(), 2);
     }
@@ -765,20 +582,6 @@ mod tests {
             .await;
         assert_eq!(summary(&outcomes), ["retryable"]);
         assert_eq!(calls(&service).len(), 1);
-    }
-
-    #[test]
-    fn streams_past_the_cap_forget_the_one_used_longest_ago() {
-        let mut streams = HashMap::new();
-        let start = Instant::now();
-        for n in 0..MAX_TRACKED_STREAMS {
-            tracked(&mut streams, &format!("s{n}"), start + Duration::from_millis(n as u64));
-        }
-        tracked(&mut streams, "s0", start + Duration::from_secs(10));
-        tracked(&mut streams, "new", start + Duration::from_secs(11));
-        assert_eq!(streams.len(), MAX_TRACKED_STREAMS);
-        assert!(streams.contains_key("s0") && streams.contains_key("new"));
-        assert!(!streams.contains_key("s1"), "s1 was used longest ago");
     }
 
     #[test]

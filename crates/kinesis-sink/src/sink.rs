@@ -9,16 +9,17 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::api::KinesisApi;
-use crate::config::KinesisConfig;
 use crate::entry::RequestEntry;
-use crate::partition::{KeySource, Partitioning};
+use crate::registry::StreamRegistry;
 use crate::request_builder::RequestBuilder;
+use crate::requests::RequestCaps;
 use crate::route::StreamRoute;
 use aws_common::BaseCredentials;
 use aws_common::{IdentityRule, SignAs};
 
 use crate::sdk::SdkKinesis;
-use crate::service::{RetryPolicy, Service};
+use crate::service::Service;
+use crate::settings::KinesisSettings;
 
 /// Where a batch goes: the identity that signs it and the stream it is for.
 type BatchKey = (SignAs, Arc<str>);
@@ -69,44 +70,29 @@ pub struct KinesisSink<A = SdkKinesis> {
 }
 
 impl KinesisSink<SdkKinesis> {
-    /// Connects to the stream of `config`, signing each record as `identities` says.
-    pub async fn connect(config: &KinesisConfig, identities: IdentityRule, base: &BaseCredentials) -> Self {
-        let api = SdkKinesis::connect(config, base).await;
-        KinesisSink::with_api(api, config, identities)
+    /// Connects to the streams of `settings`, signing each record as `identities` says.
+    pub async fn connect(settings: &KinesisSettings, identities: IdentityRule, base: &BaseCredentials) -> Self {
+        let api = SdkKinesis::connect(&settings.config, base).await;
+        KinesisSink::with_api(api, settings, identities)
     }
 }
 
 impl<A: KinesisApi + 'static> KinesisSink<A> {
     /// A sink over any [`KinesisApi`]; tests use this with a scripted client.
-    pub fn with_api(api: A, config: &KinesisConfig, identities: IdentityRule) -> Self {
-        let delivery = &config.delivery;
-        let policy = RetryPolicy {
-            max_attempts: delivery.max_attempts,
-            base: Duration::from_millis(delivery.backoff_base_ms),
-            max: Duration::from_millis(delivery.backoff_max_ms),
-        };
-        let pacing = config.pacing.then(|| crate::pace::Limits::percent(config.shard_rate_limit));
-        let aggregate = config.aggregation == crate::config::Aggregation::Kpl;
-        let service = Arc::new(Service::new(api, policy).with_shards(pacing, aggregate));
-        let builder = RequestBuilder {
-            partitioning: Partitioning {
-                key: KeySource::from_settings(config.use_message_id, config.partition_key.as_deref()),
-                explicit_hash_key: config.explicit_hash_key.as_deref().map(crate::partition::split),
-                counts: Default::default(),
-            },
-            data_encoding: config.data_encoding,
-            max_record_bytes: delivery.max_record_bytes,
-            max_batch_records: delivery.max_batch_records,
-            max_batch_bytes: delivery.max_batch_bytes,
-            aggregate,
-        };
-        let route = StreamRoute::new(&config.stream, config.default_stream.as_deref());
+    pub fn with_api(api: A, settings: &KinesisSettings, identities: IdentityRule) -> Self {
+        let streams = StreamRegistry::new(settings.pacing, settings.caps.aggregate);
+        let service = Arc::new(Service::new(api, settings.retry, streams));
+        // Counts start at zero for each sink.
+        let mut builder = settings.encoding.clone();
+        builder.partitioning.counts = Default::default();
+        let mut route = settings.route.clone();
+        route.defaulted = Default::default();
         let (queue, incoming) = mpsc::unbounded_channel();
         let batcher = Batcher {
             service: service.clone(),
-            builder: builder.clone(),
-            linger: Duration::from_millis(delivery.linger_ms),
-            in_flight: Arc::new(Semaphore::new(delivery.max_in_flight)),
+            caps: settings.caps,
+            linger: settings.linger,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
         };
         tokio::spawn(batcher.run(incoming));
         KinesisSink { service, builder, route, identities, queue }
@@ -114,12 +100,12 @@ impl<A: KinesisApi + 'static> KinesisSink<A> {
 
     /// Entries Kinesis throttled so far.
     pub fn throttled(&self) -> u64 {
-        self.service.throttled()
+        self.service.streams().throttled()
     }
 
     /// The IDs of the open shards of `stream` as the pacer last read them.
     pub fn known_shards(&self, stream: &str) -> Vec<String> {
-        self.service.known_shards(stream)
+        self.service.streams().known_shards(stream)
     }
 
     /// Whether PutRecords was denied and the sink now sends one PutRecord per record.
@@ -137,7 +123,7 @@ impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
             partition_key_fallbacks: load(&counts.fallbacks),
             explicit_hash_keys_ignored: load(&counts.hash_keys_ignored),
             stream_defaults: load(&self.route.defaulted),
-            streams: self.service.stream_samples(),
+            streams: self.service.streams().samples(),
         })
     }
 
@@ -201,7 +187,7 @@ impl<A: KinesisApi + 'static> Sink for KinesisSink<A> {
 /// The task that turns queued records into batches.
 struct Batcher<A> {
     service: Arc<Service<A>>,
-    builder: RequestBuilder,
+    caps: RequestCaps,
     linger: Duration,
     in_flight: Arc<Semaphore>,
 }
@@ -248,12 +234,12 @@ impl<A: KinesisApi + 'static> Batcher<A> {
                     // One lookup per chunk: every entry of it goes to the same target's group.
                     let group = groups.entry(target.clone()).or_default();
                     for (index, entry) in entries.into_iter().enumerate() {
-                        if self.builder.must_gather_before(group.entries.len(), group.bytes, entry.size()) {
+                        if self.caps.must_gather_before(group.entries.len(), group.bytes, entry.size()) {
                             let full = std::mem::take(group);
                             self.send(target.clone(), full).await;
                         }
                         group.push(&pending, index, entry);
-                        if self.builder.is_gathered(group.entries.len()) {
+                        if self.caps.is_gathered(group.entries.len()) {
                             let full = std::mem::take(group);
                             self.send(target.clone(), full).await;
                         }
@@ -283,14 +269,15 @@ impl<A: KinesisApi + 'static> Batcher<A> {
     async fn send(&self, (identity, stream): BatchKey, group: Group) {
         let permit = self.in_flight.clone().acquire_owned().await.expect("the semaphore is never closed");
         let service = self.service.clone();
-        let builder = self.builder.clone();
+        let caps = self.caps;
         tokio::spawn(async move {
-            let outcomes = if builder.aggregate {
-                service.send_aggregated(&identity, &stream, &group.entries, &builder).await
-            } else {
-                service.send_requests(&identity, &stream, &group.entries, &builder).await
-            };
-            let mut outcomes = outcomes.into_iter();
+            let map = if caps.aggregate { service.shard_map(&identity, &stream).await } else { None };
+            let requests = caps.requests(group.entries, map.as_deref());
+            let mut sent = Vec::new();
+            for request in requests.each() {
+                sent.extend(service.send(&identity, &stream, request).await);
+            }
+            let mut outcomes = requests.outcomes(sent).into_iter();
             for (pending, start, len) in group.parts {
                 pending.lock().expect("pending lock poisoned").settle(start, outcomes.by_ref().take(len));
             }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use kinesis_sink::{IdentityRule, KinesisConfig, SignAs};
+use kinesis_sink::{IdentityRule, KinesisConfig, KinesisSettings, SignAs};
 use serde::Deserialize;
 use sink::{Secret, SecretRef};
 
@@ -152,8 +152,8 @@ pub struct Destination {
 // One per destination, resolved once at load: boxing the large variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum DestinationKind {
-    /// An AWS Kinesis Data Stream.
-    Kinesis(KinesisConfig),
+    /// An AWS Kinesis Data Stream, its `[kinesis]` table resolved once into what delivery uses.
+    Kinesis(KinesisSettings),
     /// NDJSON to standard output.
     Stdout,
     /// NDJSON appended to a file.
@@ -404,7 +404,7 @@ impl Config {
     }
 
     /// The `[kinesis]` settings of the destination `name`, or an error naming what it is instead.
-    pub fn kinesis(&self, name: &str) -> anyhow::Result<&KinesisConfig> {
+    pub fn kinesis(&self, name: &str) -> anyhow::Result<&KinesisSettings> {
         let Some(loaded) = self.destination(name) else {
             let known: Vec<&str> = self.destinations.iter().map(|d| d.config.name.as_str()).collect();
             bail!("no destination is named {name:?} (known: {})", known.join(", "));
@@ -418,7 +418,7 @@ impl Config {
     /// Whom the Kinesis destination `name` signs as (Segment's rule), with its Secret ID read.
     pub fn identity_rule(&self, name: &str) -> anyhow::Result<IdentityRule> {
         let kinesis = self.kinesis(name)?;
-        let secret_id = match (&kinesis.role_address, &kinesis.secret_id) {
+        let secret_id = match (&kinesis.config.role_address, &kinesis.config.secret_id) {
             (Some(_), Some(secret)) => {
                 let file = &self.destination(name).expect("found above").file;
                 Some(self.secret(file, "kinesis.secret_id", secret)?)
@@ -579,9 +579,6 @@ fn resolve_kind(
                 problems.error(file, "kinesis", "a kinesis destination needs a [kinesis] table");
                 return None;
             };
-            for p in kinesis.problems() {
-                problems.error(file, format!("kinesis.{}", p.key), p.message);
-            }
             if kinesis.secret_id.as_ref().is_some_and(SecretRef::is_inline) {
                 problems.warn(
                     file,
@@ -589,7 +586,15 @@ fn resolve_kind(
                     "is written inline; it belongs in the environment: secret_id = { env = \"NAME\" }",
                 );
             }
-            Some(DestinationKind::Kinesis(kinesis))
+            match kinesis.resolve() {
+                Ok(settings) => Some(DestinationKind::Kinesis(settings)),
+                Err(found) => {
+                    for p in found {
+                        problems.error(file, format!("kinesis.{}", p.key), p.message);
+                    }
+                    None
+                }
+            }
         }
         DestinationType::Stdout => Some(DestinationKind::Stdout),
         DestinationType::File => match file_table {

@@ -8,8 +8,8 @@ use aws_common::error::api_error;
 use aws_common::sdk::role_cache;
 use aws_common::{ApiError, BaseCredentials, SignAs, sdk_config};
 
-use crate::config::KinesisConfig;
 use crate::sdk::signing_as;
+use crate::settings::KinesisSettings;
 
 /// A Kinesis client for administration and reading. Its SDK client stays inside, so callers name no SDK type.
 #[derive(Debug, Clone)]
@@ -25,7 +25,8 @@ impl Client {
 }
 
 /// A Kinesis client for a destination, signing as `identity` when the destination has a role.
-pub async fn client(config: &KinesisConfig, identity: SignAs, base: &BaseCredentials) -> Result<Client, ApiError> {
+pub async fn client(settings: &KinesisSettings, identity: SignAs, base: &BaseCredentials) -> Result<Client, ApiError> {
+    let config = &settings.config;
     let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
     let mut builder = aws_sdk_kinesis::config::Builder::from(&shared);

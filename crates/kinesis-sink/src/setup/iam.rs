@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::KinesisConfig;
 use crate::sdk::signing_as;
+use crate::settings::KinesisSettings;
 
 /// The Kinesis actions the permission policy grants: the two that deliver, the one pacing and aggregation read
 /// shards with, and the one `check` uses.
@@ -33,8 +34,8 @@ pub fn stream_arn(config: &KinesisConfig, account_id: &str) -> String {
 
 /// The streams the destination can send to, as policy resources: the stream's ARN; for a template, a wildcard
 /// ARN of the names it can make (each field a `*`) and the default stream's ARN.
-pub fn stream_resources(config: &KinesisConfig, account_id: &str) -> Vec<String> {
-    let route = config.route();
+pub fn stream_resources(settings: &KinesisSettings, account_id: &str) -> Vec<String> {
+    let (config, route) = (&settings.config, &settings.route);
     let mut resources = vec![arn_of(config, &route.pattern(), account_id)];
     if route.is_template() {
         resources.push(arn_of(config, route.fixed(), account_id));
@@ -43,14 +44,15 @@ pub fn stream_resources(config: &KinesisConfig, account_id: &str) -> Vec<String>
 }
 
 /// The account a policy is for: `explicit` if given, else the role's.
-pub fn account_id<'a>(config: &'a KinesisConfig, explicit: Option<&'a str>) -> Option<&'a str> {
-    explicit.or_else(|| config.role_address.as_deref().and_then(role_account_id))
+pub fn account_id<'a>(settings: &'a KinesisSettings, explicit: Option<&'a str>) -> Option<&'a str> {
+    explicit.or_else(|| settings.config.role_address.as_deref().and_then(role_account_id))
 }
 
 /// The permission policy for the role: [`ACTIONS`] on the destination's streams, and with a `kms_key`,
 /// `kms:GenerateDataKey` on it (Kinesis asks for a data key as the writer, to encrypt records).
-pub fn permission_policy(config: &KinesisConfig, account_id: &str) -> Value {
-    let resources = stream_resources(config, account_id);
+pub fn permission_policy(settings: &KinesisSettings, account_id: &str) -> Value {
+    let resources = stream_resources(settings, account_id);
+    let config = &settings.config;
     let resource = if resources.len() == 1 { json!(resources[0]) } else { json!(resources) };
     let mut statements = vec![json!({
         "Sid": "TributaryKinesisDelivery",
@@ -71,7 +73,8 @@ pub fn permission_policy(config: &KinesisConfig, account_id: &str) -> Value {
 
 /// The ARN of the identity the process's own credentials belong to, from STS `GetCallerIdentity`, in the
 /// destination's region and endpoint.
-pub async fn caller_arn(config: &KinesisConfig, base: &BaseCredentials) -> Result<String, ApiError> {
+pub async fn caller_arn(settings: &KinesisSettings, base: &BaseCredentials) -> Result<String, ApiError> {
+    let config = &settings.config;
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, Duration::from_secs(30)).await;
     aws_common::sdk::caller_arn(&shared).await
 }
@@ -98,11 +101,12 @@ impl CheckResult {
 /// With a templated stream, `stream` picks which of its streams (by default its `default_stream`).
 pub async fn check(
     destination: &str,
-    config: &KinesisConfig,
+    settings: &KinesisSettings,
     stream: &str,
     identities: &[SignAs],
     base: &BaseCredentials,
 ) -> Vec<CheckResult> {
+    let config = &settings.config;
     let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, Duration::from_secs(30)).await;
     let mut results = Vec::new();
     for identity in identities {
@@ -243,8 +247,10 @@ fn key_matches(configured: &str, reported: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn config(stream: &str, role: Option<&str>) -> KinesisConfig {
-        serde_json::from_value(json!({"region": "us-west-2", "stream": stream, "role_address": role})).unwrap()
+    fn config(stream: &str, role: Option<&str>) -> KinesisSettings {
+        let config: KinesisConfig =
+            serde_json::from_value(json!({"region": "us-west-2", "stream": stream, "role_address": role})).unwrap();
+        config.resolve().unwrap()
     }
 
     #[test]
@@ -262,9 +268,12 @@ mod tests {
         );
         assert_eq!(account_id(&config, Some("999999999999")), Some("999999999999"));
         let china = config_with_partition();
-        assert_eq!(stream_arn(&china, "123456789012"), "arn:aws-cn:kinesis:us-west-2:123456789012:stream/events");
+        assert_eq!(
+            stream_arn(&china.config, "123456789012"),
+            "arn:aws-cn:kinesis:us-west-2:123456789012:stream/events"
+        );
         let by_arn = self::config("arn:aws:kinesis:eu-west-1:111111111111:stream/x", None);
-        assert_eq!(stream_arn(&by_arn, "ignored"), "arn:aws:kinesis:eu-west-1:111111111111:stream/x");
+        assert_eq!(stream_arn(&by_arn.config, "ignored"), "arn:aws:kinesis:eu-west-1:111111111111:stream/x");
         assert_eq!(account_id(&by_arn, None), None);
     }
 
@@ -277,6 +286,7 @@ mod tests {
             "kms_key": "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         }))
         .unwrap();
+        let config = config.resolve().unwrap();
         let policy = permission_policy(&config, "123456789012");
         assert_eq!(
             policy["Statement"][0]["Resource"],
@@ -299,7 +309,7 @@ mod tests {
         assert!(config.stream_for(Some("other")).unwrap_err().contains("not one this destination sends to"));
     }
 
-    fn config_with_partition() -> KinesisConfig {
+    fn config_with_partition() -> KinesisSettings {
         config("events", Some("arn:aws-cn:iam::123456789012:role/tributary"))
     }
 }

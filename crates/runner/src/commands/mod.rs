@@ -13,7 +13,7 @@ pub mod tail;
 pub mod validate;
 
 use anyhow::bail;
-use kinesis_sink::{KinesisConfig, SignAs};
+use kinesis_sink::{KinesisSettings, SignAs};
 
 use crate::config::Config;
 
@@ -21,7 +21,7 @@ pub use crate::Out;
 
 /// The `[kinesis]` table of the destination `name`, and the identity to use for admin calls: the first it signs
 /// as ([`Config::identities`]).
-pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow::Result<(&'a KinesisConfig, SignAs)> {
+pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow::Result<(&'a KinesisSettings, SignAs)> {
     let kinesis = config.kinesis(name)?;
     match config.identities(name)?.into_iter().next() {
         Some(identity) => Ok((kinesis, identity)),
@@ -34,12 +34,12 @@ pub(crate) fn kinesis_destination<'a>(config: &'a Config, name: &str) -> anyhow:
 
 /// The `[kinesis]` table of the destination `name`, an admin client for it (signing as
 /// [`kinesis_destination`] says), and the stream asked for: `stream` if the destination can send to it, else its
-/// one fixed stream ([`KinesisConfig::stream_for`]).
+/// one fixed stream ([`KinesisSettings::stream_for`]).
 pub(crate) async fn kinesis_stream<'a>(
     config: &'a Config,
     name: &str,
     stream: Option<&str>,
-) -> anyhow::Result<(&'a KinesisConfig, kinesis_sink::setup::admin::Client, String)> {
+) -> anyhow::Result<(&'a KinesisSettings, kinesis_sink::setup::admin::Client, String)> {
     let (kinesis, identity) = kinesis_destination(config, name)?;
     let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {name:?}: {e}"))?;
     let client = kinesis_sink::setup::admin::client(kinesis, identity, &crate::route::base_credentials()).await?;

@@ -20,7 +20,7 @@ pub fn policy(config: &Config, destination: &str, account_id: Option<&str>) -> a
 /// The trust policy for the destination's role, trusting `principal` (by default, the caller STS reports).
 pub async fn trust(config: &Config, destination: &str, principal: Option<String>) -> anyhow::Result<Value> {
     let kinesis = config.kinesis(destination)?;
-    if kinesis.role_address.is_none() {
+    if kinesis.config.role_address.is_none() {
         bail!("destination {destination:?} assumes no role (no role_address), so it needs no trust policy");
     }
     let identities = config.identities(destination)?;

@@ -18,7 +18,7 @@ pub async fn create(
     anyhow::ensure!(new.shards.is_none_or(|n| n >= 1), "--shards must be at least 1");
     let (kinesis, client, stream) = kinesis_stream(config, destination, stream).await?;
     if new.kms_key.is_none() {
-        new.kms_key = kinesis.kms_key.clone();
+        new.kms_key = kinesis.config.kms_key.clone();
     }
     if let Some(key) = &new.kms_key {
         anyhow::ensure!(

@@ -30,7 +30,7 @@ pub(super) async fn rate_for(
         let identity = config.identity_rule(destination)?.sign_as(definition.source_id());
         let client = kinesis_sink::setup::admin::client(kinesis, identity, &crate::route::base_credentials()).await?;
         // A templated stream is described by its default stream: the one calls without the fields land on.
-        anyhow::Ok(kinesis_sink::setup::admin::describe(&client, kinesis.route().fixed()).await?)
+        anyhow::Ok(kinesis_sink::setup::admin::describe(&client, kinesis.route.fixed()).await?)
     };
     match described.await {
         Ok(summary) if summary.open_shards > 0 => {
