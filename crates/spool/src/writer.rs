@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Transaction, params};
 use tokio::sync::oneshot;
 
 use crate::counts::{Counts, recount};
@@ -93,64 +93,11 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
     for job in batch {
         match &job.op {
             Op::Append(entries, rejections, at) => {
-                let mut insert = transaction.prepare_cached(
-                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, items)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for entry in entries {
-                    let bytes = entry.items.len() as i64;
-                    insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
-                    appended.push(transaction.last_insert_rowid());
-                }
-                let mut reject = transaction.prepare_cached(
-                    "INSERT INTO rejected (at, source_id, position, field, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for r in rejections {
-                    reject.execute(params![at, r.source_id, r.index, r.field, r.reason, r.message])?;
-                    rejected = true;
-                }
+                appended.extend(append(&transaction, entries, *at)?);
+                rejected |= reject(&transaction, rejections, *at)?;
             }
-            Op::Settle(settlements, at) => {
-                let mut bury = transaction.prepare_cached(
-                    "INSERT INTO dead_letters (destination, source_id, message, enqueued_at, failed_at, reason)
-                     SELECT destination, source_id, ?2, enqueued_at, ?3, ?4 FROM spool WHERE id = ?1",
-                )?;
-                let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
-                let mut reschedule = transaction.prepare_cached(
-                    "UPDATE spool SET items = ?2, count = ?3, bytes = ?6, attempts = attempts + 1,
-                     next_attempt_at = ?4, last_error = ?5 WHERE id = ?1",
-                )?;
-                for settlement in settlements {
-                    for (message, reason) in &settlement.dead {
-                        bury.execute(params![settlement.id, message, at, reason])?;
-                    }
-                    match &settlement.retry {
-                        None => drop(delete.execute(params![settlement.id])?),
-                        Some(retry) => drop(reschedule.execute(params![
-                            settlement.id,
-                            retry.items,
-                            retry.count,
-                            retry.at,
-                            retry.reason,
-                            retry.items.len() as i64
-                        ])?),
-                    }
-                }
-            }
-            Op::Requeue(entries, ids, at) => {
-                let mut insert = transaction.prepare_cached(
-                    "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, replayed, items)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
-                )?;
-                for entry in entries {
-                    let bytes = entry.items.len() as i64;
-                    insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
-                }
-                let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
-                for id in ids {
-                    delete.execute(params![id])?;
-                }
-            }
+            Op::Settle(settlements, at) => settle(&transaction, settlements, *at)?,
+            Op::Requeue(entries, ids, at) => requeue(&transaction, entries, ids, *at)?,
             Op::Durability(answer) => drop(answer.send(durability(&transaction)?)),
         }
     }
@@ -165,4 +112,77 @@ fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Res
     };
     transaction.commit()?;
     Ok(Applied { rejections_dropped, appended })
+}
+
+/// Inserts new entries; their IDs, in order.
+fn append(transaction: &Transaction, entries: &[NewEntry], at: i64) -> Result<Vec<i64>, rusqlite::Error> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, items)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut ids = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let bytes = entry.items.len() as i64;
+        insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
+        ids.push(transaction.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+/// Keeps what a request carried but its sender's protocol refused; whether there was any.
+fn reject(transaction: &Transaction, rejections: &[NewRejection], at: i64) -> Result<bool, rusqlite::Error> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO rejected (at, source_id, position, field, reason, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in rejections {
+        insert.execute(params![at, r.source_id, r.index, r.field, r.reason, r.message])?;
+    }
+    Ok(!rejections.is_empty())
+}
+
+/// Records deliveries: dead letters moved out, delivered entries deleted, the rest rescheduled with what is left.
+fn settle(transaction: &Transaction, settlements: &[Settlement], at: i64) -> Result<(), rusqlite::Error> {
+    let mut bury = transaction.prepare_cached(
+        "INSERT INTO dead_letters (destination, source_id, message, enqueued_at, failed_at, reason)
+         SELECT destination, source_id, ?2, enqueued_at, ?3, ?4 FROM spool WHERE id = ?1",
+    )?;
+    let mut delete = transaction.prepare_cached("DELETE FROM spool WHERE id = ?1")?;
+    let mut reschedule = transaction.prepare_cached(
+        "UPDATE spool SET items = ?2, count = ?3, bytes = ?6, attempts = attempts + 1,
+         next_attempt_at = ?4, last_error = ?5 WHERE id = ?1",
+    )?;
+    for settlement in settlements {
+        for (message, reason) in &settlement.dead {
+            bury.execute(params![settlement.id, message, at, reason])?;
+        }
+        match &settlement.retry {
+            None => drop(delete.execute(params![settlement.id])?),
+            Some(retry) => drop(reschedule.execute(params![
+                settlement.id,
+                retry.items,
+                retry.count,
+                retry.at,
+                retry.reason,
+                retry.items.len() as i64
+            ])?),
+        }
+    }
+    Ok(())
+}
+
+/// Moves dead letters back to the queue as replayed entries.
+fn requeue(transaction: &Transaction, entries: &[NewEntry], ids: &[i64], at: i64) -> Result<(), rusqlite::Error> {
+    let mut insert = transaction.prepare_cached(
+        "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, replayed, items)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
+    )?;
+    for entry in entries {
+        let bytes = entry.items.len() as i64;
+        insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
+    }
+    let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+    for id in ids {
+        delete.execute(params![id])?;
+    }
+    Ok(())
 }

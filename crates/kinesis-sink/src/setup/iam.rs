@@ -170,23 +170,7 @@ async fn check_one(
     } else {
         usize::try_from(summary.open_shards).unwrap_or_default()
     };
-    let encryption = match (&config.kms_key, &summary.kms_key) {
-        (Some(want), Some(has)) if key_matches(want, has) => format!(", encrypted with {has}"),
-        (Some(want), Some(has)) => {
-            return Err(format!(
-                "stream {stream} is encrypted with {has}, not kinesis.kms_key {want}: the policy grants \
-                 kms:GenerateDataKey on the wrong key; set kms_key to the stream's key"
-            ));
-        }
-        (Some(want), None) => {
-            return Err(format!(
-                "stream {stream} is not encrypted but kinesis.kms_key is {want}: encrypt it (`tributary streams \
-                 create --destination {destination} --kms-key {want}` turns encryption on) or remove kms_key"
-            ));
-        }
-        (None, Some(has)) => format!(", encrypted with {has} (set kinesis.kms_key to grant its use in `iam policy`)"),
-        (None, None) => String::new(),
-    };
+    let encryption = encryption(destination, config, stream, summary.kms_key.as_deref())?;
     Ok(format!(
         "{assumed}stream {} is {} with {shards} open shards ({}){encryption}",
         summary.name,
@@ -235,6 +219,31 @@ async fn explain_refusal(
             format!("assuming role {role} with {external} was refused although its trust policy allows it: {message}")
         }
         Refusal::Refused(message) => message,
+    }
+}
+
+/// How `check` describes the stream's encryption, or why it does not match `kms_key`: the key the stream reports,
+/// `reported`, against the configured one.
+fn encryption(
+    destination: &str,
+    config: &KinesisConfig,
+    stream: &str,
+    reported: Option<&str>,
+) -> Result<String, String> {
+    match (&config.kms_key, reported) {
+        (Some(want), Some(has)) if key_matches(want, has) => Ok(format!(", encrypted with {has}")),
+        (Some(want), Some(has)) => Err(format!(
+            "stream {stream} is encrypted with {has}, not kinesis.kms_key {want}: the policy grants \
+                 kms:GenerateDataKey on the wrong key; set kms_key to the stream's key"
+        )),
+        (Some(want), None) => Err(format!(
+            "stream {stream} is not encrypted but kinesis.kms_key is {want}: encrypt it (`tributary streams \
+                 create --destination {destination} --kms-key {want}` turns encryption on) or remove kms_key"
+        )),
+        (None, Some(has)) => {
+            Ok(format!(", encrypted with {has} (set kinesis.kms_key to grant its use in `iam policy`)"))
+        }
+        (None, None) => Ok(String::new()),
     }
 }
 

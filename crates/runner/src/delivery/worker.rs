@@ -130,15 +130,7 @@ impl Worker {
                 }
                 // Nothing in flight and nothing to take: the next read starts from the beginning again.
                 cursor = 0;
-                let next = self.spool.next_due_at(&self.name).await.ok().flatten();
-                let wait = next.map_or(1_000, |at| (at - now_millis()).clamp(10, 1_000)) as u64;
-                // Registering interest before sleeping means a store that lands now still wakes us.
-                let stored = self.stored.notified();
-                tokio::select! {
-                    () = stored => {}
-                    () = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                    _ = stop.changed() => {}
-                }
+                self.idle(&mut stop).await;
                 continue;
             }
             let stored = self.stored.notified();
@@ -159,6 +151,20 @@ impl Worker {
                 () = stored, if room => {}
                 _ = stop.changed(), if !flushing => {}
             }
+        }
+    }
+
+    /// Waits, with nothing in flight and nothing due, until an entry is stored, the next retry falls due (at most a
+    /// second), or `stop` changes.
+    async fn idle(&self, stop: &mut watch::Receiver<bool>) {
+        let next = self.spool.next_due_at(&self.name).await.ok().flatten();
+        let wait = next.map_or(1_000, |at| (at - now_millis()).clamp(10, 1_000)) as u64;
+        // Registering interest before sleeping means a store that lands now still wakes us.
+        let stored = self.stored.notified();
+        tokio::select! {
+            () = stored => {}
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = stop.changed() => {}
         }
     }
 

@@ -221,16 +221,7 @@ pub async fn serve(
         lag,
         parsing: tokio::sync::Semaphore::new(ingest::parsing_permits()),
     });
-    // Each connection takes a descriptor; the spool, the sinks and the runtime need some too.
-    let open_files = connections::raise_open_files();
-    let max_connections =
-        options.max_connections.min(usize::try_from(open_files.saturating_sub(256)).unwrap_or(usize::MAX)).max(1);
-    if max_connections < options.max_connections {
-        note!(
-            "tributary: at most {max_connections} connections, not {}: the open-files limit is {open_files}",
-            options.max_connections
-        );
-    }
+    let max_connections = connection_cap(options.max_connections);
     note!(
         "tributary: listening on http://{local} (at most {max_connections} connections), spool {} ({} waiting)",
         spool.path().display(),
@@ -248,6 +239,18 @@ pub async fn serve(
     spool.close();
     note!("tributary: stopped with {} messages waiting in {}", spool.depth(), spool.path().display());
     Ok(())
+}
+
+/// The most connections served at once: `asked`, or fewer when the open-files limit (raised as far as it goes)
+/// cannot hold that many, said once.
+fn connection_cap(asked: usize) -> usize {
+    // Each connection takes a descriptor; the spool, the sinks and the runtime need some too.
+    let open_files = connections::raise_open_files();
+    let cap = asked.min(usize::try_from(open_files.saturating_sub(256)).unwrap_or(usize::MAX)).max(1);
+    if cap < asked {
+        note!("tributary: at most {cap} connections, not {asked}: the open-files limit is {open_files}");
+    }
+    cap
 }
 
 /// Serves requests on the ingest runtime until `shutdown` resolves and every connection has ended, then tears
