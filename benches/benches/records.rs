@@ -117,20 +117,8 @@ fn varied_records(source: &Arc<str>) -> Vec<Record> {
 /// Rounds of the SDK comparison; `cargo xtask bench` reads `kinesis_sdk_put_records/{tributary,sdk_baseline}_N`.
 const SDK_ROUNDS: usize = 3;
 
-/// A client as the SDK's guide builds one: the default config loader, given a region, an endpoint and keys.
-async fn plain_client(endpoint: &str, credentials: aws_sdk_kinesis::config::Credentials) -> aws_sdk_kinesis::Client {
-    use aws_sdk_kinesis::config::{BehaviorVersion, Region};
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(credentials)
-        .load()
-        .await;
-    aws_sdk_kinesis::Client::new(&shared)
-}
-
 fn through_the_sdk(c: &mut Criterion) {
-    use aws_sdk_kinesis::config::Credentials;
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_kinesis::primitives::Blob;
     use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
@@ -151,7 +139,15 @@ fn through_the_sdk(c: &mut Criterion) {
     let base = kinesis_sink::BaseCredentials::Static(credentials.clone());
     let sink = runtime.block_on(KinesisSink::connect(&config, config.identity_rule(None), &base));
 
-    let client = runtime.block_on(plain_client(&endpoint, credentials));
+    // A client as the SDK's guide builds one: the default config loader, given a region, an endpoint and keys.
+    let shared = runtime.block_on(
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(credentials)
+            .load(),
+    );
+    let client = aws_sdk_kinesis::Client::new(&shared);
     // What a plain SDK user's loop does with the same records: an entry per record (the enriched JSON as data,
     // keyed by user), then one put_records call. Building the entries is timed on both sides.
     let to_entries = |records: Vec<Record>| -> Vec<PutRecordsRequestEntry> {

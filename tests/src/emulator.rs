@@ -23,6 +23,8 @@ const LOOPBACK_PRELOAD: &str = include_str!("loopback.js");
 const PYTHON_CLIENT: &str = "segment-analytics-python==2.4.0";
 /// AWS's reference deaggregator of KPL aggregated records, which the aggregation suite reads records back with.
 const DEAGGREGATOR: &str = "aws_kinesis_agg==1.2.3";
+/// Checks Kubernetes manifests against Kubernetes' own schemas, bundled, offline.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 const NODE_CLIENT: &str = "@segment/analytics-node@3.1.0";
 /// The browser library, the bundler a web app would build it with, and the driver for Debian's Chromium.
 const BROWSER_PACKAGES: [&str; 3] = ["@segment/analytics-next@1.84.3", "esbuild@0.28.2", "playwright-core@1.65.1"];
@@ -214,6 +216,11 @@ pub fn install_clients() -> anyhow::Result<Clients> {
     let marker = venv.join(".installed-aws-kinesis-agg-1.2.3");
     if !marker.exists() {
         pip_install(&venv, DEAGGREGATOR)?;
+        std::fs::write(&marker, "")?;
+    }
+    let marker = venv.join(".installed-kubernetes-validate-1.37.0");
+    if !marker.exists() {
+        pip_install(&venv, KUBERNETES_VALIDATE)?;
         std::fs::write(&marker, "")?;
     }
     let prefix = install_dir().join("clients-node");

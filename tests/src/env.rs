@@ -37,6 +37,11 @@ pub fn clients() -> (String, String) {
     (required(PYTHON), required(NODE_MODULES))
 }
 
+/// `kubernetes-validate`, installed beside the client libraries' Python.
+pub fn kubernetes_validate() -> std::path::PathBuf {
+    std::path::Path::new(&required(PYTHON)).with_file_name("kubernetes-validate")
+}
+
 /// The region every suite uses.
 pub const REGION: &str = "us-east-1";
 

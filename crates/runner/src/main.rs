@@ -1,7 +1,6 @@
 //! `tributary`: the command line. Parses arguments, sets up logging and signals, runs a command from
 //! `runner::commands` (or `runner::serve`) with standard output and error, and turns its result into the exit code.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +15,10 @@ struct Cli {
     /// The config folder, holding sources/*.toml, destinations/*.toml and audiences/*.toml.
     #[arg(long, global = true, default_value = "configs", env = "TRIBUTARY_CONFIG")]
     config: PathBuf,
+    /// How log lines are written to standard error: text for people, or json (one object per line, with
+    /// timestamp, level, target and message at the top level) for a log pipeline.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "TRIBUTARY_LOG_FORMAT")]
+    log_format: runner::log::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,15 +63,8 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A log line that cannot be written (its disk is full) is dropped; reporting that with `eprintln!` would
-        // panic the request that logged it.
-        .log_internal_errors(false)
-        .init();
     let cli = Cli::parse();
+    runner::log::init(cli.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -85,10 +81,7 @@ async fn shutdown_on_signals() {
     first_signal().await;
     tokio::spawn(async {
         first_signal().await;
-        let _ = writeln!(
-            std::io::stderr(),
-            "tributary: second signal; exiting now (acknowledged messages stay in the spool)"
-        );
+        runner::note!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
         std::process::exit(130);
     });
 }

@@ -37,6 +37,13 @@ pub struct DestinationState {
     pub state: String,
 }
 
+/// An HTTP status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Code {
+    /// The status code, for example `200`.
+    pub code: u16,
+}
+
 /// A destination label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Destination {
@@ -64,6 +71,8 @@ pub struct Metrics {
     pub rejections_evicted: Counter,
     /// Requests whose handler panicked (answered 500).
     pub panics: Counter,
+    /// Answers of the ingest API (and the status pages on its port), by status code.
+    pub responses: Family<Code, Counter>,
     /// Messages delivered, per destination.
     pub delivered: Family<Destination, Counter>,
     /// Delivery attempts that failed and were scheduled again, per destination.
@@ -72,6 +81,10 @@ pub struct Metrics {
     pub failed: Family<Destination, Counter>,
     /// Messages waiting in the spool.
     pub spool_depth: Gauge,
+    /// Bytes of stored messages waiting in the spool.
+    pub spool_bytes: Gauge,
+    /// The most bytes the spool holds before requests get 429.
+    pub spool_budget_bytes: Gauge,
     /// Transactions the spool's writer committed: appends that arrive together share one (group commit).
     pub spool_commits: Counter,
     /// Seconds from acknowledgement to delivery, per destination.
@@ -165,10 +178,13 @@ impl Default for Metrics {
             invalid: Family::default(),
             rejections_evicted: Counter::default(),
             panics: Counter::default(),
+            responses: Family::default(),
             delivered: Family::default(),
             retried: Family::default(),
             failed: Family::default(),
             spool_depth: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            spool_budget_bytes: Gauge::default(),
             spool_commits: Counter::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             restarts: Family::default(),
@@ -199,10 +215,17 @@ impl Default for Metrics {
             "Requests whose handler panicked and were answered 500",
             metrics.panics.clone(),
         );
+        registry.register("http_responses", "Answers of the ingest API by HTTP status code", metrics.responses.clone());
         registry.register("messages_delivered", "Messages delivered, per destination", metrics.delivered.clone());
         registry.register("delivery_retries", "Failed delivery attempts scheduled again", metrics.retried.clone());
         registry.register("messages_failed", "Messages moved to the dead-letter table", metrics.failed.clone());
         registry.register("spool_depth", "Messages waiting in the spool", metrics.spool_depth.clone());
+        registry.register("spool_bytes", "Bytes of stored messages waiting in the spool", metrics.spool_bytes.clone());
+        registry.register(
+            "spool_budget_bytes",
+            "The most bytes of messages the spool holds before requests are answered 429",
+            metrics.spool_budget_bytes.clone(),
+        );
         registry.register(
             "spool_commits",
             "Transactions the spool's writer committed; concurrent appends share one",
@@ -250,6 +273,11 @@ impl Metrics {
     /// Counts a rejection.
     pub fn reject(&self, reason: &str, messages: u64) {
         self.rejected.get_or_create(&Reason { reason: reason.to_owned() }).inc_by(messages);
+    }
+
+    /// Counts an answer with status `code`.
+    pub fn answered(&self, code: u16) {
+        self.responses.get_or_create(&Code { code }).inc();
     }
 
     /// Counts an invalid message of an accepted request.

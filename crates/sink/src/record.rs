@@ -67,8 +67,8 @@ impl Record {
 /// Where a delivered record landed, when the destination can say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
-    /// The destination's own name for the record's place, as text: for a stream, its shard and sequence number
-    /// (`shardId-000000000001/49590338271490256608559692538361571095921575989136588898`).
+    /// The destination's own name for the record, as text: for a Kinesis stream, its sequence number
+    /// (`49590338271490256608559692538361571095921575989136588898`).
     pub receipt: Option<String>,
 }
 

@@ -177,6 +177,21 @@ impl Spool {
         self.inner.counts.depth.load(Ordering::Relaxed).max(0) as u64
     }
 
+    /// Bytes of stored entries waiting for delivery, across destinations, as of the last commit.
+    pub fn bytes(&self) -> u64 {
+        self.inner.counts.bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// The most bytes the spool holds waiting ([`Spool::set_max_bytes`]).
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.counts.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The most messages the spool holds waiting (`max_depth` of [`Spool::open`]).
+    pub fn max_depth(&self) -> u64 {
+        self.inner.max_depth
+    }
+
     async fn submit(&self, op: Op) -> Result<(), SpoolError> {
         let (done, result) = oneshot::channel();
         let sender = self.inner.writer.lock().expect("writer lock poisoned").clone().ok_or(SpoolError::Stopped)?;

@@ -29,14 +29,7 @@ use crate::delivery::worker::Worker;
 use crate::metrics::Metrics;
 use crate::route::Routes;
 
-/// Writes a line to standard error, dropping it if it cannot be written: a full disk under the log must not
-/// crash the server (`eprintln!` panics on a failed write).
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+use crate::note;
 
 /// Settings of `serve`.
 pub struct ServeOptions {
@@ -49,8 +42,13 @@ pub struct ServeOptions {
     /// The most bytes of messages the spool may hold before requests get 429; by default a quarter of the free
     /// space on the spool's disk at start.
     pub spool_max_bytes: Option<u64>,
-    /// How long a shutdown waits for the workers to deliver what is due.
-    pub flush_timeout: Duration,
+    /// Where `/livez`, `/readyz`, `/health` and `/metrics` are served apart from the ingest API; on the ingest port
+    /// without it.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long requests are still taken after the first shutdown signal, with `/readyz` answering 503.
+    pub drain_delay: Duration,
+    /// How long the workers then deliver the backlog before the process exits.
+    pub drain_timeout: Duration,
     /// How many invalid messages the rejected table keeps; older ones are dropped.
     pub rejected_max: u64,
     /// Where clients reach this server (the settings analytics.js loads point there); by default
@@ -87,9 +85,18 @@ pub struct Args {
     /// messages move to the dead-letter table, so one broken destination never stops the others.
     #[arg(long, value_parser = crate::config::parse_size)]
     pub spool_max_bytes: Option<u64>,
-    /// Seconds a shutdown waits for due messages to be delivered.
-    #[arg(long, default_value_t = 10)]
-    pub flush_timeout: u64,
+    /// Serve /livez, /readyz, /health and /metrics on this address, on a port of their own outside
+    /// --max-connections (and not on the ingest port), so that a flood of clients cannot make a probe time out.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// After the first SIGTERM, how long requests are still taken (each answer with Connection: close) while
+    /// /readyz answers 503, so that a load balancer takes the node out before it stops listening (5s, 0 for none).
+    #[arg(long, default_value = "5s", value_parser = crate::config::parse_duration)]
+    pub drain_delay: Duration,
+    /// Then, once the listener is closed and requests in flight are answered, how long the waiting messages are
+    /// delivered before the process exits; what is left stays in the spool for the next start (60s, 2m).
+    #[arg(long, alias = "flush-timeout", default_value = "60s", value_parser = crate::config::parse_duration)]
+    pub drain_timeout: Duration,
     /// How many invalid messages the rejected table keeps (`tributary rejected list`); older ones are dropped.
     #[arg(long, default_value_t = spool::DEFAULT_MAX_REJECTIONS)]
     pub rejected_max: u64,
@@ -135,7 +142,9 @@ pub async fn run(
         spool_dir: args.spool_dir,
         spool_max: args.spool_max.unwrap_or(u64::MAX),
         spool_max_bytes: args.spool_max_bytes,
-        flush_timeout: Duration::from_secs(args.flush_timeout),
+        admin_listen: args.admin_listen,
+        drain_delay: args.drain_delay,
+        drain_timeout: args.drain_timeout,
         rejected_max: args.rejected_max,
         public_url: args.public_url,
         read_timeout: Duration::from_secs(args.read_timeout.max(1)),
@@ -170,9 +179,10 @@ fn write_keys(config: &Config, routes: &Routes, lag: &Lag) -> anyhow::Result<Wri
 }
 
 /// Serves until `shutdown` resolves (the binary's is the first SIGTERM or SIGINT; a second one exits the process
-/// at once). Then it stops accepting (new requests get 503), finishes in-flight requests and gives the workers
-/// `flush_timeout` to deliver. Either way every acknowledged message is in the spool and is delivered by the next
-/// run.
+/// at once), then drains: `/readyz` answers 503 at once, requests are still taken for `drain_delay` (each answer
+/// with `Connection: close`), then the listener closes, requests in flight are answered, and the workers deliver
+/// the backlog for up to `drain_timeout`. Either way every acknowledged message is in the spool, and what is left
+/// is delivered by the next run.
 pub async fn serve(
     config: &Config,
     routes: Routes,
@@ -213,7 +223,8 @@ pub async fn serve(
         metrics,
         health,
         health_max_age: options.health_max_age,
-        shutting_down: Default::default(),
+        draining: Default::default(),
+        commit_failed_at: Default::default(),
         stored,
         public_url,
         trusted_proxies: options.trusted_proxies,
@@ -227,18 +238,64 @@ pub async fn serve(
         spool.path().display(),
         spool.depth()
     );
-    let limits = Limits { max_connections, read_timeout: options.read_timeout };
-    let served = serve_requests(listener, ingest, limits, shutdown).await;
+    let limits =
+        Limits { max_connections, read_timeout: options.read_timeout, status_pages: options.admin_listen.is_none() };
+    let admin = match options.admin_listen {
+        Some(address) => Some(serve_admin(address, ingest.clone()).await?),
+        None => None,
+    };
+    let drain = Drain { delay: options.drain_delay, ingest: ingest.clone() };
+    let served = serve_requests(listener, ingest, limits, drain, shutdown).await;
     let _ = stop.send(true);
     let _ = watching.await;
     served?;
-    let flushed = tokio::time::timeout(options.flush_timeout, futures::future::join_all(workers)).await;
-    if flushed.is_err() {
-        note!("tributary: flush timed out; {} messages stay in the spool for the next run", spool.depth());
+    deliver_what_waits(&spool, workers, options.drain_timeout).await;
+    if let Some(admin) = admin {
+        admin.abort();
     }
-    spool.close();
-    note!("tributary: stopped with {} messages waiting in {}", spool.depth(), spool.path().display());
     Ok(())
+}
+
+/// The end of a drain: the workers, told to stop, deliver what waits for up to `timeout`; then the spool closes and
+/// the last log line says how it ended, with counts.
+async fn deliver_what_waits(spool: &Spool, workers: Vec<tokio::task::JoinHandle<()>>, timeout: Duration) {
+    let waiting = spool.depth();
+    note!(
+        "tributary: the listener is closed; delivering the {waiting} waiting messages for up to {}",
+        crate::format::format_duration(timeout)
+    );
+    let delivered = tokio::time::timeout(timeout, futures::future::join_all(workers)).await;
+    spool.close();
+    let left = spool.depth();
+    let ended = if delivered.is_ok() { "drained" } else { "drain timed out" };
+    note!(
+        "tributary: stopped ({ended}): {} delivered while draining, {left} messages left in {} for the next start",
+        waiting.saturating_sub(left),
+        spool.path().display()
+    );
+}
+
+/// Serves the status pages on `address`, on the runtime delivery runs on, apart from the ingest API and its
+/// connection cap. It answers until the process ends, drain included.
+async fn serve_admin(address: SocketAddr, ingest: Arc<Ingest>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} (--admin-listen)"))?;
+    note!("tributary: admin on http://{} (/livez, /readyz, /health, /metrics)", listener.local_addr()?);
+    let app = status::routes().with_state(ingest);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the admin listener failed");
+        }
+    }))
+}
+
+/// What happens between the first shutdown signal and the listener closing.
+struct Drain {
+    /// How long requests are still taken.
+    delay: Duration,
+    /// Whose `draining` flag turns readiness off and asks clients to close their connections.
+    ingest: Arc<Ingest>,
 }
 
 /// The most connections served at once: `asked`, or fewer when the open-files limit (raised as far as it goes)
@@ -259,16 +316,22 @@ async fn serve_requests(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     limits: Limits,
+    drain: Drain,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // The caller's shutdown future is awaited here, on the runtime the server was started on, not on ingest's:
     // what it spawns (the binary's handler of a second signal) must outlive the ingest runtime.
     let (begin_shutdown, shutdown_begun) = tokio::sync::oneshot::channel::<()>();
-    let shutdown_ingest = ingest.clone();
     tokio::spawn(async move {
         shutdown.await;
-        note!("tributary: shutting down: no new requests; finishing those in flight");
-        shutdown_ingest.shutting_down.store(true, Ordering::Relaxed);
+        drain.ingest.draining.store(true, Ordering::Relaxed);
+        note!(
+            "tributary: draining: /readyz answers 503; requests are still taken for {}, each answer with \
+             Connection: close",
+            crate::format::format_duration(drain.delay)
+        );
+        tokio::time::sleep(drain.delay).await;
+        note!("tributary: closing the listener; answering the requests in flight");
         let _ = begin_shutdown.send(());
     });
     let shutdown = async move {
@@ -276,7 +339,7 @@ async fn serve_requests(
     };
     let ingest_runtime = priority::ingest_runtime().context("starting the ingest runtime")?;
     let listener = listener.into_std()?;
-    let app = router(ingest, status::routes());
+    let app = router(ingest, if limits.status_pages { status::routes() } else { axum::Router::new() });
     let served = ingest_runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let read_timeout = limits.read_timeout;

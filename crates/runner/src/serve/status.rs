@@ -1,5 +1,6 @@
-//! `GET /health` and `GET /metrics`: what the workers report, the spool's backlogs and each destination's lag,
-//! read when asked.
+//! The status pages: `GET /livez` and `GET /readyz` for orchestrators, `GET /health` and `GET /metrics` for people
+//! and Prometheus (what the workers report, the spool's backlogs and each destination's lag, read when asked).
+//! They are served on the ingest port, or with `serve --admin-listen` on a port of their own.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,25 +11,67 @@ use axum::response::{IntoResponse, Response};
 
 use crate::delivery::health::{Report, State};
 use crate::metrics::{DestinationState, Metrics};
-use crate::serve::ingest::{Ingest, Refusal};
+use crate::serve::ingest::Ingest;
 
-/// The routes of the status pages, for [`crate::serve::ingest::router`].
+/// The routes of the status pages.
 pub fn routes() -> axum::Router<Arc<Ingest>> {
-    axum::Router::new().route("/health", axum::routing::get(health)).route("/metrics", axum::routing::get(metrics))
+    axum::Router::new()
+        .route("/livez", axum::routing::get(livez))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics))
 }
 
-/// `GET /health`: each destination's state, backlog and lag; 503 when one is stopped or too far behind.
-pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
-    if ingest.shutting_down.load(Ordering::Relaxed) {
-        return Refusal::shutting_down().into_response();
+/// How long after a failed commit (a full disk) `/readyz` keeps answering 503 when no commit has succeeded since.
+const UNWRITABLE_FOR: i64 = 5_000;
+
+/// `GET /livez`: 200 while the process serves. A destination's trouble never fails it: restarting the process
+/// would not mend a stream, and it would stop the other destinations' deliveries.
+async fn livez() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// `GET /readyz`: 200 while the server should get traffic: not draining, and the spool writable (no commit failed
+/// in the last 5 seconds without one succeeding since) and below its budgets; else 503 with the reasons.
+async fn readyz(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
+    let spool = &ingest.spool;
+    let mut reasons = Vec::new();
+    if ingest.draining.load(Ordering::Relaxed) {
+        reasons.push("draining: the server is shutting down".to_owned());
     }
+    let failed_at = ingest.commit_failed_at.load(Ordering::Relaxed);
+    if failed_at != 0 && spool::now_millis() - failed_at < UNWRITABLE_FOR {
+        reasons.push("the spool could not commit (is its disk full?)".to_owned());
+    }
+    if spool.bytes() >= spool.max_bytes() {
+        reasons.push(format!("the spool holds {} bytes, its budget is {}", spool.bytes(), spool.max_bytes()));
+    }
+    if spool.depth() >= spool.max_depth() {
+        reasons.push(format!("the spool holds {} messages, its limit is {}", spool.depth(), spool.max_depth()));
+    }
+    match reasons.is_empty() {
+        true => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        false => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready", "reasons": reasons})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /health`: each destination's state, backlog and lag; 503 when one is stopped or too far behind, or while
+/// the server drains.
+pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
+    let draining = ingest.draining.load(Ordering::Relaxed);
     let destinations = destination_health(&ingest).await;
     let max_age = ingest.health_max_age.as_secs_f64();
     let unhealthy = destinations
         .iter()
         .any(|d| d.report.state == State::Stopped || d.oldest_waiting.is_some_and(|age| age > max_age));
     let degraded = destinations.iter().any(|d| d.report.state != State::Ok);
-    let status = if unhealthy {
+    let status = if draining {
+        "draining"
+    } else if unhealthy {
         "unhealthy"
     } else if degraded {
         "degraded"
@@ -51,7 +94,7 @@ pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
             }))
         }).collect::<serde_json::Map<_, _>>(),
     });
-    let code = if unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if unhealthy || draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, axum::Json(body)).into_response()
 }
 
@@ -90,6 +133,8 @@ async fn destination_health(ingest: &Ingest) -> Vec<DestinationHealth> {
 /// `GET /metrics`: the Prometheus page, with the gauges read from the spool, the workers and the sinks now.
 pub async fn metrics(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     ingest.metrics.spool_depth.set(ingest.spool.depth() as i64);
+    ingest.metrics.spool_bytes.set(i64::try_from(ingest.spool.bytes()).unwrap_or(i64::MAX));
+    ingest.metrics.spool_budget_bytes.set(i64::try_from(ingest.spool.max_bytes()).unwrap_or(i64::MAX));
     for d in destination_health(&ingest).await {
         let label = Metrics::destination(&d.name);
         let m = &ingest.metrics;
@@ -101,8 +146,13 @@ pub async fn metrics(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
             let label = DestinationState { destination: d.name.clone(), state: state.name().to_owned() };
             m.state.get_or_create(&label).set(i64::from(state == d.report.state));
         }
-        // Shown at 0 from the start, so that an alert on its increase has a series to watch.
-        drop(m.restarts.get_or_create(&Metrics::destination(&d.name)));
+        // Shown at 0 from the start, so that an alert on their increase has a series to watch (a series that first
+        // appears at 3 shows Prometheus no increase).
+        let label = Metrics::destination(&d.name);
+        for family in [&m.restarts, &m.delivered, &m.retried, &m.failed, &m.overflowed] {
+            drop(family.get_or_create(&label));
+        }
+        drop(m.delivery_latency.get_or_create(&label));
     }
     ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
     ingest.metrics.spool_commits.inner().store(ingest.spool.commits(), Ordering::Relaxed);

@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod keys;
 mod libraries;
+mod operations;
 mod overload;
 mod personas;
 mod serve;

@@ -49,7 +49,7 @@ pub fn kinesis_destination(name: &str, stream: &str, endpoint: &str, delivery: &
     )
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -63,10 +63,13 @@ impl Server {
     pub async fn start_with_env(config: &Path, spool: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = spool.with_extension(format!("{port}.log"));
+        // Suites stop servers often; a drain delay is asked for by the suites that test it.
+        let no_delay: &[&str] = if extra.contains(&"--drain-delay") { &[] } else { &["--drain-delay", "0"] };
         let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .args(["--config", config.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--spool-dir")
             .arg(spool)
+            .args(no_delay)
             .args(extra)
             .env("TEST_WRITE_KEY", WRITE_KEY)
             .env("AWS_ACCESS_KEY_ID", "test")
@@ -80,8 +83,13 @@ impl Server {
             .expect("start tributary serve");
         let server = Server { child, url: format!("http://127.0.0.1:{port}"), key: WRITE_KEY, log };
         let client = reqwest::Client::new();
+        // With --admin-listen, the status pages are on that port only.
+        let status = match extra.iter().position(|a| *a == "--admin-listen") {
+            Some(at) => format!("http://{}", extra[at + 1]),
+            None => server.url.clone(),
+        };
         for _ in 0..200 {
-            if let Ok(response) = client.get(format!("{}/health", server.url)).send().await
+            if let Ok(response) = client.get(format!("{status}/health")).send().await
                 && response.status() == 200
             {
                 return server;

@@ -108,10 +108,21 @@ fn behind_retry_after(max: std::time::Duration) -> u64 {
     (max.as_secs() / 10).clamp(1, 10)
 }
 
+/// Why a request was refused, carried on its response to the layer that logs 5xx answers.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The refusal's code.
+    pub code: &'static str,
+    /// Its message (which names no secret: it is what the client reads).
+    pub message: String,
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let body = axum::Json(serde_json::json!({"code": self.code, "message": self.message}));
         let mut response = (self.status, body).into_response();
+        // For the log line of a 5xx answer (`ingest::answered`).
+        response.extensions_mut().insert(Answered { code: self.code, message: self.message });
         if let Some(seconds) = self.retry_after {
             // Segment's libraries read either: Retry-After (seconds), or analytics.js's x-ratelimit-reset (seconds).
             response.headers_mut().insert(header::RETRY_AFTER, seconds.into());

@@ -50,8 +50,12 @@ pub struct Ingest {
     pub health: Arc<crate::delivery::health::Health>,
     /// `/health` answers 503 when a destination's oldest waiting message is older than this.
     pub health_max_age: Duration,
-    /// Set when the server is shutting down: new requests get 503.
-    pub shutting_down: AtomicBool,
+    /// Set from the first shutdown signal: `/readyz` answers 503 and every answer says `Connection: close`, while
+    /// requests are still taken until the drain delay ends.
+    pub draining: AtomicBool,
+    /// When a commit last failed for a reason other than a limit (a full disk), in Unix milliseconds; 0 once one
+    /// succeeds. `/readyz` reads it.
+    pub commit_failed_at: std::sync::atomic::AtomicI64,
     /// Wakes the delivery workers when new messages are stored.
     pub stored: Arc<tokio::sync::Notify>,
     /// Where clients reach this server, for the settings analytics.js loads.
@@ -113,7 +117,29 @@ pub fn router(ingest: Arc<Ingest>, more: Router<Arc<Ingest>>) -> Router {
         })
         .layer(axum::middleware::from_fn(origin::cors))
         .layer(axum::middleware::from_fn_with_state(ingest.clone(), catch_panics))
+        .layer(axum::middleware::from_fn_with_state(ingest.clone(), answered))
         .with_state(ingest)
+}
+
+/// Counts every answer by status code, and while the server drains, asks the client to close the connection, so
+/// that a kept-alive client's next request opens a new one (through its load balancer, to another node).
+/// Every 5xx answer is logged with its path, code and reason.
+async fn answered(State(ingest): State<Arc<Ingest>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status().as_u16();
+    ingest.metrics.answered(status);
+    if status >= 500 {
+        let (code, reason) = match response.extensions().get::<error::Answered>() {
+            Some(answered) => (answered.code, answered.message.as_str()),
+            None => ("", "no reason given"),
+        };
+        tracing::warn!(status, path = %path, code, reason, "answered {status}");
+    }
+    if ingest.draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The last line of defence: a handler that panics still answers `500 {"code":"internal"}` (so a client retries
@@ -186,13 +212,6 @@ fn admissible(source: &Source, headers: &HeaderMap, lag: &crate::serve::lag::Lag
 }
 
 impl Ingest {
-    fn check_open(&self) -> Result<(), Refusal> {
-        if self.shutting_down.load(Ordering::Relaxed) {
-            return Err(Refusal::shutting_down());
-        }
-        Ok(())
-    }
-
     /// Authenticates, reads, validates and stores one request, and answers it.
     async fn receive(
         &self,
@@ -208,7 +227,7 @@ impl Ingest {
         // A key in the header is checked before the body is read, with the source's origin and rate, so that a
         // wrong key, a foreign site or a source over its rate costs next to nothing. The body is still drained,
         // unparsed, so that the client reads the answer instead of a reset connection.
-        let header_source = match self.check_open().and_then(|()| auth::basic_key(&headers)) {
+        let header_source = match auth::basic_key(&headers) {
             Ok(None) => None,
             Ok(Some(key)) => {
                 match self.keys.source(Some(&key)).and_then(|s| admissible(s, &headers, &self.lag).map(|()| s)) {
@@ -369,6 +388,7 @@ impl Ingest {
         match self.spool.append_with(entries, rejections).await {
             Ok(()) => {
                 self.stored.notify_waiters();
+                self.commit_failed_at.store(0, Ordering::Relaxed);
                 Ok(count)
             }
             Err(SpoolError::Full { depth, max }) => {
@@ -380,6 +400,7 @@ impl Ingest {
             Err(SpoolError::Stopped) => Err(Refusal::shutting_down()),
             // A full disk, or any other failure to commit: nothing was stored, and the client keeps the messages.
             Err(e) => {
+                self.commit_failed_at.store(spool::now_millis(), Ordering::Relaxed);
                 tracing::error!(error = %e, "the spool refused a write");
                 Err(Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
