@@ -363,3 +363,69 @@ fn the_kubernetes_manifests_are_valid_against_kubernetes_schemas() {
         assert!(text.contains(wanted), "the manifest lacks {wanted:?}");
     }
 }
+
+#[tokio::test]
+async fn the_systemd_unit_verifies_and_its_command_line_serves() {
+    let unit = std::fs::read_to_string(deploy().join("systemd/tributary.service")).unwrap();
+    let binary = env!("CARGO_BIN_EXE_tributary");
+    let dir = scratch("systemd");
+    let copy = dir.join("tributary.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/tributary", binary)).unwrap();
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap_or_else(|e| {
+        panic!("systemd-analyze did not run ({e}): `apt-get install systemd` (`.ci/run` installs it)")
+    });
+    let said = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
+    // It exits 0 on an unknown key or a bad value and only says so: anything it says is a failure.
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+
+    // The unit's command line, on this machine's paths and free ports, serves and drains.
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart line");
+    let (listen, admin) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let out = dir.join("out.ndjson");
+    let config = folder("systemd-config", &[("main", &file_destination("main", &out))]);
+    let spool = scratch("systemd-spool");
+    let args: Vec<String> = exec
+        .split_whitespace()
+        .skip(1)
+        .map(|arg| match arg {
+            "/etc/tributary" => config.display().to_string(),
+            "/var/lib/tributary" => spool.display().to_string(),
+            "0.0.0.0:8080" => listen.clone(),
+            "127.0.0.1:9090" => admin.clone(),
+            other => other.to_owned(),
+        })
+        .collect();
+    let mut child = Command::new(binary)
+        .args(&args)
+        .env("TEST_WRITE_KEY", crate::server::WRITE_KEY)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = || std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+    assert!(ready, "the unit's command line did not serve: {args:?}\n{}", log());
+    // Its log lines are JSON, as the unit asks.
+    let first = log().lines().next().unwrap_or_default().to_owned();
+    assert!(serde_json::from_str::<Value>(&first).is_ok_and(|v| v["level"] == "INFO"), "{first}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let mut exited = None;
+    for _ in 0..150 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(exited.is_some_and(|s| s.success()), "it did not drain and exit: {}", log());
+}
