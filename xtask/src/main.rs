@@ -7,6 +7,8 @@
 //! - `bench [NAME]`: the criterion benchmarks (`model`, `records`) and the drivers (`ingest`, `e2e`, `hostile`,
 //!   `kinesis`, `personas`), or the one named; every figure an issue limits is printed as PASS or FAIL beside its
 //!   limit, and any FAIL makes the command exit non-zero.
+//! - `image`: the container image of the release binary, built with buildah from scratch, as an OCI archive and a
+//!   docker-archive under the target folder.
 //! - `fuzz [--cases N] [--seed S]`: the message model's property suite in a release build, 10 million cases by
 //!   default, spread over every core; it prints the cases run and each failure with the seed and case that
 //!   reproduce it.
@@ -18,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context as _, bail};
 use xshell::{Shell, cmd};
 
+mod image;
 #[cfg(test)]
 mod tidy;
 
@@ -30,10 +33,11 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => demo(&sh),
         Some("bench") => bench(&sh, &args[1..]),
         Some("fuzz") => fuzz(&sh, &args[1..]),
+        Some("image") => image::image(&sh).map(drop),
         _ => {
             eprintln!(
                 "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | e2e | hostile | kinesis | personas | model \
-                 | records | CRITERION FILTER] [ARGS] | fuzz [--cases N] [--seed S]>"
+                 | records | CRITERION FILTER] [ARGS] | fuzz [--cases N] [--seed S] | image>"
             );
             bail!("unknown or missing command")
         }
