@@ -37,6 +37,14 @@ pub fn clients() -> (String, String) {
     (required(PYTHON), required(NODE_MODULES))
 }
 
+/// The OCI archive of the image `cargo xtask image` built.
+pub const IMAGE: &str = "TRIBUTARY_TEST_IMAGE";
+
+/// The OCI archive of the image under test.
+pub fn image() -> String {
+    required(IMAGE)
+}
+
 /// `kubernetes-validate`, installed beside the client libraries' Python.
 pub fn kubernetes_validate() -> std::path::PathBuf {
     std::path::Path::new(&required(PYTHON)).with_file_name("kubernetes-validate")

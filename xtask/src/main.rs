@@ -185,9 +185,15 @@ fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
     phases.time("build", || cmd!(sh, "{cargo} build --workspace --all-targets").run())?;
     // The workspace build made the launcher; building it alone would unify features differently and compile the
     // AWS crates a second time.
+    // The image is built and checked here; a suite runs it (`TRIBUTARY_TEST_IMAGE`).
+    let image = phases.time("image", || image::image(sh))?;
     let emulators = phases.time("emulators", Emulators::start)?;
-    let env: Vec<(String, String)> =
-        aws_env().into_iter().map(|(n, v)| (n.to_owned(), v.to_owned())).chain(emulators.env.clone()).collect();
+    let env: Vec<(String, String)> = aws_env()
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .chain(emulators.env.clone())
+        .chain([("TRIBUTARY_TEST_IMAGE".to_owned(), image.oci.display().to_string())])
+        .collect();
     fn with_env<'a>(command: xshell::Cmd<'a>, env: &[(String, String)]) -> xshell::Cmd<'a> {
         command.envs(env.iter().map(|(n, v)| (n, v)))
     }

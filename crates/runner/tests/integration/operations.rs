@@ -429,3 +429,111 @@ async fn the_systemd_unit_verifies_and_its_command_line_serves() {
     let _ = child.wait();
     assert!(exited.is_some_and(|s| s.success()), "it did not drain and exit: {}", log());
 }
+
+/// A container made from the image under test, removed when dropped.
+struct Container {
+    name: String,
+    root: std::path::PathBuf,
+}
+
+impl Container {
+    fn from_archive(archive: &str) -> Container {
+        let name = format!("tributary-suite-{}", std::process::id());
+        let _ = Command::new("buildah").args(["rm", &name]).output();
+        let made = Command::new("buildah").args(["from", "--name", &name, &format!("oci-archive:{archive}")]).output();
+        let made = made.unwrap_or_else(|e| panic!("buildah did not run ({e}): `apt-get install buildah`"));
+        assert!(made.status.success(), "buildah from {archive}: {}", String::from_utf8_lossy(&made.stderr));
+        let mounted = Command::new("buildah").args(["mount", &name]).output().unwrap();
+        assert!(mounted.status.success(), "buildah mount: {}", String::from_utf8_lossy(&mounted.stderr));
+        let root = String::from_utf8(mounted.stdout).unwrap().trim().into();
+        Container { name, root }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("buildah").args(["umount", &self.name]).output();
+        let _ = Command::new("buildah").args(["rm", &self.name]).output();
+    }
+}
+
+#[tokio::test]
+async fn the_image_runs_its_binary_on_its_own_paths_as_its_own_user() {
+    let archive = tests::env::image();
+    let container = Container::from_archive(&archive);
+    let root = &container.root;
+    // Run as the image runs, as its user: `podman run` does not work in this sandbox, so chroot stands in for it.
+    let in_image = |args: &[&str]| {
+        let mut command = Command::new("chroot");
+        command.arg("--userspec=65532:65532").arg(root).arg("/usr/local/bin/tributary").args(args);
+        command
+    };
+    let version = in_image(&["--version"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), "tributary 0.1.0", "{version:?}");
+
+    let (emulator, url) = tests::env::kinesis_endpoints().remove(0);
+    let admin_client = tests::stream::client(&url, tests::env::dummy_credentials()).await;
+    let stream = tests::stream::unique_name("image");
+    tests::stream::create(&admin_client, &stream, 1).await;
+    let config = root.join("etc/tributary");
+    crate::write_files(
+        &config,
+        &[
+            (
+                "sources/web.toml",
+                "id = \"src_web\"\nname = \"Web\"\nwrite_key = { env = \"TEST_WRITE_KEY\" }\ndestinations = [\"main\"]\n",
+            ),
+            ("destinations/main.toml", &crate::server::kinesis_destination("main", &stream, &url, "")),
+        ],
+    );
+    let (listen, admin) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let log = scratch("image-log").join("serve.log");
+    let mut serving = in_image(&[
+        "--config",
+        "/etc/tributary",
+        "serve",
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+        "--spool-dir",
+        "/var/lib/tributary",
+        "--drain-delay",
+        "0",
+    ])
+    .env("TEST_WRITE_KEY", crate::server::WRITE_KEY)
+    .env("AWS_ACCESS_KEY_ID", "test")
+    .env("AWS_SECRET_ACCESS_KEY", "test")
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "serve in the image did not get ready: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let sent = client
+        .post(format!("http://{listen}/v1/track"))
+        .basic_auth(crate::server::WRITE_KEY, Some(""))
+        .json(&json!({"userId": "u", "event": "From the image", "messageId": "image-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let records = tests::stream::read_at_least(&admin_client, &stream, 1).await;
+    let _ = Command::new("kill").args(["-TERM", &serving.id().to_string()]).status();
+    let _ = serving.wait();
+    assert_eq!(records.len(), 1, "{emulator}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    let data: Value = serde_json::from_slice(&records[0].data).unwrap();
+    assert_eq!(data["messageId"], "image-1");
+    // The spool was written on the image's own volume path, by its own user.
+    let spool = root.join("var/lib/tributary/spool.sqlite3");
+    assert!(spool.exists(), "no spool at /var/lib/tributary in the image");
+}
