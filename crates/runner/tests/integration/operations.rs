@@ -110,11 +110,19 @@ async fn sigterm_turns_readiness_off_keeps_taking_requests_then_drains() {
     assert_eq!(ids, ["before", "during"]);
 }
 
+/// A system tool by name, or from `/usr/sbin` where Debian puts it when that is not on the `PATH`.
+fn sbin(tool: &'static str) -> String {
+    let on_path =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if on_path { tool.to_owned() } else { format!("/usr/sbin/{tool}") }
+}
+
 /// HAProxy from Debian, or a failure that says how to get it.
-fn haproxy() -> &'static str {
-    let found = Command::new("haproxy").arg("-v").output().is_ok_and(|o| o.status.success());
+fn haproxy() -> String {
+    let haproxy = sbin("haproxy");
+    let found = Command::new(&haproxy).arg("-v").output().is_ok_and(|o| o.status.success());
     assert!(found, "this suite needs HAProxy: `apt-get install haproxy` (`.ci/run` installs it)");
-    "haproxy"
+    haproxy
 }
 
 /// HAProxy in front of `nodes` (ingest and admin addresses), checking each node's `/readyz` every second and taking
@@ -464,7 +472,7 @@ async fn the_image_runs_its_binary_on_its_own_paths_as_its_own_user() {
     let root = &container.root;
     // Run as the image runs, as its user: `podman run` does not work in this sandbox, so chroot stands in for it.
     let in_image = |args: &[&str]| {
-        let mut command = Command::new("chroot");
+        let mut command = Command::new(sbin("chroot"));
         command.arg("--userspec=65532:65532").arg(root).arg("/usr/local/bin/tributary").args(args);
         command
     };
