@@ -238,14 +238,13 @@ pub async fn serve(
         spool.path().display(),
         spool.depth()
     );
-    let limits =
-        Limits { max_connections, read_timeout: options.read_timeout, status_pages: options.admin_listen.is_none() };
-    let admin = match options.admin_listen {
-        Some(address) => Some(serve_admin(address, ingest.clone()).await?),
-        None => None,
+    let limits = Limits { max_connections, read_timeout: options.read_timeout };
+    let (admin, status_pages) = match options.admin_listen {
+        Some(address) => (Some(serve_admin(address, ingest.clone(), options.read_timeout).await?), axum::Router::new()),
+        None => (None, status::routes()),
     };
     let drain = Drain { delay: options.drain_delay, ingest: ingest.clone() };
-    let served = serve_requests(listener, ingest, limits, drain, shutdown).await;
+    let served = serve_requests(listener, router(ingest, status_pages), limits, drain, shutdown).await;
     let _ = stop.send(true);
     let _ = watching.await;
     served?;
@@ -275,19 +274,24 @@ async fn deliver_what_waits(spool: &Spool, workers: Vec<tokio::task::JoinHandle<
     );
 }
 
+/// The most connections the admin listener keeps open: probes and scrapes, never clients.
+const ADMIN_CONNECTIONS: usize = 64;
+
 /// Serves the status pages on `address`, on the runtime delivery runs on, apart from the ingest API and its
-/// connection cap. It answers until the process ends, drain included.
-async fn serve_admin(address: SocketAddr, ingest: Arc<Ingest>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// connection cap, with the ingest port's accept loop (so a connection that sends nothing is closed after
+/// `read_timeout` there too). It answers until the process ends, drain included.
+async fn serve_admin(
+    address: SocketAddr,
+    ingest: Arc<Ingest>,
+    read_timeout: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (--admin-listen)"))?;
     note!("tributary: admin on http://{} (/livez, /readyz, /health, /metrics)", listener.local_addr()?);
     let app = status::routes().with_state(ingest);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the admin listener failed");
-        }
-    }))
+    let limits = Limits { max_connections: ADMIN_CONNECTIONS, read_timeout };
+    Ok(tokio::spawn(connections::serve(listener, app, limits, std::future::pending(), read_timeout)))
 }
 
 /// What happens between the first shutdown signal and the listener closing.
@@ -314,7 +318,7 @@ fn connection_cap(asked: usize) -> usize {
 /// that runtime down. Requests run on a runtime of their own, whose threads yield to delivery's (see `priority`).
 async fn serve_requests(
     listener: tokio::net::TcpListener,
-    ingest: Arc<Ingest>,
+    app: axum::Router,
     limits: Limits,
     drain: Drain,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -339,7 +343,6 @@ async fn serve_requests(
     };
     let ingest_runtime = priority::ingest_runtime().context("starting the ingest runtime")?;
     let listener = listener.into_std()?;
-    let app = router(ingest, if limits.status_pages { status::routes() } else { axum::Router::new() });
     let served = ingest_runtime.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let read_timeout = limits.read_timeout;

@@ -23,6 +23,17 @@ fn delivered(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Whether `/readyz` on the admin address `admin` answers 200 within ten seconds.
+async fn ready_within_ten_seconds(client: &reqwest::Client, admin: &str) -> bool {
+    for _ in 0..100 {
+        if client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
     let response = client.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (response.status().as_u16(), response.text().await.unwrap())
@@ -33,8 +44,12 @@ async fn the_admin_port_answers_probes_apart_from_clients() {
     let out = scratch("admin-out").join("out.ndjson");
     let config = folder("admin", &[("main", &file_destination("main", &out))]);
     let admin = format!("127.0.0.1:{}", free_port());
-    let server =
-        Server::start(&config, &scratch("admin-spool"), &["--admin-listen", &admin, "--max-connections", "1"]).await;
+    let server = Server::start(
+        &config,
+        &scratch("admin-spool"),
+        &["--admin-listen", &admin, "--max-connections", "1", "--read-timeout", "1"],
+    )
+    .await;
     let admin = format!("http://{admin}");
     let client = reqwest::Client::new();
 
@@ -66,6 +81,12 @@ async fn the_admin_port_answers_probes_apart_from_clients() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let probe = tokio::time::timeout(Duration::from_secs(2), get(&client, &format!("{admin}/readyz"))).await;
     assert_eq!(probe.expect("the admin port answers while the ingest port is full").0, 200);
+
+    // A connection to the admin port that sends nothing is closed after --read-timeout, as on the ingest port.
+    let mut idle = tokio::net::TcpStream::connect(admin.trim_start_matches("http://")).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut idle, &mut byte));
+    assert!(matches!(closed.await, Ok(Ok(0) | Err(_))), "an idle admin connection stayed open past --read-timeout");
 }
 
 #[tokio::test]
@@ -411,14 +432,7 @@ async fn the_systemd_unit_verifies_and_its_command_line_serves() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = ready_within_ten_seconds(&client, &admin).await;
     let log = || std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
     assert!(ready, "the unit's command line did not serve: {args:?}\n{}", log());
     // Its log lines are JSON, as the unit asks.
@@ -518,14 +532,7 @@ async fn the_image_runs_its_binary_on_its_own_paths_as_its_own_user() {
     .spawn()
     .unwrap();
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = ready_within_ten_seconds(&client, &admin).await;
     assert!(ready, "serve in the image did not get ready: {}", std::fs::read_to_string(&log).unwrap_or_default());
     let sent = client
         .post(format!("http://{listen}/v1/track"))

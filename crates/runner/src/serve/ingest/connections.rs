@@ -25,8 +25,6 @@ pub struct Limits {
     /// How long a connection may send nothing while the server waits for it (headers, a body, or the next
     /// request on a kept-alive connection) before it is closed.
     pub read_timeout: Duration,
-    /// Whether the status pages are served on this port too (without `--admin-listen`).
-    pub status_pages: bool,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits up to `grace` for the
