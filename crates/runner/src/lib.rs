@@ -2,7 +2,7 @@
 //!
 //! The binary (`main.rs`) only parses arguments and prints errors; every command lives here so it can be tested.
 //! The modules depend one way: `commands` and `serve` on `delivery`, `sync`, `route`, `config` and the helpers
-//! below them (`metrics`, `format`, `faults`, `log`), never on each other.
+//! below them (`metrics`, `format`, `faults`, `log`, `reloads`), never on each other.
 
 pub mod commands;
 pub mod config;
@@ -11,6 +11,7 @@ pub mod faults;
 pub mod format;
 pub mod log;
 pub mod metrics;
+pub mod reloads;
 pub mod route;
 pub mod serve;
 pub mod sync;

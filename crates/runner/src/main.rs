@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, personas, rejected, send, setup, streams, tail, validate};
+use runner::commands::{dlq, personas, rejected, reload, send, setup, streams, tail, validate};
 use runner::serve;
 
 /// Tributary: a self-hosted Segment-compatible event router for AWS Kinesis.
@@ -33,6 +33,8 @@ enum Command {
     Validate,
     /// Serve Segment's HTTP tracking API and deliver what it accepts.
     Serve(serve::Args),
+    /// Ask the server that owns a spool to reload its config folder (as SIGHUP does), and print how it went.
+    Reload(reload::Args),
     /// Inspect the messages serve accepted the request of but did not deliver, because they broke Segment's rules.
     Rejected(rejected::Args),
     /// Print the IAM documents a Kinesis destination's role needs.
@@ -86,6 +88,21 @@ async fn shutdown_on_signals() {
     });
 }
 
+/// Asks for a reload on each SIGHUP. Installed before the server starts, so that an early SIGHUP does not end
+/// the process (its default action).
+fn reload_on_sighup() -> anyhow::Result<serve::reload::Requests> {
+    let requests = serve::reload::Requests::new();
+    let sender = requests.sender.clone();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            // A reload already waiting will read the folder as it is by then.
+            let _ = sender.try_send(serve::reload::Trigger::Signal);
+        }
+    });
+    Ok(requests)
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn first_signal() {
     let mut term =
@@ -102,7 +119,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     match cli.command {
         Command::Validate => validate::run(dir, &mut out, &mut err),
-        Command::Serve(args) => serve::run(dir, args, shutdown_on_signals(), &mut err).await,
+        Command::Serve(args) => serve::run(dir, args, shutdown_on_signals(), reload_on_sighup()?, &mut err).await,
+        Command::Reload(args) => reload::run(args, &mut out, &mut err).await,
         Command::Personas { action } => personas::run(dir, action, &mut out, &mut err).await,
         Command::Iam { action } => setup::run_iam(dir, action, &mut out, &mut err).await,
         Command::Check(args) => setup::run_check(dir, args, &mut out, &mut err).await,

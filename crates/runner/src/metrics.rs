@@ -33,7 +33,7 @@ pub struct Invalid {
 pub struct DestinationState {
     /// The destination's name.
     pub destination: String,
-    /// `ok`, `degraded` or `stopped`.
+    /// `ok`, `degraded`, `stopped`, `removed` or `disabled`.
     pub state: String,
 }
 
@@ -42,6 +42,13 @@ pub struct DestinationState {
 pub struct Code {
     /// The status code, for example `200`.
     pub code: u16,
+}
+
+/// How a reload of the config folder ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadOutcome {
+    /// `applied`, or `refused` (the config had problems; the running one stayed).
+    pub outcome: String,
 }
 
 /// A destination label.
@@ -104,6 +111,8 @@ pub struct Metrics {
     pub backlog_bytes: Family<Destination, Gauge>,
     /// Messages moved to the dead-letter table because their destination was over its backlog budget.
     pub overflowed: Family<Destination, Counter>,
+    /// Reloads of the config folder, by outcome (`applied`, `refused`).
+    pub reloads: Family<ReloadOutcome, Counter>,
     /// The families each destination's sink reported at the last scrape ([`Metrics::set_sink_metrics`]).
     sinks: Arc<SinkMetrics>,
 }
@@ -194,6 +203,7 @@ impl Default for Metrics {
             backlog_messages: Family::default(),
             backlog_bytes: Family::default(),
             overflowed: Family::default(),
+            reloads: Family::default(),
             sinks: Arc::default(),
             registry: Registry::default(),
         };
@@ -239,7 +249,7 @@ impl Default for Metrics {
         registry.register("worker_restarts", "Delivery workers restarted after a panic", metrics.restarts.clone());
         registry.register(
             "destination_state",
-            "1 for each destination's current state (ok, degraded, stopped)",
+            "1 for each destination's current state (ok, degraded, stopped; removed or disabled while messages wait for it)",
             metrics.state.clone(),
         );
         registry.register(
@@ -264,6 +274,15 @@ impl Default for Metrics {
             "Messages moved to the dead-letter table because their destination was over its backlog budget",
             metrics.overflowed.clone(),
         );
+        registry.register(
+            "config_reloads",
+            "Reloads of the config folder (SIGHUP, tributary reload, --watch-config), applied or refused",
+            metrics.reloads.clone(),
+        );
+        // Shown at 0 from the start, so that an alert on a refusal has a series to watch.
+        for outcome in ["applied", "refused"] {
+            drop(metrics.reloads.get_or_create(&ReloadOutcome { outcome: outcome.to_owned() }));
+        }
         registry.register_collector(Box::new(metrics.sinks.clone()));
         Metrics { registry, ..metrics }
     }
@@ -288,6 +307,11 @@ impl Metrics {
     /// Keeps what each destination's sink reports now, for the next [`Metrics::render`].
     pub fn set_sink_metrics(&self, reported: Vec<(String, Vec<MetricFamily>)>) {
         *self.sinks.reported.lock().expect("sink metrics lock poisoned") = reported;
+    }
+
+    /// Counts a reload that ended as `outcome` (`applied` or `refused`).
+    pub fn reloaded(&self, outcome: &str) {
+        self.reloads.get_or_create(&ReloadOutcome { outcome: outcome.to_owned() }).inc();
     }
 
     /// The label of a destination.

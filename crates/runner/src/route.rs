@@ -47,20 +47,43 @@ impl Routes {
     /// Builds a sink for the enabled destinations named in `only` (all, with `None`): a command that uses a few
     /// destinations does not need the secrets of the others.
     pub async fn build_only(config: &Config, base: &BaseCredentials, only: Option<&[&str]>) -> anyhow::Result<Routes> {
+        Routes::build_with(config, base, only, &|_| None).await
+    }
+
+    /// Builds the routes of every enabled destination, taking the sink `reuse` gives for a destination (a reload
+    /// keeps the sink of one whose settings did not change, with its credentials and counters) and building the
+    /// others.
+    pub async fn build_reusing(
+        config: &Config,
+        base: &BaseCredentials,
+        reuse: &(dyn Fn(&crate::config::Destination) -> Option<Arc<dyn Sink>> + Sync),
+    ) -> anyhow::Result<Routes> {
+        Routes::build_with(config, base, None, reuse).await
+    }
+
+    async fn build_with(
+        config: &Config,
+        base: &BaseCredentials,
+        only: Option<&[&str]>,
+        reuse: &(dyn Fn(&crate::config::Destination) -> Option<Arc<dyn Sink>> + Sync),
+    ) -> anyhow::Result<Routes> {
         let mut destinations = HashMap::new();
         let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));
         for loaded in config.destinations.iter().filter(|d| d.config.enabled && wanted(&d.config.name)) {
             let d = &loaded.config;
-            let sink: Arc<dyn Sink> = match &d.kind {
-                DestinationKind::Stdout => Arc::new(StdoutSink::stdout()),
-                DestinationKind::File(file) => Arc::new(
-                    FileSink::open(&file.path)
-                        .await
-                        .with_context(|| format!("opening {} for destination {}", file.path.display(), d.name))?,
-                ),
-                DestinationKind::Kinesis(kinesis) => {
-                    Arc::new(KinesisSink::connect(kinesis, config.identity_rule(&d.name)?, base).await)
-                }
+            let sink: Arc<dyn Sink> = match reuse(d) {
+                Some(sink) => sink,
+                None => match &d.kind {
+                    DestinationKind::Stdout => Arc::new(StdoutSink::stdout()),
+                    DestinationKind::File(file) => Arc::new(
+                        FileSink::open(&file.path)
+                            .await
+                            .with_context(|| format!("opening {} for destination {}", file.path.display(), d.name))?,
+                    ),
+                    DestinationKind::Kinesis(kinesis) => {
+                        Arc::new(KinesisSink::connect(kinesis, config.identity_rule(&d.name)?, base).await)
+                    }
+                },
             };
             let target = Target {
                 name: d.name.clone(),

@@ -30,7 +30,7 @@ pub use crate::entry::{
     Backlog, DeadLetter, Durability, Entry, NewEntry, NewRejection, Rejection, RejectionFilter, Retry, Settlement,
 };
 pub use crate::error::SpoolError;
-pub use crate::lock::LOCK_FILE;
+pub use crate::lock::{LOCK_FILE, owner};
 use crate::lock::{create_folder, lock};
 pub use crate::read::read_rejections;
 use crate::schema::{SCHEMA_VERSION, migrate, open_connection};

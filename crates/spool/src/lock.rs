@@ -34,3 +34,25 @@ pub(crate) fn lock(dir: &Path) -> Result<std::fs::File, SpoolError> {
         Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
     }
 }
+
+/// The process ID of the process that owns the spool folder `dir` now, or `None` when none does (no lock file, or
+/// its lock is free: the owner ended). Takes no lock that outlives the call.
+pub fn owner(dir: &Path) -> Result<Option<u32>, SpoolError> {
+    use std::io::Read as _;
+    let path = dir.join(LOCK_FILE);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(SpoolError::Folder { path, source }),
+    };
+    match file.try_lock_shared() {
+        // Free: nobody owns it (the lock goes as this handle closes).
+        Ok(()) => Ok(None),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            file.read_to_string(&mut text).map_err(|source| SpoolError::Folder { path: path.clone(), source })?;
+            Ok(text.trim().parse().ok())
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(SpoolError::Folder { path, source }),
+    }
+}

@@ -11,7 +11,7 @@ use spool::{NewEntry, Spool, SpoolError};
 use tokio::sync::{Notify, watch};
 
 use crate::delivery::health::{Health, State};
-use crate::delivery::worker::Worker;
+use crate::delivery::worker::{Control, Worker};
 use crate::metrics::Metrics;
 use crate::route::Routes;
 
@@ -155,7 +155,7 @@ struct Workers {
     health: Arc<Health>,
     stored: Arc<Notify>,
     workers: Vec<tokio::task::JoinHandle<()>>,
-    _stop: watch::Sender<bool>,
+    _control: watch::Sender<Control>,
 }
 
 impl Workers {
@@ -164,16 +164,16 @@ impl Workers {
         let metrics = Arc::new(Metrics::default());
         let health = Arc::new(Health::default());
         let stored = Arc::new(Notify::new());
-        let (stop, stopped) = watch::channel(false);
+        let (control, controlled) = watch::channel(Control::Run);
         let mut names = Vec::new();
         let mut workers = Vec::new();
         for destination in routes.all().filter(|d| only.is_none_or(|name| name == d.name)) {
             // Replayed letters do not count against a budget, and nothing else is appended here: no budget.
             let worker = Worker::new(destination, spool, &metrics, &stored, &health, u64::MAX);
             names.push(destination.name.clone());
-            workers.push(tokio::spawn(worker.run(stopped.clone())));
+            workers.push(tokio::spawn(worker.run(controlled.clone())));
         }
-        Workers { names, metrics, health, stored, workers, _stop: stop }
+        Workers { names, metrics, health, stored, workers, _control: control }
     }
 
     /// Wakes the workers and waits until their queues are empty; returns why not, if a delivery failed.

@@ -6,6 +6,7 @@
 pub mod dlq;
 pub mod personas;
 pub mod rejected;
+pub mod reload;
 pub mod send;
 pub mod setup;
 pub mod streams;

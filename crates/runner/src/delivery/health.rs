@@ -16,11 +16,17 @@ pub enum State {
     Degraded,
     /// Its worker stopped (it panicked and is waiting to be restarted): nothing is being delivered.
     Stopped,
+    /// No longer in the config (a reload removed it), with messages still waiting in the spool: they stay there,
+    /// and are delivered if it comes back.
+    Removed,
+    /// In the config with `enabled = false`, with messages still waiting in the spool: delivered if it is enabled
+    /// again.
+    Disabled,
 }
 
 impl State {
     /// Every state, for metrics that show one of them as 1.
-    pub const ALL: [State; 3] = [State::Ok, State::Degraded, State::Stopped];
+    pub const ALL: [State; 5] = [State::Ok, State::Degraded, State::Stopped, State::Removed, State::Disabled];
 
     /// The state's name.
     pub fn name(self) -> &'static str {
@@ -28,6 +34,8 @@ impl State {
             State::Ok => "ok",
             State::Degraded => "degraded",
             State::Stopped => "stopped",
+            State::Removed => "removed",
+            State::Disabled => "disabled",
         }
     }
 }

@@ -30,6 +30,19 @@ pub fn retry_delay(attempt: i64) -> Duration {
     sink::backoff::doubling(Duration::from_secs(1), Duration::from_secs(300), failures)
 }
 
+/// What a worker is asked to do, through its control channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Deliver as messages fall due.
+    Run,
+    /// Deliver every waiting message now, whatever its retry schedule, until none is left; then return. The
+    /// caller bounds it with a timeout (the drain).
+    Flush,
+    /// Take nothing more, settle the deliveries in flight, and return: a reload that removes or changes the
+    /// destination. What waits stays in the spool for the next worker of that name.
+    Retire,
+}
+
 /// One destination's worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -47,8 +60,9 @@ pub struct Worker {
     pub health: Arc<Health>,
     /// How long a message is retried before it moves to the dead-letter table.
     pub max_retry: Duration,
-    /// The most bytes it may have waiting; beyond, its oldest waiting messages become dead letters.
-    pub max_backlog_bytes: u64,
+    /// The most bytes it may have waiting; beyond, its oldest waiting messages become dead letters. A reload that
+    /// changes the number of destinations changes each one's share.
+    pub max_backlog_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The reason a message that overflowed its destination's backlog budget has in the dead-letter table.
@@ -73,17 +87,18 @@ impl Worker {
             stored: stored.clone(),
             health: health.clone(),
             max_retry: destination.max_retry,
-            max_backlog_bytes,
+            max_backlog_bytes: Arc::new(max_backlog_bytes.into()),
         }
     }
 
-    /// Delivers until `stop` turns true, then flushes: every waiting message gets attempts, whatever its retry
-    /// schedule, until none is left. The caller bounds the flush with a timeout.
+    /// Delivers until `control` says otherwise: [`Control::Flush`] delivers every waiting message, whatever its
+    /// retry schedule, until none is left (the caller bounds it with a timeout); [`Control::Retire`] settles what
+    /// is in flight and returns.
     ///
     /// Up to [`PIPELINE`] deliveries are in flight at once, each reading its entries, sending them and settling
     /// them; the next read starts while earlier ones are on the wire, so neither the spool's commits nor the
     /// stream's round trips leave the sink idle.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, mut control: watch::Receiver<Control>) {
         let label = Metrics::destination(&self.name);
         self.health.running(&self.name);
         let mut in_flight = FuturesUnordered::new();
@@ -93,7 +108,11 @@ impl Worker {
         let mut messages_in_flight = 0u64;
         let mut budget = Budget::default();
         loop {
-            let flushing = *stop.borrow();
+            let asked = *control.borrow();
+            let flushing = asked == Control::Flush;
+            if asked == Control::Retire && in_flight.is_empty() {
+                return;
+            }
             if let Err(e) = self.keep_within_budget(&busy, &mut budget, &label).await {
                 tracing::error!(destination = %self.name, error = %e, "moving messages over the backlog budget failed");
             }
@@ -101,7 +120,7 @@ impl Worker {
             // at a time takes whatever arrived meanwhile, which costs less per message than many small ones.
             let waiting = self.spool.backlog(&self.name).messages;
             let worth_it = in_flight.is_empty() || waiting.saturating_sub(messages_in_flight) >= FULL;
-            if in_flight.len() < PIPELINE && worth_it {
+            if in_flight.len() < PIPELINE && worth_it && asked != Control::Retire {
                 let due_by = if flushing { i64::MAX } else { now_millis() };
                 match self.spool.take(&self.name, ENTRIES_PER_READ, due_by, cursor, busy.clone()).await {
                     Ok(entries) if !entries.is_empty() => {
@@ -130,7 +149,7 @@ impl Worker {
                 }
                 // Nothing in flight and nothing to take: the next read starts from the beginning again.
                 cursor = 0;
-                self.idle(&mut stop).await;
+                self.idle(&mut control).await;
                 continue;
             }
             let stored = self.stored.notified();
@@ -149,14 +168,14 @@ impl Worker {
                     }
                 }
                 () = stored, if room => {}
-                _ = stop.changed(), if !flushing => {}
+                _ = control.changed(), if asked == Control::Run => {}
             }
         }
     }
 
     /// Waits, with nothing in flight and nothing due, until an entry is stored, the next retry falls due (at most a
-    /// second), or `stop` changes.
-    async fn idle(&self, stop: &mut watch::Receiver<bool>) {
+    /// second), or `control` changes.
+    async fn idle(&self, control: &mut watch::Receiver<Control>) {
         let next = self.spool.next_due_at(&self.name).await.ok().flatten();
         let wait = next.map_or(1_000, |at| (at - now_millis()).clamp(10, 1_000)) as u64;
         // Registering interest before sleeping means a store that lands now still wakes us.
@@ -164,7 +183,7 @@ impl Worker {
         tokio::select! {
             () = stored => {}
             () = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = stop.changed() => {}
+            _ = control.changed() => {}
         }
     }
 
@@ -185,7 +204,8 @@ impl Worker {
         let backlog = self.spool.backlog(&self.name);
         // Replayed letters were stored already: the budget bounds what ingest adds.
         let waiting = backlog.bytes.saturating_sub(backlog.replayed_bytes);
-        let mut excess = waiting.saturating_sub(self.max_backlog_bytes);
+        let max_backlog_bytes = self.max_backlog_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let mut excess = waiting.saturating_sub(max_backlog_bytes);
         while excess > 0 {
             let oldest = self.spool.oldest(&self.name, ENTRIES_PER_READ, busy.to_vec()).await?;
             if oldest.is_empty() {
@@ -216,7 +236,7 @@ impl Worker {
             tracing::warn!(
                 destination = %self.name,
                 moved = budget.moved,
-                budget = self.max_backlog_bytes,
+                budget = max_backlog_bytes,
                 "over its backlog budget: the oldest waiting messages moved to the dead-letter table (replay them with `tributary dlq replay`)"
             );
             budget.logged = Some(now);

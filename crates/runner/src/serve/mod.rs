@@ -2,9 +2,11 @@
 //! delivery is (`lag`), and which runtime runs what (`priority`), around the delivery workers of
 //! [`crate::delivery`].
 
+pub mod fleet;
 pub mod ingest;
 pub mod lag;
 pub mod priority;
+pub mod reload;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -16,16 +18,15 @@ use anyhow::Context as _;
 use spool::Spool;
 use tokio::sync::{Notify, watch};
 
+use self::fleet::Fleet;
 use self::ingest::client_ip::Network;
 use self::ingest::connections::{self, Limits};
-use self::ingest::limit::RateLimit;
-use self::ingest::origin::Origins;
 use self::ingest::settings::PublicUrl;
-use self::ingest::{Ingest, Source, WriteKeys, router};
+use self::ingest::{Ingest, router};
 use self::lag::Lag;
+use self::reload::{Reloader, Requests};
 use crate::config::Config;
 use crate::delivery::health::Health;
-use crate::delivery::worker::Worker;
 use crate::metrics::Metrics;
 use crate::route::Routes;
 
@@ -64,6 +65,8 @@ pub struct ServeOptions {
     pub health_max_age: Duration,
     /// Requests get 429 while a destination their source feeds is further behind than this (zero: never).
     pub max_lag: Duration,
+    /// Reload the config folder when a file in it changes.
+    pub watch_config: bool,
 }
 
 /// `tributary serve`.
@@ -125,14 +128,21 @@ pub struct Args {
     /// a queue that cannot drain. A failing destination does not count (its byte budget bounds it). 0 turns it off.
     #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
     pub max_lag: Duration,
+    /// Reload the config folder when one of its files, or a secret file it refers to, changes (checked every
+    /// second): how a Kubernetes ConfigMap or Secret mounted as a volume reaches a running server. SIGHUP and
+    /// `tributary reload` reload it with or without this.
+    #[arg(long)]
+    pub watch_config: bool,
 }
 
 /// Loads the config folder `dir` (its warnings to `err`), builds the destinations' sinks and serves until
-/// `shutdown` resolves. While it runs, the server writes its own notes to standard error.
+/// `shutdown` resolves, reloading the folder on each of `requests`. While it runs, the server writes its own notes
+/// to standard error.
 pub async fn run(
     dir: &std::path::Path,
     args: Args,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    requests: Requests,
     err: crate::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = crate::config::load(dir, err)?;
@@ -152,30 +162,10 @@ pub async fn run(
         trusted_proxies: args.trusted_proxies,
         health_max_age: args.health_max_age,
         max_lag: args.max_lag,
+        watch_config: args.watch_config,
     };
-    serve(&config, routes, options, shutdown).await?;
+    serve(&config, routes, options, shutdown, requests).await?;
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Resolves every source's write key, naming the file and key of any that cannot be read.
-fn write_keys(config: &Config, routes: &Routes, lag: &Lag) -> anyhow::Result<WriteKeys> {
-    let mut keys = Vec::new();
-    for source in &config.sources {
-        let key = config.write_key(source)?;
-        let c = &source.config;
-        keys.push((
-            key,
-            Source {
-                id: c.id.clone(),
-                strict: c.strict,
-                origins: Origins::from_config(c.allowed_origins.as_deref()),
-                rate: c.max_messages_per_second.map(RateLimit::new),
-                collect_ip: c.collect_ip,
-                destinations: routes.connected(&c.id).iter().filter_map(|d| lag.position(&d.name)).collect(),
-            },
-        ));
-    }
-    Ok(WriteKeys::new(keys))
 }
 
 /// Serves until `shutdown` resolves (the binary's is the first SIGTERM or SIGINT; a second one exits the process
@@ -188,26 +178,16 @@ pub async fn serve(
     routes: Routes,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    requests: Requests,
 ) -> anyhow::Result<()> {
     let lag = Arc::new(Lag::new(routes.all().map(|d| d.name.clone()), options.max_lag));
-    let keys = write_keys(config, &routes, &lag)?;
+    let keys = reload::read_write_keys(config)?;
     let enabled = routes.all().count().max(1) as u64;
     let (spool, max_bytes) = open_spool(&options, enabled)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());
-    let routes = Arc::new(routes);
     let (stop, stopped) = watch::channel(false);
-    let mut workers = Vec::new();
-    for destination in routes.all() {
-        let budget = destination.max_backlog.unwrap_or(max_bytes / enabled);
-        let worker = Worker::new(destination, &spool, &metrics, &stored, &health, budget);
-        workers.push(tokio::spawn(supervise(worker, stopped.clone())));
-    }
-    let watching = {
-        let (lag, spool, health, stopped) = (lag.clone(), spool.clone(), health.clone(), stopped.clone());
-        tokio::spawn(async move { lag.watch(spool, &health, stopped).await })
-    };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -217,21 +197,39 @@ pub async fn serve(
         None => format!("http://{local}").parse().map_err(anyhow::Error::msg)?,
     };
     let ingest = Arc::new(Ingest {
-        keys,
-        routes: routes.clone(),
+        live: std::sync::RwLock::new(Arc::new(reload::live(config, keys, routes, &lag, None))),
         spool: spool.clone(),
-        metrics,
-        health,
+        metrics: metrics.clone(),
+        health: health.clone(),
         health_max_age: options.health_max_age,
         draining: Default::default(),
         commit_failed_at: Default::default(),
-        stored,
+        stored: stored.clone(),
         public_url,
         trusted_proxies: options.trusted_proxies,
         read_timeout: options.read_timeout,
-        lag,
+        lag: lag.clone(),
         parsing: tokio::sync::Semaphore::new(ingest::parsing_permits()),
     });
+    let mut reloader = Reloader {
+        dir: config.dir.clone(),
+        spool_dir: options.spool_dir.clone(),
+        base: crate::route::base_credentials(),
+        ingest: ingest.clone(),
+        fleet: Fleet::new(&spool, &metrics, &stored, &health, max_bytes),
+        watched: Default::default(),
+        sequence: 0,
+    };
+    reloader.start(config, &ingest.live().routes).await?;
+    if options.watch_config {
+        let (dir, watched, stopped) = (config.dir.clone(), reloader.watched.clone(), stopped.clone());
+        tokio::spawn(reload::watch_config(dir, watched, requests.sender.clone(), stopped));
+    }
+    let reloading = tokio::spawn(reloader.run(requests.receiver, stopped.clone()));
+    let watching = {
+        let (lag, spool, health, stopped) = (lag.clone(), spool.clone(), health.clone(), stopped.clone());
+        tokio::spawn(async move { lag.watch(spool, &health, stopped).await })
+    };
     let max_connections = connection_cap(options.max_connections);
     note!(
         "tributary: listening on http://{local} (at most {max_connections} connections), spool {} ({} waiting)",
@@ -247,6 +245,7 @@ pub async fn serve(
     let served = serve_requests(listener, router(ingest, status_pages), limits, drain, shutdown).await;
     let _ = stop.send(true);
     let _ = watching.await;
+    let workers = reloading.await.context("the reloader failed")?.flush();
     served?;
     deliver_what_waits(&spool, workers, options.drain_timeout).await;
     if let Some(admin) = admin {
@@ -377,32 +376,6 @@ fn open_spool(options: &ServeOptions, destinations: u64) -> anyhow::Result<(Spoo
         format_bytes(max_bytes / destinations)
     );
     Ok((spool, max_bytes))
-}
-
-/// Runs `worker` until it returns, restarting it after a panic: with a backoff from 1 second doubling to a minute,
-/// reported as `stopped` in `/health` meanwhile and counted in `/metrics`. Entries it had in flight were not
-/// settled, so the restarted worker reads and delivers them again: nothing acknowledged is lost.
-async fn supervise(worker: Worker, stop: watch::Receiver<bool>) {
-    let mut restarts = 0u32;
-    loop {
-        let run = tokio::spawn(worker.clone().run(stop.clone()));
-        let panic = match run.await {
-            Ok(()) => return,
-            Err(e) if e.is_panic() => e.into_panic(),
-            Err(_) => return,
-        };
-        let reason = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_owned());
-        restarts += 1;
-        let backoff = sink::backoff::doubling(Duration::from_secs(1), Duration::from_secs(60), restarts);
-        tracing::error!(destination = %worker.name, %reason, ?backoff, "the delivery worker panicked; restarting it");
-        worker.health.stopped(&worker.name, &format!("the delivery worker panicked: {reason}"), spool::now_millis());
-        worker.metrics.restarts.get_or_create(&Metrics::destination(&worker.name)).inc();
-        tokio::time::sleep(backoff).await;
-    }
 }
 
 /// The bytes free for an unprivileged writer on the filesystem of `dir` (created if missing).

@@ -65,10 +65,12 @@ pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     let draining = ingest.draining.load(Ordering::Relaxed);
     let destinations = destination_health(&ingest).await;
     let max_age = ingest.health_max_age.as_secs_f64();
-    let unhealthy = destinations
-        .iter()
-        .any(|d| d.report.state == State::Stopped || d.oldest_waiting.is_some_and(|age| age > max_age));
-    let degraded = destinations.iter().any(|d| d.report.state != State::Ok);
+    // A destination no longer delivered says so in its state, and does not make the server unhealthy: its
+    // messages wait for it by the operator's choice.
+    let delivered = || destinations.iter().filter(|d| !matches!(d.report.state, State::Removed | State::Disabled));
+    let unhealthy =
+        delivered().any(|d| d.report.state == State::Stopped || d.oldest_waiting.is_some_and(|age| age > max_age));
+    let degraded = delivered().any(|d| d.report.state != State::Ok);
     let status = if draining {
         "draining"
     } else if unhealthy {
@@ -107,21 +109,33 @@ struct DestinationHealth {
     oldest_waiting: Option<f64>,
 }
 
+/// Every destination delivered now, and every other one that has messages waiting in the spool: one a reload
+/// removed or disabled, or one the config lost while the server was stopped.
 async fn destination_health(ingest: &Ingest) -> Vec<DestinationHealth> {
     let backlogs = ingest.spool.backlogs();
     let now = spool::now_millis();
-    let mut names: Vec<&str> = ingest.routes.all().map(|d| d.name.as_str()).collect();
+    let live = ingest.live();
+    let mut names: Vec<&str> = live.routes.all().map(|d| d.name.as_str()).collect();
+    let undelivered = backlogs.iter().filter(|(name, b)| b.messages > 0 && live.routes.get(name).is_none());
+    names.extend(undelivered.map(|(name, _)| name.as_str()));
     names.sort_unstable();
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let backlog = backlogs.get(name).copied().unwrap_or_default();
+        let mut report = ingest.health.report(name);
+        if live.routes.get(name).is_none() {
+            report.state = match live.disabled.iter().any(|d| d == name) {
+                true => State::Disabled,
+                false => State::Removed,
+            };
+        }
         let oldest = match backlog.messages {
             0 => None,
             _ => ingest.spool.oldest_at(name).await.ok().flatten().map(|at| (now - at).max(0) as f64 / 1000.0),
         };
         out.push(DestinationHealth {
             name: name.to_owned(),
-            report: ingest.health.report(name),
+            report,
             waiting: backlog.messages,
             waiting_bytes: backlog.bytes,
             oldest_waiting: oldest,
@@ -157,6 +171,7 @@ pub async fn metrics(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     ingest.metrics.rejections_evicted.inner().store(ingest.spool.rejections_dropped(), Ordering::Relaxed);
     ingest.metrics.spool_commits.inner().store(ingest.spool.commits(), Ordering::Relaxed);
     // Replaced as a whole, so that what a sink no longer reports (a hot key that cooled down) leaves the page.
-    ingest.metrics.set_sink_metrics(ingest.routes.all().map(|t| (t.name.clone(), t.sink.metrics())).collect());
+    let live = ingest.live();
+    ingest.metrics.set_sink_metrics(live.routes.all().map(|t| (t.name.clone(), t.sink.metrics())).collect());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], ingest.metrics.render()).into_response()
 }

@@ -14,6 +14,7 @@ mod libraries;
 mod operations;
 mod overload;
 mod personas;
+mod reload;
 mod serve;
 mod server;
 mod setup;

@@ -386,6 +386,9 @@ fn the_kubernetes_manifests_are_valid_against_kubernetes_schemas() {
         "readOnlyRootFilesystem: true",
         "--admin-listen",
         "--public-url",
+        "--watch-config",
+        "configMap: {name: tributary-sources}",
+        "configMap: {name: tributary-destinations}",
         "kind: PodDisruptionBudget",
         "clusterIP: None",
     ] {
@@ -438,6 +441,20 @@ async fn the_systemd_unit_verifies_and_its_command_line_serves() {
     // Its log lines are JSON, as the unit asks.
     let first = log().lines().next().unwrap_or_default().to_owned();
     assert!(serde_json::from_str::<Value>(&first).is_ok_and(|v| v["level"] == "INFO"), "{first}");
+    // `systemctl reload` runs the unit's ExecReload with the server's PID.
+    let reload = unit.lines().find_map(|l| l.strip_prefix("ExecReload=")).expect("an ExecReload line");
+    let reload: Vec<String> =
+        reload.replace("$MAINPID", &child.id().to_string()).split_whitespace().map(String::from).collect();
+    assert!(Command::new(&reload[0]).args(&reload[1..]).status().unwrap().success(), "{reload:?}");
+    let mut reloaded = false;
+    for _ in 0..100 {
+        reloaded = log().contains("config reloaded");
+        if reloaded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "ExecReload did not reload the config: {}", log());
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let mut exited = None;
     for _ in 0..150 {
@@ -551,4 +568,48 @@ async fn the_image_runs_its_binary_on_its_own_paths_as_its_own_user() {
     // The spool was written on the image's own volume path, by its own user.
     let spool = root.join("var/lib/tributary/spool.sqlite3");
     assert!(spool.exists(), "no spool at /var/lib/tributary in the image");
+}
+
+/// The instructions of the last stage of a Containerfile, continuation lines joined, comments left out.
+fn last_stage(containerfile: &str) -> Vec<(String, String)> {
+    let joined = containerfile.replace("\\\n", " ");
+    let instructions: Vec<(String, String)> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' ').map(|(i, rest)| (i.to_uppercase(), rest.trim().to_owned())))
+        .collect();
+    let from = instructions.iter().rposition(|(i, _)| i == "FROM").expect("a FROM");
+    instructions[from..].to_vec()
+}
+
+#[test]
+fn the_containerfile_declares_what_the_built_image_has() {
+    let archive = tests::env::image();
+    let inspected = Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{archive}")]).output();
+    let inspected = inspected.unwrap_or_else(|e| panic!("skopeo did not run ({e}): `apt-get install skopeo`"));
+    assert!(inspected.status.success(), "{}", String::from_utf8_lossy(&inspected.stderr));
+    let image: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let image = &image["config"];
+    let text = std::fs::read_to_string(deploy().join("Containerfile")).unwrap();
+    let stage = last_stage(&text);
+    let one = |name: &str| {
+        let found: Vec<&String> = stage.iter().filter(|(i, _)| i == name).map(|(_, v)| v).collect();
+        assert_eq!(found.len(), 1, "the Containerfile's last stage has one {name}: {stage:?}");
+        found[0].clone()
+    };
+    assert_eq!(one("USER"), image["User"].as_str().unwrap());
+    assert_eq!(one("WORKDIR"), image["WorkingDir"].as_str().unwrap());
+    assert_eq!(serde_json::from_str::<Value>(&one("ENTRYPOINT")).unwrap(), image["Entrypoint"]);
+    assert_eq!(serde_json::from_str::<Value>(&one("CMD")).unwrap(), image["Cmd"]);
+    let volumes: Vec<&str> = image["Volumes"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(one("VOLUME").split_whitespace().collect::<Vec<_>>(), volumes);
+    let ports: Vec<&str> = image["ExposedPorts"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(one("EXPOSE").split_whitespace().collect::<Vec<_>>(), ports);
+    let env: Vec<&str> = image["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(vec![one("ENV").as_str()], env);
+    // The build stage's toolchain is the workspace's.
+    let manifest = std::fs::read_to_string(deploy().join("../Cargo.toml")).unwrap();
+    let version = manifest.lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap().trim_matches('"');
+    assert!(text.contains(&format!("FROM docker.io/library/rust:{version}-")), "the build stage is not Rust {version}");
 }

@@ -185,6 +185,21 @@ async fn the_committing_connection_is_wal_with_full_sync() {
     assert_eq!((mode.as_str(), synchronous), ("wal", 2));
 }
 
+#[test]
+fn the_owner_is_found_through_the_lock_while_it_holds_it() {
+    let dir = dir("owner");
+    assert_eq!(spool::owner(&dir).unwrap(), None, "no lock file: no owner");
+    let spool = Spool::open(&dir, 100).unwrap();
+    assert_eq!(spool::owner(&dir).unwrap(), Some(std::process::id()));
+    spool.close();
+    drop(spool);
+    // The lock file stays, with the old PID in it; its lock is free, so nobody owns the spool.
+    assert!(dir.join(spool::LOCK_FILE).exists());
+    assert_eq!(spool::owner(&dir).unwrap(), None);
+    // Looking does not lock: the next owner opens it.
+    Spool::open(&dir, 100).unwrap();
+}
+
 #[tokio::test]
 async fn a_second_owner_is_refused_with_the_first_ones_pid() {
     let dir = dir("lock");

@@ -38,13 +38,13 @@ pub struct Source {
     pub strict: bool,
     /// The web origins browsers may send its events from.
     pub origins: super::origin::Origins,
-    /// Its rate limit, if it has one.
-    pub rate: Option<super::limit::RateLimit>,
+    /// Its rate limit, if it has one; a reload that keeps the rate keeps the bucket.
+    pub rate: Option<std::sync::Arc<super::limit::RateLimit>>,
     /// Whether every message gets the client's address as `context.ip` when it has none.
     pub collect_ip: bool,
-    /// The positions, in the server's [`crate::serve::lag::Lag`], of the destinations it feeds: its requests are
-    /// refused while one of them is further behind than `--max-lag`.
-    pub destinations: Vec<usize>,
+    /// The lags of the destinations it feeds: its requests are refused while one of them is further behind than
+    /// `--max-lag`.
+    pub destinations: Vec<std::sync::Arc<crate::serve::lag::Lagging>>,
 }
 
 /// Every source's write key, kept as its SHA-256 digest.
@@ -61,6 +61,11 @@ impl WriteKeys {
     /// Keys and the sources they open.
     pub fn new(keys: Vec<(Secret, Source)>) -> WriteKeys {
         WriteKeys { keys: keys.into_iter().map(|(secret, source)| (digest(secret.expose()), source)).collect() }
+    }
+
+    /// The source whose ID is `id`.
+    pub fn by_id(&self, id: &str) -> Option<&Source> {
+        self.keys.iter().map(|(_, source)| source).find(|source| source.id == id)
     }
 
     /// The source whose key is `key`. Every key's digest is compared in full, in constant time, so timing tells

@@ -22,6 +22,11 @@ impl RateLimit {
         RateLimit { rate, state: Mutex::new((rate, Instant::now())) }
     }
 
+    /// The messages per second it allows.
+    pub fn per_second(&self) -> f64 {
+        self.rate
+    }
+
     /// The tokens now, after refilling since the last look.
     fn refill(&self, state: &mut (f64, Instant), now: Instant) {
         let elapsed = now.saturating_duration_since(state.1).as_secs_f64();

@@ -36,12 +36,21 @@ pub use error::Refusal;
 use crate::metrics::Metrics;
 use crate::route::Routes;
 
-/// What every handler shares.
-pub struct Ingest {
+/// What the config folder decides, which a reload replaces as a whole: a request reads it once and keeps that
+/// version to its end, so that a reload never meets a request half way.
+pub struct Live {
     /// Write keys to sources.
     pub keys: WriteKeys,
     /// Which destinations each message goes to.
     pub routes: Arc<Routes>,
+    /// The destinations the config has with `enabled = false`.
+    pub disabled: Vec<String>,
+}
+
+/// What every handler shares.
+pub struct Ingest {
+    /// Sources, write keys and routes, as the config folder last loaded them.
+    pub live: std::sync::RwLock<Arc<Live>>,
     /// Where accepted messages wait for delivery.
     pub spool: Spool,
     /// Counters.
@@ -87,6 +96,18 @@ struct Prepared {
     entries: Vec<NewEntry>,
     /// The invalid messages, for the rejected table.
     rejections: Vec<NewRejection>,
+}
+
+impl Ingest {
+    /// The config now: what a request uses from its start to its end.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().expect("live config lock poisoned").clone()
+    }
+
+    /// Makes `live` the config for the requests that start from now on.
+    pub fn replace(&self, live: Live) {
+        *self.live.write().expect("live config lock poisoned") = Arc::new(live);
+    }
 }
 
 /// Which endpoint a request came to.
@@ -183,7 +204,8 @@ async fn batch(
 
 /// The settings analytics.js loads (`cdnURL` pointed here): send to this server with this key.
 async fn project_settings(State(ingest): State<Arc<Ingest>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
-    let source = match ingest.keys.source(Some(&key)) {
+    let live = ingest.live();
+    let source = match live.keys.source(Some(&key)) {
         Ok(source) => source,
         Err(_) => {
             return Refusal::new(StatusCode::NOT_FOUND, "unknown_write_key", "no source has this write key")
@@ -202,7 +224,7 @@ async fn project_settings(State(ingest): State<Arc<Ingest>>, Path(key): Path<Str
 /// and no destination it feeds further behind than `--max-lag`.
 fn admissible(source: &Source, headers: &HeaderMap, lag: &crate::serve::lag::Lag) -> Result<(), Refusal> {
     source.origins.check(headers)?;
-    if let Some(wait) = source.rate.as_ref().and_then(limit::RateLimit::wait) {
+    if let Some(wait) = source.rate.as_ref().and_then(|rate| rate.wait()) {
         return Err(Refusal::rate_limited(limit::seconds(wait)));
     }
     match lag.over(&source.destinations) {
@@ -227,10 +249,11 @@ impl Ingest {
         // A key in the header is checked before the body is read, with the source's origin and rate, so that a
         // wrong key, a foreign site or a source over its rate costs next to nothing. The body is still drained,
         // unparsed, so that the client reads the answer instead of a reset connection.
+        let live = self.live();
         let header_source = match auth::basic_key(&headers) {
             Ok(None) => None,
             Ok(Some(key)) => {
-                match self.keys.source(Some(&key)).and_then(|s| admissible(s, &headers, &self.lag).map(|()| s)) {
+                match live.keys.source(Some(&key)).and_then(|s| admissible(s, &headers, &self.lag).map(|()| s)) {
                     Ok(source) => Some(source),
                     Err(error) => return self.refuse_unread(error, body, limit).await,
                 }
@@ -238,7 +261,7 @@ impl Ingest {
             Err(error) => return self.refuse_unread(error, body, limit).await,
         };
         let mut messages = 1;
-        let result = self.accept(endpoint, header_source, (peer, &headers), body, limit, &mut messages).await;
+        let result = self.accept(&live, endpoint, header_source, (peer, &headers), body, limit, &mut messages).await;
         self.answer(result, messages)
     }
 
@@ -248,8 +271,10 @@ impl Ingest {
         self.answer(Err(error), 1)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn accept(
         &self,
+        live: &Live,
         endpoint: Endpoint,
         header_source: Option<&Source>,
         (peer, headers): (SocketAddr, &HeaderMap),
@@ -258,7 +283,7 @@ impl Ingest {
         messages: &mut u64,
     ) -> Result<u64, Refusal> {
         let (bytes, turn) = body::read(headers, body, limit, self.read_timeout, &self.parsing).await?;
-        let prepared = self.prepare(endpoint, header_source, (peer, headers), &bytes, messages)?;
+        let prepared = self.prepare(live, endpoint, header_source, (peer, headers), &bytes, messages)?;
         // The body, the parsed messages and the turn are let go before the commit is awaited: a request holds
         // only its compressed entries while it waits, so the requests being parsed meanwhile find their memory
         // in the cache, and the commit the wait shares takes as many requests as arrive.
@@ -268,8 +293,10 @@ impl Ingest {
 
     /// Parses, validates and encodes one request's body: the spool entries and rejections to store. Parsing is
     /// linear in the body whatever its shape; validation waits until the key is known good.
+    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
+        live: &Live,
         endpoint: Endpoint,
         header_source: Option<&Source>,
         (peer, headers): (SocketAddr, &HeaderMap),
@@ -281,7 +308,7 @@ impl Ingest {
                 let single = Single::from_slice(bytes).map_err(Refusal::from_parse)?;
                 let source = match header_source {
                     Some(source) => source,
-                    None => self.keys.source(single.write_key().as_deref())?,
+                    None => live.keys.source(single.write_key().as_deref())?,
                 };
                 (source, vec![single.into_message(kind)])
             }
@@ -290,7 +317,7 @@ impl Ingest {
                 *messages = batch.len() as u64;
                 let source = match header_source {
                     Some(source) => source,
-                    None => self.keys.source(batch.write_key())?,
+                    None => live.keys.source(batch.write_key())?,
                 };
                 (source, batch.into_messages())
             }
@@ -320,12 +347,12 @@ impl Ingest {
         for message in &mut valid {
             message.fill_ip(&ip, source.collect_ip);
         }
-        Ok(self.encode(&source.id, valid, rejected))
+        Ok(self.encode(&live.routes, &source.id, valid, rejected))
     }
 
     /// Enriches `messages` and encodes one spool entry per destination they go to, and the `rejected` ones for
     /// the operator.
-    fn encode(&self, source: &str, mut messages: Vec<Message>, rejected: Vec<Rejected>) -> Prepared {
+    fn encode(&self, routes: &Routes, source: &str, mut messages: Vec<Message>, rejected: Vec<Rejected>) -> Prepared {
         let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
         let count = messages.len() as u64;
         for message in &mut messages {
@@ -338,7 +365,7 @@ impl Ingest {
                 );
             }
         }
-        let targets = self.routes.group(source, &messages);
+        let targets = routes.group(source, &messages);
         // Every message's JSON in one buffer, its keys borrowed from the message: not three allocations each.
         let mut json = Vec::with_capacity(messages.iter().map(Message::json_size).sum());
         let mut encoded = Vec::with_capacity(messages.len());
