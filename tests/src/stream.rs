@@ -35,16 +35,27 @@ pub async fn create(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
         .unwrap_or_else(|e| panic!("creating stream {name}: {e}"));
 }
 
-/// Every record in every shard of `name`, from the oldest.
+/// Every record in every shard of `name`, from the oldest. A read the emulator fails (moto answers an occasional
+/// GetRecords under load with a bare 500) is read again from the start, twice at most.
 pub async fn read_all(client: &aws_sdk_kinesis::Client, name: &str) -> Vec<ReadRecord> {
-    let mut records = Vec::new();
-    admin::read(&admin::Client::from_sdk(client.clone()), name, StartAt::TrimHorizon, false, |r| {
-        records.push(r);
-        true
-    })
-    .await
-    .unwrap_or_else(|e| panic!("reading stream {name}: {e}"));
-    records
+    let mut attempt = 0;
+    loop {
+        let mut records = Vec::new();
+        let read = admin::read(&admin::Client::from_sdk(client.clone()), name, StartAt::TrimHorizon, false, |r| {
+            records.push(r);
+            true
+        })
+        .await;
+        match read {
+            Ok(_) => return records,
+            Err(e) if attempt < 2 => {
+                attempt += 1;
+                eprintln!("reading stream {name} failed ({e}); reading it again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("reading stream {name}: {e}"),
+        }
+    }
 }
 
 /// Every record of `name`, read again until there are at least `count` or about 20 seconds have passed.

@@ -69,6 +69,23 @@ pub struct SourceConfig {
     /// client that proxy forwarded for.
     #[serde(default)]
     pub collect_ip: bool,
+    /// Whose resends this source's messages are checked against (`serve --dedupe-window`): `"global"` (the
+    /// default, as Segment: a messageId accepted from any source within the window is a duplicate) or `"source"`
+    /// (only this source's own messages count). A browser or mobile write key is public and messageIds can be
+    /// predictable, so `"source"` keeps another source's messages from suppressing this one's.
+    #[serde(default)]
+    pub dedupe_scope: DedupeScope,
+}
+
+/// Whose messages a source's messages are checked against for duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupeScope {
+    /// Every source's, keyed on the messageId alone, as Segment's.
+    #[default]
+    Global,
+    /// This source's own, keyed on the source and the messageId.
+    Source,
 }
 
 /// The kinds of destination.
@@ -225,7 +242,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1w` (a bare number is seconds).
+/// Parses a duration such as `50ms`, `90s`, `15m`, `2h`, `7d` or `1w` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     use anyhow::{Context as _, bail};
     let text = text.trim();
@@ -234,15 +251,16 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let Ok(number) = number.parse::<u64>() else {
         bail!("{text:?} is not a duration: write a whole number and a unit, such as 90s, 15m, 2h or 7d")
     };
-    let seconds = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        other => bail!("{other:?} in {text:?} is not a unit of time: use s, m, h, d or w"),
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        other => bail!("{other:?} in {text:?} is not a unit of time: use ms, s, m, h, d or w"),
     };
-    number.checked_mul(seconds).map(Duration::from_secs).with_context(|| format!("{text:?} is too long a duration"))
+    number.checked_mul(millis).map(Duration::from_millis).with_context(|| format!("{text:?} is too long a duration"))
 }
 
 fn enabled_by_default() -> bool {

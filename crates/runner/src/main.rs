@@ -32,7 +32,7 @@ enum Command {
     /// Check the config folder and print every problem with its file and key.
     Validate,
     /// Serve Segment's HTTP tracking API and deliver what it accepts.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Ask the server that owns a spool to reload its config folder (as SIGHUP does), and print how it went.
     Reload(reload::Args),
     /// Inspect the messages serve accepted the request of but did not deliver, because they broke Segment's rules.
@@ -119,7 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     match cli.command {
         Command::Validate => validate::run(dir, &mut out, &mut err),
-        Command::Serve(args) => serve::run(dir, args, shutdown_on_signals(), reload_on_sighup()?, &mut err).await,
+        Command::Serve(args) => serve::run(dir, *args, shutdown_on_signals(), reload_on_sighup()?, &mut err).await,
         Command::Reload(args) => reload::run(args, &mut out, &mut err).await,
         Command::Personas { action } => personas::run(dir, action, &mut out, &mut err).await,
         Command::Iam { action } => setup::run_iam(dir, action, &mut out, &mut err).await,

@@ -44,6 +44,13 @@ pub struct Code {
     pub code: u16,
 }
 
+/// A source label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source's ID.
+    pub source: String,
+}
+
 /// How a reload of the config folder ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadOutcome {
@@ -113,6 +120,14 @@ pub struct Metrics {
     pub overflowed: Family<Destination, Counter>,
     /// Reloads of the config folder, by outcome (`applied`, `refused`).
     pub reloads: Family<ReloadOutcome, Counter>,
+    /// Valid messages not stored because their messageId was accepted within the dedupe window, per source.
+    pub duplicates: Family<SourceLabel, Counter>,
+    /// Requests taken without dedupe because the key store could not be read.
+    pub dedupe_unavailable: Counter,
+    /// How far back the dedupe keys held reach, in seconds (the window, or less once the key budget is full).
+    pub dedupe_window: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Dedupe keys held.
+    pub dedupe_keys: Gauge,
     /// The families each destination's sink reported at the last scrape ([`Metrics::set_sink_metrics`]).
     sinks: Arc<SinkMetrics>,
 }
@@ -204,6 +219,10 @@ impl Default for Metrics {
             backlog_bytes: Family::default(),
             overflowed: Family::default(),
             reloads: Family::default(),
+            duplicates: Family::default(),
+            dedupe_unavailable: Counter::default(),
+            dedupe_window: Gauge::default(),
+            dedupe_keys: Gauge::default(),
             sinks: Arc::default(),
             registry: Registry::default(),
         };
@@ -283,6 +302,22 @@ impl Default for Metrics {
         for outcome in ["applied", "refused"] {
             drop(metrics.reloads.get_or_create(&ReloadOutcome { outcome: outcome.to_owned() }));
         }
+        registry.register(
+            "duplicates",
+            "Valid messages not stored again because their messageId was accepted within the dedupe window, per source",
+            metrics.duplicates.clone(),
+        );
+        registry.register(
+            "dedupe_unavailable",
+            "Requests taken without dedupe because the key store could not be read",
+            metrics.dedupe_unavailable.clone(),
+        );
+        registry.register(
+            "dedupe_window_seconds",
+            "How far back the dedupe keys held reach: serve --dedupe-window, or less once --dedupe-max-bytes is full",
+            metrics.dedupe_window.clone(),
+        );
+        registry.register("dedupe_keys", "Dedupe keys held", metrics.dedupe_keys.clone());
         registry.register_collector(Box::new(metrics.sinks.clone()));
         Metrics { registry, ..metrics }
     }

@@ -57,6 +57,8 @@ pub(crate) struct Counts {
     pub(crate) rejections_dropped: AtomicU64,
     /// Transactions the writer thread committed; fewer than the jobs it took when commits are shared.
     pub(crate) commits: AtomicU64,
+    /// The dedupe settings and what the key store holds.
+    pub(crate) dedupe: crate::dedupe::DedupeState,
 }
 
 /// Reads every destination's backlog and the total depth from `totals` into `counts`.

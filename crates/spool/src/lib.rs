@@ -10,6 +10,7 @@
 //! nothing of Segment, HTTP or AWS.
 
 mod counts;
+mod dedupe;
 mod entry;
 mod error;
 mod lock;
@@ -26,6 +27,8 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::counts::{Counts, recount};
+pub use crate::dedupe::DedupeStats;
+use crate::dedupe::Lookup;
 pub use crate::entry::{
     Backlog, DeadLetter, Durability, Entry, NewEntry, NewRejection, Rejection, RejectionFilter, Retry, Settlement,
 };
@@ -43,11 +46,13 @@ pub const FILE_NAME: &str = "spool.sqlite3";
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The look-up thread's queue: whether dedupe keys are held.
+    lookups: Mutex<mpsc::Sender<Lookup>>,
     reader: Mutex<Connection>,
     counts: Arc<Counts>,
     max_depth: u64,
     /// The owner's lock on the folder, held while the spool is open; `None` for a shared handle.
-    _lock: Option<std::fs::File>,
+    lock: Option<std::fs::File>,
 }
 
 /// How many rejections the table keeps unless told otherwise.
@@ -109,8 +114,18 @@ impl Spool {
             max_rejections: AtomicU64::new(DEFAULT_MAX_REJECTIONS),
             rejections_dropped: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            dedupe: Default::default(),
         });
         recount(&writer, &counts).map_err(database)?;
+        dedupe::read_counts(&writer, &counts.dedupe).map_err(database)?;
+        let (lookups, lookup_queue) = mpsc::channel();
+        let lookup_connection = open_connection(&path).map_err(database)?;
+        // The look-ups' memory: their page cache, whatever the number of keys (the index stays on disk).
+        lookup_connection.pragma_update(None, "cache_size", -dedupe::LOOKUP_CACHE_KIB).map_err(database)?;
+        std::thread::Builder::new()
+            .name("spool-dedupe".into())
+            .spawn(move || dedupe::lookup_loop(lookup_connection, lookup_queue))
+            .map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
         let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -120,10 +135,11 @@ impl Spool {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(sender)),
+                lookups: Mutex::new(lookups),
                 reader: Mutex::new(reader),
                 counts,
                 max_depth,
-                _lock: lock,
+                lock,
             }),
         })
     }
@@ -212,6 +228,18 @@ impl Spool {
     /// Stores `entries` and `rejections` in one commit; returns once it is done. Refuses both with
     /// [`SpoolError::Full`] when the entries would take the spool past its limit.
     pub async fn append_with(&self, entries: Vec<NewEntry>, rejections: Vec<NewRejection>) -> Result<(), SpoolError> {
+        self.append_keyed(entries, rejections, Vec::new()).await
+    }
+
+    /// As [`Spool::append_with`], recording the dedupe `keys` of the messages stored in the same commit: a key
+    /// counts ([`Spool::held`]) exactly when its messages are committed. Keys are kept while dedupe is on
+    /// ([`Spool::set_dedupe`]).
+    pub async fn append_keyed(
+        &self,
+        entries: Vec<NewEntry>,
+        rejections: Vec<NewRejection>,
+        keys: Vec<i64>,
+    ) -> Result<(), SpoolError> {
         if entries.is_empty() && rejections.is_empty() {
             return Ok(());
         }
@@ -231,7 +259,7 @@ impl Spool {
         };
         let result = match refused {
             Some(error) => Err(error),
-            None => self.submit(Op::Append(entries, rejections, now_millis())).await,
+            None => self.submit(Op::Append(entries, rejections, keys, now_millis())).await,
         };
         counts.reserved.fetch_sub(count, Ordering::Relaxed);
         counts.reserved_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -250,6 +278,36 @@ impl Spool {
     /// (its owner) delivers them; an interruption leaves each letter either still a letter or queued, never both.
     pub async fn requeue(&self, entries: Vec<NewEntry>, ids: Vec<i64>) -> Result<(), SpoolError> {
         self.submit(Op::Requeue(entries, ids, now_millis())).await
+    }
+
+    /// Keeps the keys of appended messages for `window` (zero keeps none, and removes those held), and at most
+    /// `max_keys` of them: beyond, the oldest go first, and the window actually held shrinks
+    /// ([`DedupeStats::window_held_millis`]). Keys are removed by the writer, within a second.
+    pub fn set_dedupe(&self, window: std::time::Duration, max_keys: u64) {
+        let state = &self.inner.counts.dedupe;
+        state.window_millis.store(i64::try_from(window.as_millis()).unwrap_or(i64::MAX), Ordering::Relaxed);
+        state.max_keys.store(max_keys, Ordering::Relaxed);
+        state.managed.store(self.inner.lock.is_some(), Ordering::Relaxed);
+    }
+
+    /// What the key store holds, as of the last commit.
+    pub fn dedupe_stats(&self) -> DedupeStats {
+        self.inner.counts.dedupe.stats(now_millis())
+    }
+
+    /// Which of `keys` are held: recorded with messages that are committed, and not yet removed.
+    pub async fn held(&self, keys: Vec<i64>) -> Result<Vec<bool>, SpoolError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (answer, answered) = oneshot::channel();
+        let lookups = self.inner.lookups.lock().expect("lookups lock poisoned").clone();
+        lookups.send(Lookup { keys, answer }).map_err(|_| SpoolError::Stopped)?;
+        match answered.await {
+            Ok(Ok(held)) => Ok(held),
+            Ok(Err(source)) => Err(SpoolError::Commit { path: self.inner.path.clone(), source }),
+            Err(_) => Err(SpoolError::Stopped),
+        }
     }
 
     /// Stops the writer after the work already queued; later calls fail with [`SpoolError::Stopped`].

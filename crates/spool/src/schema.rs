@@ -23,7 +23,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
 /// The schema. An entry's small columns come before its blob: SQLite reads a column after a large blob by walking
 /// the blob's overflow pages, so `count`, the schedule and the accounting stay cheap to read and update. `totals`
 /// is kept by triggers, so that every process writing the spool (a server, `dlq replay`) keeps it exact. IDs never
-/// go back (`AUTOINCREMENT`), so a reader may resume after the highest fresh ID it took.
+/// go back (`AUTOINCREMENT`), so a reader may resume after the highest fresh ID it took. `dedupe` and
+/// `dedupe_marks` are the keys of accepted messages (see `dedupe.rs`).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,6 +71,15 @@ CREATE TABLE IF NOT EXISTS rejected (
     field TEXT,
     reason TEXT NOT NULL,
     message BLOB
+);
+CREATE TABLE IF NOT EXISTS dedupe (
+    seq INTEGER PRIMARY KEY,
+    key INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dedupe_by_key ON dedupe (key);
+CREATE TABLE IF NOT EXISTS dedupe_marks (
+    first_seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
@@ -119,8 +129,8 @@ pub(crate) fn migrate(connection: &mut Connection) -> Result<(), rusqlite::Error
 }
 
 /// The spool's layout version, kept in `PRAGMA user_version`: 0 for the first layout (migrated on open), 2 for
-/// [`SCHEMA`].
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// the layout before the dedupe keys, 3 for [`SCHEMA`].
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The layout version of the spool `connection` opened.
 pub(crate) fn version(connection: &Connection) -> Result<i64, rusqlite::Error> {

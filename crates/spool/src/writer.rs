@@ -8,6 +8,7 @@ use rusqlite::{Connection, Transaction, params};
 use tokio::sync::oneshot;
 
 use crate::counts::{Counts, recount};
+use crate::dedupe;
 use crate::entry::{Durability, NewEntry, NewRejection, Settlement};
 
 /// How many queued jobs one commit takes at most; bounds the latency a large backlog adds to one commit.
@@ -15,7 +16,8 @@ const MAX_JOBS_PER_COMMIT: usize = 4096;
 
 /// Work for the writer thread.
 pub(crate) enum Op {
-    Append(Vec<NewEntry>, Vec<NewRejection>, i64),
+    /// Entries, rejections, the dedupe keys of the entries' messages, and when.
+    Append(Vec<NewEntry>, Vec<NewRejection>, Vec<i64>, i64),
     Settle(Vec<Settlement>, i64),
     Requeue(Vec<NewEntry>, Vec<i64>, i64),
     /// Reads the writer connection's durability settings inside a commit, so the answer is about the connection
@@ -31,7 +33,25 @@ pub(crate) struct Job {
 
 /// The writer thread: takes every job that has queued up, applies them in one transaction, commits, answers.
 pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, path: &Path, counts: &Counts) {
-    while let Ok(first) = jobs.recv() {
+    let mut evicted_at = 0i64;
+    loop {
+        // Idle, the writer still wakes to remove the keys that leave the window.
+        let first = match jobs.recv_timeout(std::time::Duration::from_millis(dedupe::EVICT_EVERY_MILLIS as u64)) {
+            Ok(first) => Some(first),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let now = crate::now_millis();
+        if first.is_none() {
+            if now - evicted_at >= dedupe::EVICT_EVERY_MILLIS && counts.dedupe.keys.load(Ordering::Relaxed) > 0 {
+                evicted_at = now;
+                if let Err(e) = evict_alone(&mut connection, counts) {
+                    tracing::warn!(spool = %path.display(), error = %e, "removing expired dedupe keys failed");
+                }
+            }
+            continue;
+        }
+        let first = first.expect("checked above");
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
             match jobs.try_recv() {
@@ -40,14 +60,18 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
             }
         }
         let max_rejections = counts.max_rejections.load(Ordering::Relaxed);
-        let result = match apply(&mut connection, &batch, max_rejections) {
+        let evict = now - evicted_at >= dedupe::EVICT_EVERY_MILLIS;
+        if evict {
+            evicted_at = now;
+        }
+        let result = match apply(&mut connection, &batch, max_rejections, &counts.dedupe, evict) {
             Ok(Applied { rejections_dropped, appended }) => {
                 counts.commits.fetch_add(1, Ordering::Relaxed);
                 counts.rejections_dropped.fetch_add(rejections_dropped, Ordering::Relaxed);
                 let mut fresh = counts.fresh.lock().expect("fresh lock poisoned");
                 let mut ids = appended.into_iter();
                 for job in &mut batch {
-                    if let Op::Append(entries, _, _) = &mut job.op {
+                    if let Op::Append(entries, _, _, _) = &mut job.op {
                         for (entry, id) in entries.iter_mut().zip(ids.by_ref()) {
                             fresh.put(id, std::mem::take(&mut entry.items));
                         }
@@ -85,21 +109,51 @@ fn durability(connection: &Connection) -> Result<Durability, rusqlite::Error> {
     })
 }
 
-/// Applies a batch of jobs in one transaction.
-fn apply(connection: &mut Connection, batch: &[Job], max_rejections: u64) -> Result<Applied, rusqlite::Error> {
+/// Removes the dedupe keys that left the window or the budget, in a transaction of its own.
+fn evict_alone(connection: &mut Connection, counts: &Counts) -> Result<(), rusqlite::Error> {
+    let transaction = connection.transaction()?;
+    dedupe::evict(&transaction, &counts.dedupe, crate::now_millis())?;
+    transaction.commit()
+}
+
+/// Applies a batch of jobs in one transaction, recording the dedupe keys of its appends, and with `evict`,
+/// removes the keys that left the window or the budget in it too.
+fn apply(
+    connection: &mut Connection,
+    batch: &[Job],
+    max_rejections: u64,
+    dedupe: &dedupe::DedupeState,
+    evict: bool,
+) -> Result<Applied, rusqlite::Error> {
     let transaction = connection.transaction()?;
     let mut rejected = false;
     let mut appended = Vec::new();
+    let mut keyed_at = None;
     for job in batch {
         match &job.op {
-            Op::Append(entries, rejections, at) => {
+            Op::Append(entries, rejections, keys, at) => {
                 appended.extend(append(&transaction, entries, *at)?);
                 rejected |= reject(&transaction, rejections, *at)?;
+                if !keys.is_empty() {
+                    keyed_at = Some(*at);
+                }
             }
             Op::Settle(settlements, at) => settle(&transaction, settlements, *at)?,
             Op::Requeue(entries, ids, at) => requeue(&transaction, entries, ids, *at)?,
             Op::Durability(answer) => drop(answer.send(durability(&transaction)?)),
         }
+    }
+    if let Some(at) = keyed_at {
+        let keys = batch.iter().flat_map(|job| match &job.op {
+            Op::Append(_, _, keys, _) => keys.as_slice(),
+            _ => &[],
+        });
+        dedupe::record(&transaction, keys.copied(), at, dedupe)?;
+    }
+    if evict {
+        dedupe::evict(&transaction, dedupe, crate::now_millis())?;
+    } else if keyed_at.is_some() {
+        dedupe::read_counts(&transaction, dedupe)?;
     }
     // Rowids grow by one per insert, so everything more than `max_rejections` below the newest is older than the
     // newest `max_rejections`.

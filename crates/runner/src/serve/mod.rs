@@ -67,6 +67,12 @@ pub struct ServeOptions {
     pub max_lag: Duration,
     /// Reload the config folder when a file in it changes.
     pub watch_config: bool,
+    /// How long a messageId counts for dropping resends; zero turns dedupe off.
+    pub dedupe_window: Duration,
+    /// The most bytes of the spool's database the dedupe keys may take.
+    pub dedupe_max_bytes: u64,
+    /// The secret keys are made with; the spool's own without it.
+    pub dedupe_secret_file: Option<std::path::PathBuf>,
 }
 
 /// `tributary serve`.
@@ -133,6 +139,20 @@ pub struct Args {
     /// `tributary reload` reload it with or without this.
     #[arg(long)]
     pub watch_config: bool,
+    /// Drop a valid message whose messageId was accepted within this window (earlier in the same request or in
+    /// any earlier one), as Segment does, and still answer 200 (24h, 90m; 0 turns dedupe off). Keys are global
+    /// across sources unless a source sets dedupe_scope = "source".
+    #[arg(long, default_value = "24h", value_parser = crate::config::parse_duration)]
+    pub dedupe_window: Duration,
+    /// The most bytes the dedupe keys may take in the spool's database, apart from --spool-max-bytes (48 bytes a
+    /// key: the default 4GiB holds 24 hours at about 1,000 messages a second). When it is full the oldest keys go
+    /// first and the window held shrinks, which /health and tributary_dedupe_window_seconds report.
+    #[arg(long, default_value = "4GiB", value_parser = crate::config::parse_size)]
+    pub dedupe_max_bytes: u64,
+    /// A file holding the secret messageIds are hashed with (at least 16 bytes), which every node of a fleet shares;
+    /// without it, a secret made once for the spool and kept beside it.
+    #[arg(long)]
+    pub dedupe_secret_file: Option<std::path::PathBuf>,
 }
 
 /// Loads the config folder `dir` (its warnings to `err`), builds the destinations' sinks and serves until
@@ -163,6 +183,9 @@ pub async fn run(
         health_max_age: args.health_max_age,
         max_lag: args.max_lag,
         watch_config: args.watch_config,
+        dedupe_window: args.dedupe_window,
+        dedupe_max_bytes: args.dedupe_max_bytes,
+        dedupe_secret_file: args.dedupe_secret_file,
     };
     serve(&config, routes, options, shutdown, requests).await?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -184,18 +207,17 @@ pub async fn serve(
     let keys = reload::read_write_keys(config)?;
     let enabled = routes.all().count().max(1) as u64;
     let (spool, max_bytes) = open_spool(&options, enabled)?;
+    let (stop, stopped) = watch::channel(false);
+    let dedupe = start_dedupe(&spool, &options, stopped.clone())?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());
-    let (stop, stopped) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
     let local = listener.local_addr()?;
-    let public_url = match options.public_url {
-        Some(url) => url,
-        None => format!("http://{local}").parse().map_err(anyhow::Error::msg)?,
-    };
+    let public_url =
+        options.public_url.map_or_else(|| format!("http://{local}").parse(), Ok).map_err(anyhow::Error::msg)?;
     let ingest = Arc::new(Ingest {
         live: std::sync::RwLock::new(Arc::new(reload::live(config, keys, routes, &lag, None))),
         spool: spool.clone(),
@@ -210,6 +232,7 @@ pub async fn serve(
         read_timeout: options.read_timeout,
         lag: lag.clone(),
         parsing: tokio::sync::Semaphore::new(ingest::parsing_permits()),
+        dedupe,
     });
     let mut reloader = Reloader {
         dir: config.dir.clone(),
@@ -252,6 +275,32 @@ pub async fn serve(
         admin.abort();
     }
     Ok(())
+}
+
+/// Sets the spool's key store to `--dedupe-window` and `--dedupe-max-bytes`, watches the window it holds until
+/// `stopped`, and returns how messageIds are keyed; `None` with a zero window (the spool then removes the keys it
+/// holds).
+fn start_dedupe(
+    spool: &Spool,
+    options: &ServeOptions,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Option<ingest::dedupe::Keys>> {
+    let max_keys = options.dedupe_max_bytes / ingest::dedupe::BYTES_PER_KEY;
+    spool.set_dedupe(options.dedupe_window, max_keys);
+    if options.dedupe_window.is_zero() {
+        note!("tributary: dedupe is off (--dedupe-window 0): resent messages are stored again");
+        return Ok(None);
+    }
+    let secret = ingest::dedupe::secret(options.dedupe_secret_file.as_deref(), &options.spool_dir)?;
+    note!(
+        "tributary: dedupe drops messageIds accepted in the last {}, keeping at most {} keys ({}); {} held",
+        crate::format::format_duration(options.dedupe_window),
+        max_keys,
+        format_bytes(options.dedupe_max_bytes),
+        spool.dedupe_stats().keys
+    );
+    tokio::spawn(ingest::dedupe::watch_window(spool.clone(), options.dedupe_window, stopped));
+    Ok(Some(ingest::dedupe::Keys::new(secret)))
 }
 
 /// The end of a drain: the workers, told to stop, deliver what waits for up to `timeout`; then the spool closes and

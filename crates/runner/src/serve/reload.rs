@@ -73,6 +73,7 @@ pub fn live(
             origins: Origins::from_config(c.allowed_origins.as_deref()),
             rate,
             collect_ip: c.collect_ip,
+            dedupe_by_source: c.dedupe_scope == crate::config::DedupeScope::Source,
             destinations: routes.connected(&c.id).iter().filter_map(|d| lag.get(&d.name)).collect(),
         };
         (key, source)

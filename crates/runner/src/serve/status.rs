@@ -83,6 +83,7 @@ pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     let body = serde_json::json!({
         "status": status,
         "spool_depth": ingest.spool.depth(),
+        "dedupe": dedupe_health(&ingest),
         "destinations": destinations.iter().map(|d| {
             (d.name.clone(), serde_json::json!({
                 "state": d.report.state,
@@ -98,6 +99,22 @@ pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     });
     let code = if unhealthy || draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, axum::Json(body)).into_response()
+}
+
+/// The dedupe key store, as `/health` shows it: `off`, `ok`, or `shrunk` while the key budget is full and the window
+/// held is shorter than the one asked for.
+fn dedupe_health(ingest: &Ingest) -> serde_json::Value {
+    if ingest.dedupe.is_none() {
+        return serde_json::json!({"state": "off"});
+    }
+    let stats = ingest.spool.dedupe_stats();
+    let state = if stats.window_held_millis < stats.window_millis - 1_000 { "shrunk" } else { "ok" };
+    serde_json::json!({
+        "state": state,
+        "window_seconds": stats.window_millis / 1_000,
+        "window_held_seconds": stats.window_held_millis / 1_000,
+        "keys": stats.keys,
+    })
 }
 
 /// One destination's health, as `/health` and `/metrics` show it.
@@ -149,6 +166,9 @@ pub async fn metrics(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     ingest.metrics.spool_depth.set(ingest.spool.depth() as i64);
     ingest.metrics.spool_bytes.set(i64::try_from(ingest.spool.bytes()).unwrap_or(i64::MAX));
     ingest.metrics.spool_budget_bytes.set(i64::try_from(ingest.spool.max_bytes()).unwrap_or(i64::MAX));
+    let dedupe = ingest.spool.dedupe_stats();
+    ingest.metrics.dedupe_window.set(dedupe.window_held_millis as f64 / 1_000.0);
+    ingest.metrics.dedupe_keys.set(i64::try_from(dedupe.keys).unwrap_or(i64::MAX));
     for d in destination_health(&ingest).await {
         let label = Metrics::destination(&d.name);
         let m = &ingest.metrics;

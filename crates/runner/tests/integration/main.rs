@@ -4,6 +4,7 @@ mod acceptance;
 mod browser;
 mod cli;
 mod clients;
+mod dedupe;
 mod durability;
 mod engage;
 mod examples;

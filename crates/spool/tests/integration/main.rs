@@ -314,3 +314,116 @@ async fn a_spool_from_a_newer_version_is_refused_clearly() {
     let error = Spool::open(&dir, 10).err().expect("refused");
     assert!(error.to_string().contains("written by a newer Tributary (spool version 99"), "{error}");
 }
+
+/// Waits up to five seconds for the writer's next removal pass to leave `spool` holding `keys` keys.
+async fn keys_become(spool: &Spool, keys: u64) -> spool::DedupeStats {
+    for _ in 0..100 {
+        if spool.dedupe_stats().keys == keys {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    spool.dedupe_stats()
+}
+
+#[tokio::test]
+async fn a_key_is_held_once_its_messages_are_committed_and_survives_reopening() {
+    let dir = dir("dedupe-held");
+    let spool = Spool::open(&dir, 100).unwrap();
+    spool.set_dedupe(std::time::Duration::from_secs(3_600), 1_000);
+    assert_eq!(spool.held(vec![7, 8]).await.unwrap(), [false, false]);
+    spool.append_keyed(vec![entry("d", 1)], Vec::new(), vec![7]).await.unwrap();
+    assert_eq!(spool.held(vec![7, 8]).await.unwrap(), [true, false]);
+    // A refused append records nothing: its messages were not stored.
+    let refused = spool.append_keyed((0..200).map(|n| entry("d", n)).collect(), Vec::new(), vec![8]).await;
+    assert!(matches!(refused, Err(SpoolError::Full { .. })), "{refused:?}");
+    assert_eq!(spool.held(vec![8]).await.unwrap(), [false]);
+    let stats = spool.dedupe_stats();
+    assert_eq!((stats.keys, stats.window_held_millis), (1, 3_600_000));
+    assert!(stats.oldest_at.is_some_and(|at| (spool::now_millis() - at).abs() < 5_000), "{stats:?}");
+    spool.close();
+    drop(spool);
+    let spool = Spool::open(&dir, 100).unwrap();
+    assert_eq!(spool.held(vec![7]).await.unwrap(), [true], "keys are on disk with the messages");
+    assert_eq!(spool.dedupe_stats().keys, 1);
+}
+
+#[tokio::test]
+async fn keys_leave_with_the_window_and_the_oldest_leave_first_past_the_budget() {
+    let dir = dir("dedupe-evict");
+    let spool = Spool::open(&dir, 10_000).unwrap();
+    spool.set_dedupe(std::time::Duration::from_secs(3_600), 100);
+    for batch in 0..3i64 {
+        let keys: Vec<i64> = (batch * 50..batch * 50 + 50).collect();
+        spool.append_keyed(vec![entry("d", batch as usize)], Vec::new(), keys).await.unwrap();
+        // Marks date keys a second apart: the batches get a mark each.
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
+    let stats = keys_become(&spool, 100).await;
+    assert_eq!(stats.keys, 100, "the budget is 100 keys: the oldest 50 went");
+    assert!(stats.window_held_millis < 3_600_000, "the window held shrank: {stats:?}");
+    assert!(stats.window_held_millis >= 1_000, "it still reaches back past the newest batch: {stats:?}");
+    let held = spool.held(vec![0, 49, 50, 149]).await.unwrap();
+    assert_eq!(held, [false, false, true, true]);
+
+    // A shared handle (a command beside the server) never removes the owner's keys, whatever its settings.
+    let shared = Spool::open_shared(&dir).unwrap();
+    shared.set_dedupe(std::time::Duration::ZERO, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(spool.held(vec![50, 149]).await.unwrap(), [true, true]);
+
+    // A window of zero keeps none.
+    spool.set_dedupe(std::time::Duration::ZERO, 100);
+    assert_eq!(keys_become(&spool, 0).await.keys, 0);
+    assert_eq!(spool.held(vec![50, 149]).await.unwrap(), [false, false]);
+}
+
+#[tokio::test]
+async fn a_short_window_lets_old_keys_go() {
+    let dir = dir("dedupe-window");
+    let spool = Spool::open(&dir, 10_000).unwrap();
+    spool.set_dedupe(std::time::Duration::from_secs(2), 1_000);
+    spool.append_keyed(vec![entry("d", 1)], Vec::new(), vec![1, 2, 3]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    spool.append_keyed(vec![entry("d", 2)], Vec::new(), vec![4]).await.unwrap();
+    assert_eq!(spool.dedupe_stats().keys, 4);
+    let stats = keys_become(&spool, 1).await;
+    assert_eq!(stats.keys, 1, "the first three left the window: {stats:?}");
+    assert_eq!(stats.window_held_millis, 2_000, "leaving with the window does not shrink it");
+    assert_eq!(spool.held(vec![1, 4]).await.unwrap(), [false, true]);
+}
+
+/// What `--dedupe-max-bytes` divides by: the bytes one key takes in the database, measured on random keys (the
+/// index's pages split as random keys land in them). The runner's `BYTES_PER_KEY` (48) must not be below it.
+#[tokio::test]
+async fn a_key_takes_at_most_48_bytes_of_the_database() {
+    let dir = dir("dedupe-size");
+    let spool = Spool::open(&dir, 10_000).unwrap();
+    spool.set_dedupe(std::time::Duration::from_secs(3_600), u64::MAX);
+    let pages = |spool: &Spool| {
+        let connection = rusqlite::Connection::open(spool.path()).unwrap();
+        let count: i64 = connection.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        let free: i64 = connection.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+        let size: i64 = connection.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        (count - free) * size
+    };
+    // Seeded xorshift: random keys, the same on every run.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as i64
+    };
+    spool.append_keyed(vec![entry("d", 0)], Vec::new(), (0..1_000).map(|_| random()).collect()).await.unwrap();
+    let before = pages(&spool);
+    const KEYS: i64 = 200_000;
+    for chunk in 0..KEYS / 2_000 {
+        let keys = (0..2_000).map(|_| random()).collect();
+        spool.append_keyed(vec![entry("d", chunk as usize)], Vec::new(), keys).await.unwrap();
+    }
+    // The entries' own bytes are a few per append; the rest is the keys'.
+    let per_key = (pages(&spool) - before) as f64 / KEYS as f64;
+    println!("a dedupe key takes {per_key:.1} bytes of the database");
+    assert!(per_key <= 48.0, "{per_key:.1} bytes a key: raise BYTES_PER_KEY in the runner");
+}

@@ -42,6 +42,8 @@ pub struct Source {
     pub rate: Option<std::sync::Arc<super::limit::RateLimit>>,
     /// Whether every message gets the client's address as `context.ip` when it has none.
     pub collect_ip: bool,
+    /// Whether its messages are checked for duplicates among its own only (`dedupe_scope = "source"`).
+    pub dedupe_by_source: bool,
     /// The lags of the destinations it feeds: its requests are refused while one of them is further behind than
     /// `--max-lag`.
     pub destinations: Vec<std::sync::Arc<crate::serve::lag::Lagging>>,

@@ -9,6 +9,7 @@ mod auth;
 mod body;
 pub mod client_ip;
 pub mod connections;
+pub mod dedupe;
 mod error;
 pub mod limit;
 pub mod origin;
@@ -77,6 +78,8 @@ pub struct Ingest {
     pub lag: Arc<crate::serve::lag::Lag>,
     /// Requests being parsed, validated and stored at once; see [`parsing_permits`].
     pub parsing: tokio::sync::Semaphore,
+    /// How messageIds are keyed for dropping resends; `None` with `--dedupe-window 0`.
+    pub dedupe: Option<dedupe::Keys>,
 }
 
 /// How many requests are read, parsed and encoded at once (a turn ends before the commit is awaited): a few per
@@ -90,12 +93,21 @@ pub fn parsing_permits() -> usize {
 
 /// One request's messages, encoded and ready to store.
 struct Prepared {
-    /// How many messages are valid.
+    /// How many messages are valid and new.
     count: u64,
     /// One entry per destination they go to.
     entries: Vec<NewEntry>,
     /// The invalid messages, for the rejected table.
     rejections: Vec<NewRejection>,
+    /// The dedupe keys of the messages stored, recorded in the same commit.
+    keys: Vec<i64>,
+}
+
+/// One request's messages, parsed and checked, from the source its key opened.
+struct Parsed<'a> {
+    source: &'a Source,
+    valid: Vec<Message>,
+    rejected: Vec<Rejected>,
 }
 
 impl Ingest {
@@ -283,7 +295,10 @@ impl Ingest {
         messages: &mut u64,
     ) -> Result<u64, Refusal> {
         let (bytes, turn) = body::read(headers, body, limit, self.read_timeout, &self.parsing).await?;
-        let prepared = self.prepare(live, endpoint, header_source, (peer, headers), &bytes, messages)?;
+        let Parsed { source, valid, rejected } =
+            self.prepare(live, endpoint, header_source, (peer, headers), &bytes, messages)?;
+        let (valid, keys) = self.drop_duplicates(source, valid).await;
+        let prepared = self.encode(&live.routes, &source.id, valid, rejected, keys);
         // The body, the parsed messages and the turn are let go before the commit is awaited: a request holds
         // only its compressed entries while it waits, so the requests being parsed meanwhile find their memory
         // in the cache, and the commit the wait shares takes as many requests as arrive.
@@ -291,18 +306,18 @@ impl Ingest {
         self.commit(prepared).await
     }
 
-    /// Parses, validates and encodes one request's body: the spool entries and rejections to store. Parsing is
+    /// Parses and validates one request's body: its source, its valid messages and the invalid ones. Parsing is
     /// linear in the body whatever its shape; validation waits until the key is known good.
     #[allow(clippy::too_many_arguments)]
-    fn prepare(
+    fn prepare<'a>(
         &self,
-        live: &Live,
+        live: &'a Live,
         endpoint: Endpoint,
-        header_source: Option<&Source>,
+        header_source: Option<&'a Source>,
         (peer, headers): (SocketAddr, &HeaderMap),
         bytes: &[u8],
         messages: &mut u64,
-    ) -> Result<Prepared, Refusal> {
+    ) -> Result<Parsed<'a>, Refusal> {
         let (source, items) = match endpoint {
             Endpoint::Single(kind) => {
                 let single = Single::from_slice(bytes).map_err(Refusal::from_parse)?;
@@ -347,12 +362,61 @@ impl Ingest {
         for message in &mut valid {
             message.fill_ip(&ip, source.collect_ip);
         }
-        Ok(self.encode(&live.routes, &source.id, valid, rejected))
+        Ok(Parsed { source, valid, rejected })
+    }
+
+    /// Drops the messages whose messageId was accepted within the dedupe window, earlier in this request or in a
+    /// committed one, and returns the others with the keys to record beside them. If the key store cannot be read,
+    /// every message is taken: a duplicate is better than a loss.
+    async fn drop_duplicates(&self, source: &Source, messages: Vec<Message>) -> (Vec<Message>, Vec<i64>) {
+        let Some(dedupe) = &self.dedupe else { return (messages, Vec::new()) };
+        let scope = source.dedupe_by_source.then_some(source.id.as_str());
+        let (keys, mut duplicate) = dedupe.of(scope, &messages);
+        let asked: Vec<i64> = keys.iter().zip(&duplicate).filter(|(_, d)| !**d).filter_map(|(k, _)| *k).collect();
+        match self.spool.held(asked.clone()).await {
+            Ok(held) => {
+                let held: std::collections::HashSet<i64> =
+                    asked.into_iter().zip(held).filter(|(_, held)| *held).map(|(key, _)| key).collect();
+                for (key, duplicate) in keys.iter().zip(duplicate.iter_mut()) {
+                    *duplicate |= key.is_some_and(|key| held.contains(&key));
+                }
+            }
+            Err(e) => {
+                self.metrics.dedupe_unavailable.inc();
+                tracing::warn!(error = %e, "reading the dedupe keys failed; the request is taken without dedupe");
+            }
+        }
+        let dropped = duplicate.iter().filter(|d| **d).count() as u64;
+        if dropped == 0 {
+            return (messages, keys.into_iter().flatten().collect());
+        }
+        self.metrics
+            .duplicates
+            .get_or_create(&crate::metrics::SourceLabel { source: source.id.clone() })
+            .inc_by(dropped);
+        let mut kept = Vec::with_capacity(messages.len());
+        let mut kept_keys = Vec::with_capacity(messages.len());
+        for ((message, key), duplicate) in messages.into_iter().zip(keys).zip(duplicate) {
+            if duplicate {
+                tracing::debug!(source = %source.id, message_id = message.message_id().unwrap_or_default(), "a duplicate: not stored again");
+                continue;
+            }
+            kept_keys.extend(key);
+            kept.push(message);
+        }
+        (kept, kept_keys)
     }
 
     /// Enriches `messages` and encodes one spool entry per destination they go to, and the `rejected` ones for
-    /// the operator.
-    fn encode(&self, routes: &Routes, source: &str, mut messages: Vec<Message>, rejected: Vec<Rejected>) -> Prepared {
+    /// the operator; `keys` are recorded with them.
+    fn encode(
+        &self,
+        routes: &Routes,
+        source: &str,
+        mut messages: Vec<Message>,
+        rejected: Vec<Rejected>,
+        keys: Vec<i64>,
+    ) -> Prepared {
         let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
         let count = messages.len() as u64;
         for message in &mut messages {
@@ -406,13 +470,13 @@ impl Ingest {
                 }
             })
             .collect();
-        Prepared { count, entries, rejections }
+        Prepared { count, entries, rejections, keys }
     }
 
     /// Stores what [`Ingest::prepare`] made, and returns the number of messages accepted once all of it is
     /// committed.
-    async fn commit(&self, Prepared { count, entries, rejections }: Prepared) -> Result<u64, Refusal> {
-        match self.spool.append_with(entries, rejections).await {
+    async fn commit(&self, Prepared { count, entries, rejections, keys }: Prepared) -> Result<u64, Refusal> {
+        match self.spool.append_keyed(entries, rejections, keys).await {
             Ok(()) => {
                 self.stored.notify_waiters();
                 self.commit_failed_at.store(0, Ordering::Relaxed);
