@@ -83,11 +83,16 @@ impl Served {
     /// Starts `tributary` (the binary at `tributary`) serving with a durable spool and a file destination, and
     /// waits until it answers.
     pub async fn start(tributary: &Path, name: &str) -> anyhow::Result<Served> {
+        Served::start_with(tributary, name, &[]).await
+    }
+
+    /// As [`Served::start`], with `args` added to `serve`'s.
+    pub async fn start_with(tributary: &Path, name: &str, args: &[&str]) -> anyhow::Result<Served> {
         let dir = scratch(name)?;
         let out = dir.join("out.ndjson");
         let destination =
             format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string());
-        let mut served = Served::start_in(tributary, &dir, "archive", &destination, &[], &[]).await?;
+        let mut served = Served::start_in(tributary, &dir, "archive", &destination, &[], args).await?;
         served.owns_dir = true;
         Ok(served)
     }

@@ -1,6 +1,6 @@
 //! The ingest benchmark: `/v1/batch` requests of 100 calls shaped like one app's traffic (`benches::traffic`), over
-//! keep-alive connections, against `tributary serve` (durable spool, delivering to the file sink), and against a
-//! bare axum handler that only parses the body and answers 200. Prints throughput and acknowledgement latency for
+//! keep-alive connections, against `tributary serve` (durable spool, delivering to the file sink) with dedupe off
+//! and on, and against a bare axum handler that only parses the body and answers 200. Prints throughput and acknowledgement latency for
 //! both, and the ratio, each beside its limit as PASS or FAIL; a FAIL makes it exit non-zero.
 //!
 //! `cargo xtask bench` runs it as `ingest --tributary PATH`; `ingest --bare-server PORT` is the baseline server.
@@ -60,17 +60,26 @@ fn main() -> anyhow::Result<()> {
     // the ratio is of the sums, so that a slow minute weighs on both alike.
     let rounds = 3;
     let (mut ours_all, mut bare_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut deduped_all = Vec::new();
     let mut delivered_all = true;
     for _ in 0..rounds {
-        let served = runtime.block_on(Served::start(&tributary, "ingest"))?;
-        let ours = runtime.block_on(load(&served.url, connections, warmup, measure))?;
-        anyhow::ensure!(ours.pushed_back == 0, "the server answered 429 to {} requests", ours.pushed_back);
-        // Let delivery catch up, to check that the file sink kept pace.
-        std::thread::sleep(Duration::from_secs(2));
-        let delivered = lines(&served.out)?;
-        let acknowledged = ours.acknowledged.len() as f64 * benches::traffic::PER_REQUEST as f64 * 0.9;
-        delivered_all &= delivered as f64 >= acknowledged;
-        drop(served);
+        // Tributary twice: dedupe off (`--dedupe-window 0`), the figure the bare handler is compared with, and on
+        // (the default), compared with off. Every messageId is new, so dedupe looks each one up and records it.
+        let mut both = Vec::new();
+        for args in [&["--dedupe-window", "0"][..], &[]] {
+            let served = runtime.block_on(Served::start_with(&tributary, "ingest", args))?;
+            let figures = runtime.block_on(load(&served.url, connections, warmup, measure))?;
+            anyhow::ensure!(figures.pushed_back == 0, "the server answered 429 to {} requests", figures.pushed_back);
+            // Let delivery catch up, to check that the file sink kept pace.
+            std::thread::sleep(Duration::from_secs(2));
+            let delivered = lines(&served.out)?;
+            let acknowledged = figures.acknowledged.len() as f64 * benches::traffic::PER_REQUEST as f64 * 0.9;
+            delivered_all &= delivered as f64 >= acknowledged;
+            drop(served);
+            both.push(figures);
+        }
+        let (ours, deduped) = (both.remove(0), both.remove(0));
+        deduped_all.push(deduped);
 
         let port = free_port();
         let bare_url = format!("http://127.0.0.1:{port}");
@@ -90,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         traffic.lz4_ratio(),
         measure.as_secs()
     );
-    report(&heading, connections, &ours_all, &bare_all, &ratios, delivered_all)
+    report(&heading, connections, (&ours_all, &deduped_all), &bare_all, &ratios, delivered_all)
 }
 
 /// Lines in the file at `path`, counted without holding it in memory (a round writes gigabytes).
@@ -115,7 +124,7 @@ fn lines(path: &std::path::Path) -> anyhow::Result<usize> {
 fn report(
     heading: &str,
     connections: usize,
-    ours_all: &[benches::Figures],
+    (ours_all, deduped_all): (&[benches::Figures], &[benches::Figures]),
     bare_all: &[benches::Figures],
     ratios: &[f64],
     delivered_all: bool,
@@ -132,11 +141,17 @@ fn report(
         p50s[p50s.len() / 2]
     };
     println!(
-        "  tributary serve (durable spool, file sink): {:.0} messages/s, ack latency p50 {:.1} ms, p99 {:.1} ms (worst round); the file sink kept pace: {}",
+        "  tributary serve --dedupe-window 0 (durable spool, file sink): {:.0} messages/s, ack latency p50 {:.1} ms, p99 {:.1} ms (worst round); the file sink kept pace: {}",
         mean(ours_all),
         median_p50(ours_all).as_secs_f64() * 1e3,
         worst_p99(ours_all).as_secs_f64() * 1e3,
         if delivered_all { "yes" } else { "no" }
+    );
+    println!(
+        "  tributary serve, dedupe on (the default, 24h): {:.0} messages/s, ack latency p50 {:.1} ms, p99 {:.1} ms (worst round)",
+        mean(deduped_all),
+        median_p50(deduped_all).as_secs_f64() * 1e3,
+        worst_p99(deduped_all).as_secs_f64() * 1e3,
     );
     println!(
         "  bare axum handler (parse and 200, mimalloc): {:.0} messages/s, latency p50 {:.1} ms, p99 {:.1} ms (worst round)",
@@ -147,7 +162,8 @@ fn report(
     let rounds_text: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!("  ratio of the means: {:.2}; per round: {}", mean(ours_all) / mean(bare_all), rounds_text.join(", "));
     let mut verdicts = Verdicts::default();
-    verdicts.at_least("ingest ratio to the bare handler", mean(ours_all) / mean(bare_all), 0.50, "");
+    verdicts.at_least("ingest ratio to the bare handler (dedupe off)", mean(ours_all) / mean(bare_all), 0.50, "");
+    verdicts.at_least("ingest with dedupe on, ratio to dedupe off", mean(deduped_all) / mean(ours_all), 0.85, "");
     verdicts.at_least("ingest acknowledged", mean(ours_all), 50_000.0, "messages/s");
     verdicts.holds("ingest: the file sink kept pace (90% of what was acknowledged delivered 2 s later)", delivered_all);
     verdicts.finish()

@@ -122,8 +122,6 @@ pub struct Metrics {
     pub reloads: Family<ReloadOutcome, Counter>,
     /// Valid messages not stored because their messageId was accepted within the dedupe window, per source.
     pub duplicates: Family<SourceLabel, Counter>,
-    /// Requests taken without dedupe because the key store could not be read.
-    pub dedupe_unavailable: Counter,
     /// How far back the dedupe keys held reach, in seconds (the window, or less once the key budget is full).
     pub dedupe_window: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Dedupe keys held.
@@ -220,7 +218,6 @@ impl Default for Metrics {
             overflowed: Family::default(),
             reloads: Family::default(),
             duplicates: Family::default(),
-            dedupe_unavailable: Counter::default(),
             dedupe_window: Gauge::default(),
             dedupe_keys: Gauge::default(),
             sinks: Arc::default(),
@@ -306,11 +303,6 @@ impl Default for Metrics {
             "duplicates",
             "Valid messages not stored again because their messageId was accepted within the dedupe window, per source",
             metrics.duplicates.clone(),
-        );
-        registry.register(
-            "dedupe_unavailable",
-            "Requests taken without dedupe because the key store could not be read",
-            metrics.dedupe_unavailable.clone(),
         );
         registry.register(
             "dedupe_window_seconds",

@@ -1,215 +1,277 @@
-//! The keys of messages already accepted, for dropping resends: kept in the spool's own database, so that a key is
-//! recorded in the same transaction as the messages it admits (an attached database would not commit atomically
-//! with it in WAL mode), and bounded by a window and a number of keys.
+//! The keys of messages already accepted, for dropping resends.
 //!
-//! A key is an opaque 64-bit number (the caller's keyed hash of a messageId). `dedupe` holds one row per key in
-//! the order they were committed (`seq`), with an index on the key for look-ups; `dedupe_marks` holds a mark
-//! a second, the first `seq` written since and when, so a key's age costs no bytes of its own. Keys are only ever
-//! removed oldest first, so the number held is `max(seq) - min(seq) + 1`.
+//! A key is an opaque 64-bit number (the caller's keyed hash of a messageId). On disk, each commit that stores
+//! messages with keys adds one row to `dedupe_blocks`: when, and its keys packed 8 bytes each. So keys are written
+//! in the spool's own transaction (an attached database would not commit atomically with it in WAL mode), in order,
+//! at about 8 bytes a key, and a commit adds one row however many keys it holds. In memory, the owner holds every
+//! key in hash sets, sharded so that no lock is held long and no set grows in one large step: a look-up costs no
+//! read of the disk. The owner loads the keys from disk when dedupe is set, adds a commit's keys after that commit
+//! succeeds (so a key counts exactly when its messages are committed), and removes, about once a second, the blocks
+//! older than the window and the oldest beyond the byte budget, from disk and then from memory.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
-use tokio::sync::oneshot;
+use rusqlite::{Connection, Transaction, params};
 
 /// The most keys one commit removes: a large removal (a budget lowered, a long stop) is spread over commits, so
 /// that no commit waits long behind it.
-const MAX_REMOVED_PER_COMMIT: i64 = 50_000;
-
-/// The page cache of the look-up connection, in KiB: all the memory dedupe look-ups take, whatever the keys held.
-pub(crate) const LOOKUP_CACHE_KIB: i64 = 8_192;
+const MAX_REMOVED_PER_COMMIT: u64 = 200_000;
 
 /// How often the writer looks for keys to remove: the window is kept to within this.
 pub(crate) const EVICT_EVERY_MILLIS: i64 = 1_000;
 
-/// The dedupe settings and what the writer reports of the key store, shared by the handles and the threads.
-#[derive(Debug, Default)]
-pub(crate) struct DedupeState {
-    /// Whether this handle's writer keeps the key store within the window and budget: only the owner's, once
-    /// they are set (a command opening the spool beside a server must never remove the server's keys).
-    pub(crate) managed: std::sync::atomic::AtomicBool,
-    /// How long a key counts, in milliseconds; 0 keeps none.
-    pub(crate) window_millis: AtomicI64,
-    /// The most keys kept; the oldest go first beyond it.
-    pub(crate) max_keys: AtomicU64,
-    /// Keys held, as of the last commit.
-    pub(crate) keys: AtomicU64,
-    /// When the newest key removed to stay within `max_keys` was committed, in Unix milliseconds (0: none was):
-    /// keys after it are all held, so the window held reaches back to it.
-    pub(crate) evicted_through_at: AtomicI64,
-    /// When the oldest key held was committed, in Unix milliseconds (0: none is held).
-    pub(crate) oldest_at: AtomicI64,
-    /// When the writer last wrote a mark dating keys (the writer's alone; 0 at start, so the first keys get one).
-    pub(crate) last_mark_at: AtomicI64,
+/// What a block row costs on disk beside its keys (the row's header, its `seq` and `at`, the cell's pointer), as
+/// counted against the budget.
+const BYTES_PER_BLOCK: u64 = 24;
+
+/// What a key costs on disk.
+pub const DISK_BYTES_PER_KEY: u64 = 8;
+
+/// The most a key held costs in memory: a hash set's slot (8 bytes and a control byte) for each key, with the set
+/// between 7/8 and 7/16 full as it doubles.
+pub const MEMORY_BYTES_PER_KEY: u64 = 21;
+
+/// How many hash sets the keys are spread over.
+const SHARDS: usize = 64;
+
+/// A hasher for keys that are uniformly random already: one multiplication spreads them over every bit a set uses.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_i64(&mut self, key: i64) {
+        self.0 = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
-/// What the key store holds, as of the last commit.
+type Shard = HashSet<i64, BuildHasherDefault<KeyHasher>>;
+
+/// Every key held, in memory.
+#[derive(Debug)]
+pub(crate) struct KeySet {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+    }
+}
+
+impl KeySet {
+    fn shard(&self, key: i64) -> std::sync::MutexGuard<'_, Shard> {
+        // The top bits pick the shard; the set's own hash multiplies, so its buckets still see every bit.
+        self.shards[(key as u64 >> 58) as usize % SHARDS].lock().expect("dedupe shard lock poisoned")
+    }
+
+    pub(crate) fn contains(&self, key: i64) -> bool {
+        self.shard(key).contains(&key)
+    }
+
+    fn insert(&self, keys: impl IntoIterator<Item = i64>) {
+        for key in keys {
+            self.shard(key).insert(key);
+        }
+    }
+
+    fn remove(&self, keys: impl IntoIterator<Item = i64>) {
+        for key in keys {
+            self.shard(key).remove(&key);
+        }
+    }
+
+    /// The bytes the sets take: each slot of their tables, and its control byte.
+    fn memory_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().expect("dedupe shard lock poisoned").capacity() as u64 * 9).sum()
+    }
+
+    fn clear(&self) {
+        for shard in &self.shards {
+            *shard.lock().expect("dedupe shard lock poisoned") = Shard::default();
+        }
+    }
+}
+
+/// The dedupe settings and the key store, shared by the handles and the writer.
+#[derive(Debug, Default)]
+pub(crate) struct DedupeState {
+    /// Whether this handle keeps the key store: only the owner's, once dedupe is set (a command opening the spool
+    /// beside a server neither loads nor removes the server's keys).
+    pub(crate) managed: AtomicBool,
+    /// How long a key counts, in milliseconds; 0 keeps none.
+    pub(crate) window_millis: AtomicI64,
+    /// The most bytes the blocks may take on disk; the oldest go first beyond it.
+    pub(crate) max_bytes: AtomicU64,
+    /// Keys held.
+    pub(crate) keys: AtomicU64,
+    /// Bytes the blocks take on disk, as counted against the budget.
+    pub(crate) bytes: AtomicU64,
+    /// When the newest block removed to stay within the budget was committed, in Unix milliseconds (0: none was):
+    /// the keys after it are all held, so the window held reaches back to it.
+    pub(crate) evicted_through_at: AtomicI64,
+    /// When the oldest block held was committed, in Unix milliseconds (0: none is held).
+    pub(crate) oldest_at: AtomicI64,
+    /// The keys, in memory.
+    pub(crate) held: KeySet,
+}
+
+/// What the key store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DedupeStats {
     /// Keys held.
     pub keys: u64,
+    /// Bytes they take on disk, as counted against the budget.
+    pub bytes: u64,
+    /// Bytes their hash sets take in memory.
+    pub memory_bytes: u64,
     /// When the oldest key held was committed, in Unix milliseconds.
     pub oldest_at: Option<i64>,
     /// The window keys are kept for, in milliseconds (0: none are).
     pub window_millis: i64,
     /// How far back the keys held reach without a gap, in milliseconds: the configured window, or less once keys
-    /// within it were removed to stay within the key budget.
+    /// within it were removed to stay within the budget.
     pub window_held_millis: i64,
 }
 
 impl DedupeState {
     pub(crate) fn stats(&self, now: i64) -> DedupeStats {
         let window = self.window_millis.load(Ordering::Relaxed);
-        let evicted = self.evicted_through_at.load(Ordering::Relaxed);
-        let held = match evicted {
+        let held = match self.evicted_through_at.load(Ordering::Relaxed) {
             0 => window,
             at => window.min((now - at).max(0)),
         };
         let oldest = self.oldest_at.load(Ordering::Relaxed);
         DedupeStats {
             keys: self.keys.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            memory_bytes: self.held.memory_bytes(),
             oldest_at: (oldest != 0).then_some(oldest),
             window_millis: window,
             window_held_millis: held,
         }
     }
+
+    /// Counts the block a commit that succeeded recorded, and holds its keys.
+    pub(crate) fn committed(&self, block: Block, keys: impl IntoIterator<Item = i64>) {
+        self.keys.fetch_add(block.keys, Ordering::Relaxed);
+        self.bytes.fetch_add(block.bytes, Ordering::Relaxed);
+        if self.oldest_at.load(Ordering::Relaxed) == 0 {
+            self.oldest_at.store(block.at, Ordering::Relaxed);
+        }
+        if self.managed.load(Ordering::Relaxed) {
+            self.held.insert(keys);
+        }
+    }
+
+    /// Removes the keys of blocks whose removal was committed.
+    pub(crate) fn removed(&self, keys: Vec<i64>) {
+        self.held.remove(keys);
+    }
 }
 
-/// How far apart the marks that date keys are: a key's age is known to within this.
-const MARK_EVERY_MILLIS: i64 = 1_000;
+/// A block written in a commit: counted once the commit succeeds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Block {
+    keys: u64,
+    bytes: u64,
+    at: i64,
+}
 
-/// Records `keys` (every append's of one commit), committed at `at`, in `transaction`. A mark dates them when the
-/// last one is a second old or more, so the marks grow by one a second, not one a commit.
+/// Records `keys` (every append's of one commit), committed at `at`, as one block in `transaction`.
 pub(crate) fn record(
     transaction: &Transaction,
     keys: impl IntoIterator<Item = i64>,
     at: i64,
-    state: &DedupeState,
-) -> Result<(), rusqlite::Error> {
-    let mut insert = transaction.prepare_cached("INSERT INTO dedupe (key) VALUES (?1)")?;
-    let mut first = None;
-    for key in keys {
-        insert.execute(params![key])?;
-        first.get_or_insert(transaction.last_insert_rowid());
+) -> Result<Option<Block>, rusqlite::Error> {
+    let packed: Vec<u8> = keys.into_iter().flat_map(i64::to_le_bytes).collect();
+    if packed.is_empty() {
+        return Ok(None);
     }
-    let Some(first) = first else { return Ok(()) };
-    if at - state.last_mark_at.load(Ordering::Relaxed) >= MARK_EVERY_MILLIS {
-        transaction
-            .prepare_cached("INSERT OR IGNORE INTO dedupe_marks (first_seq, at) VALUES (?1, ?2)")?
-            .execute(params![first, at])?;
-        state.last_mark_at.store(at, Ordering::Relaxed);
-    }
-    Ok(())
+    transaction
+        .prepare_cached("INSERT INTO dedupe_blocks (at, keys) VALUES (?1, ?2)")?
+        .execute(params![at, &packed])?;
+    let keys = packed.len() as u64 / DISK_BYTES_PER_KEY;
+    Ok(Some(Block { keys, bytes: packed.len() as u64 + BYTES_PER_BLOCK, at }))
 }
 
-/// Removes the keys older than the window and those beyond the key budget, oldest first and at most
-/// [`MAX_REMOVED_PER_COMMIT`], then reads the counts back into `state`.
-pub(crate) fn evict(transaction: &Transaction, state: &DedupeState, now: i64) -> Result<(), rusqlite::Error> {
+/// Unpacks a block's keys.
+fn unpack(packed: &[u8]) -> impl Iterator<Item = i64> + '_ {
+    packed.chunks_exact(8).map(|k| i64::from_le_bytes(k.try_into().expect("chunks of 8")))
+}
+
+/// Removes, in `transaction`, the blocks older than the window and the oldest beyond the budget, oldest first and
+/// about [`MAX_REMOVED_PER_COMMIT`] keys at most; returns their keys, to leave memory once the removal is
+/// committed.
+pub(crate) fn evict(transaction: &Transaction, state: &DedupeState, now: i64) -> Result<Vec<i64>, rusqlite::Error> {
     if !state.managed.load(Ordering::Relaxed) {
-        return read_counts(transaction, state);
+        return Ok(Vec::new());
     }
-    let window = state.window_millis.load(Ordering::Relaxed);
-    let max_keys = i64::try_from(state.max_keys.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-    let (low, high) = bounds(transaction)?;
-    if let Some((low, high)) = low.zip(high) {
-        let held = high - low + 1;
-        // Expired: every key of the commits older than the window, which end where the first younger one starts.
-        let young = transaction
-            .prepare_cached("SELECT first_seq FROM dedupe_marks WHERE at >= ?1 ORDER BY first_seq LIMIT 1")?
-            .query_row(params![now - window], |row| row.get::<_, i64>(0))
-            .optional()?;
-        let expired_through = young.map_or(high, |first| first - 1);
-        let over_budget_through = low + (held - max_keys).max(0) - 1;
-        let through = expired_through.max(over_budget_through).min(low + MAX_REMOVED_PER_COMMIT - 1);
-        if through >= low {
-            if through > expired_through {
-                // Keys within the window go: the window held now starts after the newest of them.
-                let at: i64 = transaction
-                    .prepare_cached(
-                        "SELECT at FROM dedupe_marks WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
-                    )?
-                    .query_row(params![through], |row| row.get(0))
-                    .optional()?
-                    .unwrap_or(now);
-                state.evicted_through_at.store(at, Ordering::Relaxed);
+    let cutoff = now - state.window_millis.load(Ordering::Relaxed);
+    let max_bytes = state.max_bytes.load(Ordering::Relaxed);
+    let mut bytes = state.bytes.load(Ordering::Relaxed);
+    let (mut removed, mut through, mut over_budget_at, mut oldest_left) = (Vec::new(), None, None, 0);
+    {
+        let mut oldest = transaction.prepare_cached("SELECT seq, at, keys FROM dedupe_blocks ORDER BY seq")?;
+        let mut rows = oldest.query([])?;
+        // Blocks are in the order of their commits, so the first one young enough and within the budget ends it.
+        while let Some(row) = rows.next()? {
+            let (seq, at): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let expired = at < cutoff;
+            if !expired && bytes <= max_bytes || removed.len() as u64 >= MAX_REMOVED_PER_COMMIT {
+                oldest_left = at;
+                break;
             }
-            transaction.prepare_cached("DELETE FROM dedupe WHERE seq <= ?1")?.execute(params![through])?;
-            // A commit's row stays while any of its keys does: the row of the commit `through` falls in.
-            transaction
-                .prepare_cached(
-                    "DELETE FROM dedupe_marks WHERE first_seq < (SELECT MAX(first_seq) FROM dedupe_marks
-                     WHERE first_seq <= ?1 + 1)",
-                )?
-                .execute(params![through])?;
+            let packed = row.get_ref(2)?.as_blob()?;
+            if !expired {
+                over_budget_at = Some(at);
+            }
+            bytes = bytes.saturating_sub(packed.len() as u64 + BYTES_PER_BLOCK);
+            removed.extend(unpack(packed));
+            through = Some(seq);
         }
     }
-    read_counts(transaction, state)
+    if let Some(through) = through {
+        transaction.prepare_cached("DELETE FROM dedupe_blocks WHERE seq <= ?1")?.execute(params![through])?;
+        state.keys.fetch_sub(removed.len() as u64, Ordering::Relaxed);
+        state.bytes.store(bytes, Ordering::Relaxed);
+        state.oldest_at.store(oldest_left, Ordering::Relaxed);
+        if let Some(at) = over_budget_at {
+            state.evicted_through_at.store(at, Ordering::Relaxed);
+        }
+    }
+    Ok(removed)
 }
 
-/// The lowest and highest `seq` held.
-fn bounds(connection: &Connection) -> Result<(Option<i64>, Option<i64>), rusqlite::Error> {
-    connection
-        .prepare_cached("SELECT MIN(seq), MAX(seq) FROM dedupe")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-}
-
-/// Reads the number of keys held and the oldest one's time into `state`.
-pub(crate) fn read_counts(connection: &Connection, state: &DedupeState) -> Result<(), rusqlite::Error> {
-    let (low, high) = bounds(connection)?;
-    let held = low.zip(high).map_or(0, |(low, high)| high - low + 1);
-    state.keys.store(held.max(0) as u64, Ordering::Relaxed);
-    let oldest: Option<i64> = connection
-        .prepare_cached("SELECT at FROM dedupe_marks ORDER BY first_seq LIMIT 1")?
-        .query_row([], |row| row.get(0))
-        .optional()?;
-    state.oldest_at.store(if held > 0 { oldest.unwrap_or(0) } else { 0 }, Ordering::Relaxed);
+/// Loads every key on disk into memory, with their count, bytes and oldest time: the owner's start.
+pub(crate) fn load(connection: &Connection, state: &DedupeState) -> Result<(), rusqlite::Error> {
+    state.held.clear();
+    let (mut keys, mut bytes, mut oldest) = (0u64, 0u64, 0i64);
+    let mut statement = connection.prepare("SELECT at, keys FROM dedupe_blocks ORDER BY seq")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let packed = row.get_ref(1)?.as_blob()?;
+        if oldest == 0 {
+            oldest = row.get(0)?;
+        }
+        keys += packed.len() as u64 / DISK_BYTES_PER_KEY;
+        bytes += packed.len() as u64 + BYTES_PER_BLOCK;
+        state.held.insert(unpack(packed));
+    }
+    state.keys.store(keys, Ordering::Relaxed);
+    state.bytes.store(bytes, Ordering::Relaxed);
+    state.oldest_at.store(oldest, Ordering::Relaxed);
     Ok(())
-}
-
-/// A look-up: keys, and whom to tell which of them are held.
-pub(crate) struct Lookup {
-    pub(crate) keys: Vec<i64>,
-    pub(crate) answer: oneshot::Sender<Result<Vec<bool>, std::sync::Arc<rusqlite::Error>>>,
-}
-
-/// The look-up thread: answers whether keys are held, on a connection of its own, taking every look-up that has
-/// queued up in one read transaction. It reads what is committed: a key counts once its messages are.
-pub(crate) fn lookup_loop(connection: Connection, lookups: mpsc::Receiver<Lookup>) {
-    while let Ok(first) = lookups.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = lookups.try_recv() {
-            batch.push(more);
-        }
-        match look_up(&connection, &batch) {
-            Ok(answers) => {
-                for (lookup, held) in batch.into_iter().zip(answers) {
-                    let _ = lookup.answer.send(Ok(held));
-                }
-            }
-            Err(e) => {
-                let e = std::sync::Arc::new(e);
-                for lookup in batch {
-                    let _ = lookup.answer.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// Whether each key of each look-up is held, read in one transaction.
-fn look_up(connection: &Connection, batch: &[Lookup]) -> Result<Vec<Vec<bool>>, rusqlite::Error> {
-    let transaction = connection.unchecked_transaction()?;
-    let mut find = transaction.prepare_cached("SELECT 1 FROM dedupe WHERE key = ?1 LIMIT 1")?;
-    let mut all = Vec::with_capacity(batch.len());
-    for lookup in batch {
-        let mut held = Vec::with_capacity(lookup.keys.len());
-        for key in &lookup.keys {
-            held.push(find.exists(params![key])?);
-        }
-        all.push(held);
-    }
-    drop(find);
-    transaction.commit()?;
-    Ok(all)
 }

@@ -27,8 +27,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::counts::{Counts, recount};
-pub use crate::dedupe::DedupeStats;
-use crate::dedupe::Lookup;
+pub use crate::dedupe::{DISK_BYTES_PER_KEY, DedupeStats, MEMORY_BYTES_PER_KEY};
 pub use crate::entry::{
     Backlog, DeadLetter, Durability, Entry, NewEntry, NewRejection, Rejection, RejectionFilter, Retry, Settlement,
 };
@@ -46,8 +45,6 @@ pub const FILE_NAME: &str = "spool.sqlite3";
 struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
-    /// The look-up thread's queue: whether dedupe keys are held.
-    lookups: Mutex<mpsc::Sender<Lookup>>,
     reader: Mutex<Connection>,
     counts: Arc<Counts>,
     max_depth: u64,
@@ -117,15 +114,7 @@ impl Spool {
             dedupe: Default::default(),
         });
         recount(&writer, &counts).map_err(database)?;
-        dedupe::read_counts(&writer, &counts.dedupe).map_err(database)?;
-        let (lookups, lookup_queue) = mpsc::channel();
-        let lookup_connection = open_connection(&path).map_err(database)?;
-        // The look-ups' memory: their page cache, whatever the number of keys (the index stays on disk).
-        lookup_connection.pragma_update(None, "cache_size", -dedupe::LOOKUP_CACHE_KIB).map_err(database)?;
-        std::thread::Builder::new()
-            .name("spool-dedupe".into())
-            .spawn(move || dedupe::lookup_loop(lookup_connection, lookup_queue))
-            .map_err(|source| SpoolError::Folder { path: dir.to_owned(), source })?;
+
         let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -135,7 +124,6 @@ impl Spool {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(sender)),
-                lookups: Mutex::new(lookups),
                 reader: Mutex::new(reader),
                 counts,
                 max_depth,
@@ -280,14 +268,23 @@ impl Spool {
         self.submit(Op::Requeue(entries, ids, now_millis())).await
     }
 
-    /// Keeps the keys of appended messages for `window` (zero keeps none, and removes those held), and at most
-    /// `max_keys` of them: beyond, the oldest go first, and the window actually held shrinks
-    /// ([`DedupeStats::window_held_millis`]). Keys are removed by the writer, within a second.
-    pub fn set_dedupe(&self, window: std::time::Duration, max_keys: u64) {
+    /// Keeps the keys of appended messages for `window` (zero keeps none, and removes those held), in at most
+    /// `max_bytes` on disk ([`DISK_BYTES_PER_KEY`] a key, and a little a commit): beyond, the oldest go first, and
+    /// the window actually held shrinks ([`DedupeStats::window_held_millis`]). The owner loads the keys on disk into
+    /// memory here (at most [`MEMORY_BYTES_PER_KEY`] a key), so call it before appending; keys are removed by the
+    /// writer, within a second. A shared handle neither loads nor removes keys.
+    pub fn set_dedupe(&self, window: std::time::Duration, max_bytes: u64) -> Result<(), SpoolError> {
         let state = &self.inner.counts.dedupe;
         state.window_millis.store(i64::try_from(window.as_millis()).unwrap_or(i64::MAX), Ordering::Relaxed);
-        state.max_keys.store(max_keys, Ordering::Relaxed);
-        state.managed.store(self.inner.lock.is_some(), Ordering::Relaxed);
+        state.max_bytes.store(max_bytes, Ordering::Relaxed);
+        if self.inner.lock.is_none() {
+            return Ok(());
+        }
+        let reader = self.inner.reader.lock().expect("reader lock poisoned");
+        dedupe::load(&reader, state)
+            .map_err(|source| SpoolError::Database { path: self.inner.path.clone(), source })?;
+        state.managed.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// What the key store holds, as of the last commit.
@@ -295,19 +292,14 @@ impl Spool {
         self.inner.counts.dedupe.stats(now_millis())
     }
 
-    /// Which of `keys` are held: recorded with messages that are committed, and not yet removed.
-    pub async fn held(&self, keys: Vec<i64>) -> Result<Vec<bool>, SpoolError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (answer, answered) = oneshot::channel();
-        let lookups = self.inner.lookups.lock().expect("lookups lock poisoned").clone();
-        lookups.send(Lookup { keys, answer }).map_err(|_| SpoolError::Stopped)?;
-        match answered.await {
-            Ok(Ok(held)) => Ok(held),
-            Ok(Err(source)) => Err(SpoolError::Commit { path: self.inner.path.clone(), source }),
-            Err(_) => Err(SpoolError::Stopped),
-        }
+    /// Which of `keys` are held: recorded with messages that are committed, and not yet removed. Read from memory.
+    pub fn held(&self, keys: &[i64]) -> Vec<bool> {
+        keys.iter().map(|key| self.holds(*key)).collect()
+    }
+
+    /// Whether `key` is held ([`Spool::held`]).
+    pub fn holds(&self, key: i64) -> bool {
+        self.inner.counts.dedupe.held.contains(key)
     }
 
     /// Stops the writer after the work already queued; later calls fail with [`SpoolError::Stopped`].

@@ -23,8 +23,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
 /// The schema. An entry's small columns come before its blob: SQLite reads a column after a large blob by walking
 /// the blob's overflow pages, so `count`, the schedule and the accounting stay cheap to read and update. `totals`
 /// is kept by triggers, so that every process writing the spool (a server, `dlq replay`) keeps it exact. IDs never
-/// go back (`AUTOINCREMENT`), so a reader may resume after the highest fresh ID it took. `dedupe` and
-/// `dedupe_marks` are the keys of accepted messages (see `dedupe.rs`).
+/// go back (`AUTOINCREMENT`), so a reader may resume after the highest fresh ID it took. `dedupe_blocks`
+/// holds the keys of accepted messages (see `dedupe.rs`).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,14 +72,10 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL,
     message BLOB
 );
-CREATE TABLE IF NOT EXISTS dedupe (
+CREATE TABLE IF NOT EXISTS dedupe_blocks (
     seq INTEGER PRIMARY KEY,
-    key INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dedupe_by_key ON dedupe (key);
-CREATE TABLE IF NOT EXISTS dedupe_marks (
-    first_seq INTEGER PRIMARY KEY,
-    at INTEGER NOT NULL
+    at INTEGER NOT NULL,
+    keys BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,

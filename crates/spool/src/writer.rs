@@ -45,8 +45,11 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
         if first.is_none() {
             if now - evicted_at >= dedupe::EVICT_EVERY_MILLIS && counts.dedupe.keys.load(Ordering::Relaxed) > 0 {
                 evicted_at = now;
-                if let Err(e) = evict_alone(&mut connection, counts) {
-                    tracing::warn!(spool = %path.display(), error = %e, "removing expired dedupe keys failed");
+                match evict_alone(&mut connection, counts) {
+                    Ok(removed) => counts.dedupe.removed(removed),
+                    Err(e) => {
+                        tracing::warn!(spool = %path.display(), error = %e, "removing expired dedupe keys failed");
+                    }
                 }
             }
             continue;
@@ -65,8 +68,13 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
             evicted_at = now;
         }
         let result = match apply(&mut connection, &batch, max_rejections, &counts.dedupe, evict) {
-            Ok(Applied { rejections_dropped, appended }) => {
+            Ok(Applied { rejections_dropped, appended, block, evicted }) => {
                 counts.commits.fetch_add(1, Ordering::Relaxed);
+                // Committed: the keys count from now, and the removed ones no longer do.
+                if let Some(block) = block {
+                    counts.dedupe.committed(block, batch.iter().flat_map(|job| keys_of(&job.op).iter().copied()));
+                }
+                counts.dedupe.removed(evicted);
                 counts.rejections_dropped.fetch_add(rejections_dropped, Ordering::Relaxed);
                 let mut fresh = counts.fresh.lock().expect("fresh lock poisoned");
                 let mut ids = appended.into_iter();
@@ -92,8 +100,20 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
     }
 }
 
+/// The dedupe keys of an append.
+fn keys_of(op: &Op) -> &[i64] {
+    match op {
+        Op::Append(_, _, keys, _) => keys,
+        _ => &[],
+    }
+}
+
 /// What one commit changed in the counts.
 struct Applied {
+    /// The block of dedupe keys it recorded.
+    block: Option<dedupe::Block>,
+    /// The dedupe keys it removed.
+    evicted: Vec<i64>,
     /// The IDs of the appended entries, in the order of the jobs and their entries.
     appended: Vec<i64>,
     /// Rejections dropped to keep the table within its bound.
@@ -109,11 +129,12 @@ fn durability(connection: &Connection) -> Result<Durability, rusqlite::Error> {
     })
 }
 
-/// Removes the dedupe keys that left the window or the budget, in a transaction of its own.
-fn evict_alone(connection: &mut Connection, counts: &Counts) -> Result<(), rusqlite::Error> {
+/// Removes the dedupe keys that left the window or the budget, in a transaction of its own; returns them.
+fn evict_alone(connection: &mut Connection, counts: &Counts) -> Result<Vec<i64>, rusqlite::Error> {
     let transaction = connection.transaction()?;
-    dedupe::evict(&transaction, &counts.dedupe, crate::now_millis())?;
-    transaction.commit()
+    let removed = dedupe::evict(&transaction, &counts.dedupe, crate::now_millis())?;
+    transaction.commit()?;
+    Ok(removed)
 }
 
 /// Applies a batch of jobs in one transaction, recording the dedupe keys of its appends, and with `evict`,
@@ -143,18 +164,11 @@ fn apply(
             Op::Durability(answer) => drop(answer.send(durability(&transaction)?)),
         }
     }
-    if let Some(at) = keyed_at {
-        let keys = batch.iter().flat_map(|job| match &job.op {
-            Op::Append(_, _, keys, _) => keys.as_slice(),
-            _ => &[],
-        });
-        dedupe::record(&transaction, keys.copied(), at, dedupe)?;
-    }
-    if evict {
-        dedupe::evict(&transaction, dedupe, crate::now_millis())?;
-    } else if keyed_at.is_some() {
-        dedupe::read_counts(&transaction, dedupe)?;
-    }
+    let block = match keyed_at {
+        Some(at) => dedupe::record(&transaction, batch.iter().flat_map(|job| keys_of(&job.op).iter().copied()), at)?,
+        None => None,
+    };
+    let evicted = if evict { dedupe::evict(&transaction, dedupe, crate::now_millis())? } else { Vec::new() };
     // Rowids grow by one per insert, so everything more than `max_rejections` below the newest is older than the
     // newest `max_rejections`.
     let rejections_dropped = match rejected {
@@ -165,7 +179,7 @@ fn apply(
         false => 0,
     };
     transaction.commit()?;
-    Ok(Applied { rejections_dropped, appended })
+    Ok(Applied { rejections_dropped, appended, block, evicted })
 }
 
 /// Inserts new entries; their IDs, in order.

@@ -114,6 +114,8 @@ fn dedupe_health(ingest: &Ingest) -> serde_json::Value {
         "window_seconds": stats.window_millis / 1_000,
         "window_held_seconds": stats.window_held_millis / 1_000,
         "keys": stats.keys,
+        "bytes": stats.bytes,
+        "memory_bytes": stats.memory_bytes,
     })
 }
 

@@ -117,8 +117,8 @@ async fn a_full_key_budget_lets_the_oldest_keys_go_and_says_the_window_shrank() 
     let out = scratch("dedupe-budget-out").join("out.ndjson");
     let config = folder("dedupe-budget", &[("main", &file_destination("main", &out))]);
     let admin = format!("127.0.0.1:{}", free_port());
-    // 100 keys' worth of bytes.
-    let args = ["--dedupe-max-bytes", "4800", "--admin-listen", &admin];
+    // Two blocks of 50 keys' worth of bytes (50 x 8 bytes and 24 for the block's row, each).
+    let args = ["--dedupe-max-bytes", "900", "--admin-listen", &admin];
     let server = Server::start(&config, &scratch("dedupe-budget-spool"), &args).await;
     let client = reqwest::Client::new();
     let health =

@@ -21,10 +21,6 @@ pub const SECRET_FILE: &str = "dedupe-secret";
 /// The fewest bytes a dedupe secret may have.
 const MIN_SECRET_BYTES: usize = 16;
 
-/// How many bytes of the spool's database one key takes, at most: its row, its index entry and the pages' free
-/// space, measured on random keys (docs/benchmarks.md) and rounded up, so that `--dedupe-max-bytes` is a bound.
-pub const BYTES_PER_KEY: u64 = 48;
-
 /// The keyed hash of messageIds.
 pub struct Keys {
     secret: Vec<u8>,

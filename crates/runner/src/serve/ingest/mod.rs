@@ -297,7 +297,7 @@ impl Ingest {
         let (bytes, turn) = body::read(headers, body, limit, self.read_timeout, &self.parsing).await?;
         let Parsed { source, valid, rejected } =
             self.prepare(live, endpoint, header_source, (peer, headers), &bytes, messages)?;
-        let (valid, keys) = self.drop_duplicates(source, valid).await;
+        let (valid, keys) = self.drop_duplicates(source, valid);
         let prepared = self.encode(&live.routes, &source.id, valid, rejected, keys);
         // The body, the parsed messages and the turn are let go before the commit is awaited: a request holds
         // only its compressed entries while it waits, so the requests being parsed meanwhile find their memory
@@ -366,24 +366,16 @@ impl Ingest {
     }
 
     /// Drops the messages whose messageId was accepted within the dedupe window, earlier in this request or in a
-    /// committed one, and returns the others with the keys to record beside them. If the key store cannot be read,
-    /// every message is taken: a duplicate is better than a loss.
-    async fn drop_duplicates(&self, source: &Source, messages: Vec<Message>) -> (Vec<Message>, Vec<i64>) {
+    /// committed one, and returns the others with the keys to record beside them.
+    fn drop_duplicates(&self, source: &Source, messages: Vec<Message>) -> (Vec<Message>, Vec<i64>) {
         let Some(dedupe) = &self.dedupe else { return (messages, Vec::new()) };
         let scope = source.dedupe_by_source.then_some(source.id.as_str());
         let (keys, mut duplicate) = dedupe.of(scope, &messages);
-        let asked: Vec<i64> = keys.iter().zip(&duplicate).filter(|(_, d)| !**d).filter_map(|(k, _)| *k).collect();
-        match self.spool.held(asked.clone()).await {
-            Ok(held) => {
-                let held: std::collections::HashSet<i64> =
-                    asked.into_iter().zip(held).filter(|(_, held)| *held).map(|(key, _)| key).collect();
-                for (key, duplicate) in keys.iter().zip(duplicate.iter_mut()) {
-                    *duplicate |= key.is_some_and(|key| held.contains(&key));
-                }
-            }
-            Err(e) => {
-                self.metrics.dedupe_unavailable.inc();
-                tracing::warn!(error = %e, "reading the dedupe keys failed; the request is taken without dedupe");
+        for (key, duplicate) in keys.iter().zip(duplicate.iter_mut()) {
+            if let Some(key) = key
+                && !*duplicate
+            {
+                *duplicate = self.spool.holds(*key);
             }
         }
         let dropped = duplicate.iter().filter(|d| **d).count() as u64;
