@@ -38,7 +38,8 @@ pub fn free_port() -> u16 {
 /// Polls `url/health` until it answers 200.
 pub async fn wait_ready(url: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    for _ in 0..200 {
+    // A minute at most: a server loading tens of millions of dedupe keys takes some seconds to answer.
+    for _ in 0..1_200 {
         if client.get(format!("{url}/health")).send().await.is_ok_and(|r| r.status() == 200) {
             return Ok(());
         }

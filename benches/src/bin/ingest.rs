@@ -53,6 +53,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let tributary = PathBuf::from(arg("--tributary").context("usage: ingest --tributary PATH_TO_RELEASE_BINARY")?);
+    if let Some(keys) = arg("--store-keys") {
+        return runtime.block_on(with_a_full_store(&tributary, keys.parse()?, &traffic));
+    }
     let connections = 8;
     let (warmup, measure) = (Duration::from_secs(2), Duration::from_secs(10));
 
@@ -100,6 +103,139 @@ fn main() -> anyhow::Result<()> {
         measure.as_secs()
     );
     report(&heading, connections, (&ours_all, &deduped_all), &bare_all, &ratios, delivered_all)
+}
+
+/// `ingest --tributary PATH --store-keys N`: dedupe on with a key store already holding `N` keys (random, as the
+/// runner's keyed hashes are) against dedupe off, two rounds each, with the server's start-up time, its resident
+/// memory, and the largest the write-ahead log grew while it took the load. Run by hand (50 million keys take
+/// minutes to write and 400 MB of disk); the figures are in docs/benchmarks.md.
+async fn with_a_full_store(
+    tributary: &std::path::Path,
+    keys: u64,
+    traffic: &std::sync::Arc<Traffic>,
+) -> anyhow::Result<()> {
+    let template = benches::scratch("ingest-store-template")?;
+    let written = std::time::Instant::now();
+    let wal = prefill(&template.join("spool"), keys).await?;
+    let file_size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // Until a checkpoint copies them, the newest pages are in the write-ahead log: the store is both files.
+    let (database, log) =
+        (file_size(&template.join("spool/spool.sqlite3")), file_size(&template.join("spool/spool.sqlite3-wal")));
+    println!(
+        "a store of {keys} keys written in {:.0} s: database {:.0} MiB and write-ahead log {:.0} MiB ({:.1} bytes a key in both), the log at most {:.0} MiB while writing",
+        written.elapsed().as_secs_f64(),
+        database as f64 / 1048576.0,
+        log as f64 / 1048576.0,
+        (database + log) as f64 / keys as f64,
+        wal as f64 / 1048576.0
+    );
+    let (connections, warmup, measure) = (8, Duration::from_secs(2), Duration::from_secs(10));
+    let (mut off_all, mut on_all) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let served = Served::start_with(tributary, "ingest", &["--dedupe-window", "0"]).await?;
+        off_all.push(benches::load(&served.url, traffic, connections, warmup, measure).await?);
+        drop(served);
+
+        let (served, dir, start_up) = start_on_a_copy(tributary, &template).await?;
+        let rss_before = resident(served.pid());
+        let wal_path = dir.join("spool/spool.sqlite3-wal");
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let (watching, wal_path) = (watching.clone(), wal_path.clone());
+            std::thread::spawn(move || {
+                let mut largest = 0;
+                while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                    largest = largest.max(std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                largest
+            })
+        };
+        let figures = benches::load(&served.url, traffic, connections, warmup, measure).await?;
+        watching.store(false, std::sync::atomic::Ordering::Relaxed);
+        let wal_largest = sampler.join().expect("the sampler ends");
+        println!(
+            "  dedupe on, {keys} keys held: started in {:.1} s, resident {:.0} MiB before the load and {:.0} MiB after; write-ahead log at most {:.0} MiB under load; {:.0} messages/s (p99 {:.1} ms)",
+            start_up.as_secs_f64(),
+            rss_before as f64 / 1048576.0,
+            resident(served.pid()) as f64 / 1048576.0,
+            wal_largest as f64 / 1048576.0,
+            figures.messages_per_second,
+            figures.p99.as_secs_f64() * 1e3
+        );
+        on_all.push(figures);
+        drop(served);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&template);
+    let mean = |all: &[benches::Figures]| all.iter().map(|f| f.messages_per_second).sum::<f64>() / all.len() as f64;
+    println!("  dedupe off: {:.0} messages/s", mean(&off_all));
+    let mut verdicts = Verdicts::default();
+    verdicts.at_least(
+        format!("ingest with {keys} dedupe keys held, ratio to dedupe off"),
+        mean(&on_all) / mean(&off_all),
+        0.85,
+        "",
+    );
+    verdicts.finish()
+}
+
+/// Starts `tributary serve` (dedupe on) on a copy of the spool in `template`; returns it, its folder, and how long
+/// it took to answer.
+async fn start_on_a_copy(
+    tributary: &std::path::Path,
+    template: &std::path::Path,
+) -> anyhow::Result<(Served, PathBuf, Duration)> {
+    let dir = benches::scratch("ingest-store")?;
+    std::fs::create_dir_all(dir.join("spool"))?;
+    for file in std::fs::read_dir(template.join("spool"))? {
+        let file = file?.path();
+        if file.extension().is_none_or(|x| x != "lock") {
+            std::fs::copy(&file, dir.join("spool").join(file.file_name().expect("a file")))?;
+        }
+    }
+    let out = dir.join("out.ndjson");
+    let destination = format!("name = \"archive\"\ntype = \"file\"\n[file]\npath = {:?}\n", out.display().to_string());
+    let started = std::time::Instant::now();
+    let served = Served::start_in(tributary, &dir, "archive", &destination, &[], &[]).await?;
+    Ok((served, dir, started.elapsed()))
+}
+
+/// Writes `keys` random keys into a new spool at `dir`, 100,000 a commit; returns the largest the write-ahead log
+/// grew meanwhile.
+async fn prefill(dir: &std::path::Path, keys: u64) -> anyhow::Result<u64> {
+    let spool = spool::Spool::open(dir, u64::MAX)?;
+    spool.set_dedupe(Duration::from_secs(86_400), u64::MAX)?;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut largest = 0;
+    let wal = dir.join("spool.sqlite3-wal");
+    let mut written = 0;
+    while written < keys {
+        let n = (keys - written).min(100_000);
+        let chunk: Vec<i64> = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as i64
+            })
+            .collect();
+        spool.append_keyed(Vec::new(), Vec::new(), chunk).await?;
+        written += n;
+        largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    spool.close();
+    Ok(largest)
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    kib.unwrap_or(0) * 1024
 }
 
 /// Lines in the file at `path`, counted without holding it in memory (a round writes gigabytes).

@@ -228,7 +228,7 @@ impl Spool {
         rejections: Vec<NewRejection>,
         keys: Vec<i64>,
     ) -> Result<(), SpoolError> {
-        if entries.is_empty() && rejections.is_empty() {
+        if entries.is_empty() && rejections.is_empty() && keys.is_empty() {
             return Ok(());
         }
         let counts = &self.inner.counts;
