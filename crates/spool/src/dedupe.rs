@@ -255,20 +255,28 @@ pub(crate) fn evict(transaction: &Transaction, state: &DedupeState, now: i64) ->
     Ok(removed)
 }
 
-/// Loads every key on disk into memory, with their count, bytes and oldest time: the owner's start.
-pub(crate) fn load(connection: &Connection, state: &DedupeState) -> Result<(), rusqlite::Error> {
+/// Counts the keys on disk, their bytes and the oldest one's time, and with `into_memory` loads them into memory:
+/// the owner's start. With dedupe off the keys are only counted, for the writer to remove them, not loaded.
+pub(crate) fn load(connection: &Connection, state: &DedupeState, into_memory: bool) -> Result<(), rusqlite::Error> {
     state.held.clear();
     let (mut keys, mut bytes, mut oldest) = (0u64, 0u64, 0i64);
-    let mut statement = connection.prepare("SELECT at, keys FROM dedupe_blocks ORDER BY seq")?;
+    // `length` of a blob is read from its row's header: counting reads no key.
+    let query = match into_memory {
+        true => "SELECT at, length(keys), keys FROM dedupe_blocks ORDER BY seq",
+        false => "SELECT at, length(keys) FROM dedupe_blocks ORDER BY seq",
+    };
+    let mut statement = connection.prepare(query)?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
-        let packed = row.get_ref(1)?.as_blob()?;
         if oldest == 0 {
             oldest = row.get(0)?;
         }
-        keys += packed.len() as u64 / DISK_BYTES_PER_KEY;
-        bytes += packed.len() as u64 + BYTES_PER_BLOCK;
-        state.held.insert(unpack(packed));
+        let length = row.get::<_, i64>(1)?.max(0) as u64;
+        keys += length / DISK_BYTES_PER_KEY;
+        bytes += length + BYTES_PER_BLOCK;
+        if into_memory {
+            state.held.insert(unpack(row.get_ref(2)?.as_blob()?));
+        }
     }
     state.keys.store(keys, Ordering::Relaxed);
     state.bytes.store(bytes, Ordering::Relaxed);

@@ -281,7 +281,7 @@ impl Spool {
             return Ok(());
         }
         let reader = self.inner.reader.lock().expect("reader lock poisoned");
-        dedupe::load(&reader, state)
+        dedupe::load(&reader, state, !window.is_zero())
             .map_err(|source| SpoolError::Database { path: self.inner.path.clone(), source })?;
         state.managed.store(true, Ordering::Relaxed);
         Ok(())

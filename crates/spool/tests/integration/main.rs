@@ -383,6 +383,21 @@ async fn keys_leave_with_the_window_and_the_oldest_leave_first_past_the_budget()
     spool.set_dedupe(std::time::Duration::ZERO, 1 << 20).unwrap();
     assert_eq!(keys_become(&spool, 0).await.keys, 0);
     assert_eq!(spool.held(&[50, 149]), [false, false]);
+    // A spool opened with dedupe off counts its keys without loading them, and removes them.
+    spool.set_dedupe(HOUR, 1 << 20).unwrap();
+    spool.append_keyed(vec![entry("d", 9)], Vec::new(), vec![1, 2, 3]).await.unwrap();
+    spool.close();
+    drop(spool);
+    let spool = Spool::open(&dir, 10_000).unwrap();
+    spool.set_dedupe(std::time::Duration::ZERO, 1 << 20).unwrap();
+    let stats = spool.dedupe_stats();
+    assert_eq!((stats.keys, stats.memory_bytes), (3, 0), "counted, not loaded: {stats:?}");
+    assert_eq!(keys_become(&spool, 0).await.keys, 0);
+    spool.close();
+    drop(spool);
+    let spool = Spool::open(&dir, 10_000).unwrap();
+    spool.set_dedupe(HOUR, 1 << 20).unwrap();
+    assert_eq!((spool.dedupe_stats().keys, spool.held(&[1])[0]), (0, false), "and removed from disk");
 }
 
 #[tokio::test]
