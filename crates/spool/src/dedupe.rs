@@ -176,10 +176,32 @@ impl DedupeState {
         }
     }
 
-    /// Removes the keys of blocks whose removal was committed.
-    pub(crate) fn removed(&self, keys: Vec<i64>) {
-        self.held.remove(keys);
+    /// Counts the removal of blocks once it is committed, and lets their keys go.
+    pub(crate) fn removed(&self, evicted: Evicted) {
+        if evicted.keys.is_empty() {
+            return;
+        }
+        self.keys.fetch_sub(evicted.keys.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_sub(evicted.bytes, Ordering::Relaxed);
+        self.oldest_at.store(evicted.oldest_left, Ordering::Relaxed);
+        if let Some(at) = evicted.over_budget_at {
+            self.evicted_through_at.store(at, Ordering::Relaxed);
+        }
+        self.held.remove(evicted.keys);
     }
+}
+
+/// Blocks removed in a commit: counted, and their keys let go, once the commit succeeds.
+#[derive(Debug, Default)]
+pub(crate) struct Evicted {
+    /// Their keys.
+    keys: Vec<i64>,
+    /// The bytes they took, as counted against the budget.
+    bytes: u64,
+    /// When the oldest block left was committed (0: none is left).
+    oldest_left: i64,
+    /// When the newest block removed to stay within the budget (not for age) was committed.
+    over_budget_at: Option<i64>,
 }
 
 /// A block written in a commit: counted once the commit succeeds.
@@ -213,16 +235,17 @@ fn unpack(packed: &[u8]) -> impl Iterator<Item = i64> + '_ {
 }
 
 /// Removes, in `transaction`, the blocks older than the window and the oldest beyond the budget, oldest first and
-/// about [`MAX_REMOVED_PER_COMMIT`] keys at most; returns their keys, to leave memory once the removal is
-/// committed.
-pub(crate) fn evict(transaction: &Transaction, state: &DedupeState, now: i64) -> Result<Vec<i64>, rusqlite::Error> {
+/// about [`MAX_REMOVED_PER_COMMIT`] keys at most; returns what it removed, to be counted and to leave memory once
+/// the removal is committed.
+pub(crate) fn evict(transaction: &Transaction, state: &DedupeState, now: i64) -> Result<Evicted, rusqlite::Error> {
+    let mut evicted = Evicted::default();
     if !state.managed.load(Ordering::Relaxed) {
-        return Ok(Vec::new());
+        return Ok(evicted);
     }
     let cutoff = now - state.window_millis.load(Ordering::Relaxed);
     let max_bytes = state.max_bytes.load(Ordering::Relaxed);
-    let mut bytes = state.bytes.load(Ordering::Relaxed);
-    let (mut removed, mut through, mut over_budget_at, mut oldest_left) = (Vec::new(), None, None, 0);
+    let held_bytes = state.bytes.load(Ordering::Relaxed);
+    let mut through = None;
     {
         let mut oldest = transaction.prepare_cached("SELECT seq, at, keys FROM dedupe_blocks ORDER BY seq")?;
         let mut rows = oldest.query([])?;
@@ -230,29 +253,24 @@ pub(crate) fn evict(transaction: &Transaction, state: &DedupeState, now: i64) ->
         while let Some(row) = rows.next()? {
             let (seq, at): (i64, i64) = (row.get(0)?, row.get(1)?);
             let expired = at < cutoff;
-            if !expired && bytes <= max_bytes || removed.len() as u64 >= MAX_REMOVED_PER_COMMIT {
-                oldest_left = at;
+            let within_budget = held_bytes.saturating_sub(evicted.bytes) <= max_bytes;
+            if !expired && within_budget || evicted.keys.len() as u64 >= MAX_REMOVED_PER_COMMIT {
+                evicted.oldest_left = at;
                 break;
             }
             let packed = row.get_ref(2)?.as_blob()?;
             if !expired {
-                over_budget_at = Some(at);
+                evicted.over_budget_at = Some(at);
             }
-            bytes = bytes.saturating_sub(packed.len() as u64 + BYTES_PER_BLOCK);
-            removed.extend(unpack(packed));
+            evicted.bytes += packed.len() as u64 + BYTES_PER_BLOCK;
+            evicted.keys.extend(unpack(packed));
             through = Some(seq);
         }
     }
     if let Some(through) = through {
         transaction.prepare_cached("DELETE FROM dedupe_blocks WHERE seq <= ?1")?.execute(params![through])?;
-        state.keys.fetch_sub(removed.len() as u64, Ordering::Relaxed);
-        state.bytes.store(bytes, Ordering::Relaxed);
-        state.oldest_at.store(oldest_left, Ordering::Relaxed);
-        if let Some(at) = over_budget_at {
-            state.evicted_through_at.store(at, Ordering::Relaxed);
-        }
     }
-    Ok(removed)
+    Ok(evicted)
 }
 
 /// Counts the keys on disk, their bytes and the oldest one's time, and with `into_memory` loads them into memory:

@@ -114,7 +114,6 @@ impl Spool {
             dedupe: Default::default(),
         });
         recount(&writer, &counts).map_err(database)?;
-
         let thread_counts = counts.clone();
         std::thread::Builder::new()
             .name("spool-writer".into())

@@ -70,7 +70,7 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
         let result = match apply(&mut connection, &batch, max_rejections, &counts.dedupe, evict) {
             Ok(Applied { rejections_dropped, appended, block, evicted }) => {
                 counts.commits.fetch_add(1, Ordering::Relaxed);
-                // Committed: the keys count from now, and the removed ones no longer do.
+                // Committed: the new keys count from now, and the removed ones no longer do.
                 if let Some(block) = block {
                     counts.dedupe.committed(block, batch.iter().flat_map(|job| keys_of(&job.op).iter().copied()));
                 }
@@ -112,8 +112,8 @@ fn keys_of(op: &Op) -> &[i64] {
 struct Applied {
     /// The block of dedupe keys it recorded.
     block: Option<dedupe::Block>,
-    /// The dedupe keys it removed.
-    evicted: Vec<i64>,
+    /// The dedupe blocks it removed.
+    evicted: dedupe::Evicted,
     /// The IDs of the appended entries, in the order of the jobs and their entries.
     appended: Vec<i64>,
     /// Rejections dropped to keep the table within its bound.
@@ -129,8 +129,8 @@ fn durability(connection: &Connection) -> Result<Durability, rusqlite::Error> {
     })
 }
 
-/// Removes the dedupe keys that left the window or the budget, in a transaction of its own; returns them.
-fn evict_alone(connection: &mut Connection, counts: &Counts) -> Result<Vec<i64>, rusqlite::Error> {
+/// Removes the dedupe keys that left the window or the budget, in a transaction of its own; returns what it removed.
+fn evict_alone(connection: &mut Connection, counts: &Counts) -> Result<dedupe::Evicted, rusqlite::Error> {
     let transaction = connection.transaction()?;
     let removed = dedupe::evict(&transaction, &counts.dedupe, crate::now_millis())?;
     transaction.commit()?;
@@ -168,7 +168,7 @@ fn apply(
         Some(at) => dedupe::record(&transaction, batch.iter().flat_map(|job| keys_of(&job.op).iter().copied()), at)?,
         None => None,
     };
-    let evicted = if evict { dedupe::evict(&transaction, dedupe, crate::now_millis())? } else { Vec::new() };
+    let evicted = if evict { dedupe::evict(&transaction, dedupe, crate::now_millis())? } else { Default::default() };
     // Rowids grow by one per insert, so everything more than `max_rejections` below the newest is older than the
     // newest `max_rejections`.
     let rejections_dropped = match rejected {
