@@ -7,6 +7,7 @@ pub mod export;
 pub mod hostile;
 pub mod iam;
 pub mod proxy;
+pub mod redis;
 pub mod standin;
 pub mod stream;
 pub mod web;

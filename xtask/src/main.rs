@@ -197,18 +197,24 @@ fn test(sh: &Shell, extra: &[String]) -> anyhow::Result<()> {
     fn with_env<'a>(command: xshell::Cmd<'a>, env: &[(String, String)]) -> xshell::Cmd<'a> {
         command.envs(env.iter().map(|(n, v)| (n, v)))
     }
-    // The latency comparisons (`timing::`) run after everything else and one at a time, so that no other test
-    // shares the machine with them; arguments given to `cargo xtask test` run as they are.
+    // The latency comparisons (`timing::`) and the fleet under load (`fleet::load_`, whose Redis must answer in
+    // time) run after everything else and one at a time, so that no other test shares the machine with them;
+    // arguments given to `cargo xtask test` run as they are.
     let result = if extra.is_empty() {
         phases
-            .time("suites", || with_env(cmd!(sh, "{cargo} test --workspace -- --skip timing::"), &env).run())
+            .time("suites", || {
+                with_env(cmd!(sh, "{cargo} test --workspace -- --skip timing:: --skip fleet::load_"), &env).run()
+            })
             .and_then(|()| {
-                phases.time("timing", || {
+                phases.time("alone", || {
                     // The suites before write gigabytes (spools, personas states); flushing them to disk now keeps
                     // their writeback out of the latency comparisons.
                     cmd!(sh, "sync").run()?;
                     with_env(
-                        cmd!(sh, "{cargo} test --package runner --test integration timing:: -- --test-threads=1"),
+                        cmd!(
+                            sh,
+                            "{cargo} test --package runner --test integration -- timing:: fleet::load_ --test-threads=1"
+                        ),
                         &env,
                     )
                     .run()

@@ -14,7 +14,9 @@
 //! - Replay: 5 seconds of load on a destination whose record limit no message fits (each message becomes a dead
 //!   letter), then `tributary dlq replay` to the endpoint, timed from start to exit.
 //!
-//! Every phase then checks, by messageId, that every message the server acknowledged reached the endpoint. Each
+//! Every phase then checks, by messageId, that every message the server acknowledged reached the endpoint (a message
+//! dropped as a duplicate of one already acknowledged counts as arrived: the check is by messageId, and the first
+//! copy's arrival is the duplicate's). Each
 //! figure is printed as PASS or FAIL against its limit, and any FAIL makes the benchmark exit non-zero.
 //!
 //! `cargo xtask bench e2e` runs it as `e2e --tributary PATH`.

@@ -1,7 +1,9 @@
 //! The ingest benchmark: `/v1/batch` requests of 100 calls shaped like one app's traffic (`benches::traffic`), over
-//! keep-alive connections, against `tributary serve` (durable spool, delivering to the file sink) with dedupe off
-//! and on, and against a bare axum handler that only parses the body and answers 200. Prints throughput and acknowledgement latency for
-//! both, and the ratio, each beside its limit as PASS or FAIL; a FAIL makes it exit non-zero.
+//! keep-alive connections, against `tributary serve` (durable spool, delivering to the file sink) with dedupe off,
+//! on (the spool's own keys), and on with its keys in a Redis on loopback (Debian's `redis-server`, started here),
+//! and against a bare axum handler that only parses the body and answers 200. Prints throughput and
+//! acknowledgement latency for each, Redis's memory per key, and the ratios, each beside its limit as PASS or FAIL;
+//! a FAIL makes it exit non-zero.
 //!
 //! `cargo xtask bench` runs it as `ingest --tributary PATH`; `ingest --bare-server PORT` is the baseline server.
 
@@ -64,12 +66,19 @@ fn main() -> anyhow::Result<()> {
     let rounds = 3;
     let (mut ours_all, mut bare_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut deduped_all = Vec::new();
+    let mut shared_all = Vec::new();
     let mut delivered_all = true;
+    let (redis, shared) = shared_store()?;
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let mut bytes_per_key = Vec::new();
     for _ in 0..rounds {
-        // Tributary twice: dedupe off (`--dedupe-window 0`), the figure the bare handler is compared with, and on
-        // (the default), compared with off. Every messageId is new, so dedupe looks each one up and records it.
-        let mut both = Vec::new();
-        for args in [&["--dedupe-window", "0"][..], &[]] {
+        // Tributary three times: dedupe off (`--dedupe-window 0`), the figure the bare handler is compared with;
+        // on (the default), compared with off; and on with Redis, compared with off. Every messageId is new, so
+        // dedupe looks each one up and records it.
+        let mut all = Vec::new();
+        for args in [&["--dedupe-window", "0"][..], &[], &shared[..]] {
+            redis.cli(&["FLUSHALL"]);
+            let empty = redis.info("used_memory");
             let served = runtime.block_on(Served::start_with(&tributary, "ingest", args))?;
             let figures = runtime.block_on(load(&served.url, connections, warmup, measure))?;
             anyhow::ensure!(figures.pushed_back == 0, "the server answered 429 to {} requests", figures.pushed_back);
@@ -79,10 +88,12 @@ fn main() -> anyhow::Result<()> {
             let acknowledged = figures.acknowledged.len() as f64 * benches::traffic::PER_REQUEST as f64 * 0.9;
             delivered_all &= delivered as f64 >= acknowledged;
             drop(served);
-            both.push(figures);
+            bytes_per_key.extend(redis_bytes_per_key(&redis, empty));
+            all.push(figures);
         }
-        let (ours, deduped) = (both.remove(0), both.remove(0));
+        let (ours, deduped, in_redis) = (all.remove(0), all.remove(0), all.remove(0));
         deduped_all.push(deduped);
+        shared_all.push(in_redis);
 
         let port = free_port();
         let bare_url = format!("http://127.0.0.1:{port}");
@@ -102,7 +113,41 @@ fn main() -> anyhow::Result<()> {
         traffic.lz4_ratio(),
         measure.as_secs()
     );
-    report(&heading, connections, (&ours_all, &deduped_all), &bare_all, &ratios, delivered_all)
+    let bytes_per_key = bytes_per_key.iter().sum::<f64>() / bytes_per_key.len().max(1) as f64;
+    let tributary = Tributary { ours: &ours_all, deduped: &deduped_all, shared: &shared_all, bytes_per_key };
+    report(&heading, connections, &tributary, &bare_all, &ratios, delivered_all)
+}
+
+/// Redis on loopback (Debian's `redis-server`, on a free port), and the `serve` arguments that keep the dedupe keys
+/// there.
+fn shared_store() -> anyhow::Result<(tests::redis::Redis, Vec<String>)> {
+    let dir = benches::scratch("ingest-redis")?;
+    let redis = tests::redis::Redis::start(&dir);
+    let secret = dir.join("dedupe-secret");
+    std::fs::write(&secret, "the fleet's dedupe secret, for the benchmark\n")?;
+    let secret = secret.to_str().context("a UTF-8 path")?.to_owned();
+    let args = vec!["--dedupe-store".to_owned(), redis.url(), "--dedupe-secret-file".to_owned(), secret];
+    Ok((redis, args))
+}
+
+/// Redis's memory per dedupe key held, from its memory when it was `empty`; `None` when it holds none.
+fn redis_bytes_per_key(redis: &tests::redis::Redis, empty: f64) -> Option<f64> {
+    // The keys are members of one set per generation.
+    let count = "local n = 0 for _, set in ipairs(redis.call('KEYS', 'trd:*')) do n = n + redis.call('SCARD', set) end return n";
+    let keys: f64 = redis.cli(&["EVAL", count, "0"]).parse().unwrap_or(0.0);
+    (keys > 0.0).then(|| (redis.info("used_memory") - empty) / keys)
+}
+
+/// The figures of `tributary serve` in the three configurations.
+struct Tributary<'a> {
+    /// Dedupe off.
+    ours: &'a [benches::Figures],
+    /// Dedupe on, in the spool.
+    deduped: &'a [benches::Figures],
+    /// Dedupe on, in Redis.
+    shared: &'a [benches::Figures],
+    /// Redis's memory per key held, measured after each Redis round.
+    bytes_per_key: f64,
 }
 
 /// `ingest --tributary PATH --store-keys N`: dedupe on with a key store already holding `N` keys (random, as the
@@ -260,11 +305,12 @@ fn lines(path: &std::path::Path) -> anyhow::Result<usize> {
 fn report(
     heading: &str,
     connections: usize,
-    (ours_all, deduped_all): (&[benches::Figures], &[benches::Figures]),
+    tributary: &Tributary<'_>,
     bare_all: &[benches::Figures],
     ratios: &[f64],
     delivered_all: bool,
 ) -> anyhow::Result<()> {
+    let (ours_all, deduped_all, shared_all) = (tributary.ours, tributary.deduped, tributary.shared);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("ingest ({cores} cores, {connections} keep-alive connections, {heading}):");
     let mean = |figures: &[benches::Figures]| {
@@ -290,6 +336,13 @@ fn report(
         worst_p99(deduped_all).as_secs_f64() * 1e3,
     );
     println!(
+        "  tributary serve, dedupe in Redis on loopback (--dedupe-store): {:.0} messages/s, ack latency p50 {:.1} ms, p99 {:.1} ms (worst round); Redis holds {:.0} bytes a key",
+        mean(shared_all),
+        median_p50(shared_all).as_secs_f64() * 1e3,
+        worst_p99(shared_all).as_secs_f64() * 1e3,
+        tributary.bytes_per_key,
+    );
+    println!(
         "  bare axum handler (parse and 200, mimalloc): {:.0} messages/s, latency p50 {:.1} ms, p99 {:.1} ms (worst round)",
         mean(bare_all),
         median_p50(bare_all).as_secs_f64() * 1e3,
@@ -300,6 +353,7 @@ fn report(
     let mut verdicts = Verdicts::default();
     verdicts.at_least("ingest ratio to the bare handler (dedupe off)", mean(ours_all) / mean(bare_all), 0.50, "");
     verdicts.at_least("ingest with dedupe on, ratio to dedupe off", mean(deduped_all) / mean(ours_all), 0.85, "");
+    verdicts.at_least("ingest with dedupe in Redis, ratio to dedupe off", mean(shared_all) / mean(ours_all), 0.70, "");
     verdicts.at_least("ingest acknowledged", mean(ours_all), 50_000.0, "messages/s");
     verdicts.holds("ingest: the file sink kept pace (90% of what was acknowledged delivered 2 s later)", delivered_all);
     verdicts.finish()

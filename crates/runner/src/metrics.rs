@@ -126,6 +126,8 @@ pub struct Metrics {
     pub dedupe_window: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Dedupe keys held.
     pub dedupe_keys: Gauge,
+    /// Requests the shared dedupe store could not check or record in time.
+    pub dedupe_unavailable: Counter,
     /// The families each destination's sink reported at the last scrape ([`Metrics::set_sink_metrics`]).
     sinks: Arc<SinkMetrics>,
 }
@@ -220,6 +222,7 @@ impl Default for Metrics {
             duplicates: Family::default(),
             dedupe_window: Gauge::default(),
             dedupe_keys: Gauge::default(),
+            dedupe_unavailable: Counter::default(),
             sinks: Arc::default(),
             registry: Registry::default(),
         };
@@ -310,6 +313,11 @@ impl Default for Metrics {
             metrics.dedupe_window.clone(),
         );
         registry.register("dedupe_keys", "Dedupe keys held", metrics.dedupe_keys.clone());
+        registry.register(
+            "dedupe_unavailable",
+            "Requests the shared dedupe store (--dedupe-store) did not answer for within --dedupe-timeout, taken without dedupe (or refused with --dedupe-required)",
+            metrics.dedupe_unavailable.clone(),
+        );
         registry.register_collector(Box::new(metrics.sinks.clone()));
         Metrics { registry, ..metrics }
     }

@@ -113,6 +113,15 @@ pub fn decode(source_id: &str, items: &Bytes) -> Result<(Bytes, Vec<Record>), St
     Ok((plain, records))
 }
 
+/// An entry without the messages whose messageId is in `dropped`, and how many messages it keeps.
+pub fn without(items: &[u8], dropped: &std::collections::HashSet<&str>) -> Result<(Vec<u8>, u32), StoredError> {
+    let plain = plain(&Bytes::copy_from_slice(items))?;
+    let kept: Vec<Triple<'_>> = triples(&plain)?.into_iter().filter(|(id, _, _)| !dropped.contains(id)).collect();
+    let count = kept.len() as u32;
+    // The JSON was stored as it came; encode takes it as bytes again.
+    Ok((encode(kept), count))
+}
+
 /// An entry's postcard bytes, for [`triples`]: decompressed from format 2, a slice of `items` otherwise.
 pub fn plain(items: &Bytes) -> Result<Bytes, StoredError> {
     match &items[..] {
@@ -169,6 +178,21 @@ mod tests {
         assert_eq!(records[1].payload().as_ref(), br#"{"b":[2]}"#);
         assert_eq!(records[1].source_id(), "src");
         assert!(decode("src", &Bytes::from_static(b"\x05garbage")).is_err());
+    }
+
+    #[test]
+    fn an_entry_without_some_messages_keeps_the_others_as_they_were() {
+        let padding = "x".repeat(400);
+        let messages: Vec<(String, String)> =
+            (0..5).map(|i| (format!("m{i}"), format!(r#"{{"n":{i},"p":"{padding}"}}"#))).collect();
+        let items = encode(messages.iter().map(|(id, json)| (id.as_str(), "u", json.as_bytes())));
+        let dropped = std::collections::HashSet::from(["m1", "m3"]);
+        let (kept, count) = without(&items, &dropped).unwrap();
+        assert_eq!(count, 3);
+        let (_, records) = decode("src", &Bytes::from(kept)).unwrap();
+        let ids: Vec<&str> = records.iter().map(|r| r.message_id()).collect();
+        assert_eq!(ids, ["m0", "m2", "m4"]);
+        assert_eq!(records[1].payload().as_ref(), messages[2].1.as_bytes());
     }
 
     #[test]

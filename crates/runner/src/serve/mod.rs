@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use spool::Spool;
 use tokio::sync::{Notify, watch};
 
@@ -73,6 +73,12 @@ pub struct ServeOptions {
     pub dedupe_max_bytes: u64,
     /// The secret keys are made with; the spool's own without it.
     pub dedupe_secret_file: Option<std::path::PathBuf>,
+    /// The Redis a fleet shares its keys in (`redis://` or `rediss://`); the spool's own keys without it.
+    pub dedupe_store: Option<String>,
+    /// How long a request waits for the shared store.
+    pub dedupe_timeout: Duration,
+    /// Refuse (503) a request the shared store could not check.
+    pub dedupe_required: bool,
 }
 
 /// `tributary serve`.
@@ -154,6 +160,20 @@ pub struct Args {
     /// without it, a secret made once for the spool and kept beside it.
     #[arg(long)]
     pub dedupe_secret_file: Option<std::path::PathBuf>,
+    /// Keep the dedupe keys in this Redis (redis://HOST:PORT, rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB),
+    /// which every node of a fleet shares, so that a resend landing on another node is dropped too; the nodes must
+    /// share --dedupe-secret-file. Read from TRIBUTARY_DEDUPE_STORE when not given, so that a password stays out
+    /// of the command line; never logged with its password.
+    #[arg(long, env = "TRIBUTARY_DEDUPE_STORE", hide_env_values = true)]
+    pub dedupe_store: Option<String>,
+    /// How long a request waits for --dedupe-store to answer (each of its two round trips) before it is taken
+    /// without dedupe, counted in tributary_dedupe_unavailable_total (50ms, 1s).
+    #[arg(long, default_value = "50ms", value_parser = crate::config::parse_duration)]
+    pub dedupe_timeout: Duration,
+    /// Answer 503 (the client retries) to a request --dedupe-store could not check, instead of taking it without
+    /// dedupe.
+    #[arg(long, requires = "dedupe_store")]
+    pub dedupe_required: bool,
 }
 
 /// Loads the config folder `dir` (its warnings to `err`), builds the destinations' sinks and serves until
@@ -187,6 +207,9 @@ pub async fn run(
         dedupe_window: args.dedupe_window,
         dedupe_max_bytes: args.dedupe_max_bytes,
         dedupe_secret_file: args.dedupe_secret_file,
+        dedupe_store: args.dedupe_store,
+        dedupe_timeout: args.dedupe_timeout,
+        dedupe_required: args.dedupe_required,
     };
     serve(&config, routes, options, shutdown, requests).await?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -209,7 +232,7 @@ pub async fn serve(
     let enabled = routes.all().count().max(1) as u64;
     let (spool, max_bytes) = open_spool(&options, enabled)?;
     let (stop, stopped) = watch::channel(false);
-    let dedupe = start_dedupe(&spool, &options, stopped.clone())?;
+    let dedupe = start_dedupe(&spool, &options, stopped.clone()).await?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());
@@ -278,34 +301,71 @@ pub async fn serve(
     Ok(())
 }
 
-/// Sets the spool's key store to `--dedupe-window` and `--dedupe-max-bytes`, watches the window it holds until
-/// `stopped`, and returns how messageIds are keyed; `None` with a zero window (the spool then removes the keys it
-/// holds).
-fn start_dedupe(
+/// Sets up dropping resends: in the spool's key store (`--dedupe-window`, `--dedupe-max-bytes`), whose window it
+/// watches until `stopped`, or in the fleet's `--dedupe-store`; `None` with a zero window (the spool then removes
+/// the keys it holds).
+async fn start_dedupe(
     spool: &Spool,
     options: &ServeOptions,
     stopped: watch::Receiver<bool>,
-) -> anyhow::Result<Option<ingest::dedupe::Keys>> {
+) -> anyhow::Result<Option<ingest::dedupe::Dedupe>> {
+    let window = options.dedupe_window;
+    if options.dedupe_store.is_some() {
+        if window.is_zero() {
+            bail!(
+                "--dedupe-store keeps keys for --dedupe-window, which is 0 (dedupe off): give a window, or drop --dedupe-store"
+            );
+        }
+        if options.dedupe_secret_file.is_none() {
+            bail!(
+                "--dedupe-store needs --dedupe-secret-file: the nodes sharing the store must hash messageIds with the same secret (for example `head -c 32 /dev/urandom | base64 > FILE`, on every node)"
+            );
+        }
+    }
     let loading = std::time::Instant::now();
+    // With a shared store the spool keeps no keys of its own.
+    let local_window = if options.dedupe_store.is_some() { Duration::ZERO } else { window };
     spool
-        .set_dedupe(options.dedupe_window, options.dedupe_max_bytes)
+        .set_dedupe(local_window, options.dedupe_max_bytes)
         .map_err(|e| crate::delivery::spool_error(&options.spool_dir, e))?;
-    if options.dedupe_window.is_zero() {
+    if window.is_zero() {
         note!("tributary: dedupe is off (--dedupe-window 0): resent messages are stored again");
         return Ok(None);
     }
-    let secret = ingest::dedupe::secret(options.dedupe_secret_file.as_deref(), &options.spool_dir)?;
-    let stats = spool.dedupe_stats();
-    note!(
-        "tributary: dedupe drops messageIds accepted in the last {}, in at most {} of keys; {} keys held (loaded in {:.1}s, {} of memory)",
-        crate::format::format_duration(options.dedupe_window),
-        format_bytes(options.dedupe_max_bytes),
-        stats.keys,
-        loading.elapsed().as_secs_f64(),
-        format_bytes(stats.memory_bytes)
-    );
-    tokio::spawn(ingest::dedupe::watch_window(spool.clone(), options.dedupe_window, stopped));
-    Ok(Some(ingest::dedupe::Keys::new(secret)))
+    let keys =
+        ingest::dedupe::Keys::new(ingest::dedupe::secret(options.dedupe_secret_file.as_deref(), &options.spool_dir)?);
+    let Some(url) = &options.dedupe_store else {
+        let stats = spool.dedupe_stats();
+        note!(
+            "tributary: dedupe drops messageIds accepted in the last {}, in at most {} of keys; {} keys held (loaded in {:.1}s, {} of memory)",
+            crate::format::format_duration(window),
+            format_bytes(options.dedupe_max_bytes),
+            stats.keys,
+            loading.elapsed().as_secs_f64(),
+            format_bytes(stats.memory_bytes)
+        );
+        tokio::spawn(ingest::dedupe::watch_window(spool.clone(), window, stopped));
+        return Ok(Some(ingest::dedupe::Dedupe { keys, window, shared: None, required: false }));
+    };
+    let store = Arc::new(ingest::dedupe::shared::Store::open(url, options.dedupe_timeout, window)?);
+    let unchecked = if options.dedupe_required { "refused (503)" } else { "taken without dedupe" };
+    let (answered, advice) = store.greet(Duration::from_secs(2)).await;
+    match answered {
+        Ok(()) => note!(
+            "tributary: dedupe drops messageIds accepted in the last {} by any node sharing {}; a request it does not answer within {} is {unchecked}",
+            crate::format::format_duration(window),
+            store.address,
+            crate::format::format_duration(options.dedupe_timeout),
+        ),
+        Err(why) => note!(
+            "tributary: the dedupe store {} does not answer ({why}): requests are {unchecked} until it does",
+            store.address
+        ),
+    }
+    for advice in advice {
+        tracing::warn!(store = %store.address, "the dedupe store: {advice}");
+    }
+    Ok(Some(ingest::dedupe::Dedupe { keys, window, shared: Some(store), required: options.dedupe_required }))
 }
 
 /// The end of a drain: the workers, told to stop, deliver what waits for up to `timeout`; then the spool closes and

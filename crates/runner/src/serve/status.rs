@@ -104,8 +104,18 @@ pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
 /// The dedupe key store, as `/health` shows it: `off`, `ok`, or `shrunk` while the key budget is full and the window
 /// held is shorter than the one asked for.
 fn dedupe_health(ingest: &Ingest) -> serde_json::Value {
-    if ingest.dedupe.is_none() {
-        return serde_json::json!({"state": "off"});
+    let Some(dedupe) = &ingest.dedupe else { return serde_json::json!({"state": "off"}) };
+    if let Some(store) = &dedupe.shared {
+        let health = store.health();
+        let (last_error_at, last_error) = health.last_error.unzip();
+        return serde_json::json!({
+            "state": if health.failing { "degraded" } else { "ok" },
+            "store": store.address,
+            "window_seconds": dedupe.window.as_secs(),
+            "unavailable": ingest.metrics.dedupe_unavailable.get(),
+            "last_error": last_error,
+            "last_error_at": last_error_at.map(crate::format::format_millis),
+        });
     }
     let stats = ingest.spool.dedupe_stats();
     let state = if stats.window_held_millis < stats.window_millis - 1_000 { "shrunk" } else { "ok" };
@@ -168,9 +178,15 @@ pub async fn metrics(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     ingest.metrics.spool_depth.set(ingest.spool.depth() as i64);
     ingest.metrics.spool_bytes.set(i64::try_from(ingest.spool.bytes()).unwrap_or(i64::MAX));
     ingest.metrics.spool_budget_bytes.set(i64::try_from(ingest.spool.max_bytes()).unwrap_or(i64::MAX));
-    let dedupe = ingest.spool.dedupe_stats();
-    ingest.metrics.dedupe_window.set(dedupe.window_held_millis as f64 / 1_000.0);
-    ingest.metrics.dedupe_keys.set(i64::try_from(dedupe.keys).unwrap_or(i64::MAX));
+    match ingest.dedupe.as_ref().filter(|dedupe| dedupe.shared.is_some()) {
+        // Redis keeps its own count and evicts by its own policy: its INFO says what it holds.
+        Some(dedupe) => drop(ingest.metrics.dedupe_window.set(dedupe.window.as_secs_f64())),
+        None => {
+            let dedupe = ingest.spool.dedupe_stats();
+            ingest.metrics.dedupe_window.set(dedupe.window_held_millis as f64 / 1_000.0);
+            ingest.metrics.dedupe_keys.set(i64::try_from(dedupe.keys).unwrap_or(i64::MAX));
+        }
+    };
     for d in destination_health(&ingest).await {
         let label = Metrics::destination(&d.name);
         let m = &ingest.metrics;

@@ -9,6 +9,7 @@ mod durability;
 mod engage;
 mod examples;
 mod faults;
+mod fleet;
 mod hostile;
 mod keys;
 mod libraries;

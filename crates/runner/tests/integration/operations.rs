@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::scratch;
-use crate::server::{Server, file_destination, folder, free_port, metric_value};
+use crate::server::{Server, file_destination, folder, free_port, metric_value, sbin, start_haproxy};
 
 /// The messageIds in an NDJSON file destination's output.
 fn delivered(path: &Path) -> Vec<String> {
@@ -129,51 +129,6 @@ async fn sigterm_turns_readiness_off_keeps_taking_requests_then_drains() {
     let mut ids = delivered(&out);
     ids.sort();
     assert_eq!(ids, ["before", "during"]);
-}
-
-/// A system tool by name, or from `/usr/sbin` where Debian puts it when that is not on the `PATH`.
-fn sbin(tool: &'static str) -> String {
-    let on_path =
-        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
-    if on_path { tool.to_owned() } else { format!("/usr/sbin/{tool}") }
-}
-
-/// HAProxy from Debian, or a failure that says how to get it.
-fn haproxy() -> String {
-    let haproxy = sbin("haproxy");
-    let found = Command::new(&haproxy).arg("-v").output().is_ok_and(|o| o.status.success());
-    assert!(found, "this suite needs HAProxy: `apt-get install haproxy` (`.ci/run` installs it)");
-    haproxy
-}
-
-/// HAProxy in front of `nodes` (ingest and admin addresses), checking each node's `/readyz` every second and taking
-/// it out after two failures. It does not redispatch a request whose connection was refused, nor retry one that got
-/// no answer: a node that stopped listening before HAProxy took it out would cost clients 503s, so the drain delay
-/// is what this suite tests.
-fn start_haproxy(dir: &Path, port: u16, nodes: &[(String, String)]) -> Child {
-    let mut servers = String::new();
-    for (i, (ingest, admin)) in nodes.iter().enumerate() {
-        let (_, admin_port) = admin.rsplit_once(':').unwrap();
-        servers.push_str(&format!("    server node{i} {ingest} check port {admin_port} inter 1s fall 2 rise 2\n"));
-    }
-    let config = format!(
-        "global\n    maxconn 1000\n\
-         defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
-         \n    retries 3\n\
-         frontend ingest\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
-         backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n    http-check expect status 200\n{servers}"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, config).unwrap();
-    let check = Command::new(haproxy()).args(["-c", "-f"]).arg(&path).output().unwrap();
-    assert!(check.status.success(), "haproxy refused its config: {}", String::from_utf8_lossy(&check.stderr));
-    Command::new(haproxy())
-        .args(["-db", "-f"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
-        .spawn()
-        .expect("start haproxy")
 }
 
 #[tokio::test]

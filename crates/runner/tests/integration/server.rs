@@ -61,7 +61,11 @@ impl Server {
 
     /// As [`Server::start`], with more environment variables.
     pub async fn start_with_env(config: &Path, spool: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
+        Server::start_on(free_port(), config, spool, extra, env).await
+    }
+
+    /// As [`Server::start_with_env`], listening on `port` (a node started again where it was).
+    pub async fn start_on(port: u16, config: &Path, spool: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let log = spool.with_extension(format!("{port}.log"));
         // Suites stop servers often; a drain delay is asked for by the suites that test it.
         let no_delay: &[&str] = if extra.contains(&"--drain-delay") { &[] } else { &["--drain-delay", "0"] };
@@ -165,4 +169,50 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A system tool by name, or from `/usr/sbin` where Debian puts it when that is not on the `PATH`.
+pub fn sbin(tool: &'static str) -> String {
+    let on_path =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if on_path { tool.to_owned() } else { format!("/usr/sbin/{tool}") }
+}
+
+/// HAProxy from Debian, or a failure that says how to get it.
+fn haproxy() -> String {
+    let haproxy = sbin("haproxy");
+    let found = Command::new(&haproxy).arg("-v").output().is_ok_and(|o| o.status.success());
+    assert!(found, "this suite needs HAProxy: `apt-get install haproxy` (`.ci/run` installs it)");
+    haproxy
+}
+
+/// HAProxy in front of `nodes` (ingest and admin addresses), checking each node's `/readyz` every second and taking
+/// it out after two failures. It does not redispatch a request whose connection was refused, nor retry one that got
+/// no answer: a node that stopped listening before HAProxy took it out would cost clients 503s, so the drain delay
+/// is what the drain suite tests. Each answer names the node that gave it in `X-Node` (`node0`, `node1`).
+pub fn start_haproxy(dir: &Path, port: u16, nodes: &[(String, String)]) -> Child {
+    let mut servers = String::new();
+    for (i, (ingest, admin)) in nodes.iter().enumerate() {
+        let (_, admin_port) = admin.rsplit_once(':').unwrap();
+        servers.push_str(&format!("    server node{i} {ingest} check port {admin_port} inter 1s fall 2 rise 2\n"));
+    }
+    let config = format!(
+        "global\n    maxconn 1000\n\
+         defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+         \n    retries 3\n\
+         frontend ingest\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+         backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n    http-check expect status 200\n\
+         \n    http-response set-header X-Node %[srv_name]\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let check = Command::new(haproxy()).args(["-c", "-f"]).arg(&path).output().unwrap();
+    assert!(check.status.success(), "haproxy refused its config: {}", String::from_utf8_lossy(&check.stderr));
+    Command::new(haproxy())
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
+        .spawn()
+        .expect("start haproxy")
 }

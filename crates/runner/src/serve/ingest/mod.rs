@@ -78,8 +78,8 @@ pub struct Ingest {
     pub lag: Arc<crate::serve::lag::Lag>,
     /// Requests being parsed, validated and stored at once; see [`parsing_permits`].
     pub parsing: tokio::sync::Semaphore,
-    /// How messageIds are keyed for dropping resends; `None` with `--dedupe-window 0`.
-    pub dedupe: Option<dedupe::Keys>,
+    /// How resends are dropped; `None` with `--dedupe-window 0`.
+    pub dedupe: Option<dedupe::Dedupe>,
 }
 
 /// How many requests are read, parsed and encoded at once (a turn ends before the commit is awaited): a few per
@@ -297,6 +297,11 @@ impl Ingest {
         let (bytes, turn) = body::read(headers, body, limit, self.read_timeout, &self.parsing).await?;
         let Parsed { source, valid, rejected } =
             self.prepare(live, endpoint, header_source, (peer, headers), &bytes, messages)?;
+        if let Some(dedupe) = &self.dedupe
+            && let Some(store) = &dedupe.shared
+        {
+            return self.accept_shared(live, source, (valid, rejected), (bytes, turn), (dedupe, store)).await;
+        }
         let (valid, keys) = self.drop_duplicates(source, valid);
         let prepared = self.encode(&live.routes, &source.id, valid, rejected, keys);
         // The body, the parsed messages and the turn are let go before the commit is awaited: a request holds
@@ -304,6 +309,89 @@ impl Ingest {
         // in the cache, and the commit the wait shares takes as many requests as arrive.
         drop((bytes, turn));
         self.commit(prepared).await
+    }
+
+    /// The rest of [`Ingest::accept`] with a shared key store (`--dedupe-store`): the lookup is sent, the messages
+    /// are encoded within the turn as if none were a duplicate (the usual case) while it travels, and the turn is
+    /// let go; the store's thread then awaits the answer, takes any duplicate out of the encoded entries, commits
+    /// and records the keys ([`dedupe::request::settle`]), and the request is woken once, to answer. Their keys are recorded after the commit, before the 200.
+    async fn accept_shared(
+        &self,
+        live: &Live,
+        source: &Source,
+        (valid, rejected): (Vec<Message>, Vec<Rejected>),
+        turn: (bytes::Bytes, tokio::sync::SemaphorePermit<'_>),
+        (dedupe, store): (&dedupe::Dedupe, &Arc<dedupe::shared::Store>),
+    ) -> Result<u64, Refusal> {
+        let scope = source.dedupe_by_source.then_some(source.id.as_str());
+        let (keys, repeated) = dedupe.keys.of(scope, &valid);
+        let (mut valid, keys) = self.drop_marked(source, valid, keys, &repeated);
+        // Sent now, the lookup is on its way to Redis while the messages are encoded.
+        let asked: Vec<i64> = keys.iter().flatten().copied().collect();
+        let lookup = store.send_lookup(asked.clone());
+        // The messages themselves are let go here, on the thread that parsed them, not on the store's (freeing on
+        // another thread cost a fifth more CPU a message): a duplicate is found again in the encoded entries by
+        // its messageId.
+        let mut ids = String::new();
+        let mut spans = Vec::with_capacity(asked.len());
+        for (message, _) in valid.iter().zip(&keys).filter(|(_, key)| key.is_some()) {
+            let start = ids.len();
+            ids.push_str(message.message_id().unwrap_or_default());
+            spans.push(start..ids.len());
+        }
+        self.enrich(&source.id, &mut valid);
+        let encoded = dedupe::request::Encoded {
+            count: valid.len() as u64,
+            entries: self.entries(&live.routes, &source.id, &valid),
+            rejections: self.rejections(&source.id, rejected),
+        };
+        drop((valid, keys, turn));
+        let asked = dedupe::request::Asked { keys: asked, ids, spans };
+        let settle =
+            dedupe::request::settle(store.clone(), self.spool.clone(), lookup, asked, encoded, dedupe.required);
+        let settled = store.spawn(settle).await.map_err(|e| {
+            tracing::error!(error = %e, "the dedupe store's thread failed a request");
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed on this request; retry")
+        })?;
+        match settled {
+            dedupe::request::Settled::Refused(why) => {
+                self.metrics.dedupe_unavailable.inc();
+                tracing::debug!(source = %source.id, error = %why, "refused: the dedupe store did not answer");
+                Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "dedupe_unavailable",
+                    "the dedupe store did not answer and this server is run with --dedupe-required; retry later",
+                ))
+            }
+            dedupe::request::Settled::Broken(e) => {
+                tracing::error!(error = %e, "an entry encoded a moment ago did not read back");
+                Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed on this request; retry",
+                ))
+            }
+            dedupe::request::Settled::Done { committed, count, dropped, unchecked, unrecorded } => {
+                if !dropped.is_empty() {
+                    self.metrics
+                        .duplicates
+                        .get_or_create(&crate::metrics::SourceLabel { source: source.id.clone() })
+                        .inc_by(dropped.len() as u64);
+                    for id in &dropped {
+                        tracing::debug!(source = %source.id, message_id = id, "a duplicate: not stored again");
+                    }
+                }
+                if let Some(why) = &unchecked {
+                    tracing::debug!(source = %source.id, error = %why, "taken without dedupe");
+                } else if let Some(why) = &unrecorded {
+                    tracing::debug!(source = %source.id, error = %why, "dedupe keys not recorded: a resend of these messages will be stored again");
+                }
+                if unchecked.is_some() || unrecorded.is_some() {
+                    self.metrics.dedupe_unavailable.inc();
+                }
+                self.committed(committed, count)
+            }
+        }
     }
 
     /// Parses and validates one request's body: its source, its valid messages and the invalid ones. Parsing is
@@ -366,11 +454,11 @@ impl Ingest {
     }
 
     /// Drops the messages whose messageId was accepted within the dedupe window, earlier in this request or in a
-    /// committed one, and returns the others with the keys to record beside them.
+    /// committed one (the spool's own keys), and returns the others with the keys to record beside them.
     fn drop_duplicates(&self, source: &Source, messages: Vec<Message>) -> (Vec<Message>, Vec<i64>) {
         let Some(dedupe) = &self.dedupe else { return (messages, Vec::new()) };
         let scope = source.dedupe_by_source.then_some(source.id.as_str());
-        let (keys, mut duplicate) = dedupe.of(scope, &messages);
+        let (keys, mut duplicate) = dedupe.keys.of(scope, &messages);
         for (key, duplicate) in keys.iter().zip(duplicate.iter_mut()) {
             if let Some(key) = key
                 && !*duplicate
@@ -378,9 +466,22 @@ impl Ingest {
                 *duplicate = self.spool.holds(*key);
             }
         }
+        let (kept, keys) = self.drop_marked(source, messages, keys, &duplicate);
+        (kept, keys.into_iter().flatten().collect())
+    }
+
+    /// Drops the messages marked `duplicate` (counted, and logged at debug level by messageId), and returns the
+    /// others with their keys.
+    fn drop_marked(
+        &self,
+        source: &Source,
+        messages: Vec<Message>,
+        keys: Vec<Option<i64>>,
+        duplicate: &[bool],
+    ) -> (Vec<Message>, Vec<Option<i64>>) {
         let dropped = duplicate.iter().filter(|d| **d).count() as u64;
         if dropped == 0 {
-            return (messages, keys.into_iter().flatten().collect());
+            return (messages, keys);
         }
         self.metrics
             .duplicates
@@ -389,11 +490,11 @@ impl Ingest {
         let mut kept = Vec::with_capacity(messages.len());
         let mut kept_keys = Vec::with_capacity(messages.len());
         for ((message, key), duplicate) in messages.into_iter().zip(keys).zip(duplicate) {
-            if duplicate {
+            if *duplicate {
                 tracing::debug!(source = %source.id, message_id = message.message_id().unwrap_or_default(), "a duplicate: not stored again");
                 continue;
             }
-            kept_keys.extend(key);
+            kept_keys.push(key);
             kept.push(message);
         }
         (kept, kept_keys)
@@ -409,9 +510,20 @@ impl Ingest {
         rejected: Vec<Rejected>,
         keys: Vec<i64>,
     ) -> Prepared {
+        self.enrich(source, &mut messages);
+        Prepared {
+            count: messages.len() as u64,
+            entries: self.entries(routes, source, &messages),
+            rejections: self.rejections(source, rejected),
+            keys,
+        }
+    }
+
+    /// Enriches `messages` on receipt: a messageId where there is none, receivedAt, and timestamp corrected with
+    /// sentAt.
+    fn enrich(&self, source: &str, messages: &mut [Message]) {
         let receipt = segment_model::Receipt::new(time::OffsetDateTime::now_utc());
-        let count = messages.len() as u64;
-        for message in &mut messages {
+        for message in messages {
             let note = message.enrich_on(&receipt, crate::format::new_message_id);
             if note.skew_out_of_range {
                 tracing::debug!(
@@ -421,11 +533,15 @@ impl Ingest {
                 );
             }
         }
-        let targets = routes.group(source, &messages);
+    }
+
+    /// One spool entry per destination `messages` go to.
+    fn entries(&self, routes: &Routes, source: &str, messages: &[Message]) -> Vec<NewEntry> {
+        let targets = routes.group(source, messages);
         // Every message's JSON in one buffer, its keys borrowed from the message: not three allocations each.
         let mut json = Vec::with_capacity(messages.iter().map(Message::json_size).sum());
         let mut encoded = Vec::with_capacity(messages.len());
-        for message in &messages {
+        for message in messages {
             let start = json.len();
             message.write_json(&mut json);
             let key = message.user_key().unwrap_or_default();
@@ -449,7 +565,12 @@ impl Ingest {
                 items,
             });
         }
-        let rejections: Vec<NewRejection> = rejected
+        entries
+    }
+
+    /// The invalid messages, counted, as the rejected table keeps them.
+    fn rejections(&self, source: &str, rejected: Vec<Rejected>) -> Vec<NewRejection> {
+        rejected
             .into_iter()
             .map(|refused| {
                 self.metrics.drop_invalid(refused.field().unwrap_or("message"), refused.error.code());
@@ -461,14 +582,19 @@ impl Ingest {
                     message: refused.json,
                 }
             })
-            .collect();
-        Prepared { count, entries, rejections, keys }
+            .collect()
     }
 
     /// Stores what [`Ingest::prepare`] made, and returns the number of messages accepted once all of it is
     /// committed.
     async fn commit(&self, Prepared { count, entries, rejections, keys }: Prepared) -> Result<u64, Refusal> {
-        match self.spool.append_keyed(entries, rejections, keys).await {
+        let committed = self.spool.append_keyed(entries, rejections, keys).await;
+        self.committed(committed, count)
+    }
+
+    /// What a commit of `count` messages that ended in `committed` answers.
+    fn committed(&self, committed: Result<(), SpoolError>, count: u64) -> Result<u64, Refusal> {
+        match committed {
             Ok(()) => {
                 self.stored.notify_waiters();
                 self.commit_failed_at.store(0, Ordering::Relaxed);

@@ -1,11 +1,15 @@
 //! Dropping resends as Segment does: a valid message whose messageId was accepted within the window is not stored
-//! again, and its request is still answered 200.
+//! again, and its request is still answered 200. On one node the keys live in the spool; a fleet shares them in
+//! Redis ([`shared`]).
 //!
 //! A message's key is a keyed hash of its messageId (and of its source, for a source with `dedupe_scope =
 //! "source"`), so that no client, knowing the IDs others send, can craft a key that suppresses their messages. The
 //! keys live in the spool, recorded in the commit that stores the messages they stand for: a resend after a lost
 //! 200 is dropped, a resend after a failed commit is stored. Two copies arriving at once may both be stored, never
 //! both dropped.
+
+pub mod request;
+pub mod shared;
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -20,6 +24,18 @@ pub const SECRET_FILE: &str = "dedupe-secret";
 
 /// The fewest bytes a dedupe secret may have.
 const MIN_SECRET_BYTES: usize = 16;
+
+/// How resends are dropped: how messageIds are keyed and where the keys are held.
+pub struct Dedupe {
+    /// The keyed hash.
+    pub keys: Keys,
+    /// How long a key counts.
+    pub window: std::time::Duration,
+    /// The fleet's shared store (`--dedupe-store`); without it, the keys are the spool's own.
+    pub shared: Option<std::sync::Arc<shared::Store>>,
+    /// Refuse (503) a request the shared store could not check, rather than take it without dedupe.
+    pub required: bool,
+}
 
 /// The keyed hash of messageIds.
 pub struct Keys {
