@@ -100,6 +100,6 @@ fn take_out(encoded: &mut Encoded, dropped: &HashSet<&str>) -> Result<(), Stored
         (entry.items, entry.count) = crate::delivery::stored::without(&entry.items, dropped)?;
     }
     encoded.entries.retain(|entry| entry.count > 0);
-    encoded.count -= dropped.len() as u64;
+    encoded.count = encoded.count.saturating_sub(dropped.len() as u64);
     Ok(())
 }
