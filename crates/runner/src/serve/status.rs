@@ -101,8 +101,9 @@ pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-/// The dedupe key store, as `/health` shows it: `off`, `ok`, or `shrunk` while the key budget is full and the window
-/// held is shorter than the one asked for.
+/// The dedupe key store, as `/health` shows it: `off`; the spool's own, `ok`, or `shrunk` while the key budget is
+/// full and the window held is shorter than the one asked for; or the fleet's Redis, `ok`, or `degraded` while its
+/// last round trip failed.
 fn dedupe_health(ingest: &Ingest) -> serde_json::Value {
     let Some(dedupe) = &ingest.dedupe else { return serde_json::json!({"state": "off"}) };
     if let Some(store) = &dedupe.shared {

@@ -28,6 +28,12 @@ impl Refusal {
         Refusal::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A 500: the server failed on the request (a handler's panic, a task it waited on that failed); nothing of
+    /// it was acknowledged, and the client retries.
+    pub fn internal() -> Refusal {
+        Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed on this request; retry")
+    }
+
     /// A 503 while the server shuts down.
     pub fn shutting_down() -> Refusal {
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")

@@ -182,8 +182,7 @@ async fn catch_panics(State(ingest): State<Arc<Ingest>>, request: Request, next:
         Ok(response) => response,
         Err(_) => {
             ingest.metrics.panics.inc();
-            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed on this request; retry")
-                .into_response()
+            Refusal::internal().into_response()
         }
     }
 }
@@ -314,7 +313,7 @@ impl Ingest {
     /// The rest of [`Ingest::accept`] with a shared key store (`--dedupe-store`): the lookup is sent, the messages
     /// are encoded within the turn as if none were a duplicate (the usual case) while it travels, and the turn is
     /// let go; the store's thread then awaits the answer, takes any duplicate out of the encoded entries, commits
-    /// and records the keys ([`dedupe::request::settle`]), and the request is woken once, to answer. Their keys are recorded after the commit, before the 200.
+    /// and records the keys ([`dedupe::request::settle`]), and the request is woken once, to answer.
     async fn accept_shared(
         &self,
         live: &Live,
@@ -351,7 +350,7 @@ impl Ingest {
             dedupe::request::settle(store.clone(), self.spool.clone(), lookup, asked, encoded, dedupe.required);
         let settled = store.spawn(settle).await.map_err(|e| {
             tracing::error!(error = %e, "the dedupe store's thread failed a request");
-            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed on this request; retry")
+            Refusal::internal()
         })?;
         match settled {
             dedupe::request::Settled::Refused(why) => {
@@ -365,22 +364,10 @@ impl Ingest {
             }
             dedupe::request::Settled::Broken(e) => {
                 tracing::error!(error = %e, "an entry encoded a moment ago did not read back");
-                Err(Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the server failed on this request; retry",
-                ))
+                Err(Refusal::internal())
             }
             dedupe::request::Settled::Done { committed, count, dropped, unchecked, unrecorded } => {
-                if !dropped.is_empty() {
-                    self.metrics
-                        .duplicates
-                        .get_or_create(&crate::metrics::SourceLabel { source: source.id.clone() })
-                        .inc_by(dropped.len() as u64);
-                    for id in &dropped {
-                        tracing::debug!(source = %source.id, message_id = id, "a duplicate: not stored again");
-                    }
-                }
+                self.note_duplicates(source, dropped.iter().map(String::as_str));
                 if let Some(why) = &unchecked {
                     tracing::debug!(source = %source.id, error = %why, "taken without dedupe");
                 } else if let Some(why) = &unrecorded {
@@ -479,25 +466,36 @@ impl Ingest {
         keys: Vec<Option<i64>>,
         duplicate: &[bool],
     ) -> (Vec<Message>, Vec<Option<i64>>) {
-        let dropped = duplicate.iter().filter(|d| **d).count() as u64;
-        if dropped == 0 {
+        if !duplicate.contains(&true) {
             return (messages, keys);
         }
-        self.metrics
-            .duplicates
-            .get_or_create(&crate::metrics::SourceLabel { source: source.id.clone() })
-            .inc_by(dropped);
+        let dropped = messages.iter().zip(duplicate).filter(|(_, duplicate)| **duplicate);
+        self.note_duplicates(source, dropped.map(|(message, _)| message.message_id().unwrap_or_default()));
         let mut kept = Vec::with_capacity(messages.len());
         let mut kept_keys = Vec::with_capacity(messages.len());
         for ((message, key), duplicate) in messages.into_iter().zip(keys).zip(duplicate) {
-            if *duplicate {
-                tracing::debug!(source = %source.id, message_id = message.message_id().unwrap_or_default(), "a duplicate: not stored again");
-                continue;
+            if !*duplicate {
+                kept_keys.push(key);
+                kept.push(message);
             }
-            kept_keys.push(key);
-            kept.push(message);
         }
         (kept, kept_keys)
+    }
+
+    /// Counts the duplicates of `source` whose messageIds are `ids`, and logs each at debug level (never the
+    /// payload).
+    fn note_duplicates<'i>(&self, source: &Source, ids: impl Iterator<Item = &'i str>) {
+        let mut dropped = 0;
+        for id in ids {
+            tracing::debug!(source = %source.id, message_id = id, "a duplicate: not stored again");
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.metrics
+                .duplicates
+                .get_or_create(&crate::metrics::SourceLabel { source: source.id.clone() })
+                .inc_by(dropped);
+        }
     }
 
     /// Enriches `messages` and encodes one spool entry per destination they go to, and the `rejected` ones for

@@ -94,8 +94,7 @@ impl Store {
             connection,
             address,
             timeout,
-            // Whole seconds, so that the sets' names are short and every node cuts generations alike.
-            generation_millis: (window.as_secs() / GENERATIONS).max(1) * 1_000,
+            generation_millis: generation_millis(window),
             skip_until: AtomicI64::new(0),
             failing: AtomicBool::new(false),
             last_error: Mutex::new(None),
@@ -260,6 +259,13 @@ impl Store {
     }
 }
 
+/// How long a generation of `window` is: whole seconds, so that the sets' names are short and every node cuts
+/// generations alike, rounded up, so that the generations a lookup reaches back into cover the whole window.
+fn generation_millis(window: Duration) -> u64 {
+    let seconds = u64::try_from(window.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX / 1_000);
+    seconds.div_ceil(GENERATIONS).max(1).saturating_mul(1_000)
+}
+
 /// A runtime on a thread of its own, which runs as long as the process.
 fn own_thread() -> std::io::Result<tokio::runtime::Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -301,5 +307,12 @@ mod tests {
         // A window under two seconds still has generations of a second.
         let short = Store::open("redis://127.0.0.1:1", Duration::from_millis(50), Duration::from_millis(500)).unwrap();
         assert_eq!(short.generation_millis, 1_000);
+        // A lookup reaches back two whole generations: they must cover the window, whatever its length, or a
+        // resend within it would be stored again.
+        for window in [3_000, 2_500, 61_000, 86_400_000, 86_399_999] {
+            let store =
+                Store::open("redis://127.0.0.1:1", Duration::from_millis(50), Duration::from_millis(window)).unwrap();
+            assert!(store.generation_millis * GENERATIONS >= window, "{window} ms: {}", store.generation_millis);
+        }
     }
 }
