@@ -81,13 +81,13 @@ impl KeySet {
         self.shard(key).contains(&key)
     }
 
-    fn insert(&self, keys: impl IntoIterator<Item = i64>) {
+    pub(crate) fn insert(&self, keys: impl IntoIterator<Item = i64>) {
         for key in keys {
             self.shard(key).insert(key);
         }
     }
 
-    fn remove(&self, keys: impl IntoIterator<Item = i64>) {
+    pub(crate) fn remove(&self, keys: impl IntoIterator<Item = i64>) {
         for key in keys {
             self.shard(key).remove(&key);
         }

@@ -253,6 +253,29 @@ impl Spool {
         result
     }
 
+    /// Holds `keys` that other nodes committed at `at` (Unix milliseconds), as a fleet shares them: they count at
+    /// once (before this returns), since their messages are already stored elsewhere, and the future it returns
+    /// writes them as a block of their own, so that they are kept, removed and budgeted as this spool's own keys
+    /// are. Keys held already are left out. If the commit fails they are let go again, so that memory never holds
+    /// a key the disk does not.
+    pub fn adopt(&self, mut keys: Vec<i64>, at: i64) -> impl Future<Output = Result<(), SpoolError>> + use<> {
+        let spool = self.clone();
+        let state = &self.inner.counts.dedupe;
+        let holding = state.managed.load(Ordering::Relaxed) && state.window_millis.load(Ordering::Relaxed) > 0;
+        keys.retain(|key| holding && !state.held.contains(*key));
+        state.held.insert(keys.iter().copied());
+        async move {
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let result = spool.submit(Op::Append(Vec::new(), Vec::new(), keys.clone(), at)).await;
+            if result.is_err() {
+                spool.inner.counts.dedupe.held.remove(keys);
+            }
+            result
+        }
+    }
+
     /// Records the outcome of delivery attempts: delivered messages leave, the rest wait for their retry, and
     /// permanent failures move to the dead-letter table, all in one commit.
     pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SpoolError> {
@@ -299,6 +322,11 @@ impl Spool {
     /// Whether `key` is held ([`Spool::held`]).
     pub fn holds(&self, key: i64) -> bool {
         self.inner.counts.dedupe.held.contains(key)
+    }
+
+    /// Whether [`Spool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.writer.lock().expect("writer lock poisoned").is_none()
     }
 
     /// Stops the writer after the work already queued; later calls fail with [`SpoolError::Stopped`].

@@ -155,8 +155,9 @@ fn apply(
             Op::Append(entries, rejections, keys, at) => {
                 appended.extend(append(&transaction, entries, *at)?);
                 rejected |= reject(&transaction, rejections, *at)?;
+                // A block is dated by its newest keys (another node's, adopted, may be older than this node's).
                 if !keys.is_empty() {
-                    keyed_at = Some(*at);
+                    keyed_at = keyed_at.max(Some(*at));
                 }
             }
             Op::Settle(settlements, at) => settle(&transaction, settlements, *at)?,

@@ -73,11 +73,11 @@ pub struct ServeOptions {
     pub dedupe_max_bytes: u64,
     /// The secret keys are made with; the spool's own without it.
     pub dedupe_secret_file: Option<std::path::PathBuf>,
-    /// The Redis a fleet shares its keys in (`redis://` or `rediss://`); the spool's own keys without it.
+    /// The Redis a fleet shares its keys through (`redis://` or `rediss://`); the node's own keys only without it.
     pub dedupe_store: Option<String>,
     /// How long a request waits for the shared store.
     pub dedupe_timeout: Duration,
-    /// Refuse (503) a request the shared store could not check.
+    /// Refuse (503) requests while the shared store is not answering.
     pub dedupe_required: bool,
 }
 
@@ -160,18 +160,19 @@ pub struct Args {
     /// without it, a secret made once for the spool and kept beside it.
     #[arg(long)]
     pub dedupe_secret_file: Option<std::path::PathBuf>,
-    /// Keep the dedupe keys in this Redis (redis://HOST:PORT, rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB),
-    /// which every node of a fleet shares, so that a resend landing on another node is dropped too; the nodes must
-    /// share --dedupe-secret-file. Read from TRIBUTARY_DEDUPE_STORE when not given, so that a password stays out
+    /// Share the dedupe keys through this Redis (redis://HOST:PORT, rediss:// for TLS,
+    /// redis://:PASSWORD@HOST:PORT/DB), which every node of a fleet shares, so that a resend landing on another
+    /// node is dropped too; each node holds the fleet's keys in its spool. The nodes must share
+    /// --dedupe-secret-file. Read from TRIBUTARY_DEDUPE_STORE when not given, so that a password stays out
     /// of the command line; never logged with its password.
     #[arg(long, env = "TRIBUTARY_DEDUPE_STORE", hide_env_values = true)]
     pub dedupe_store: Option<String>,
-    /// How long a request waits for --dedupe-store to answer (each of its two round trips) before it is taken
-    /// without dedupe, counted in tributary_dedupe_unavailable_total (50ms, 1s).
+    /// How long a request waits for --dedupe-store to take its keys before it answers without having shared them,
+    /// counted in tributary_dedupe_unavailable_total (50ms, 1s).
     #[arg(long, default_value = "50ms", value_parser = crate::config::parse_duration)]
     pub dedupe_timeout: Duration,
-    /// Answer 503 (the client retries) to a request --dedupe-store could not check, instead of taking it without
-    /// dedupe.
+    /// Answer 503 (the client retries) while --dedupe-store is not answering, instead of checking requests against
+    /// this node's keys only.
     #[arg(long, requires = "dedupe_store")]
     pub dedupe_required: bool,
 }
@@ -302,8 +303,8 @@ pub async fn serve(
 }
 
 /// Sets up dropping resends: in the spool's key store (`--dedupe-window`, `--dedupe-max-bytes`), whose window it
-/// watches until `stopped`, or in the fleet's `--dedupe-store`; `None` with a zero window (the spool then removes
-/// the keys it holds).
+/// watches until `stopped`, shared with the fleet through `--dedupe-store` when given; `None` with a zero window
+/// (the spool then removes the keys it holds).
 async fn start_dedupe(
     spool: &Spool,
     options: &ServeOptions,
@@ -323,10 +324,9 @@ async fn start_dedupe(
         }
     }
     let loading = std::time::Instant::now();
-    // With a shared store the spool keeps no keys of its own.
-    let local_window = if options.dedupe_store.is_some() { Duration::ZERO } else { window };
+    // With a shared store too, the spool holds the keys: this node's, and those the other nodes share.
     spool
-        .set_dedupe(local_window, options.dedupe_max_bytes)
+        .set_dedupe(window, options.dedupe_max_bytes)
         .map_err(|e| crate::delivery::spool_error(&options.spool_dir, e))?;
     if window.is_zero() {
         note!("tributary: dedupe is off (--dedupe-window 0): resent messages are stored again");
@@ -334,8 +334,9 @@ async fn start_dedupe(
     }
     let keys =
         ingest::dedupe::Keys::new(ingest::dedupe::secret(options.dedupe_secret_file.as_deref(), &options.spool_dir)?);
+    let stats = spool.dedupe_stats();
+    tokio::spawn(ingest::dedupe::watch_window(spool.clone(), window, stopped));
     let Some(url) = &options.dedupe_store else {
-        let stats = spool.dedupe_stats();
         note!(
             "tributary: dedupe drops messageIds accepted in the last {}, in at most {} of keys; {} keys held (loaded in {:.1}s, {} of memory)",
             crate::format::format_duration(window),
@@ -344,17 +345,18 @@ async fn start_dedupe(
             loading.elapsed().as_secs_f64(),
             format_bytes(stats.memory_bytes)
         );
-        tokio::spawn(ingest::dedupe::watch_window(spool.clone(), window, stopped));
         return Ok(Some(ingest::dedupe::Dedupe { keys, window, shared: None, required: false }));
     };
     let store = Arc::new(ingest::dedupe::shared::Store::open(url, options.dedupe_timeout, window)?);
-    let unchecked = if options.dedupe_required { "refused (503)" } else { "taken without dedupe" };
+    let unchecked = if options.dedupe_required { "refused (503)" } else { "checked against this node's keys only" };
     let (answered, advice) = store.greet(Duration::from_secs(2)).await;
     match answered {
         Ok(()) => note!(
-            "tributary: dedupe drops messageIds accepted in the last {} by any node sharing {}; a request it does not answer within {} is {unchecked}",
+            "tributary: dedupe drops messageIds accepted in the last {} by any node sharing {}, in at most {} of keys on each; {} keys held; while it does not answer within {}, a request is {unchecked}",
             crate::format::format_duration(window),
             store.address,
+            format_bytes(options.dedupe_max_bytes),
+            stats.keys,
             crate::format::format_duration(options.dedupe_timeout),
         ),
         Err(why) => note!(
@@ -365,6 +367,7 @@ async fn start_dedupe(
     for advice in advice {
         tracing::warn!(store = %store.address, "the dedupe store: {advice}");
     }
+    store.start_reading(spool.clone());
     Ok(Some(ingest::dedupe::Dedupe { keys, window, shared: Some(store), required: options.dedupe_required }))
 }
 

@@ -102,10 +102,11 @@ pub async fn health(Shared(ingest): Shared<Arc<Ingest>>) -> Response {
 }
 
 /// The dedupe key store, as `/health` shows it: `off`; the spool's own, `ok`, or `shrunk` while the key budget is
-/// full and the window held is shorter than the one asked for; or the fleet's Redis, `ok`, or `degraded` while its
-/// last round trip failed.
+/// full and the window held is shorter than the one asked for; with the fleet's Redis, `ok`, or `degraded` while its
+/// last record failed or the other nodes' keys cannot be read.
 fn dedupe_health(ingest: &Ingest) -> serde_json::Value {
     let Some(dedupe) = &ingest.dedupe else { return serde_json::json!({"state": "off"}) };
+    let stats = ingest.spool.dedupe_stats();
     if let Some(store) = &dedupe.shared {
         let health = store.health();
         let (last_error_at, last_error) = health.last_error.unzip();
@@ -113,12 +114,17 @@ fn dedupe_health(ingest: &Ingest) -> serde_json::Value {
             "state": if health.failing { "degraded" } else { "ok" },
             "store": store.address,
             "window_seconds": dedupe.window.as_secs(),
+            "window_held_seconds": stats.window_held_millis / 1_000,
+            "keys": stats.keys,
+            "bytes": stats.bytes,
+            "memory_bytes": stats.memory_bytes,
+            "adopted": health.adopted,
+            "caught_up": health.caught_up,
             "unavailable": ingest.metrics.dedupe_unavailable.get(),
             "last_error": last_error,
             "last_error_at": last_error_at.map(crate::format::format_millis),
         });
     }
-    let stats = ingest.spool.dedupe_stats();
     let state = if stats.window_held_millis < stats.window_millis - 1_000 { "shrunk" } else { "ok" };
     serde_json::json!({
         "state": state,

@@ -358,6 +358,33 @@ async fn a_key_is_held_once_its_messages_are_committed_and_survives_reopening() 
 }
 
 #[tokio::test]
+async fn keys_adopted_from_other_nodes_count_at_once_are_kept_and_leave_with_the_window() {
+    let dir = dir("dedupe-adopt");
+    let spool = Spool::open(&dir, 100).unwrap();
+    // Adopted with dedupe off: nothing held, nothing written.
+    spool.adopt(vec![1, 2], spool::now_millis()).await.unwrap();
+    assert_eq!(spool.held(&[1, 2]), [false, false]);
+    spool.set_dedupe(HOUR, 1 << 20).unwrap();
+    spool.append_keyed(vec![entry("d", 1)], Vec::new(), vec![7]).await.unwrap();
+    // Held before the commit is awaited: another node stored their messages already.
+    let written = spool.adopt(vec![7, 8, 9], spool::now_millis());
+    assert_eq!(spool.held(&[7, 8, 9]), [true, true, true]);
+    written.await.unwrap();
+    // Keys held already (7, this node's own) are not written twice.
+    assert_eq!(spool.dedupe_stats().keys, 3, "{:?}", spool.dedupe_stats());
+    spool.close();
+    drop(spool);
+    let spool = Spool::open(&dir, 100).unwrap();
+    spool.set_dedupe(std::time::Duration::from_secs(2), 1 << 20).unwrap();
+    assert_eq!(spool.held(&[7, 8, 9]), [true, true, true], "adopted keys are on disk too");
+    assert_eq!(spool.dedupe_stats().keys, 3);
+    // They leave with the window, as the node's own do.
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    assert_eq!(keys_become(&spool, 0).await.keys, 0);
+    assert_eq!(spool.held(&[7, 8, 9]), [false, false, false]);
+}
+
+#[tokio::test]
 async fn keys_leave_with_the_window_and_the_oldest_leave_first_past_the_budget() {
     let dir = dir("dedupe-evict");
     let spool = Spool::open(&dir, 10_000).unwrap();

@@ -296,10 +296,8 @@ impl Ingest {
         let (bytes, turn) = body::read(headers, body, limit, self.read_timeout, &self.parsing).await?;
         let Parsed { source, valid, rejected } =
             self.prepare(live, endpoint, header_source, (peer, headers), &bytes, messages)?;
-        if let Some(dedupe) = &self.dedupe
-            && let Some(store) = &dedupe.shared
-        {
-            return self.accept_shared(live, source, (valid, rejected), (bytes, turn), (dedupe, store)).await;
+        if let Some(dedupe @ dedupe::Dedupe { shared: Some(store), .. }) = &self.dedupe {
+            return self.accept_shared(live, source, (valid, rejected), (bytes, turn), (store, dedupe.required)).await;
         }
         let (valid, keys) = self.drop_duplicates(source, valid);
         let prepared = self.encode(&live.routes, &source.id, valid, rejected, keys);
@@ -310,33 +308,31 @@ impl Ingest {
         self.commit(prepared).await
     }
 
-    /// The rest of [`Ingest::accept`] with a shared key store (`--dedupe-store`): the lookup is sent, the messages
-    /// are encoded within the turn as if none were a duplicate (the usual case) while it travels, and the turn is
-    /// let go; the store's thread then awaits the answer, takes any duplicate out of the encoded entries, commits
-    /// and records the keys ([`dedupe::request::settle`]), and the request is woken once, to answer.
+    /// The rest of [`Ingest::accept`] with a fleet's shared keys (`--dedupe-store`): duplicates of the keys this
+    /// node holds are dropped and the rest encoded, as alone; then on the store's thread, the keys are looked up
+    /// once more after the keys other nodes shared a moment ago are read, the commit is made and the keys are
+    /// shared ([`dedupe::request::settle`]), and the request is woken once, to answer.
     async fn accept_shared(
         &self,
         live: &Live,
         source: &Source,
         (valid, rejected): (Vec<Message>, Vec<Rejected>),
         turn: (bytes::Bytes, tokio::sync::SemaphorePermit<'_>),
-        (dedupe, store): (&dedupe::Dedupe, &Arc<dedupe::shared::Store>),
+        (store, required): (&Arc<dedupe::shared::Store>, bool),
     ) -> Result<u64, Refusal> {
-        let scope = source.dedupe_by_source.then_some(source.id.as_str());
-        let (keys, repeated) = dedupe.keys.of(scope, &valid);
-        let (mut valid, keys) = self.drop_marked(source, valid, keys, &repeated);
-        // Sent now, the lookup is on its way to Redis while the messages are encoded.
-        let asked: Vec<i64> = keys.iter().flatten().copied().collect();
-        let lookup = store.send_lookup(asked.clone());
-        // The messages themselves are let go here, on the thread that parsed them, not on the store's (freeing on
-        // another thread cost a fifth more CPU a message): a duplicate is found again in the encoded entries by
-        // its messageId.
-        let mut ids = String::new();
-        let mut spans = Vec::with_capacity(asked.len());
-        for (message, _) in valid.iter().zip(&keys).filter(|(_, key)| key.is_some()) {
-            let start = ids.len();
-            ids.push_str(message.message_id().unwrap_or_default());
-            spans.push(start..ids.len());
+        let (keys, duplicate) = self.mark_duplicates(source, &valid);
+        let (mut valid, keys) = self.drop_marked(source, valid, keys, &duplicate);
+        // A duplicate found on the store's thread is found again in the encoded entries by its messageId: the
+        // messages themselves are let go here, on the thread that parsed them (freed on another, they cost a fifth
+        // more CPU a message).
+        let mut asked = dedupe::request::Asked { keys: Vec::with_capacity(keys.len()), ..Default::default() };
+        for (message, key) in valid.iter().zip(&keys) {
+            if let Some(key) = key {
+                let start = asked.ids.len();
+                asked.ids.push_str(message.message_id().unwrap_or_default());
+                asked.spans.push(start..asked.ids.len());
+                asked.keys.push(*key);
+            }
         }
         self.enrich(&source.id, &mut valid);
         let encoded = dedupe::request::Encoded {
@@ -345,9 +341,7 @@ impl Ingest {
             rejections: self.rejections(&source.id, rejected),
         };
         drop((valid, keys, turn));
-        let asked = dedupe::request::Asked { keys: asked, ids, spans };
-        let settle =
-            dedupe::request::settle(store.clone(), self.spool.clone(), lookup, asked, encoded, dedupe.required);
+        let settle = dedupe::request::settle(store.clone(), self.spool.clone(), asked, encoded, required);
         let settled = store.spawn(settle).await.map_err(|e| {
             tracing::error!(error = %e, "the dedupe store's thread failed a request");
             Refusal::internal()
@@ -355,11 +349,11 @@ impl Ingest {
         match settled {
             dedupe::request::Settled::Refused(why) => {
                 self.metrics.dedupe_unavailable.inc();
-                tracing::debug!(source = %source.id, error = %why, "refused: the dedupe store did not answer");
+                tracing::debug!(source = %source.id, error = %why, "refused: the dedupe store is not answering");
                 Err(Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "dedupe_unavailable",
-                    "the dedupe store did not answer and this server is run with --dedupe-required; retry later",
+                    "the dedupe store is not answering and this server is run with --dedupe-required; retry later",
                 ))
             }
             dedupe::request::Settled::Broken(e) => {
@@ -369,9 +363,9 @@ impl Ingest {
             dedupe::request::Settled::Done { committed, count, dropped, unchecked, unrecorded } => {
                 self.note_duplicates(source, dropped.iter().map(String::as_str));
                 if let Some(why) = &unchecked {
-                    tracing::debug!(source = %source.id, error = %why, "taken without dedupe");
+                    tracing::debug!(source = %source.id, error = %why, "checked against this node's keys only");
                 } else if let Some(why) = &unrecorded {
-                    tracing::debug!(source = %source.id, error = %why, "dedupe keys not recorded: a resend of these messages will be stored again");
+                    tracing::debug!(source = %source.id, error = %why, "dedupe keys not shared: a resend of these messages to another node will be stored again");
                 }
                 if unchecked.is_some() || unrecorded.is_some() {
                     self.metrics.dedupe_unavailable.inc();
@@ -443,9 +437,20 @@ impl Ingest {
     /// Drops the messages whose messageId was accepted within the dedupe window, earlier in this request or in a
     /// committed one (the spool's own keys), and returns the others with the keys to record beside them.
     fn drop_duplicates(&self, source: &Source, messages: Vec<Message>) -> (Vec<Message>, Vec<i64>) {
-        let Some(dedupe) = &self.dedupe else { return (messages, Vec::new()) };
+        if self.dedupe.is_none() {
+            return (messages, Vec::new());
+        }
+        let (keys, duplicate) = self.mark_duplicates(source, &messages);
+        let (kept, keys) = self.drop_marked(source, messages, keys, &duplicate);
+        (kept, keys.into_iter().flatten().collect())
+    }
+
+    /// The keys of `messages` (none without dedupe, or for a message without a messageId), and which of them are
+    /// duplicates: of an earlier message of the same request, or of a key the spool holds.
+    fn mark_duplicates(&self, source: &Source, messages: &[Message]) -> (Vec<Option<i64>>, Vec<bool>) {
+        let Some(dedupe) = &self.dedupe else { return (vec![None; messages.len()], vec![false; messages.len()]) };
         let scope = source.dedupe_by_source.then_some(source.id.as_str());
-        let (keys, mut duplicate) = dedupe.keys.of(scope, &messages);
+        let (keys, mut duplicate) = dedupe.keys.of(scope, messages);
         for (key, duplicate) in keys.iter().zip(duplicate.iter_mut()) {
             if let Some(key) = key
                 && !*duplicate
@@ -453,8 +458,7 @@ impl Ingest {
                 *duplicate = self.spool.holds(*key);
             }
         }
-        let (kept, keys) = self.drop_marked(source, messages, keys, &duplicate);
-        (kept, keys.into_iter().flatten().collect())
+        (keys, duplicate)
     }
 
     /// Drops the messages marked `duplicate` (counted, and logged at debug level by messageId), and returns the
