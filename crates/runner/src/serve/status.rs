@@ -120,6 +120,7 @@ fn dedupe_health(ingest: &Ingest) -> serde_json::Value {
             "memory_bytes": stats.memory_bytes,
             "adopted": health.adopted,
             "caught_up": health.caught_up,
+            "unshared": health.unshared,
             "unavailable": ingest.metrics.dedupe_unavailable.get(),
             "last_error": last_error,
             "last_error_at": last_error_at.map(crate::format::format_millis),

@@ -207,6 +207,18 @@ async fn without_redis_requests_are_checked_against_the_nodes_own_keys_or_refuse
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(back, "the dedupe store never came back: {}", health(&client, taker).await);
+    // What the taker committed while Redis was away is shared now: the required node drops it.
+    let mut shared = false;
+    for _ in 0..50 {
+        if health(&client, required).await["dedupe"]["adopted"].as_u64() >= Some(3) {
+            shared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shared, "the keys committed while Redis was away were not shared: {}", health(&client, required).await);
+    assert_eq!(health(&client, taker).await["dedupe"]["unshared"], 0);
+    assert_eq!(required.post(&client, "/v1/batch", &batch(&down)).await.0, 200);
     let resent = ids("back", 2);
     for _ in 0..2 {
         assert_eq!(taker.post(&client, "/v1/batch", &batch(&resent)).await.0, 200);

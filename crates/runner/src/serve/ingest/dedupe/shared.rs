@@ -11,8 +11,8 @@
 //! benchmark's rate, and ingest fell to 0.53, then 0.69, of dedupe off (docs/benchmarks.md).
 //!
 //! A node reads the entries of the last window when it starts, and the stream from where it left off after Redis
-//! comes back; a Redis restarted without its data only lets duplicates through, since every node still holds the
-//! keys it read. Redis is best effort, as Segment's dedupe is: while it does not answer (a record not done within
+//! comes back; the keys it committed while Redis was away are shared then. A Redis restarted without its data only
+//! lets duplicates through to a node started since, since every node still holds the keys it read. Redis is best effort, as Segment's dedupe is: while it does not answer (a record not done within
 //! `--dedupe-timeout`, or the read failing), requests are taken with the keys the node holds, counted, or refused
 //! with `--dedupe-required`; for a second after a record failed, requests do not wait on Redis at all, so that a
 //! Redis that stopped answering costs one timeout a second rather than one a request.
@@ -24,6 +24,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The most keys kept, while Redis does not take them, to share once it does (8 MiB).
+const MAX_UNSHARED: usize = 1 << 20;
+
+/// The most keys kept while Redis was away that one entry shares.
+const UNSHARED_PER_ENTRY: usize = 1 << 16;
+
+/// How long sharing one entry of kept keys may take.
+const UNSHARED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long requests skip Redis after a record failed.
 const SKIP_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -79,6 +88,12 @@ pub struct Store {
     unread: Mutex<Option<String>>,
     /// The other nodes' keys read and held.
     adopted: AtomicU64,
+    /// Keys committed while Redis did not take them, oldest first, to share once it does.
+    unshared: Mutex<std::collections::VecDeque<i64>>,
+    /// Whether [`MAX_UNSHARED`] was passed since the kept keys were last shared.
+    unshared_overflowed: AtomicBool,
+    /// Whether a task is sharing the kept keys.
+    sharing: AtomicBool,
     /// Whether the reader has read up to the stream's end once since the start.
     caught_up: AtomicBool,
     last_error: Mutex<Option<(i64, String)>>,
@@ -98,6 +113,8 @@ pub struct StoreHealth {
     pub adopted: u64,
     /// Whether the reader has read the window up to the stream's end since the start.
     pub caught_up: bool,
+    /// Keys committed while Redis did not take them, waiting to be shared.
+    pub unshared: u64,
 }
 
 impl Store {
@@ -138,6 +155,9 @@ impl Store {
             failing: AtomicBool::new(false),
             unread: Mutex::new(None),
             adopted: AtomicU64::new(0),
+            unshared: Mutex::default(),
+            unshared_overflowed: AtomicBool::new(false),
+            sharing: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
             last_error: Mutex::new(None),
             runtime,
@@ -208,11 +228,29 @@ impl Store {
 
     /// Shares `keys`, just committed, with the fleet: one `XADD` of them packed, trimming entries older than the
     /// window, and the stream's expiry renewed to the window (a fleet idle that long leaves nothing behind), in
-    /// one round trip.
-    pub async fn record(&self, keys: &[i64]) -> Result<(), Unavailable> {
+    /// one round trip. Keys Redis did not take are kept (at most [`MAX_UNSHARED`]) and shared, on the store's
+    /// thread, once a record succeeds again, so that a resend to another node of a message committed while Redis
+    /// was away is dropped from then on.
+    pub async fn record(self: &Arc<Self>, keys: &[i64]) -> Result<(), Unavailable> {
         if keys.is_empty() {
             return Ok(());
         }
+        let result = self.add(keys, self.timeout).await;
+        match result {
+            Err(_) => self.keep_unshared(keys.iter().copied()),
+            Ok(()) => {
+                let waiting = !self.unshared.lock().expect("dedupe store lock poisoned").is_empty();
+                if waiting && !self.sharing.swap(true, Ordering::Relaxed) {
+                    let store = self.clone();
+                    self.runtime.spawn(async move { store.share_unshared().await });
+                }
+            }
+        }
+        result
+    }
+
+    /// One `XADD` of `keys`, within `wait`.
+    async fn add(&self, keys: &[i64], wait: Duration) -> Result<(), Unavailable> {
         let packed: Vec<u8> = keys.iter().flat_map(|key| key.to_le_bytes()).collect();
         let oldest = (spool::now_millis() - self.window_millis).max(0);
         let mut pipeline = redis::pipe();
@@ -230,7 +268,44 @@ impl Store {
             .ignore();
         pipeline.cmd("PEXPIRE").arg(&self.stream).arg(self.window_millis.max(1)).ignore();
         let mut connection = self.connection.clone();
-        self.settle(self.timeout, async move { pipeline.query_async::<()>(&mut connection).await }).await
+        self.settle(wait, async move { pipeline.query_async::<()>(&mut connection).await }).await
+    }
+
+    /// Keeps `keys` to share later; past [`MAX_UNSHARED`] the oldest go (logged once each time).
+    fn keep_unshared(&self, keys: impl Iterator<Item = i64>) {
+        let mut unshared = self.unshared.lock().expect("dedupe store lock poisoned");
+        unshared.extend(keys);
+        if unshared.len() > MAX_UNSHARED {
+            let over = unshared.len() - MAX_UNSHARED;
+            unshared.drain(..over);
+            if !self.unshared_overflowed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(store = %self.address, kept = MAX_UNSHARED, "the dedupe store has been away long: keys committed meanwhile beyond the newest {MAX_UNSHARED} will not be shared, and resends of them to other nodes are stored again");
+            }
+        }
+    }
+
+    /// Shares the keys kept while Redis was away, in entries of [`UNSHARED_PER_ENTRY`] keys; stops, keeping the
+    /// rest, at the first failure.
+    async fn share_unshared(&self) {
+        loop {
+            let keys: Vec<i64> = {
+                let mut unshared = self.unshared.lock().expect("dedupe store lock poisoned");
+                let take = unshared.len().min(UNSHARED_PER_ENTRY);
+                unshared.drain(..take).collect()
+            };
+            if keys.is_empty() {
+                self.unshared_overflowed.store(false, Ordering::Relaxed);
+                break;
+            }
+            if self.add(&keys, UNSHARED_TIMEOUT).await.is_err() {
+                let mut unshared = self.unshared.lock().expect("dedupe store lock poisoned");
+                for key in keys.into_iter().rev() {
+                    unshared.push_front(key);
+                }
+                break;
+            }
+        }
+        self.sharing.store(false, Ordering::Relaxed);
     }
 
     /// Reads every entry added to the stream, from the last window on, and holds the other nodes' keys in `spool`.
@@ -331,6 +406,7 @@ impl Store {
             last_error: self.last_error.lock().expect("dedupe store error lock poisoned").clone(),
             adopted: self.adopted.load(Ordering::Relaxed),
             caught_up: self.caught_up.load(Ordering::Relaxed),
+            unshared: self.unshared.lock().expect("dedupe store lock poisoned").len() as u64,
         }
     }
 
