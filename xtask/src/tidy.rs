@@ -141,6 +141,14 @@ fn aws_common_alone_configures_the_sdk_and_each_sink_only_its_own_service() {
             "aws-common depends on {name}: the plumbing the sinks share depends on no sink"
         );
     }
+    // A second sink plugs in beside the first, sharing aws-common and sink, never reaching into kinesis-sink.
+    assert!(dependencies(&package("crates/firehose-sink")).iter().any(|n| n == "aws-common"));
+    for name in dependencies(&package("crates/firehose-sink")) {
+        assert!(
+            name != "kinesis-sink",
+            "firehose-sink depends on kinesis-sink: what they share belongs in aws-common or sink"
+        );
+    }
 }
 
 #[test]

@@ -28,28 +28,10 @@ pub struct RequestCaps {
 pub const AGGREGATED_BATCH_FACTOR: usize = 4;
 
 impl RequestCaps {
-    /// Whether a request of `count` entries and `bytes` bytes must go before an entry of `size` bytes can join
-    /// it: it holds `max_batch_records` entries, or the entry would take it past `max_batch_bytes`. An entry larger
-    /// than the byte cap still goes, alone; the record limit is what refuses it.
-    fn must_send_before(&self, count: usize, bytes: usize, size: usize) -> bool {
-        count > 0 && (count >= self.max_batch_records || bytes + size > self.max_batch_bytes)
-    }
-
-    /// Cuts `entries` into PutRecords requests under the caps, in order: the index ranges of the requests.
+    /// Cuts `entries` into PutRecords requests under the caps, in order: the index ranges of the requests. An entry
+    /// larger than the byte cap still goes, alone; the record limit is what refuses it.
     fn cut(&self, entries: &[RequestEntry]) -> Vec<std::ops::Range<usize>> {
-        let mut requests = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, entry) in entries.iter().enumerate() {
-            if self.must_send_before(i - start, bytes, entry.size()) {
-                requests.push(start..i);
-                (start, bytes) = (i, 0);
-            }
-            bytes += entry.size();
-        }
-        if start < entries.len() {
-            requests.push(start..entries.len());
-        }
-        requests
+        sink::batch::cut(entries.iter().map(RequestEntry::size), self.max_batch_records, self.max_batch_bytes)
     }
 
     /// The most user records a batch gathers before it is sent.
@@ -57,9 +39,9 @@ impl RequestCaps {
         if self.aggregate { self.max_batch_records * AGGREGATED_BATCH_FACTOR } else { self.max_batch_records }
     }
 
-    /// `must_send_before` for the records a batch gathers before packing: the same caps without
-    /// aggregation; with it, the byte cap and [`AGGREGATED_BATCH_FACTOR`] times the record cap (the packed
-    /// entries are cut into requests again).
+    /// Whether a batch of `count` records and `bytes` bytes must go before a record of `size` bytes can join it:
+    /// the caps of a request without aggregation; with it, the byte cap and [`AGGREGATED_BATCH_FACTOR`] times the
+    /// record cap (the packed entries are cut into requests again).
     pub fn must_gather_before(&self, count: usize, bytes: usize, size: usize) -> bool {
         count > 0 && (count >= self.gather_cap() || bytes + size > self.max_batch_bytes)
     }

@@ -6,6 +6,7 @@
 //! [`FileSink`], both writing NDJSON.
 
 pub mod backoff;
+pub mod batch;
 mod file;
 mod record;
 mod secret;
