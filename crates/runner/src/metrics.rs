@@ -315,7 +315,7 @@ impl Default for Metrics {
         registry.register("dedupe_keys", "Dedupe keys held", metrics.dedupe_keys.clone());
         registry.register(
             "dedupe_unavailable",
-            "Requests the shared dedupe store (--dedupe-store) did not answer for within --dedupe-timeout, taken without dedupe (or refused with --dedupe-required)",
+            "Requests taken while the shared dedupe store (--dedupe-store) was not answering (its keys not shared within --dedupe-timeout, or the other nodes' keys unreadable): checked against this node's keys only, or refused with --dedupe-required",
             metrics.dedupe_unavailable.clone(),
         );
         registry.register_collector(Box::new(metrics.sinks.clone()));

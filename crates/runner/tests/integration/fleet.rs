@@ -636,7 +636,7 @@ async fn load_behind_haproxy_resends_to_either_node_are_dropped_and_a_killed_nod
     let summary = judge(&ledger, &seen, |id, _| !in_flight(id), in_flight);
     let client = reqwest::Client::new();
     println!(
-        "fleet with a node killed: {summary}; {} messages sent again after a failed request; {} requests taken without dedupe; {:.1} s",
+        "fleet with a node killed: {summary}; {} messages sent again after a failed request; {} requests counted as dedupe unavailable; {:.1} s",
         ledger.retried.len(),
         fleet.metric(&client, "tributary_dedupe_unavailable_total").await,
         started.elapsed().as_secs_f64()
@@ -671,12 +671,12 @@ async fn load_behind_haproxy_with_redis_stopped_for_ten_seconds_loses_nothing() 
     let summary =
         judge(&ledger, &seen, |_, (first, resent)| !away(first) && !away(resent), |id| ledger.retried.contains(id));
     let unavailable = fleet.metric(&client, "tributary_dedupe_unavailable_total").await;
-    assert!(unavailable > 0.0, "Redis was stopped for 10 s and no request was counted as taken without dedupe");
+    assert!(unavailable > 0.0, "Redis was stopped for 10 s and no request was counted as dedupe unavailable");
     let health: Value =
         client.get(format!("http://{}/health", fleet.nodes[1].admin)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["dedupe"]["state"], "ok", "Redis answers again: {health}");
     println!(
-        "fleet with Redis stopped 10 s: {summary}; {unavailable} requests taken without dedupe; {:.1} s",
+        "fleet with Redis stopped 10 s: {summary}; {unavailable} requests counted as dedupe unavailable; {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
