@@ -313,7 +313,7 @@ impl Store {
     async fn read(&self, spool: spool::Spool) {
         let mut cursor = format!("{}-0", (spool::now_millis() - self.window_millis).max(0));
         let mut connection = None;
-        loop {
+        while !spool.is_closed() {
             let entries = match self.read_after(&mut connection, &cursor).await {
                 Ok(entries) => entries,
                 Err(why) => {
@@ -345,6 +345,10 @@ impl Store {
                     }
                 }
             }
+            if keys.is_empty() {
+                // Only this node's own entries (a node alone reads back every one): nothing to hold.
+                continue;
+            }
             self.adopted.fetch_add(keys.len() as u64, Ordering::Relaxed);
             // The keys count from here; their commit is not awaited, so that the next read is not held up behind
             // it: a resend to this node a few milliseconds after another node's 200 must find them.
@@ -357,9 +361,6 @@ impl Store {
                     }
                 }
             });
-            if spool.is_closed() {
-                return;
-            }
         }
     }
 
