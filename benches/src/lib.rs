@@ -1,5 +1,6 @@
 //! Inputs and set-up shared by the benchmarks.
 
+pub mod null_firehose;
 pub mod null_kinesis;
 pub mod traffic;
 pub mod verdict;

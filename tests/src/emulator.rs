@@ -131,7 +131,7 @@ pub async fn start_all() -> anyhow::Result<Emulators> {
 }
 
 async fn start_localstack() -> Result<(ContainerAsync<LocalStack>, String), String> {
-    let request = LocalStack::default().with_tag("4.5").with_env_var("SERVICES", "kinesis,sts,iam,s3");
+    let request = LocalStack::default().with_tag("4.5").with_env_var("SERVICES", "kinesis,firehose,sts,iam,s3");
     match request.start().await {
         Ok(container) => {
             let port = container.get_host_port_ipv4(4566).await.map_err(|e| e.to_string())?;

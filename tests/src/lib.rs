@@ -4,6 +4,7 @@
 pub mod emulator;
 pub mod env;
 pub mod export;
+pub mod firehose;
 pub mod hostile;
 pub mod iam;
 pub mod proxy;

@@ -179,6 +179,68 @@ fn external_ids(statement: &Value) -> Vec<String> {
     strings(&statement["Condition"]["StringEquals"]["sts:ExternalId"])
 }
 
+/// The result of checking one identity of a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The identity checked, or `None` when the destination has none to check; print it with
+    /// [`CheckResult::label`], which never shows a Secret ID.
+    pub identity: Option<SignAs>,
+    /// `Ok` with a summary, or `Err` with an explanation an operator can act on.
+    pub outcome: Result<String, String>,
+}
+
+impl CheckResult {
+    /// How the identity is printed: the sender's ID, `secret_id`, `own credentials`, or `-` for none.
+    pub fn label(&self) -> &str {
+        self.identity.as_ref().map_or("-", SignAs::label)
+    }
+}
+
+/// Words why AssumeRole was refused for `destination`, naming its key (in its settings table, `table`:
+/// `kinesis`, `firehose`) and the command that prints the trust policy.
+pub async fn explain_refusal(
+    table: &str,
+    destination: &str,
+    role: &str,
+    identity: &SignAs,
+    shared: &SdkConfig,
+    error: ApiError,
+) -> String {
+    let external = match identity.external_id() {
+        None => "no External ID".to_owned(),
+        Some(id) if id.is_secret() => "the secret_id as External ID".to_owned(),
+        Some(id) => format!("External ID {:?}", id.expose()),
+    };
+    let regenerate = format!("`tributary iam trust --destination {destination}` prints the trust policy it needs");
+    match why_refused(shared, role, identity, &error).await {
+        Refusal::RoleMissing => format!("role {role} does not exist: create it, or fix {table}.role_address"),
+        Refusal::Unexplained => format!(
+            "assuming role {role} with {external} was refused: either the role does not trust this principal or the \
+             External ID does not match its trust policy (these credentials may not read the role to tell which); {regenerate}"
+        ),
+        Refusal::Untrusted { caller } => {
+            format!(
+                "role {role} does not trust {caller}: add it as a principal of the role's trust policy; {regenerate}"
+            )
+        }
+        Refusal::ExternalIdMismatch { caller, allowed } => {
+            let listed = match identity.external_id() {
+                Some(id) if !id.is_secret() => format!("{:?}", id.expose()),
+                _ => "the configured secret_id".to_owned(),
+            };
+            let ids = if allowed == 1 { "1 External ID".to_owned() } else { format!("{allowed} External IDs") };
+            format!(
+                "the External ID does not match: role {role} trusts {caller} with {ids}, and {listed} is not among \
+                 them; {regenerate}"
+            )
+        }
+        Refusal::Refused(message) if error.kind == ErrorKind::AssumeRoleRefused => {
+            format!("assuming role {role} with {external} was refused although its trust policy allows it: {message}")
+        }
+        Refusal::Refused(message) => message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,13 +10,18 @@
 //!   code and HTTP status.
 //! - [`iam`]: trust-policy building blocks: the document a role needs, the principal to trust, and reading a
 //!   role's trust policy to tell why AssumeRole was refused.
+//! - [`retry`]: the retry rules every AWS sink delivers by: what is retried within a delivery and what goes back
+//!   to the runner ([`retry::Settling`]), the backoff ([`retry::RetryPolicy`]), and the fallback from a refused
+//!   batch call to one record per call ([`retry::BatchFallback`]).
 //!
-//! It depends on no sink; each sink depends on it and on its own service's SDK only.
+//! It depends on no sink, only on the `sink` crate's trait types (an entry's [`sink::Outcome`]); each sink depends
+//! on it and on its own service's SDK only.
 
 pub mod credentials;
 pub mod error;
 pub mod iam;
 pub mod identity;
+pub mod retry;
 pub mod sdk;
 
 pub use credentials::{AssumeRole, CredentialCache};

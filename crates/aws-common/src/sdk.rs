@@ -114,6 +114,43 @@ pub fn signing_provider(cache: Arc<CredentialCache>, identity: SignAs) -> Shared
     SharedCredentialsProvider::new(CachedRoleProvider { cache, identity })
 }
 
+/// A sink's service clients, one per identity, each signing with that identity's credentials: the shape every
+/// AWS sink's SDK seam shares, over its own service's client type `C`.
+pub struct Clients<C> {
+    /// With a role: the credentials per External ID. Without: `None`, and every client signs as the process.
+    roles: Option<Arc<CredentialCache>>,
+    clients: std::sync::Mutex<std::collections::HashMap<SignAs, C>>,
+}
+
+impl<C: Clone> Clients<C> {
+    /// Clients of a destination that assumes `role` (from `shared`'s credentials), or none.
+    pub fn new(shared: &SdkConfig, role: Option<&str>) -> Clients<C> {
+        Clients { roles: role.map(|role| role_cache(shared, role)), clients: Default::default() }
+    }
+
+    /// The client for `identity`; with a role, its credentials are fetched first, here rather than inside the
+    /// SDK, so that an AssumeRole failure is classified and explained. A new client is `make`'s, given the role's
+    /// cache to sign through ([`signing_provider`]) or `None` to sign as the process.
+    pub async fn get(
+        &self,
+        identity: &SignAs,
+        make: impl FnOnce(Option<Arc<CredentialCache>>) -> C,
+    ) -> Result<C, ApiError> {
+        if let Some(cache) = &self.roles {
+            cache.get(identity).await?;
+        }
+        let mut clients = self.clients.lock().expect("client map lock poisoned");
+        Ok(clients.entry(identity.clone()).or_insert_with(|| make(self.roles.clone())).clone())
+    }
+
+    /// Drops the cached credentials of `identity`, so its next call assumes the role again.
+    pub async fn refresh(&self, identity: &SignAs) {
+        if let Some(cache) = &self.roles {
+            cache.invalidate(identity).await;
+        }
+    }
+}
+
 /// The ARN of the identity the credentials of `shared` belong to, from STS `GetCallerIdentity`.
 pub async fn caller_arn(shared: &SdkConfig) -> Result<String, ApiError> {
     let output = aws_sdk_sts::Client::new(shared)

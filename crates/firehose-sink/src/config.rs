@@ -46,6 +46,50 @@ pub struct FirehoseConfig {
     /// goes to the stream of every row it matches, once each; a message no row matches is not sent (counted, not
     /// an error). A stream is a delivery stream's name, used as written.
     pub mapping: Vec<MappingRow>,
+    /// How records are sent and retried (`[firehose.delivery]`); every key has a default.
+    #[serde(default)]
+    pub delivery: FirehoseDelivery,
+}
+
+/// `[firehose.delivery]`: how a Firehose destination sends and retries. Batches are always cut at Firehose's own
+/// limits (500 records, 4 MiB per PutRecordBatch call, 1,000 KiB per record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirehoseDelivery {
+    /// How many times a failing record is sent within one delivery before it goes back to the spool, to be tried
+    /// again later (until the destination's `max_retry_duration`). Default 8.
+    pub max_attempts: u32,
+    /// The first retry's backoff ceiling in milliseconds; it doubles per attempt, with full jitter. Default 100.
+    pub backoff_base_ms: u64,
+    /// The largest backoff ceiling in milliseconds. Default 10000.
+    pub backoff_max_ms: u64,
+    /// How many PutRecordBatch calls may be in flight at once. Default 4.
+    pub max_in_flight: usize,
+    /// The timeout of one API call, in milliseconds. Default 30000.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for FirehoseDelivery {
+    fn default() -> FirehoseDelivery {
+        FirehoseDelivery {
+            max_attempts: 8,
+            backoff_base_ms: 100,
+            backoff_max_ms: 10_000,
+            max_in_flight: 4,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl FirehoseDelivery {
+    /// The retry policy these settings make.
+    pub fn retry(&self) -> aws_common::retry::RetryPolicy {
+        aws_common::retry::RetryPolicy {
+            max_attempts: self.max_attempts,
+            base: std::time::Duration::from_millis(self.backoff_base_ms),
+            max: std::time::Duration::from_millis(self.backoff_max_ms),
+        }
+    }
 }
 
 /// One row of `mapping`.
@@ -79,6 +123,23 @@ impl FirehoseConfig {
                 "mapping",
                 "maps no event to a delivery stream, so nothing would be sent; add rows such as { event = \"*\", stream = \"NAME\" }"
                     .to_owned(),
+            );
+        }
+        let delivery = &self.delivery;
+        for (key, value) in [
+            ("delivery.max_attempts", u64::from(delivery.max_attempts)),
+            ("delivery.max_in_flight", delivery.max_in_flight as u64),
+            ("delivery.request_timeout_ms", delivery.request_timeout_ms),
+            ("delivery.backoff_max_ms", delivery.backoff_max_ms),
+        ] {
+            if value == 0 {
+                add(key, "must be at least 1".to_owned());
+            }
+        }
+        if delivery.backoff_base_ms > delivery.backoff_max_ms {
+            add(
+                "delivery.backoff_base_ms",
+                format!("{} is above delivery.backoff_max_ms ({})", delivery.backoff_base_ms, delivery.backoff_max_ms),
             );
         }
         let mut seen = std::collections::HashSet::new();

@@ -1,11 +1,10 @@
 //! The Kinesis SDK behind [`KinesisApi`], signing with credentials from `aws-common`'s cache.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_common::error::api_error;
-use aws_common::sdk::{role_cache, signing_provider};
+use aws_common::sdk::{Clients, signing_provider};
 use aws_common::{ApiError, BaseCredentials, CredentialCache, SignAs, sdk_config};
 use aws_sdk_kinesis::config::IdentityCache;
 use aws_sdk_kinesis::primitives::Blob;
@@ -29,9 +28,7 @@ pub(crate) fn signing_as(
 /// Kinesis through the SDK: one client per identity, each signing with that identity's credentials.
 pub struct SdkKinesis {
     config: aws_sdk_kinesis::Config,
-    /// With a role: the credentials per External ID. Without: `None`, and every call uses `config` as is.
-    roles: Option<Arc<CredentialCache>>,
-    clients: Mutex<HashMap<SignAs, aws_sdk_kinesis::Client>>,
+    clients: Clients<aws_sdk_kinesis::Client>,
 }
 
 impl SdkKinesis {
@@ -39,28 +36,22 @@ impl SdkKinesis {
     pub async fn connect(config: &KinesisConfig, base: &BaseCredentials) -> SdkKinesis {
         let timeout = Duration::from_millis(config.delivery.request_timeout_ms);
         let shared = sdk_config(&config.region, config.endpoint.as_deref(), base, timeout).await;
-        let roles = config.role_address.as_ref().map(|role| role_cache(&shared, role));
         SdkKinesis {
             config: aws_sdk_kinesis::config::Builder::from(&shared).build(),
-            roles,
-            clients: Mutex::new(HashMap::new()),
+            clients: Clients::new(&shared, config.role_address.as_deref()),
         }
     }
 
     /// The client for `identity`, and for a role, fresh credentials in the cache it reads.
     async fn client(&self, identity: &SignAs) -> Result<aws_sdk_kinesis::Client, ApiError> {
-        if let Some(cache) = &self.roles {
-            // Fetching here, not inside the SDK, keeps AssumeRole failures classified and explained.
-            cache.get(identity).await?;
-        }
-        let mut clients = self.clients.lock().expect("client map lock poisoned");
-        let client = clients.entry(identity.clone()).or_insert_with(|| match &self.roles {
-            None => aws_sdk_kinesis::Client::from_conf(self.config.clone()),
-            Some(cache) => aws_sdk_kinesis::Client::from_conf(
-                signing_as(self.config.to_builder(), cache.clone(), identity.clone()).build(),
-            ),
-        });
-        Ok(client.clone())
+        self.clients
+            .get(identity, |roles| match roles {
+                None => aws_sdk_kinesis::Client::from_conf(self.config.clone()),
+                Some(cache) => aws_sdk_kinesis::Client::from_conf(
+                    signing_as(self.config.to_builder(), cache, identity.clone()).build(),
+                ),
+            })
+            .await
     }
 }
 
@@ -137,9 +128,7 @@ impl KinesisApi for SdkKinesis {
     }
 
     async fn refresh_credentials(&self, identity: &SignAs) {
-        if let Some(cache) = &self.roles {
-            cache.invalidate(identity).await;
-        }
+        self.clients.refresh(identity).await;
     }
 }
 

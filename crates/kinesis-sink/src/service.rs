@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_common::SignAs;
-use rand::Rng;
+use aws_common::retry::{BatchFallback, Settling, merge};
 use sink::Outcome;
 
 use crate::api::{ApiError, ErrorKind, KinesisApi, classify_code};
@@ -14,29 +14,7 @@ use crate::entry::RequestEntry;
 use crate::registry::StreamRegistry;
 use crate::shards::ShardMap;
 
-/// Exponential backoff with full jitter: before attempt `n` (from 1), sleep a random time in
-/// `[0, min(max, base * 2^(n-1))]`.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// How many times an entry is sent before it is reported as still retryable.
-    pub max_attempts: u32,
-    /// The first backoff ceiling.
-    pub base: Duration,
-    /// The largest backoff ceiling.
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    /// The ceiling of the backoff after `failures` failed attempts.
-    pub fn ceiling(&self, failures: u32) -> Duration {
-        sink::backoff::doubling(self.base, self.max, failures)
-    }
-
-    fn backoff(&self, failures: u32) -> Duration {
-        let ceiling = self.ceiling(failures);
-        rand::rng().random_range(Duration::ZERO..=ceiling)
-    }
-}
+pub use aws_common::retry::RetryPolicy;
 
 /// The permission Segment's setup guide leaves out, which batching needs.
 const PUT_RECORDS_HINT: &str = "add kinesis:PutRecords to the role's policy to send in batches of up to 500";
@@ -45,21 +23,19 @@ const PUT_RECORDS_HINT: &str = "add kinesis:PutRecords to the role's policy to s
 pub struct Service<A> {
     api: A,
     policy: RetryPolicy,
-    /// When PutRecords was last refused while PutRecord was allowed: for [`RECHECK_PUT_RECORDS`] after that, one
-    /// PutRecord per record; then PutRecords is tried again, since a policy that was being changed (a revoked
-    /// role being restored) may allow it now.
-    single_records_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether PutRecords was refused lately while PutRecord was allowed, so one PutRecord per record is sent.
+    single_records: BatchFallback,
     /// The shard maps, pacing windows and counts of the streams sent to.
     streams: StreamRegistry,
 }
 
 /// How long a destination sends one PutRecord per record before it tries PutRecords again.
-pub const RECHECK_PUT_RECORDS: Duration = Duration::from_secs(10);
+pub const RECHECK_PUT_RECORDS: Duration = aws_common::retry::RECHECK_BATCH;
 
 impl<A: KinesisApi> Service<A> {
     /// A service over `api`, keeping what it learns of streams in `streams`.
     pub fn new(api: A, policy: RetryPolicy, streams: StreamRegistry) -> Service<A> {
-        Service { api, policy, single_records_since: std::sync::Mutex::new(None), streams }
+        Service { api, policy, single_records: BatchFallback::default(), streams }
     }
 
     /// What the service knows of the streams it sent to.
@@ -79,15 +55,7 @@ impl<A: KinesisApi> Service<A> {
 
     /// Whether this destination sends one PutRecord per record, because PutRecords was refused lately.
     pub fn is_single_record_mode(&self) -> bool {
-        let mut since = self.single_records_since.lock().expect("single-record lock poisoned");
-        match *since {
-            Some(at) if at.elapsed() < RECHECK_PUT_RECORDS => true,
-            Some(_) => {
-                *since = None;
-                false
-            }
-            None => false,
-        }
+        self.single_records.is_single()
     }
 
     /// Delivers the entries of one request as `identity` and returns one outcome per entry, in order.
@@ -116,10 +84,7 @@ impl<A: KinesisApi> Service<A> {
             }
             failures += 1;
             if failures >= self.policy.max_attempts {
-                for &i in &retry {
-                    let reason = format!("gave up after {failures} attempts: {}", state.last_reason[i]);
-                    state.outcomes[i] = Some(Outcome::Retryable(reason));
-                }
+                state.give_up(&retry, failures);
                 continue;
             }
             if refresh {
@@ -134,7 +99,7 @@ impl<A: KinesisApi> Service<A> {
             // A reshard showed itself in the answers: read the new shards now, not when the next batch comes.
             self.shard_map(identity, stream).await;
         }
-        state.outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Retryable("not sent".to_owned()))).collect()
+        state.finish()
     }
 
     /// One round: `pending` sent in one PutRecords call (or one PutRecord each), each entry settled in `state` or
@@ -177,7 +142,7 @@ impl<A: KinesisApi> Service<A> {
                 }
             }
             Err(e) if e.kind == ErrorKind::AccessDenied => {
-                if self.try_single_records(identity, stream, entries, &pending, &mut state.outcomes, &e).await {
+                if self.try_single_records(identity, stream, entries, &pending, state, &e).await {
                     pending.retain(|&i| state.outcomes[i].is_none());
                     return Round::Switched(pending);
                 }
@@ -187,13 +152,10 @@ impl<A: KinesisApi> Service<A> {
                 refresh = self.one_by_one((identity, stream), entries, &pending, state).await;
             }
             Err(e) => {
-                refresh = e.kind == ErrorKind::ExpiredToken;
                 if e.code.as_deref() == Some("ResourceNotFoundException") {
                     self.streams.mark_stale(stream);
                 }
-                for &i in &pending {
-                    state.settle_error(i, e.clone());
-                }
+                refresh = state.settle_call(&pending, &e);
             }
         }
         Round::Sent { refresh }
@@ -231,20 +193,14 @@ impl<A: KinesisApi> Service<A> {
         stream: &str,
         entries: &[RequestEntry],
         pending: &[usize],
-        outcomes: &mut [Option<Outcome>],
+        state: &mut Settling,
         batch_error: &ApiError,
     ) -> bool {
         let first = pending[0];
         match self.api.put_record(identity, stream, &entries[first]).await {
             Ok(delivery) => {
-                outcomes[first] = Some(Outcome::Delivered(delivery.into()));
-                if self
-                    .single_records_since
-                    .lock()
-                    .expect("single-record lock poisoned")
-                    .replace(std::time::Instant::now())
-                    .is_none()
-                {
+                state.outcomes[first] = Some(Outcome::Delivered(delivery.into()));
+                if self.single_records.switch() {
                     tracing::warn!(
                         stream,
                         "kinesis:PutRecords was denied but kinesis:PutRecord is allowed, so this destination now \
@@ -255,35 +211,15 @@ impl<A: KinesisApi> Service<A> {
                 true
             }
             Err(single_error) => {
-                let reason = if single_error.kind == ErrorKind::AccessDenied {
-                    format!(
-                        "access denied to both kinesis:PutRecords and kinesis:PutRecord on stream {stream}: {}",
-                        batch_error.message
-                    )
-                } else {
-                    single_error.message.clone()
-                };
-                let invalid = single_error.kind == ErrorKind::Invalid;
-                outcomes[first] =
-                    Some(if invalid { Outcome::Failed(reason.clone()) } else { Outcome::Retryable(reason.clone()) });
-                for &i in &pending[1..] {
-                    // One record's validation error says nothing of the others.
-                    outcomes[i] = Some(Outcome::Retryable(reason.clone()));
-                }
+                let denied_both = format!(
+                    "access denied to both kinesis:PutRecords and kinesis:PutRecord on stream {stream}: {}",
+                    batch_error.message
+                );
+                state.fallback_refused(pending, single_error, denied_both);
                 false
             }
         }
     }
-}
-
-/// Where each entry of one [`Service::send`] stands.
-struct Settling {
-    /// The outcome of each entry, once settled.
-    outcomes: Vec<Option<Outcome>>,
-    /// Entries of this round to send again.
-    retry: Vec<usize>,
-    /// Why each entry last failed.
-    last_reason: Vec<String>,
 }
 
 /// How a round ended.
@@ -292,34 +228,6 @@ enum Round {
     Sent { refresh: bool },
     /// PutRecords was refused and the destination switched to PutRecord: these entries are left to send.
     Switched(Vec<usize>),
-}
-
-impl Settling {
-    fn new(entries: usize) -> Settling {
-        Settling { outcomes: vec![None; entries], retry: Vec::new(), last_reason: vec![String::new(); entries] }
-    }
-
-    /// Records a failed entry: what passes by itself is queued for the next round; what needs a fix is handed back
-    /// as retryable at once, for the runner to schedule again; only an invalid record fails.
-    fn settle_error(&mut self, i: usize, error: ApiError) {
-        match error.kind {
-            ErrorKind::Retryable | ErrorKind::ExpiredToken => {
-                self.last_reason[i] = error.message;
-                self.retry.push(i);
-            }
-            ErrorKind::AccessDenied | ErrorKind::AssumeRoleRefused | ErrorKind::Fixable => {
-                self.outcomes[i] = Some(Outcome::Retryable(error.message));
-            }
-            ErrorKind::Invalid => self.outcomes[i] = Some(Outcome::Failed(error.message)),
-        }
-    }
-}
-
-/// Two ascending position lists as one.
-fn merge(mut a: Vec<usize>, b: Vec<usize>) -> Vec<usize> {
-    a.extend(b);
-    a.sort_unstable();
-    a
 }
 
 #[cfg(test)]
@@ -591,16 +499,5 @@ mod tests {
             .await;
         assert_eq!(summary(&outcomes), ["retryable"]);
         assert_eq!(calls(&service).len(), 1);
-    }
-
-    #[test]
-    fn backoff_ceiling_doubles_to_the_cap() {
-        let policy = RetryPolicy { max_attempts: 10, base: Duration::from_millis(100), max: Duration::from_secs(1) };
-        let ceilings: Vec<u128> = (1..=6).map(|n| policy.ceiling(n).as_millis()).collect();
-        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(policy.ceiling(100), Duration::from_secs(1));
-        for failures in 1..=6 {
-            assert!(policy.backoff(failures) <= policy.ceiling(failures));
-        }
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use firehose_sink::FirehoseConfig;
 use kinesis_sink::{IdentityRule, KinesisConfig, KinesisSettings, SignAs};
 use serde::Deserialize;
 use sink::{Secret, SecretRef};
@@ -94,6 +95,8 @@ pub enum DedupeScope {
 pub enum DestinationType {
     /// An AWS Kinesis Data Stream; settings in `[kinesis]`.
     Kinesis,
+    /// Amazon Kinesis Data Firehose delivery streams; settings in `[firehose]`.
+    Firehose,
     /// NDJSON to standard output.
     Stdout,
     /// NDJSON appended to a file; settings in `[file]`.
@@ -116,7 +119,7 @@ pub enum DestinationType {
 pub struct DestinationConfig {
     /// The destination's name, which sources list in `destinations` and messages name in `integrations`.
     pub name: String,
-    /// `kinesis`, `stdout` or `file`.
+    /// `kinesis`, `firehose`, `stdout` or `file`.
     #[serde(rename = "type")]
     pub kind: DestinationType,
     /// Whether events are delivered to it; `false` stops delivery, as toggling a destination off in Segment does.
@@ -125,6 +128,9 @@ pub struct DestinationConfig {
     /// Settings of a `kinesis` destination.
     #[serde(default)]
     pub kinesis: Option<KinesisConfig>,
+    /// Settings of a `firehose` destination.
+    #[serde(default)]
+    pub firehose: Option<FirehoseConfig>,
     /// Settings of a `file` destination.
     #[serde(default)]
     pub file: Option<FileConfig>,
@@ -171,6 +177,8 @@ pub struct Destination {
 pub enum DestinationKind {
     /// An AWS Kinesis Data Stream, its `[kinesis]` table resolved once into what delivery uses.
     Kinesis(KinesisSettings),
+    /// Amazon Kinesis Data Firehose delivery streams, as its `[firehose]` table says.
+    Firehose(FirehoseConfig),
     /// NDJSON to standard output.
     Stdout,
     /// NDJSON appended to a file.
@@ -182,8 +190,19 @@ impl DestinationKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             DestinationKind::Kinesis(_) => "kinesis",
+            DestinationKind::Firehose(_) => "firehose",
             DestinationKind::Stdout => "stdout",
             DestinationKind::File(_) => "file",
+        }
+    }
+
+    /// Of an AWS destination, its settings table's name (`kinesis`, `firehose`), its `role_address` and its
+    /// `secret_id`: what Segment's identity rule reads.
+    pub fn aws_role(&self) -> Option<(&'static str, &Option<String>, &Option<SecretRef>)> {
+        match self {
+            DestinationKind::Kinesis(k) => Some(("kinesis", &k.config.role_address, &k.config.secret_id)),
+            DestinationKind::Firehose(f) => Some(("firehose", &f.role_address, &f.secret_id)),
+            DestinationKind::Stdout | DestinationKind::File(_) => None,
         }
     }
 
@@ -192,6 +211,7 @@ impl DestinationKind {
     pub fn catalog_name(&self) -> Option<&'static str> {
         match self {
             DestinationKind::Kinesis(_) => Some("Amazon Kinesis"),
+            DestinationKind::Firehose(_) => Some("Amazon Kinesis Firehose"),
             DestinationKind::Stdout | DestinationKind::File(_) => None,
         }
     }
@@ -433,21 +453,36 @@ impl Config {
         }
     }
 
-    /// Whom the Kinesis destination `name` signs as (Segment's rule), with its Secret ID read.
-    pub fn identity_rule(&self, name: &str) -> anyhow::Result<IdentityRule> {
-        let kinesis = self.kinesis(name)?;
-        let secret_id = match (&kinesis.config.role_address, &kinesis.config.secret_id) {
-            (Some(_), Some(secret)) => {
-                let file = &self.destination(name).expect("found above").file;
-                Some(self.secret(file, "kinesis.secret_id", secret)?)
-            }
-            _ => None,
+    /// The `[firehose]` table of the destination `name`, or an error naming what it is instead.
+    pub fn firehose(&self, name: &str) -> anyhow::Result<&FirehoseConfig> {
+        let Some(loaded) = self.destination(name) else {
+            let known: Vec<&str> = self.destinations.iter().map(|d| d.config.name.as_str()).collect();
+            bail!("no destination is named {name:?} (known: {})", known.join(", "));
         };
-        Ok(kinesis.identity_rule(secret_id.as_ref()))
+        match &loaded.config.kind {
+            DestinationKind::Firehose(firehose) => Ok(firehose),
+            other => bail!("destination {name:?} is of type {}, not firehose", other.type_name()),
+        }
     }
 
-    /// Every identity the Kinesis destination `name` signs as: one without a role or with a Secret ID, else one
-    /// per source or audience that sends to it.
+    /// Whom the AWS destination `name` (Kinesis or Firehose) signs as (Segment's rule), with its Secret ID read.
+    pub fn identity_rule(&self, name: &str) -> anyhow::Result<IdentityRule> {
+        let Some(loaded) = self.destination(name) else {
+            self.kinesis(name)?;
+            unreachable!("kinesis() fails for a destination that does not exist");
+        };
+        let Some((table, role, secret)) = loaded.config.kind.aws_role() else {
+            bail!("destination {name:?} is of type {}, which signs no AWS calls", loaded.config.kind.type_name());
+        };
+        let secret_id = match (role, secret) {
+            (Some(_), Some(secret)) => Some(self.secret(&loaded.file, &format!("{table}.secret_id"), secret)?),
+            _ => None,
+        };
+        Ok(IdentityRule::new(role.is_some(), secret_id.as_ref().map(Secret::expose)))
+    }
+
+    /// Every identity the AWS destination `name` signs as: one without a role or with a Secret ID, else one per
+    /// source or audience that sends to it.
     pub fn identities(&self, name: &str) -> anyhow::Result<Vec<SignAs>> {
         Ok(self.identity_rule(name)?.identities(self.senders_of(name)))
     }
@@ -560,7 +595,8 @@ fn resolve_destinations(files: Vec<Loaded<DestinationConfig>>, problems: &mut Pr
                 None
             }
         };
-        let kind = resolve_kind(&file, config.kind, config.kinesis, config.file, problems);
+        let tables = Tables { kinesis: config.kinesis, firehose: config.firehose, file: config.file };
+        let kind = resolve_kind(&file, config.kind, tables, problems);
         if let Some(kind) = kind
             && problems.0.iter().filter(|p| p.error).count() == errors
         {
@@ -571,22 +607,33 @@ fn resolve_destinations(files: Vec<Loaded<DestinationConfig>>, problems: &mut Pr
     resolved
 }
 
+/// The settings tables a destination file may hold, one per type that has settings.
+struct Tables {
+    kinesis: Option<KinesisConfig>,
+    firehose: Option<FirehoseConfig>,
+    file: Option<FileConfig>,
+}
+
 /// The kind of a destination file, with the one settings table its `type` takes; a table for another type is an
 /// error.
 fn resolve_kind(
     file: &Path,
     kind: DestinationType,
-    kinesis: Option<KinesisConfig>,
-    file_table: Option<FileConfig>,
+    tables: Tables,
     problems: &mut Problems,
 ) -> Option<DestinationKind> {
+    let Tables { kinesis, firehose, file: file_table } = tables;
     let name = match kind {
         DestinationType::Kinesis => "kinesis",
+        DestinationType::Firehose => "firehose",
         DestinationType::Stdout => "stdout",
         DestinationType::File => "file",
     };
     if kind != DestinationType::Kinesis && kinesis.is_some() {
         problems.error(file, "kinesis", format!("is only for kinesis destinations, and this one is {name:?}"));
+    }
+    if kind != DestinationType::Firehose && firehose.is_some() {
+        problems.error(file, "firehose", format!("is only for firehose destinations, and this one is {name:?}"));
     }
     if kind != DestinationType::File && file_table.is_some() {
         problems.error(file, "file", format!("is only for file destinations, and this one is {name:?}"));
@@ -613,6 +660,28 @@ fn resolve_kind(
                     None
                 }
             }
+        }
+        DestinationType::Firehose => {
+            let Some(firehose) = firehose else {
+                problems.error(
+                    file,
+                    "firehose",
+                    "a firehose destination needs a [firehose] table with region and mapping",
+                );
+                return None;
+            };
+            if firehose.secret_id.as_ref().is_some_and(SecretRef::is_inline) {
+                problems.warn(
+                    file,
+                    "firehose.secret_id",
+                    "is written inline; it belongs in the environment: secret_id = { env = \"NAME\" }",
+                );
+            }
+            let found = firehose.problems();
+            for p in &found {
+                problems.error(file, format!("firehose.{}", p.key), p.message.clone());
+            }
+            found.is_empty().then_some(DestinationKind::Firehose(firehose))
         }
         DestinationType::Stdout => Some(DestinationKind::Stdout),
         DestinationType::File => match file_table {

@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Deliver NDJSON messages to every destination a source is connected to.
     Send(send::Args),
-    /// Print the records of a Kinesis destination's stream, with shard, sequence number and partition key.
+    /// Print the records of a Kinesis destination's stream (with shard, sequence number and partition key), or of a
+    /// Firehose delivery stream, read from the S3 objects it wrote.
     Tail(tail::Args),
     /// Check the config folder and print every problem with its file and key.
     Validate,
@@ -37,13 +38,13 @@ enum Command {
     Reload(reload::Args),
     /// Inspect the messages serve accepted the request of but did not deliver, because they broke Segment's rules.
     Rejected(rejected::Args),
-    /// Print the IAM documents a Kinesis destination's role needs.
+    /// Print the IAM documents a Kinesis or Firehose destination's role needs.
     Iam {
         #[command(subcommand)]
         action: setup::IamAction,
     },
-    /// Test every enabled Kinesis destination (or one) without sending an event: assume the role with each
-    /// External ID it will use, and describe the stream.
+    /// Test every enabled Kinesis and Firehose destination (or one) without sending an event: assume the role with
+    /// each External ID it will use, and describe the stream (every mapped delivery stream).
     Check(setup::CheckArgs),
     /// Sync audiences and computed traits: identify calls for whoever joined, left or changed since the last run.
     Personas {
@@ -52,7 +53,7 @@ enum Command {
     },
     /// Inspect and resend messages that failed permanently.
     Dlq(dlq::Args),
-    /// Create or describe a Kinesis destination's stream.
+    /// Create or describe a Kinesis destination's stream, or a Firehose destination's delivery stream.
     Streams {
         #[command(subcommand)]
         action: streams::Action,

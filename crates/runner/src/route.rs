@@ -11,6 +11,14 @@ use sink::{FileSink, Outcome, Record, Sink, StdoutSink};
 
 use crate::config::{Config, DestinationKind};
 
+/// What building a Firehose destination's sink, or a command that sets one up, says in a build without the
+/// Firehose SDK.
+#[cfg(not(feature = "firehose"))]
+pub(crate) const WITHOUT_FIREHOSE: &str = concat!(
+    "this tributary was built without the `firehose` feature, which Firehose destinations need to deliver and be ",
+    "set up; build it with default features"
+);
+
 /// The credentials every command starts from: the AWS default chain.
 pub fn base_credentials() -> BaseCredentials {
     BaseCredentials::DefaultChain
@@ -82,6 +90,14 @@ impl Routes {
                     ),
                     DestinationKind::Kinesis(kinesis) => {
                         Arc::new(KinesisSink::connect(kinesis, config.identity_rule(&d.name)?, base).await)
+                    }
+                    #[cfg(feature = "firehose")]
+                    DestinationKind::Firehose(firehose) => Arc::new(
+                        firehose_sink::FirehoseSink::connect(firehose, config.identity_rule(&d.name)?, base).await,
+                    ),
+                    #[cfg(not(feature = "firehose"))]
+                    DestinationKind::Firehose(_) => {
+                        anyhow::bail!("destination {:?}: {}", d.name, WITHOUT_FIREHOSE)
                     }
                 },
             };

@@ -197,6 +197,39 @@ pub async fn fetch(
     Ok(files)
 }
 
+/// Every key under `prefix` in `bucket` (all of them with an empty prefix), in key order; none is not an error.
+/// For readers of objects another service writes, such as a Firehose delivery stream's.
+#[cfg(feature = "sdk")]
+pub async fn keys_under(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, FetchError> {
+    let mut keys = Vec::new();
+    let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| FetchError::S3 {
+            doing: "listing",
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+            message: describe(&e),
+        })?;
+        keys.extend(page.contents().iter().filter_map(|object| object.key().map(str::to_owned)));
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// The bytes of one object, whole.
+#[cfg(feature = "sdk")]
+pub async fn read(client: &Client, bucket: &str, key: &str) -> Result<Vec<u8>, FetchError> {
+    let failed = |message: String| FetchError::S3 {
+        doing: "downloading",
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    let object = client.get_object().bucket(bucket).key(key).send().await.map_err(|e| failed(describe(&e)))?;
+    let body = object.body.collect().await.map_err(|e| failed(e.to_string()))?;
+    Ok(body.into_bytes().to_vec())
+}
+
 /// An SDK error in words: S3's code and message, else the error chain.
 #[cfg(feature = "sdk")]
 fn describe<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static, R: std::fmt::Debug>(

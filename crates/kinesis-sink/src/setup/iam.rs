@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aws_common::iam::{Refusal, partition_of, role_account_id, why_refused};
+use aws_common::iam::{explain_refusal, partition_of, role_account_id};
 pub use aws_common::iam::{principal_of, trust_policy};
 use aws_common::sdk::{RoleLookup, SdkConfig, look_up_role, role_cache};
 use aws_common::{ApiError, BaseCredentials, ErrorKind, SignAs, sdk_config};
@@ -79,22 +79,7 @@ pub async fn caller_arn(settings: &KinesisSettings, base: &BaseCredentials) -> R
     aws_common::sdk::caller_arn(&shared).await
 }
 
-/// The result of checking one identity of a destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckResult {
-    /// The identity checked, or `None` when the destination has none to check; print it with
-    /// [`CheckResult::label`], which never shows a Secret ID.
-    pub identity: Option<SignAs>,
-    /// `Ok` with a summary, or `Err` with an explanation an operator can act on.
-    pub outcome: Result<String, String>,
-}
-
-impl CheckResult {
-    /// How the identity is printed: the sender's ID, `secret_id`, `own credentials`, or `-` for none.
-    pub fn label(&self) -> &str {
-        self.identity.as_ref().map_or("-", SignAs::label)
-    }
-}
+pub use aws_common::iam::CheckResult;
 
 /// Tries each identity: assumes the role with its External ID (when there is a role), then describes the stream.
 /// Nothing is written to the stream.
@@ -132,7 +117,7 @@ async fn check_one(
         }
         let cache = role_cache(shared, role);
         if let Err(error) = cache.get(identity).await {
-            return Err(explain_refusal(destination, role, identity, shared, error).await);
+            return Err(explain_refusal("kinesis", destination, role, identity, shared, error).await);
         }
         assumed = format!("assumed {role}; ");
         builder = signing_as(builder, cache, identity.clone());
@@ -177,49 +162,6 @@ async fn check_one(
         summary.status,
         summary.mode.to_lowercase().replace('_', "-")
     ))
-}
-
-/// Words why AssumeRole was refused, naming the destination's key and the command that prints the trust policy.
-async fn explain_refusal(
-    destination: &str,
-    role: &str,
-    identity: &SignAs,
-    shared: &SdkConfig,
-    error: ApiError,
-) -> String {
-    let external = match identity.external_id() {
-        None => "no External ID".to_owned(),
-        Some(id) if id.is_secret() => "the secret_id as External ID".to_owned(),
-        Some(id) => format!("External ID {:?}", id.expose()),
-    };
-    let regenerate = format!("`tributary iam trust --destination {destination}` prints the trust policy it needs");
-    match why_refused(shared, role, identity, &error).await {
-        Refusal::RoleMissing => format!("role {role} does not exist: create it, or fix kinesis.role_address"),
-        Refusal::Unexplained => format!(
-            "assuming role {role} with {external} was refused: either the role does not trust this principal or the \
-             External ID does not match its trust policy (these credentials may not read the role to tell which); {regenerate}"
-        ),
-        Refusal::Untrusted { caller } => {
-            format!(
-                "role {role} does not trust {caller}: add it as a principal of the role's trust policy; {regenerate}"
-            )
-        }
-        Refusal::ExternalIdMismatch { caller, allowed } => {
-            let listed = match identity.external_id() {
-                Some(id) if !id.is_secret() => format!("{:?}", id.expose()),
-                _ => "the configured secret_id".to_owned(),
-            };
-            let ids = if allowed == 1 { "1 External ID".to_owned() } else { format!("{allowed} External IDs") };
-            format!(
-                "the External ID does not match: role {role} trusts {caller} with {ids}, and {listed} is not among \
-                 them; {regenerate}"
-            )
-        }
-        Refusal::Refused(message) if error.kind == ErrorKind::AssumeRoleRefused => {
-            format!("assuming role {role} with {external} was refused although its trust policy allows it: {message}")
-        }
-        Refusal::Refused(message) => message,
-    }
 }
 
 /// How `check` describes the stream's encryption, or why it does not match `kms_key`: the key the stream reports,

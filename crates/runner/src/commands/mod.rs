@@ -4,6 +4,8 @@
 //! signals and logging, and prints a failed command's error.
 
 pub mod dlq;
+#[cfg(feature = "firehose")]
+pub mod firehose;
 pub mod personas;
 pub mod rejected;
 pub mod reload;

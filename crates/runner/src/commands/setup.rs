@@ -8,19 +8,43 @@ use serde_json::Value;
 use crate::config::{Config, DestinationKind};
 use crate::route::base_credentials;
 
-/// The permission policy for the destination's role.
+/// The permission policy for the destination's role (a Kinesis or a Firehose destination).
 pub fn policy(config: &Config, destination: &str, account_id: Option<&str>) -> anyhow::Result<Value> {
-    let kinesis = config.kinesis(destination)?;
-    let Some(account) = iam::account_id(kinesis, account_id) else {
-        bail!("destination {destination:?} has no role_address to take the account ID from; pass --account-id");
+    let no_account = || {
+        anyhow::anyhow!(
+            "destination {destination:?} has no role_address to take the account ID from; pass --account-id"
+        )
     };
+    if let Ok(firehose) = config.firehose(destination) {
+        let account = firehose_sink::policy::account_id(firehose, account_id).ok_or_else(no_account)?;
+        return Ok(firehose_sink::policy::permission_policy(firehose, account));
+    }
+    let kinesis = config.kinesis(destination)?;
+    let account = iam::account_id(kinesis, account_id).ok_or_else(no_account)?;
     Ok(iam::permission_policy(kinesis, account))
+}
+
+/// The ARN of the identity the process's own credentials belong to, asked of STS in the region and endpoint of
+/// the AWS destination `destination`.
+async fn caller_of(config: &Config, destination: &str) -> anyhow::Result<String> {
+    let base = base_credentials();
+    if let Ok(firehose) = config.firehose(destination) {
+        #[cfg(feature = "firehose")]
+        return Ok(firehose_sink::setup::caller_arn(firehose, &base).await?);
+        #[cfg(not(feature = "firehose"))]
+        bail!("{}: {}", firehose.region, crate::route::WITHOUT_FIREHOSE);
+    }
+    Ok(iam::caller_arn(config.kinesis(destination)?, &base).await?)
 }
 
 /// The trust policy for the destination's role, trusting `principal` (by default, the caller STS reports).
 pub async fn trust(config: &Config, destination: &str, principal: Option<String>) -> anyhow::Result<Value> {
-    let kinesis = config.kinesis(destination)?;
-    if kinesis.config.role_address.is_none() {
+    let loaded = config.destination(destination);
+    let role = match loaded.and_then(|d| d.config.kind.aws_role()) {
+        Some((_, role, _)) => role,
+        None => &config.kinesis(destination)?.config.role_address,
+    };
+    if role.is_none() {
         bail!("destination {destination:?} assumes no role (no role_address), so it needs no trust policy");
     }
     let identities = config.identities(destination)?;
@@ -30,7 +54,7 @@ pub async fn trust(config: &Config, destination: &str, principal: Option<String>
     let principal = match principal {
         Some(principal) => principal,
         None => iam::principal_of(
-            &iam::caller_arn(kinesis, &base_credentials())
+            &caller_of(config, destination)
                 .await
                 .context("finding the principal to trust (pass --principal ARN to name it yourself)")?,
         ),
@@ -40,8 +64,8 @@ pub async fn trust(config: &Config, destination: &str, principal: Option<String>
     Ok(iam::trust_policy(&principal, &ids))
 }
 
-/// Checks every enabled Kinesis destination, or one (and of a templated one, `stream` or its default stream);
-/// returns (destination, result) pairs.
+/// Checks every enabled Kinesis and Firehose destination, or one (and of a templated Kinesis one, `stream` or its
+/// default stream); returns (destination, result) pairs.
 pub async fn check(
     config: &Config,
     only: Option<&str>,
@@ -50,19 +74,22 @@ pub async fn check(
     anyhow::ensure!(stream.is_none() || only.is_some(), "--stream needs --destination: it names one of its streams");
     let names: Vec<&str> = match only {
         Some(name) => {
-            config.kinesis(name)?;
+            if config.firehose(name).is_err() {
+                config.kinesis(name)?;
+            }
             vec![name]
         }
         None => config
             .destinations
             .iter()
-            .filter(|d| d.config.enabled && matches!(d.config.kind, DestinationKind::Kinesis(_)))
+            .filter(|d| {
+                d.config.enabled && matches!(d.config.kind, DestinationKind::Kinesis(_) | DestinationKind::Firehose(_))
+            })
             .map(|d| d.config.name.as_str())
             .collect(),
     };
     let mut results = Vec::new();
     for name in names {
-        let kinesis = config.kinesis(name)?;
         let identities = config.identities(name)?;
         if identities.is_empty() {
             let outcome =
@@ -71,10 +98,25 @@ pub async fn check(
             results.push((name.to_owned(), CheckResult { identity: None, outcome }));
             continue;
         }
-        let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {name:?}: {e}"))?;
-        for result in iam::check(name, kinesis, &stream, &identities, &base_credentials()).await {
-            results.push((name.to_owned(), result));
-        }
+        let checked = match config.firehose(name) {
+            Ok(firehose) => {
+                anyhow::ensure!(
+                    stream.is_none(),
+                    "--stream names a stream of a templated Kinesis destination; a Firehose destination's check \
+                     describes every delivery stream its mapping names"
+                );
+                #[cfg(not(feature = "firehose"))]
+                bail!("destination {name:?} ({}): {}", firehose.region, crate::route::WITHOUT_FIREHOSE);
+                #[cfg(feature = "firehose")]
+                firehose_sink::setup::check(name, firehose, &identities, &base_credentials()).await
+            }
+            Err(_) => {
+                let kinesis = config.kinesis(name)?;
+                let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {name:?}: {e}"))?;
+                iam::check(name, kinesis, &stream, &identities, &base_credentials()).await
+            }
+        };
+        results.extend(checked.into_iter().map(|result| (name.to_owned(), result)));
     }
     Ok(results)
 }
@@ -82,8 +124,9 @@ pub async fn check(
 /// `tributary iam`.
 #[derive(Debug, clap::Subcommand)]
 pub enum IamAction {
-    /// The permission policy: kinesis:PutRecord, PutRecords, ListShards and DescribeStreamSummary on the stream
-    /// (every stream a template can name), and kms:GenerateDataKey on the kms_key if set.
+    /// The permission policy. Kinesis: kinesis:PutRecord, PutRecords, ListShards and DescribeStreamSummary on the
+    /// stream (every stream a template can name), and kms:GenerateDataKey on the kms_key if set. Firehose:
+    /// firehose:PutRecord, PutRecordBatch and DescribeDeliveryStream on each mapped delivery stream.
     Policy {
         /// The destination's name.
         #[arg(long)]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anyhow::bail;
 use kinesis_sink::setup::admin::{self, Created, NewStream, StreamSummary};
 
 use super::kinesis_stream;
@@ -48,31 +49,49 @@ pub async fn describe(
 /// `tributary streams`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
-    /// Create the stream (or report that it exists) and wait until it is ACTIVE.
+    /// Create the stream (or report that it exists) and wait until it is ACTIVE. For a Firehose destination, a
+    /// Direct PUT delivery stream writing to an S3 bucket, made with your own credentials.
     Create {
         /// The destination's name.
         #[arg(long)]
         destination: String,
-        /// Of a destination with a templated stream, the resolved stream to create (default: its default_stream).
+        /// Of a destination with a templated stream, the resolved stream to create (default: its default_stream);
+        /// of a Firehose destination, the delivery stream (one its mapping names; needed when it names several).
         #[arg(long)]
         stream: Option<String>,
-        /// The number of shards of a provisioned stream.
-        #[arg(long, default_value_t = 1, conflicts_with = "on_demand")]
-        shards: i32,
-        /// Make an on-demand stream, which adds and removes shards with the load, instead of a provisioned one.
+        /// Kinesis: the number of shards of a provisioned stream (default 1).
+        #[arg(long, conflicts_with = "on_demand")]
+        shards: Option<i32>,
+        /// Kinesis: make an on-demand stream, which adds and removes shards with the load, instead of a
+        /// provisioned one.
         #[arg(long)]
         on_demand: bool,
-        /// Encrypt the stream with this customer-managed KMS key (an ARN); default: the destination's kms_key.
+        /// Kinesis: encrypt the stream with this customer-managed KMS key (an ARN); default: the destination's
+        /// kms_key.
         #[arg(long)]
         kms_key: Option<String>,
+        /// Firehose: the ARN of the S3 bucket the delivery stream writes to (arn:aws:s3:::BUCKET).
+        #[arg(long)]
+        bucket_arn: Option<String>,
+        /// Firehose: the IAM role Firehose itself assumes to write the bucket (not the role Tributary sends as).
+        #[arg(long)]
+        delivery_role: Option<String>,
+        /// Firehose: the key prefix of the objects it writes (Firehose adds YYYY/MM/DD/HH/ after it).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Firehose: how long it buffers records before it writes an object, 0 to 900 seconds. Default 60:
+        /// Firehose's own default of 300 makes a first test look broken.
+        #[arg(long)]
+        buffer_seconds: Option<i32>,
     },
-    /// Print the stream's status, mode, shards, encryption, retention and maximum record size.
+    /// Print the stream's status, mode, shards, encryption, retention and maximum record size; for a Firehose
+    /// destination, each delivery stream's status, source and S3 bucket, prefix and buffer.
     Describe {
         /// The destination's name.
         #[arg(long)]
         destination: String,
         /// Of a destination with a templated stream, the resolved stream to describe (default: its
-        /// default_stream).
+        /// default_stream); of a Firehose destination, one delivery stream (default: every one it maps to).
         #[arg(long)]
         stream: Option<String>,
         /// Also print the ten partition keys with the most records over the last minute, read back from the
@@ -80,6 +99,62 @@ pub enum Action {
         #[arg(long)]
         hot_keys: bool,
     },
+}
+
+impl Action {
+    /// The destination the action is for.
+    fn destination(&self) -> &str {
+        match self {
+            Action::Create { destination, .. } | Action::Describe { destination, .. } => destination,
+        }
+    }
+}
+
+/// `streams create|describe` of a Firehose destination: refuses the Kinesis flags, and hands the rest to
+/// `commands::firehose`.
+async fn firehose(config: &Config, action: Action, out: super::Out<'_>) -> anyhow::Result<()> {
+    match action {
+        Action::Create {
+            destination,
+            stream,
+            shards,
+            on_demand,
+            kms_key,
+            bucket_arn,
+            delivery_role,
+            prefix,
+            buffer_seconds,
+        } => {
+            if shards.is_some() || on_demand || kms_key.is_some() {
+                bail!(
+                    "--shards, --on-demand and --kms-key are for Kinesis destinations, and {destination:?} is a \
+                     Firehose destination"
+                );
+            }
+            #[cfg(feature = "firehose")]
+            {
+                let flags = super::firehose::CreateFlags { bucket_arn, delivery_role, prefix, buffer_seconds };
+                super::firehose::create(config, &destination, stream.as_deref(), flags, out).await
+            }
+            #[cfg(not(feature = "firehose"))]
+            {
+                let _ = (config, stream, bucket_arn, delivery_role, prefix, buffer_seconds, out);
+                bail!("{}", crate::route::WITHOUT_FIREHOSE)
+            }
+        }
+        Action::Describe { destination, stream, hot_keys } => {
+            if hot_keys {
+                bail!("--hot-keys reads a Kinesis stream's shards, and {destination:?} is a Firehose destination");
+            }
+            #[cfg(feature = "firehose")]
+            return super::firehose::describe(config, &destination, stream.as_deref(), out).await;
+            #[cfg(not(feature = "firehose"))]
+            {
+                let _ = (config, stream, out);
+                bail!("{}", crate::route::WITHOUT_FIREHOSE)
+            }
+        }
+    }
 }
 
 /// Creates or describes the destination's stream, writing what it found to `out`.
@@ -90,9 +165,29 @@ pub async fn run(
     err: super::Out<'_>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = crate::config::load(dir, err)?;
+    if config.firehose(action.destination()).is_ok() {
+        firehose(&config, action, out).await?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     match action {
-        Action::Create { destination, stream, shards, on_demand, kms_key } => {
-            let new = NewStream { shards: (!on_demand).then_some(shards), kms_key };
+        Action::Create {
+            destination,
+            stream,
+            shards,
+            on_demand,
+            kms_key,
+            bucket_arn,
+            delivery_role,
+            prefix,
+            buffer_seconds,
+        } => {
+            if bucket_arn.is_some() || delivery_role.is_some() || prefix.is_some() || buffer_seconds.is_some() {
+                bail!(
+                    "--bucket-arn, --delivery-role, --prefix and --buffer-seconds are for Firehose destinations, and \
+                     {destination:?} is a Kinesis destination"
+                );
+            }
+            let new = NewStream { shards: (!on_demand).then_some(shards.unwrap_or(1)), kms_key };
             let (name, created, new) = create(&config, &destination, stream.as_deref(), new).await?;
             let kind = match new.shards {
                 Some(n) => format!("with {n} shards"),

@@ -83,11 +83,13 @@ pub struct Args {
     /// The destination's name.
     #[arg(long)]
     pub destination: String,
-    /// Of a destination with a templated stream, the resolved stream to read (default: its default_stream).
+    /// Of a destination with a templated stream, the resolved stream to read (default: its default_stream); of a
+    /// Firehose destination, the delivery stream whose S3 objects to read (needed when it maps to several).
     #[arg(long)]
     pub stream: Option<String>,
     /// Start at the oldest record kept and stop when caught up (unless --follow); without it, print new records
-    /// as they arrive.
+    /// as they arrive. A Firehose destination's tail always prints every object its delivery stream wrote so far
+    /// (S3 keeps them all) and stops, unless --follow.
     #[arg(long)]
     pub from_start: bool,
     /// Keep polling for new records after catching up (implied without --from-start).
@@ -104,6 +106,18 @@ pub async fn run(
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = crate::config::load(dir, err)?;
     let follow = args.follow || !args.from_start;
+    if config.firehose(&args.destination).is_ok() {
+        #[cfg(feature = "firehose")]
+        {
+            // S3 keeps every object: a Firehose tail always starts at the first, and follows only when asked.
+            let stream = args.stream.as_deref();
+            let printed = super::firehose::tail(&config, &args.destination, stream, args.follow, out).await?;
+            writeln!(err, "{printed} records")?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        #[cfg(not(feature = "firehose"))]
+        anyhow::bail!("{}", crate::route::WITHOUT_FIREHOSE);
+    }
     let printed = tail(&config, &args.destination, args.stream.as_deref(), args.from_start, follow, out).await?;
     writeln!(err, "{printed} records")?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use spool::Spool;
 use tokio::sync::{Notify, watch};
 
-use crate::config::{Config, Destination, DestinationKind};
+use crate::config::{Config, Destination};
 use crate::delivery::health::Health;
 use crate::delivery::worker::{Control, Worker};
 use crate::metrics::Metrics;
@@ -28,16 +28,13 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// The fingerprint of the destination `destination` of `config`, reading the secret it refers to.
     pub fn of(config: &Config, destination: &Destination) -> anyhow::Result<Fingerprint> {
-        let secret = match &destination.kind {
-            DestinationKind::Kinesis(kinesis) => match (&kinesis.config.role_address, &kinesis.config.secret_id) {
-                (Some(_), Some(secret)) => {
-                    let file = &config.destination(&destination.name).expect("a destination of this config").file;
-                    let secret = config.secret(file, "kinesis.secret_id", secret)?;
-                    Some(Sha256::digest(secret.expose().as_bytes()).into())
-                }
-                _ => None,
-            },
-            DestinationKind::Stdout | DestinationKind::File(_) => None,
+        let secret = match destination.kind.aws_role() {
+            Some((table, Some(_), Some(secret))) => {
+                let file = &config.destination(&destination.name).expect("a destination of this config").file;
+                let secret = config.secret(file, &format!("{table}.secret_id"), secret)?;
+                Some(Sha256::digest(secret.expose().as_bytes()).into())
+            }
+            _ => None,
         };
         Ok(Fingerprint { destination: destination.clone(), secret })
     }

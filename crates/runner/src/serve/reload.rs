@@ -86,9 +86,7 @@ pub fn live(
 fn referenced_files(config: &Config) -> Vec<PathBuf> {
     let mut refs: Vec<&SecretRef> = config.sources.iter().map(|s| &s.config.write_key).collect();
     for d in &config.destinations {
-        if let crate::config::DestinationKind::Kinesis(kinesis) = &d.config.kind
-            && let Some(secret) = &kinesis.config.secret_id
-        {
+        if let Some((_, _, Some(secret))) = d.config.kind.aws_role() {
             refs.push(secret);
         }
     }

@@ -2,7 +2,6 @@
 //! mass-removal guard applied before anything is sent.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use personas::definition::{ComputationConfig, DEFAULT_MAX_REMOVAL_SHARE};
@@ -140,7 +139,7 @@ pub(super) async fn locate_export(
         snapshot::remove_abandoned(&options.state_dir, "fetch-");
         let dir = options.state_dir.join(format!("fetch-{}-{}-0", definition.computation_id, std::process::id()));
         let guard = Fetched(dir.clone());
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let files = s3_export::fetch(&client, &location, &dir, snapshot::glob_matches).await?;
         let bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
         writeln!(

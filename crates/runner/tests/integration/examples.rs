@@ -36,6 +36,11 @@ fn the_examples_load_without_problems() {
     assert_eq!(config.senders_of("kinesis-main"), ["src_personas", "src_web"]);
     // kinesis-demo assumes no role: one identity, the process's own credentials.
     assert_eq!(config.identities("kinesis-demo").unwrap(), [SignAs::Process]);
+    let firehose = config.destination("firehose-main").unwrap();
+    assert!(!firehose.config.enabled);
+    assert_eq!(firehose.config.kind.catalog_name(), Some("Amazon Kinesis Firehose"));
+    assert_eq!(config.firehose("firehose-main").unwrap().mapping.len(), 3);
+    assert!(config.firehose("kinesis-main").unwrap_err().to_string().contains("is of type kinesis, not firehose"));
 }
 
 #[test]
@@ -43,7 +48,7 @@ fn validate_accepts_the_examples() {
     let dir = configs();
     let (ok, stdout, stderr) = tributary(&["--config", dir.to_str().unwrap(), "validate"], &[], None);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("2 sources, 4 destinations, 2 audiences and traits, no errors"), "{stdout}");
+    assert!(stdout.contains("2 sources, 5 destinations, 2 audiences and traits, no errors"), "{stdout}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod durability;
 mod engage;
 mod examples;
 mod faults;
+mod firehose;
 mod fleet;
 mod hostile;
 mod keys;

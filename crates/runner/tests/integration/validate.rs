@@ -36,7 +36,7 @@ fn every_problem_is_reported_with_file_and_key() {
             ("sources/dup.toml", "id = \"src_web\"\nname = \"Dup\"\nwrite_key = { env = \"W\" }\n"),
         ],
         &[
-            "error: destinations/bad.toml: colour: is not a known key (expected one of: name, type, enabled, kinesis, file, max_retry_duration, max_backlog_bytes)",
+            "error: destinations/bad.toml: colour: is not a known key (expected one of: name, type, enabled, kinesis, firehose, file, max_retry_duration, max_backlog_bytes)",
             "error: sources/web.toml: id: \"src_web\" is already the ID of sources/dup.toml",
             "error: sources/web.toml: write_key: is the same as the write key of sources/dup.toml",
             "error: sources/web.toml: destinations[1]: no destination is named \"missing\"",
@@ -70,14 +70,14 @@ fn missing_settings_and_tables() {
             ("destinations/nokinesis.toml", "name = \"a\"\ntype = \"kinesis\"\n"),
             ("destinations/nofile.toml", "name = \"b\"\ntype = \"file\"\n"),
             ("destinations/noregion.toml", "name = \"c\"\ntype = \"kinesis\"\n[kinesis]\nstream = \"s\"\n"),
-            ("destinations/badtype.toml", "name = \"d\"\ntype = \"firehose\"\n"),
+            ("destinations/badtype.toml", "name = \"d\"\ntype = \"pubsub\"\n"),
             ("destinations/dupname.toml", "name = \"a\"\ntype = \"stdout\"\n"),
         ],
         &[
             "error: destinations/nokinesis.toml: kinesis: a kinesis destination needs a [kinesis] table",
             "error: destinations/nofile.toml: file: a file destination needs a [file] table with a path",
             "error: destinations/noregion.toml: kinesis.region: is required",
-            "error: destinations/badtype.toml: type: \"firehose\" is not one of: kinesis, stdout, file",
+            "error: destinations/badtype.toml: type: \"pubsub\" is not one of: kinesis, firehose, stdout, file",
             "error: destinations/nokinesis.toml: name: \"a\" is already the name of destinations/dupname.toml",
         ],
     );
