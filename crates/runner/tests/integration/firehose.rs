@@ -390,3 +390,41 @@ async fn serve_delivers_to_firehose_and_honours_its_catalog_name_in_integrations
     let line = format!("tributary_firehose_records_total{{destination=\"fh\",stream=\"{stream}\"}} 2");
     assert!(metrics.contains(&line), "{line:?} not in {metrics}");
 }
+
+/// A message over Firehose's 1,000 KiB cannot come through ingest (Segment's 32 KB limit), but a computed trait's
+/// value can make one: the sync sends the rest, and its log names the record's failure.
+#[tokio::test]
+async fn a_record_over_1000_kib_is_failed_with_the_reason_and_the_rest_delivered() {
+    let at = At::shared();
+    let env = env_of(&at);
+    let bucket = bucket(&at, "fh-large").await;
+    let stream = unique_name("large");
+    let dir = scratch("firehose-large");
+    let state = dir.join("state");
+    let trait_file = "name = \"Bio\"\nkind = \"trait\"\nkey = \"bio\"\ncomputation_id = \"trt_bio\"\nspace_id = \"spa_1\"\n\
+                      namespace = \"spa_1\"\ndestinations = [\"fh\"]\nmax_rate = 100000\n[source]\npath = \"bios.csv\"\n\
+                      value_column = \"bio\"\n";
+    let huge = "x".repeat(1_100 * 1024);
+    write_files(
+        &dir,
+        &[
+            (
+                "destinations/fh.toml",
+                &firehose_destination("fh", &tests::firehose::url(), &[("identify", &stream)], ""),
+            ),
+            ("audiences/bio.toml", trait_file),
+            ("bios.csv", &format!("user_id,bio\nsmall,hello\nlarge,{huge}\n")),
+        ],
+    );
+    create_streams(&dir, "fh", &[&stream], &bucket, &env);
+    let state_dir = state.to_str().unwrap();
+    let (ok, stdout, stderr) = run(&dir, &["personas", "sync", "--state-dir", state_dir], &env);
+    assert!(!ok && stderr.contains("1 failed"), "{stdout}{stderr}");
+    assert_eq!(users(&records(&at, &bucket, &format!("{stream}/")).await), ["small"]);
+    let (ok, stdout, stderr) = run(&dir, &["personas", "log", "--state-dir", state_dir, "--user", "large"], &env);
+    assert!(ok, "{stderr}");
+    let entry: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["outcome"], "failed", "{entry}");
+    let error = entry["error"].as_str().unwrap();
+    assert!(error.contains("as a Firehose record") && error.contains("Firehose takes at most 1024000"), "{error}");
+}
