@@ -149,6 +149,13 @@ pub struct DestinationConfig {
     /// budget holds more messages the more alike they are.
     #[serde(default)]
     pub max_backlog_bytes: Option<ByteSize>,
+    /// Destination filters, as Segment's (`[[filters]]` tables): each with an optional `source`, a condition `if`
+    /// in Segment's Filter Query Language, and an `action`: `drop`, `sample` (`percent`, `by = "message" | "user"`),
+    /// `drop_properties` or `allow_properties` (`fields`, paths under `properties`, `traits` or `context`). They run
+    /// in Segment's order (sample, drop, drop properties, allow properties) before a message is stored for the
+    /// destination; a condition that fails on a message drops it, as Segment does.
+    #[serde(default)]
+    pub filters: Vec<governance::FilterConfig>,
 }
 
 /// How long messages are retried when a destination does not say: four hours, as Segment retries.
@@ -167,6 +174,8 @@ pub struct Destination {
     pub max_retry: Duration,
     /// The most bytes it may have waiting in the spool, if its file says.
     pub max_backlog: Option<u64>,
+    /// Its filters, compiled.
+    pub filters: governance::Filters,
 }
 
 /// A destination's kind and the settings only that kind has. A new kind of destination is a variant here, its
@@ -424,6 +433,7 @@ impl Config {
         let audiences: Vec<Loaded<personas::definition::ComputationConfig>> = load_all(dir, "audiences", &mut problems);
         check_sources(&sources, &destinations, &mut problems);
         check_audiences(&audiences, &destinations, &mut problems);
+        check_filter_sources(&sources, &audiences, &destinations, &mut problems);
         let destinations = resolve_destinations(destinations, &mut problems);
         if problems.has_errors() {
             return Err(problems);
@@ -595,12 +605,22 @@ fn resolve_destinations(files: Vec<Loaded<DestinationConfig>>, problems: &mut Pr
                 None
             }
         };
+        let filters = match governance::Filters::compile(&config.filters, &config.name) {
+            Ok(filters) => filters,
+            Err(found) => {
+                for p in found {
+                    problems.error(&file, format!("filters[{}].{}", p.filter - 1, p.key), p.message);
+                }
+                governance::Filters::default()
+            }
+        };
         let tables = Tables { kinesis: config.kinesis, firehose: config.firehose, file: config.file };
         let kind = resolve_kind(&file, config.kind, tables, problems);
         if let Some(kind) = kind
             && problems.0.iter().filter(|p| p.error).count() == errors
         {
-            let destination = Destination { name: config.name, enabled: config.enabled, kind, max_retry, max_backlog };
+            let (name, enabled) = (config.name, config.enabled);
+            let destination = Destination { name, enabled, kind, max_retry, max_backlog, filters };
             resolved.push(Loaded { file, config: destination });
         }
     }
@@ -762,6 +782,25 @@ fn describe(error: &figment::Error) -> (String, String) {
         other => other.to_string(),
     };
     (path.join("."), message)
+}
+
+/// A filter scoped to a source must name one (a source's ID, or an audience's `source_id`): a misspelt one would
+/// never apply.
+fn check_filter_sources(
+    sources: &[Loaded<SourceConfig>],
+    audiences: &[Loaded<personas::definition::ComputationConfig>],
+    destinations: &[Loaded<DestinationConfig>],
+    problems: &mut Problems,
+) {
+    let ids: HashSet<&str> =
+        sources.iter().map(|s| s.config.id.as_str()).chain(audiences.iter().map(|a| a.config.source_id())).collect();
+    for d in destinations {
+        for (n, filter) in d.config.filters.iter().enumerate() {
+            if let Some(source) = filter.source.as_deref().filter(|s| !ids.contains(s)) {
+                problems.error(&d.file, format!("filters[{n}].source"), format!("no source is named {source:?}"));
+            }
+        }
+    }
 }
 
 /// Checks sources: IDs and write keys used twice, their settings, and the destinations they name.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, personas, rejected, reload, send, setup, streams, tail, validate};
+use runner::commands::{dlq, filters, personas, rejected, reload, send, setup, streams, tail, validate};
 use runner::serve;
 
 /// Tributary: a self-hosted Segment-compatible event router for AWS Kinesis.
@@ -50,6 +50,11 @@ enum Command {
     Personas {
         #[command(subcommand)]
         action: personas::Action,
+    },
+    /// Try a destination's filters on messages from a file, without sending them.
+    Filters {
+        #[command(subcommand)]
+        action: filters::Action,
     },
     /// Inspect and resend messages that failed permanently.
     Dlq(dlq::Args),
@@ -127,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => setup::run_check(dir, args, &mut out, &mut err).await,
         Command::Rejected(args) => rejected::run(args, &mut out, &mut err),
         Command::Dlq(args) => dlq::run(dir, args, &mut out, &mut err).await,
+        Command::Filters { action } => filters::run(dir, action, &mut out, &mut err),
         Command::Send(args) => send::run(dir, args, &mut err).await,
         Command::Tail(args) => tail::run(dir, args, &mut out, &mut err).await,
         Command::Streams { action } => streams::run(dir, action, &mut out, &mut err).await,

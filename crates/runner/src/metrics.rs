@@ -58,6 +58,15 @@ pub struct ReloadOutcome {
     pub outcome: String,
 }
 
+/// A destination and what one of its filters did.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterAction {
+    /// The destination's name.
+    pub destination: String,
+    /// `sample`, `drop`, `drop_properties`, `allow_properties`, or `error` (a condition that failed dropped it).
+    pub action: String,
+}
+
 /// A destination label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Destination {
@@ -122,6 +131,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadOutcome, Counter>,
     /// Valid messages not stored because their messageId was accepted within the dedupe window, per source.
     pub duplicates: Family<SourceLabel, Counter>,
+    /// Messages a destination's filters dropped or changed, by the action that decided.
+    pub filtered: Family<FilterAction, Counter>,
     /// How far back the dedupe keys held reach, in seconds (the window, or less once the key budget is full).
     pub dedupe_window: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Dedupe keys held.
@@ -191,6 +202,14 @@ impl Collector for SinkMetrics {
     }
 }
 
+impl Metrics {
+    /// Counts a message a destination's filters dropped or changed, by the action that decided.
+    pub fn filtered(&self, destination: &str, action: &str) {
+        let labels = FilterAction { destination: destination.to_owned(), action: action.to_owned() };
+        self.filtered.get_or_create(&labels).inc();
+    }
+}
+
 impl Default for Metrics {
     /// Long on purpose: one registration per metric, each with its help text, in the order `/metrics` lists them.
     fn default() -> Self {
@@ -220,6 +239,7 @@ impl Default for Metrics {
             overflowed: Family::default(),
             reloads: Family::default(),
             duplicates: Family::default(),
+            filtered: Family::default(),
             dedupe_window: Gauge::default(),
             dedupe_keys: Gauge::default(),
             dedupe_unavailable: Counter::default(),
@@ -246,6 +266,11 @@ impl Default for Metrics {
         );
         registry.register("http_responses", "Answers of the ingest API by HTTP status code", metrics.responses.clone());
         registry.register("messages_delivered", "Messages delivered, per destination", metrics.delivered.clone());
+        registry.register(
+            "messages_filtered",
+            "Messages a destination's filters dropped or changed, by the action that decided (error: a condition that failed on the message dropped it)",
+            metrics.filtered.clone(),
+        );
         registry.register("delivery_retries", "Failed delivery attempts scheduled again", metrics.retried.clone());
         registry.register("messages_failed", "Messages moved to the dead-letter table", metrics.failed.clone());
         registry.register("spool_depth", "Messages waiting in the spool", metrics.spool_depth.clone());

@@ -37,6 +37,35 @@ pub struct Target {
     pub max_retry: std::time::Duration,
     /// The most bytes it may have waiting in the spool, if its config says.
     pub max_backlog: Option<u64>,
+    /// Its filters.
+    pub filters: governance::Filters,
+}
+
+/// What a destination's filters made of one message.
+#[derive(Debug)]
+pub enum Filtered<'m> {
+    /// The message goes on as it is (no filter applied, or none changed it).
+    Same(&'m Message),
+    /// The message goes on, changed (fields removed).
+    Changed(Message, &'static str),
+    /// The message does not go to the destination; the action that decided (`error` for a condition that failed).
+    Dropped(&'static str),
+}
+
+impl Target {
+    /// The destination's filters applied to `message` from `source`.
+    pub fn filter<'m>(&self, source: &str, message: &'m Message) -> Filtered<'m> {
+        if !self.filters.applies_to(source) {
+            return Filtered::Same(message);
+        }
+        let mut changed = message.clone();
+        let applied = self.filters.apply(source, &mut changed);
+        match (applied.kept, applied.changed, applied.decided_by) {
+            (false, _, decided) => Filtered::Dropped(decided.unwrap_or("drop")),
+            (true, true, decided) => Filtered::Changed(changed, decided.unwrap_or("drop_properties")),
+            (true, false, _) => Filtered::Same(message),
+        }
+    }
 }
 
 /// The sinks of every enabled destination, and which of them each source reaches.
@@ -107,6 +136,7 @@ impl Routes {
                 sink,
                 max_retry: d.max_retry,
                 max_backlog: d.max_backlog,
+                filters: d.filters.clone(),
             };
             destinations.insert(d.name.clone(), target);
         }

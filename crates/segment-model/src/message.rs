@@ -446,6 +446,18 @@ impl Message {
         true
     }
 
+    /// Replaces one of the free-form objects a destination's controls may change (`properties`, `traits`,
+    /// `context`) with `value`, in place, keeping the other fields' bytes. Returns `false`, changing nothing, for any
+    /// other field: the ones validation read stay as validated.
+    pub fn replace_object(&mut self, field: &str, value: &Value) -> bool {
+        if !matches!(field, "properties" | "traits" | "context") {
+            return false;
+        }
+        let raw = serde_json::value::to_raw_value(value).expect("a JSON value serializes");
+        self.set(field, raw);
+        true
+    }
+
     /// Sets a field, replacing its value in place or appending it. Callers keep any cache of the field up to date.
     pub(crate) fn set(&mut self, field: &str, value: Box<RawValue>) {
         match crate::raw::position(&self.fields, field) {

@@ -4,6 +4,7 @@
 //! signals and logging, and prints a failed command's error.
 
 pub mod dlq;
+pub mod filters;
 #[cfg(feature = "firehose")]
 pub mod firehose;
 pub mod personas;

@@ -9,7 +9,7 @@ use sink::{Outcome, Record};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::config::Config;
-use crate::route::{Routes, Target, fan_out};
+use crate::route::{Filtered, Routes, Target, fan_out};
 
 /// How many messages are delivered together.
 const MESSAGES_PER_CHUNK: usize = 1_000;
@@ -21,6 +21,8 @@ pub struct Tally {
     pub delivered: usize,
     /// Records that failed (permanently, or still retryable after the sink's retries).
     pub failed: usize,
+    /// Messages the destination's filters kept from it.
+    pub filtered: usize,
 }
 
 /// What `send` did.
@@ -96,13 +98,18 @@ async fn deliver(
     summary: &mut Summary,
     errors: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    let per_destination: Vec<(&Target, Vec<Record>)> = router
-        .group(source, &messages)
-        .into_iter()
-        .map(|(target, indices)| {
-            (target, indices.iter().map(|&i| Record::new(source.clone(), messages[i].clone())).collect())
-        })
-        .collect();
+    let mut per_destination: Vec<(&Target, Vec<Record>)> = Vec::new();
+    for (target, indices) in router.group(source, &messages) {
+        let mut records = Vec::with_capacity(indices.len());
+        for i in indices {
+            match target.filter(source, &messages[i]) {
+                Filtered::Same(message) => records.push(Record::new(source.clone(), message.clone())),
+                Filtered::Changed(message, _) => records.push(Record::new(source.clone(), message)),
+                Filtered::Dropped(_) => summary.destinations.entry(target.name.clone()).or_default().filtered += 1,
+            }
+        }
+        per_destination.push((target, records));
+    }
     let ids: Vec<Vec<String>> = per_destination
         .iter()
         .map(|(_, records)| records.iter().map(|r| r.message_id().to_owned()).collect())
@@ -151,7 +158,11 @@ pub async fn run(dir: &std::path::Path, args: Args, err: super::Out<'_>) -> anyh
     };
     writeln!(err, "read {} messages, {} malformed lines", summary.messages, summary.malformed)?;
     for (name, tally) in &summary.destinations {
-        writeln!(err, "{name}: {} delivered, {} failed", tally.delivered, tally.failed)?;
+        let filtered = match tally.filtered {
+            0 => String::new(),
+            n => format!(", {n} filtered out"),
+        };
+        writeln!(err, "{name}: {} delivered, {} failed{filtered}", tally.delivered, tally.failed)?;
     }
     Ok(if summary.is_clean() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
 }

@@ -9,7 +9,7 @@ use personas::message::Computation;
 use personas::state::Logged;
 use sink::{Outcome, Record};
 
-use crate::route::{Target, fan_out};
+use crate::route::{Filtered, Target, fan_out};
 
 use super::options::{RunContext, SyncSummary};
 use super::pace::Pacer;
@@ -121,6 +121,12 @@ pub(super) async fn send_chunk(
             for call in &delivery.calls {
                 let mut message = computation.call(change, *call);
                 message.enrich_with(now, crate::format::new_message_id);
+                // The destination's filters apply to Engage's calls as to any source's; a call they drop is done.
+                let message = match delivery.target.filter(source, &message) {
+                    Filtered::Same(_) => message,
+                    Filtered::Changed(changed, _) => changed,
+                    Filtered::Dropped(_) => continue,
+                };
                 calls.push((index, *call));
                 records.push(Record::new(source.clone(), message));
             }

@@ -9,6 +9,7 @@ mod durability;
 mod engage;
 mod examples;
 mod faults;
+mod filters;
 mod firehose;
 mod fleet;
 mod hostile;

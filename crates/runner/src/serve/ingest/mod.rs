@@ -35,7 +35,10 @@ pub use auth::{Source, WriteKeys};
 pub use error::Refusal;
 
 use crate::metrics::Metrics;
-use crate::route::Routes;
+use crate::route::{Filtered, Routes};
+
+/// One valid message's ID, partition key and span in the batch's JSON.
+type Encoded<'a> = (&'a str, std::borrow::Cow<'a, str>, std::ops::Range<usize>);
 
 /// What the config folder decides, which a reload replaces as a whole: a request reads it once and keeps that
 /// version to its end, so that a reload never meets a request half way.
@@ -552,14 +555,26 @@ impl Ingest {
         // Destinations that take the same messages (the usual case) share one encoding: compressing it is the
         // costly part.
         let mut entries: Vec<NewEntry> = Vec::with_capacity(targets.len());
+        // Entries made without filters, by position in `targets`, which later destinations may share.
+        let mut plain: Vec<Option<usize>> = Vec::with_capacity(targets.len());
         for (at, (destination, indices)) in targets.iter().enumerate() {
-            let items = match targets[..at].iter().position(|(_, earlier)| earlier == indices) {
+            if destination.filters.applies_to(source) {
+                plain.push(None);
+                if let Some(entry) = self.filtered_entry(destination, source, messages, indices, (&json, &encoded)) {
+                    entries.push(entry);
+                }
+                continue;
+            }
+            let shared =
+                targets[..at].iter().zip(&plain).find_map(|((_, earlier), entry)| entry.filter(|_| earlier == indices));
+            let items = match shared {
                 Some(same) => entries[same].items.clone(),
                 None => crate::delivery::stored::encode(indices.iter().map(|&i| {
                     let (id, key, span) = &encoded[i];
                     (*id, key.as_ref(), &json[span.clone()])
                 })),
             };
+            plain.push(Some(entries.len()));
             entries.push(NewEntry {
                 destination: destination.name.clone(),
                 source_id: source.to_owned(),
@@ -568,6 +583,48 @@ impl Ingest {
             });
         }
         entries
+    }
+
+    /// The entry of a destination whose filters apply to `source`: its messages as the filters leave them (the
+    /// dropped left out, each counted by the action that decided), or none when it drops them all.
+    fn filtered_entry(
+        &self,
+        destination: &crate::route::Target,
+        source: &str,
+        messages: &[Message],
+        indices: &[usize],
+        (json, encoded): (&[u8], &[Encoded<'_>]),
+    ) -> Option<NewEntry> {
+        let mut changed: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut kept: Vec<usize> = Vec::with_capacity(indices.len());
+        for &i in indices {
+            match destination.filter(source, &messages[i]) {
+                Filtered::Same(_) => kept.push(i),
+                Filtered::Changed(message, action) => {
+                    self.metrics.filtered(&destination.name, action);
+                    changed.push((i, message.to_json_vec()));
+                    kept.push(i);
+                }
+                Filtered::Dropped(action) => self.metrics.filtered(&destination.name, action),
+            }
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        let items = crate::delivery::stored::encode(kept.iter().map(|&i| {
+            let (id, key, span) = &encoded[i];
+            let bytes = match changed.iter().find(|(at, _)| *at == i) {
+                Some((_, bytes)) => bytes.as_slice(),
+                None => &json[span.clone()],
+            };
+            (*id, key.as_ref(), bytes)
+        }));
+        Some(NewEntry {
+            destination: destination.name.clone(),
+            source_id: source.to_owned(),
+            count: kept.len() as u32,
+            items,
+        })
     }
 
     /// The invalid messages, counted, as the rejected table keeps them.

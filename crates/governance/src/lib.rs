@@ -1,0 +1,11 @@
+//! What a team controls about the data it routes, as pure rules over messages (no IO): the runner loads them from
+//! the config folder and applies them where messages are delivered.
+//!
+//! - [`fql`]: Segment's Destination Filter Query Language, parsed once and evaluated per message.
+//! - [`filters`]: a destination's filters (sample, drop, drop properties, allow properties), in Segment's order.
+
+pub mod filters;
+pub mod fql;
+
+pub use filters::{Applied, FilterConfig, FilterProblem, Filters};
+pub use fql::Condition;
