@@ -3,9 +3,13 @@
 //!
 //! - [`fql`]: Segment's Destination Filter Query Language, parsed once and evaluated per message.
 //! - [`filters`]: a destination's filters (sample, drop, drop properties, allow properties), in Segment's order.
+//! - [`privacy`]: fields hashed or dropped on a source or a destination, named by path or found by [`matchers`].
 
 pub mod filters;
 pub mod fql;
+pub mod matchers;
+pub mod privacy;
 
 pub use filters::{Applied, FilterConfig, FilterProblem, Filters};
 pub use fql::Condition;
+pub use privacy::{Change, Privacy, PrivacyAction, PrivacyConfig, PrivacyProblem};

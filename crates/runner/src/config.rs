@@ -76,6 +76,32 @@ pub struct SourceConfig {
     /// predictable, so `"source"` keeps another source's messages from suppressing this one's.
     #[serde(default)]
     pub dedupe_scope: DedupeScope,
+    /// Privacy controls on every message of this source, before dedupe and before any destination sees it:
+    /// `hash` and `drop` lists of paths (`"traits.email"`) and matchers (`"matcher:email"`), `privacy_key` for the
+    /// HMAC, and custom `[privacy.matchers.NAME]`. See [`governance::PrivacyConfig`].
+    #[serde(default)]
+    pub privacy: Option<governance::PrivacyConfig<SecretRef>>,
+}
+
+/// A file of suppressed users in the config folder (`suppressions/*.toml`), for instance one per request:
+///
+/// ```toml
+/// reason = "GDPR request 2026-118"      # for people; not used
+/// user_ids = ["u_123", "u_456"]
+/// anonymous_ids = ["3f0c3b3e-6a1e-4f59-9d1e-0c7e7c1d2a10"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionFile {
+    /// Why these users are suppressed, for the people who read the file.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The `userId`s whose messages are dropped.
+    #[serde(default)]
+    pub user_ids: Vec<String>,
+    /// The `anonymousId`s whose messages are dropped.
+    #[serde(default)]
+    pub anonymous_ids: Vec<String>,
 }
 
 /// Whose messages a source's messages are checked against for duplicates.
@@ -156,6 +182,10 @@ pub struct DestinationConfig {
     /// destination; a condition that fails on a message drops it, as Segment does.
     #[serde(default)]
     pub filters: Vec<governance::FilterConfig>,
+    /// Privacy controls on every message this destination gets, after its filters (as a source's `[privacy]`):
+    /// `hash`, `drop`, `privacy_key` and `[privacy.matchers.NAME]`. See [`governance::PrivacyConfig`].
+    #[serde(default)]
+    pub privacy: Option<governance::PrivacyConfig<SecretRef>>,
 }
 
 /// How long messages are retried when a destination does not say: four hours, as Segment retries.
@@ -176,6 +206,8 @@ pub struct Destination {
     pub max_backlog: Option<u64>,
     /// Its filters, compiled.
     pub filters: governance::Filters,
+    /// Its privacy controls, checked; compiled where its key is read (see [`Config::privacy`]).
+    pub privacy: Option<governance::PrivacyConfig<SecretRef>>,
 }
 
 /// A destination's kind and the settings only that kind has. A new kind of destination is a variant here, its
@@ -377,6 +409,8 @@ pub struct Config {
     pub destinations: Vec<Loaded<Destination>>,
     /// `audiences/*.toml`: audiences and computed traits, in file name order.
     pub audiences: Vec<Loaded<personas::definition::ComputationConfig>>,
+    /// `suppressions/*.toml`: users whose messages are dropped, in file name order.
+    pub suppressions: Vec<Loaded<SuppressionFile>>,
     /// Warnings that did not stop loading.
     pub warnings: Problems,
 }
@@ -435,10 +469,12 @@ impl Config {
         check_audiences(&audiences, &destinations, &mut problems);
         check_filter_sources(&sources, &audiences, &destinations, &mut problems);
         let destinations = resolve_destinations(destinations, &mut problems);
+        let suppressions = load_all(dir, "suppressions", &mut problems);
+        check_suppressions(&suppressions, &mut problems);
         if problems.has_errors() {
             return Err(problems);
         }
-        Ok(Config { dir: dir.to_owned(), sources, destinations, audiences, warnings: problems })
+        Ok(Config { dir: dir.to_owned(), sources, destinations, audiences, suppressions, warnings: problems })
     }
 
     /// The source with `id`.
@@ -506,6 +542,29 @@ impl Config {
     /// failure names the file and key, and none prints the value.
     pub fn secret(&self, file: &Path, key: &str, secret: &SecretRef) -> anyhow::Result<Secret> {
         secret.resolve(&self.dir).with_context(|| format!("{}: {key}", file.display()))
+    }
+
+    /// The privacy controls `table` of the file `file` sets, compiled with the key it refers to (read here), or none.
+    pub fn privacy(
+        &self,
+        file: &Path,
+        table: Option<&governance::PrivacyConfig<SecretRef>>,
+    ) -> anyhow::Result<governance::Privacy> {
+        let Some(table) = table else { return Ok(governance::Privacy::default()) };
+        let key = match &table.privacy_key {
+            Some(key) => Some(self.secret(file, "privacy.privacy_key", key)?),
+            None => None,
+        };
+        governance::Privacy::compile(table, key.as_ref().map(|k| k.expose().as_bytes())).map_err(|problems| {
+            let lines: Vec<String> =
+                problems.iter().map(|p| format!("{}: privacy.{}: {}", file.display(), p.key, p.message)).collect();
+            anyhow::anyhow!("{}", lines.join("\n"))
+        })
+    }
+
+    /// The privacy controls of the source `source`, compiled with its key.
+    pub fn source_privacy(&self, source: &Loaded<SourceConfig>) -> anyhow::Result<governance::Privacy> {
+        self.privacy(&source.file, source.config.privacy.as_ref())
     }
 
     /// The IDs of the sources connected to the destination `name`.
@@ -614,13 +673,15 @@ fn resolve_destinations(files: Vec<Loaded<DestinationConfig>>, problems: &mut Pr
                 governance::Filters::default()
             }
         };
+        check_privacy(&file, config.privacy.as_ref(), problems);
         let tables = Tables { kinesis: config.kinesis, firehose: config.firehose, file: config.file };
         let kind = resolve_kind(&file, config.kind, tables, problems);
         if let Some(kind) = kind
             && problems.0.iter().filter(|p| p.error).count() == errors
         {
             let (name, enabled) = (config.name, config.enabled);
-            let destination = Destination { name, enabled, kind, max_retry, max_backlog, filters };
+            let privacy = config.privacy;
+            let destination = Destination { name, enabled, kind, max_retry, max_backlog, filters, privacy };
             resolved.push(Loaded { file, config: destination });
         }
     }
@@ -803,6 +864,39 @@ fn check_filter_sources(
     }
 }
 
+/// An empty identifier in a suppression file would suppress nothing and hide a mistake.
+fn check_suppressions(files: &[Loaded<SuppressionFile>], problems: &mut Problems) {
+    for f in files {
+        for (key, ids) in [("user_ids", &f.config.user_ids), ("anonymous_ids", &f.config.anonymous_ids)] {
+            for (i, id) in ids.iter().enumerate() {
+                if id.trim().is_empty() {
+                    problems.error(&f.file, format!("{key}[{i}]"), "must not be empty");
+                }
+            }
+        }
+    }
+}
+
+/// Checks a `[privacy]` table without its key, which is read only where messages are handled: every path and
+/// matcher, and that a key is given, by reference, when `hash` needs one.
+fn check_privacy(file: &Path, table: Option<&governance::PrivacyConfig<SecretRef>>, problems: &mut Problems) {
+    let Some(table) = table else { return };
+    if table.privacy_key.as_ref().is_some_and(SecretRef::is_inline) {
+        problems.warn(
+            file,
+            "privacy.privacy_key",
+            "is written inline; it belongs in the environment: privacy_key = { env = \"NAME\" }",
+        );
+    }
+    // A stand-in of the shortest length allowed: the key's own length is checked when it is read.
+    let stand_in = table.privacy_key.as_ref().map(|_| [0u8; governance::privacy::MIN_KEY_BYTES]);
+    if let Err(found) = governance::Privacy::compile(table, stand_in.as_ref().map(|k| k.as_slice())) {
+        for p in found {
+            problems.error(file, format!("privacy.{}", p.key), p.message);
+        }
+    }
+}
+
 /// Checks sources: IDs and write keys used twice, their settings, and the destinations they name.
 fn check_sources(
     sources: &[Loaded<SourceConfig>],
@@ -834,6 +928,7 @@ fn check_sources(
         if config.max_messages_per_second == Some(0) {
             problems.error(&s.file, "max_messages_per_second", "must be at least 1 (leave it out for no limit)");
         }
+        check_privacy(&s.file, config.privacy.as_ref(), problems);
         if config.write_key.is_inline() {
             problems.warn(
                 &s.file,

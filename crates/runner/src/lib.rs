@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod reloads;
 pub mod route;
 pub mod serve;
+pub mod suppression;
 pub mod sync;
 
 /// Where a command writes: its output, or its diagnostics.

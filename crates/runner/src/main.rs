@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, filters, personas, rejected, reload, send, setup, streams, tail, validate};
+use runner::commands::{dlq, filters, personas, privacy, rejected, reload, send, setup, streams, tail, validate};
 use runner::serve;
 
 /// Tributary: a self-hosted Segment-compatible event router for AWS Kinesis.
 #[derive(Parser)]
 #[command(name = "tributary", version)]
 struct Cli {
-    /// The config folder, holding sources/*.toml, destinations/*.toml and audiences/*.toml.
+    /// The config folder, holding sources/*.toml, destinations/*.toml, audiences/*.toml and suppressions/*.toml.
     #[arg(long, global = true, default_value = "configs", env = "TRIBUTARY_CONFIG")]
     config: PathBuf,
     /// How log lines are written to standard error: text for people, or json (one object per line, with
@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         action: filters::Action,
     },
+    /// Suppress users (their messages dropped at ingest, never stored), take them off, or list who is suppressed.
+    Privacy(privacy::Args),
     /// Inspect and resend messages that failed permanently.
     Dlq(dlq::Args),
     /// Create or describe a Kinesis destination's stream, or a Firehose destination's delivery stream.
@@ -133,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rejected(args) => rejected::run(args, &mut out, &mut err),
         Command::Dlq(args) => dlq::run(dir, args, &mut out, &mut err).await,
         Command::Filters { action } => filters::run(dir, action, &mut out, &mut err),
+        Command::Privacy(args) => privacy::run(dir, args, &mut out, &mut err),
         Command::Send(args) => send::run(dir, args, &mut err).await,
         Command::Tail(args) => tail::run(dir, args, &mut out, &mut err).await,
         Command::Streams { action } => streams::run(dir, action, &mut out, &mut err).await,

@@ -67,6 +67,15 @@ pub struct FilterAction {
     pub action: String,
 }
 
+/// A privacy control's change.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrivacyChange {
+    /// The matcher that found the field, or `field` for a path named in `hash` or `drop`.
+    pub matcher: String,
+    /// `hash` or `drop`.
+    pub action: String,
+}
+
 /// A destination label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Destination {
@@ -133,6 +142,10 @@ pub struct Metrics {
     pub duplicates: Family<SourceLabel, Counter>,
     /// Messages a destination's filters dropped or changed, by the action that decided.
     pub filtered: Family<FilterAction, Counter>,
+    /// Messages dropped at ingest because a suppression list names their user, per source.
+    pub suppressed: Family<SourceLabel, Counter>,
+    /// Fields privacy controls hashed or dropped, by matcher and action.
+    pub privacy_changes: Family<PrivacyChange, Counter>,
     /// How far back the dedupe keys held reach, in seconds (the window, or less once the key budget is full).
     pub dedupe_window: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Dedupe keys held.
@@ -208,6 +221,14 @@ impl Metrics {
         let labels = FilterAction { destination: destination.to_owned(), action: action.to_owned() };
         self.filtered.get_or_create(&labels).inc();
     }
+
+    /// Counts the fields privacy controls changed in one message (never their values).
+    pub fn privacy(&self, changes: &[governance::Change]) {
+        for change in changes {
+            let labels = PrivacyChange { matcher: change.matcher.to_string(), action: change.action.name().to_owned() };
+            self.privacy_changes.get_or_create(&labels).inc();
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -240,6 +261,8 @@ impl Default for Metrics {
             reloads: Family::default(),
             duplicates: Family::default(),
             filtered: Family::default(),
+            privacy_changes: Family::default(),
+            suppressed: Family::default(),
             dedupe_window: Gauge::default(),
             dedupe_keys: Gauge::default(),
             dedupe_unavailable: Counter::default(),
@@ -270,6 +293,16 @@ impl Default for Metrics {
             "messages_filtered",
             "Messages a destination's filters dropped or changed, by the action that decided (error: a condition that failed on the message dropped it)",
             metrics.filtered.clone(),
+        );
+        registry.register(
+            "suppressed",
+            "Messages dropped at ingest, never stored, because a suppression list names their userId or anonymousId, per source",
+            metrics.suppressed.clone(),
+        );
+        registry.register(
+            "privacy_changes",
+            "Fields privacy controls hashed or dropped, by matcher (field: a path named in hash or drop) and action",
+            metrics.privacy_changes.clone(),
         );
         registry.register("delivery_retries", "Failed delivery attempts scheduled again", metrics.retried.clone());
         registry.register("messages_failed", "Messages moved to the dead-letter table", metrics.failed.clone());

@@ -39,31 +39,43 @@ pub struct Target {
     pub max_backlog: Option<u64>,
     /// Its filters.
     pub filters: governance::Filters,
+    /// Its privacy controls, with their key.
+    pub privacy: governance::Privacy,
 }
 
-/// What a destination's filters made of one message.
+/// What a destination's filters and privacy controls made of one message.
 #[derive(Debug)]
 pub enum Filtered<'m> {
-    /// The message goes on as it is (no filter applied, or none changed it).
+    /// The message goes on as it is (no control applied, or none changed it).
     Same(&'m Message),
-    /// The message goes on, changed (fields removed).
-    Changed(Message, &'static str),
+    /// The message goes on, changed: by a filter (the action that last changed it), by privacy controls (each
+    /// field's change), or both.
+    Changed(Message, Option<&'static str>, Vec<governance::Change>),
     /// The message does not go to the destination; the action that decided (`error` for a condition that failed).
     Dropped(&'static str),
 }
 
 impl Target {
-    /// The destination's filters applied to `message` from `source`.
+    /// Whether the destination's filters or privacy controls may change messages of `source`.
+    pub fn controls(&self, source: &str) -> bool {
+        self.filters.applies_to(source) || !self.privacy.is_empty()
+    }
+
+    /// The destination's filters, then its privacy controls, applied to `message` from `source`.
     pub fn filter<'m>(&self, source: &str, message: &'m Message) -> Filtered<'m> {
-        if !self.filters.applies_to(source) {
+        if !self.controls(source) {
             return Filtered::Same(message);
         }
         let mut changed = message.clone();
         let applied = self.filters.apply(source, &mut changed);
-        match (applied.kept, applied.changed, applied.decided_by) {
-            (false, _, decided) => Filtered::Dropped(decided.unwrap_or("drop")),
-            (true, true, decided) => Filtered::Changed(changed, decided.unwrap_or("drop_properties")),
-            (true, false, _) => Filtered::Same(message),
+        if !applied.kept {
+            return Filtered::Dropped(applied.decided_by.unwrap_or("drop"));
+        }
+        let filtered = applied.changed.then(|| applied.decided_by.unwrap_or("drop_properties"));
+        let privacy = self.privacy.apply(&mut changed);
+        match filtered.is_some() || !privacy.is_empty() {
+            true => Filtered::Changed(changed, filtered, privacy),
+            false => Filtered::Same(message),
         }
     }
 }
@@ -137,6 +149,7 @@ impl Routes {
                 max_retry: d.max_retry,
                 max_backlog: d.max_backlog,
                 filters: d.filters.clone(),
+                privacy: config.privacy(&loaded.file, d.privacy.as_ref())?,
             };
             destinations.insert(d.name.clone(), target);
         }

@@ -16,6 +16,7 @@ mod error;
 mod lock;
 mod read;
 mod schema;
+mod suppress;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use crate::lock::{LOCK_FILE, owner};
 use crate::lock::{create_folder, lock};
 pub use crate::read::read_rejections;
 use crate::schema::{SCHEMA_VERSION, migrate, open_connection};
+pub use crate::suppress::{IdKind, Suppressed, SuppressionWatch, suppress, suppressions, unsuppress};
 use crate::writer::{Job, Op, write_loop};
 
 /// The spool file's name inside the spool folder.

@@ -24,7 +24,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
 /// the blob's overflow pages, so `count`, the schedule and the accounting stay cheap to read and update. `totals`
 /// is kept by triggers, so that every process writing the spool (a server, `dlq replay`) keeps it exact. IDs never
 /// go back (`AUTOINCREMENT`), so a reader may resume after the highest fresh ID it took. `dedupe_blocks`
-/// holds the keys of accepted messages (see `dedupe.rs`).
+/// holds the keys of accepted messages (see `dedupe.rs`); `suppressed` the users whose messages are not stored, with
+/// a counter of its changes that a server polls (see `suppress.rs`).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,6 +87,23 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at INTEGER NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS suppressed (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suppressed_changes (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    changes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO suppressed_changes (one, changes) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS suppressed_in AFTER INSERT ON suppressed BEGIN
+    UPDATE suppressed_changes SET changes = changes + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS suppressed_out AFTER DELETE ON suppressed BEGIN
+    UPDATE suppressed_changes SET changes = changes + 1;
+END;
 ";
 
 /// Brings a spool written by an earlier version (the blob before the small columns, no totals) to [`SCHEMA`], in
@@ -125,8 +143,8 @@ pub(crate) fn migrate(connection: &mut Connection) -> Result<(), rusqlite::Error
 }
 
 /// The spool's layout version, kept in `PRAGMA user_version`: 0 for the first layout (migrated on open), 2 for
-/// the layout before the dedupe keys, 3 for [`SCHEMA`].
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// the layout before the dedupe keys, 3 for the layout before the suppression list, 4 for [`SCHEMA`].
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The layout version of the spool `connection` opened.
 pub(crate) fn version(connection: &Connection) -> Result<i64, rusqlite::Error> {

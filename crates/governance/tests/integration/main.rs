@@ -1,4 +1,5 @@
-//! The governance test binary: FQL on the material of Segment's reference, and destination filters.
+//! The governance test binary: FQL on the material of Segment's reference, destination filters, and privacy controls.
 
 mod filters;
 mod fql;
+mod privacy;

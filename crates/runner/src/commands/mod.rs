@@ -8,6 +8,7 @@ pub mod filters;
 #[cfg(feature = "firehose")]
 pub mod firehose;
 pub mod personas;
+pub mod privacy;
 pub mod rejected;
 pub mod reload;
 pub mod send;

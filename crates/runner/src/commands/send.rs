@@ -32,6 +32,8 @@ pub struct Summary {
     pub messages: usize,
     /// Lines that were not valid messages.
     pub malformed: usize,
+    /// Valid messages not sent because the config folder's `suppressions/*.toml` name their user.
+    pub suppressed: usize,
     /// Counts per destination name.
     pub destinations: BTreeMap<String, Tally>,
 }
@@ -54,10 +56,12 @@ pub async fn send(
     input_name: &str,
     errors: &mut dyn std::io::Write,
 ) -> anyhow::Result<Summary> {
-    if config.source(source_id).is_none() {
+    let Some(loaded) = config.source(source_id) else {
         let known: Vec<&str> = config.sources.iter().map(|s| s.config.id.as_str()).collect();
         bail!("no source has the ID {source_id:?} (known: {})", known.join(", "));
-    }
+    };
+    let privacy = config.source_privacy(loaded)?;
+    let suppressed = crate::suppression::Suppressions::from_config(config);
     let mut summary = Summary::default();
     for destination in router.connected(source_id) {
         summary.destinations.insert(destination.name.clone(), Tally::default());
@@ -72,7 +76,9 @@ pub async fn send(
             continue;
         }
         match Message::from_slice(line.as_bytes()) {
+            Ok(message) if suppressed.suppresses(&message) => summary.suppressed += 1,
             Ok(mut message) => {
+                privacy.apply(&mut message);
                 message.enrich_with(time::OffsetDateTime::now_utc(), crate::format::new_message_id);
                 summary.messages += 1;
                 chunk.push(message);
@@ -104,7 +110,7 @@ async fn deliver(
         for i in indices {
             match target.filter(source, &messages[i]) {
                 Filtered::Same(message) => records.push(Record::new(source.clone(), message.clone())),
-                Filtered::Changed(message, _) => records.push(Record::new(source.clone(), message)),
+                Filtered::Changed(message, ..) => records.push(Record::new(source.clone(), message)),
                 Filtered::Dropped(_) => summary.destinations.entry(target.name.clone()).or_default().filtered += 1,
             }
         }
@@ -157,6 +163,9 @@ pub async fn run(dir: &std::path::Path, args: Args, err: super::Out<'_>) -> anyh
         send(&config, &routes, &args.source, input, &args.file.display().to_string(), err).await?
     };
     writeln!(err, "read {} messages, {} malformed lines", summary.messages, summary.malformed)?;
+    if summary.suppressed > 0 {
+        writeln!(err, "{} messages not sent: their users are suppressed", summary.suppressed)?;
+    }
     for (name, tally) in &summary.destinations {
         let filtered = match tally.filtered {
             0 => String::new(),

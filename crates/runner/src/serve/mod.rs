@@ -220,7 +220,7 @@ pub async fn run(
 /// at once), then drains: `/readyz` answers 503 at once, requests are still taken for `drain_delay` (each answer
 /// with `Connection: close`), then the listener closes, requests in flight are answered, and the workers deliver
 /// the backlog for up to `drain_timeout`. Either way every acknowledged message is in the spool, and what is left
-/// is delivered by the next run.
+/// is delivered by the next run. Long on purpose: the startup, each part in the order the next depends on it.
 pub async fn serve(
     config: &Config,
     routes: Routes,
@@ -234,6 +234,7 @@ pub async fn serve(
     let (spool, max_bytes) = open_spool(&options, enabled)?;
     let (stop, stopped) = watch::channel(false);
     let dedupe = start_dedupe(&spool, &options, stopped.clone()).await?;
+    let suppressed = crate::suppression::watch_spool(&options.spool_dir, stopped.clone())?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());
@@ -258,6 +259,7 @@ pub async fn serve(
         lag: lag.clone(),
         parsing: tokio::sync::Semaphore::new(ingest::parsing_permits()),
         dedupe,
+        suppressed,
     });
     let mut reloader = Reloader {
         dir: config.dir.clone(),

@@ -43,22 +43,24 @@ impl Trigger {
     }
 }
 
-/// Every source's write key, read, with the source's file: what [`live`] needs, resolved before anything changes.
-pub fn read_write_keys(config: &Config) -> anyhow::Result<Vec<(Secret, &crate::config::Loaded<SourceConfig>)>> {
-    config.sources.iter().map(|source| Ok((config.write_key(source)?, source))).collect()
+/// A source with its secrets read: its write key, and its privacy controls compiled with their key.
+pub type ReadSource<'c> = (Secret, governance::Privacy, &'c crate::config::Loaded<SourceConfig>);
+
+/// Every source's write key and privacy controls, read, with the source's file: what [`live`] needs, resolved
+/// before anything changes.
+pub fn read_write_keys(config: &Config) -> anyhow::Result<Vec<ReadSource<'_>>> {
+    config
+        .sources
+        .iter()
+        .map(|source| Ok((config.write_key(source)?, config.source_privacy(source)?, source)))
+        .collect()
 }
 
 /// The config ingest serves from: the sources with their keys, settings and the lags of the destinations they
 /// feed, over `routes`. A source whose rate limit is unchanged since `previous` keeps its bucket, so a reload does
 /// not hand a throttled source a fresh second.
-pub fn live(
-    config: &Config,
-    keys: Vec<(Secret, &crate::config::Loaded<SourceConfig>)>,
-    routes: Routes,
-    lag: &Lag,
-    previous: Option<&Live>,
-) -> Live {
-    let sources = keys.into_iter().map(|(key, source)| {
+pub fn live(config: &Config, keys: Vec<ReadSource<'_>>, routes: Routes, lag: &Lag, previous: Option<&Live>) -> Live {
+    let sources = keys.into_iter().map(|(key, privacy, source)| {
         let c = &source.config;
         let rate = c.max_messages_per_second.map(|per_second| {
             let kept = previous.and_then(|p| p.keys.by_id(&c.id)).and_then(|s| s.rate.clone());
@@ -75,20 +77,24 @@ pub fn live(
             collect_ip: c.collect_ip,
             dedupe_by_source: c.dedupe_scope == crate::config::DedupeScope::Source,
             destinations: routes.connected(&c.id).iter().filter_map(|d| lag.get(&d.name)).collect(),
+            privacy: Arc::new(privacy),
         };
         (key, source)
     });
     let disabled = config.destinations.iter().filter(|d| !d.config.enabled).map(|d| d.config.name.clone()).collect();
-    Live { keys: WriteKeys::new(sources.collect()), routes: Arc::new(routes), disabled }
+    let suppressed = Arc::new(crate::suppression::Suppressions::from_config(config));
+    Live { keys: WriteKeys::new(sources.collect()), routes: Arc::new(routes), disabled, suppressed }
 }
 
 /// The files a config refers to outside its own folders (secrets in files), which `--watch-config` watches too.
 fn referenced_files(config: &Config) -> Vec<PathBuf> {
     let mut refs: Vec<&SecretRef> = config.sources.iter().map(|s| &s.config.write_key).collect();
+    refs.extend(config.sources.iter().filter_map(|s| s.config.privacy.as_ref()?.privacy_key.as_ref()));
     for d in &config.destinations {
         if let Some((_, _, Some(secret))) = d.config.kind.aws_role() {
             refs.push(secret);
         }
+        refs.extend(d.config.privacy.as_ref().and_then(|p| p.privacy_key.as_ref()));
     }
     refs.into_iter()
         .filter_map(|r| match r {

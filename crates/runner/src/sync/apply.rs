@@ -44,6 +44,7 @@ pub(super) async fn apply(
     let source: Arc<str> = Arc::from(definition.source_id());
     let mut pacer = Pacer::new(destinations.iter().filter_map(|d| d.rate.map(|rate| rate / d.calls.len() as f64)));
     let mut last_failure = None;
+    let suppressed = crate::suppression::Suppressions::from_config(context.config);
     let mut dry_run_calls: Vec<Call> = definition.destinations.iter().flat_map(|d| definition.calls_for(d)).collect();
     dry_run_calls.sort();
     dry_run_calls.dedup();
@@ -63,7 +64,7 @@ pub(super) async fn apply(
         for part in pacer.split(chunk) {
             pacer.wait(part.len()).await;
             let size = part.len() as u64;
-            let sent = send_chunk(part, computation, destinations, &source).await;
+            let sent = send_chunk(part, computation, destinations, &source, &suppressed).await;
             if let Some(failure) = sent.last_failure {
                 last_failure = Some(failure);
             }
@@ -108,6 +109,7 @@ pub(super) async fn send_chunk(
     computation: &Computation,
     destinations: &[Destination<'_>],
     source: &Arc<str>,
+    suppressed: &crate::suppression::Suppressions,
 ) -> Sent {
     // One time for the chunk: the pacer spaced chunks, so their calls' times are spaced as they were sent.
     let now = time::OffsetDateTime::now_utc();
@@ -121,10 +123,15 @@ pub(super) async fn send_chunk(
             for call in &delivery.calls {
                 let mut message = computation.call(change, *call);
                 message.enrich_with(now, crate::format::new_message_id);
-                // The destination's filters apply to Engage's calls as to any source's; a call they drop is done.
+                // A suppressed user's calls are not sent, as a source's messages are not stored: done.
+                if suppressed.suppresses(&message) {
+                    continue;
+                }
+                // The destination's filters and privacy controls apply to Engage's calls as to any source's; a call its
+                // filters drop is done.
                 let message = match delivery.target.filter(source, &message) {
                     Filtered::Same(_) => message,
-                    Filtered::Changed(changed, _) => changed,
+                    Filtered::Changed(changed, ..) => changed,
                     Filtered::Dropped(_) => continue,
                 };
                 calls.push((index, *call));

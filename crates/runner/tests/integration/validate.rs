@@ -36,7 +36,7 @@ fn every_problem_is_reported_with_file_and_key() {
             ("sources/dup.toml", "id = \"src_web\"\nname = \"Dup\"\nwrite_key = { env = \"W\" }\n"),
         ],
         &[
-            "error: destinations/bad.toml: colour: is not a known key (expected one of: name, type, enabled, kinesis, firehose, file, max_retry_duration, max_backlog_bytes, filters)",
+            "error: destinations/bad.toml: colour: is not a known key (expected one of: name, type, enabled, kinesis, firehose, file, max_retry_duration, max_backlog_bytes, filters, privacy)",
             "error: sources/web.toml: id: \"src_web\" is already the ID of sources/dup.toml",
             "error: sources/web.toml: write_key: is the same as the write key of sources/dup.toml",
             "error: sources/web.toml: destinations[1]: no destination is named \"missing\"",

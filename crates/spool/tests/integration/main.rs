@@ -480,3 +480,36 @@ async fn a_key_takes_about_8_bytes_of_the_database_and_at_most_21_of_memory() {
     assert!(memory <= spool::MEMORY_BYTES_PER_KEY as f64, "{memory:.1} bytes of memory a key");
     assert!(stats.bytes <= (KEYS + 1_000) * 8 + 600 * 24, "the budget counts what the disk holds: {stats:?}");
 }
+
+#[tokio::test]
+async fn the_suppression_list_changes_beside_its_owner_and_the_owner_sees_each_change() {
+    let dir = dir("suppressions");
+    // A list made before the spool's first owner is kept: the owner opens what the command created.
+    let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(spool::suppress(&dir, spool::IdKind::UserId, &ids(&["u1", "u2"]), 1_000).unwrap(), 2);
+    let owner = Spool::open(&dir, 100).unwrap();
+    let mut watch = spool::SuppressionWatch::open(&dir).unwrap();
+    let first = watch.poll().unwrap().expect("the first poll reads the list");
+    assert_eq!(first.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["u1", "u2"]);
+    assert_eq!(watch.poll().unwrap(), None, "nothing changed");
+    // Beside the owner: a second suppression keeps its first date; an anonymousId; a removal.
+    assert_eq!(spool::suppress(&dir, spool::IdKind::UserId, &ids(&["u2", "u3"]), 2_000).unwrap(), 1);
+    assert_eq!(spool::suppress(&dir, spool::IdKind::AnonymousId, &ids(&["a1"]), 3_000).unwrap(), 1);
+    assert_eq!(spool::unsuppress(&dir, spool::IdKind::UserId, &ids(&["u1", "nobody"])).unwrap(), 1);
+    let now = watch.poll().unwrap().expect("changed");
+    let listed: Vec<(spool::IdKind, &str, i64)> = now.iter().map(|s| (s.kind, s.id.as_str(), s.since)).collect();
+    assert_eq!(
+        listed,
+        [
+            (spool::IdKind::UserId, "u2", 1_000),
+            (spool::IdKind::UserId, "u3", 2_000),
+            (spool::IdKind::AnonymousId, "a1", 3_000)
+        ]
+    );
+    assert_eq!(spool::suppressions(&dir).unwrap(), now);
+    drop(owner);
+    // A remove and an add between two polls are seen, though the list's length is the same.
+    spool::unsuppress(&dir, spool::IdKind::UserId, &ids(&["u3"])).unwrap();
+    spool::suppress(&dir, spool::IdKind::UserId, &ids(&["u4"]), 4_000).unwrap();
+    assert!(watch.poll().unwrap().unwrap().iter().any(|s| s.id == "u4"));
+}

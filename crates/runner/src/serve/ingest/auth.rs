@@ -47,6 +47,8 @@ pub struct Source {
     /// The lags of the destinations it feeds: its requests are refused while one of them is further behind than
     /// `--max-lag`.
     pub destinations: Vec<std::sync::Arc<crate::serve::lag::Lagging>>,
+    /// Its privacy controls, with their key.
+    pub privacy: std::sync::Arc<governance::Privacy>,
 }
 
 /// Every source's write key, kept as its SHA-256 digest.

@@ -49,6 +49,8 @@ pub struct Live {
     pub routes: Arc<Routes>,
     /// The destinations the config has with `enabled = false`.
     pub disabled: Vec<String>,
+    /// The config folder's suppression list (`suppressions/*.toml`).
+    pub suppressed: Arc<crate::suppression::Suppressions>,
 }
 
 /// What every handler shares.
@@ -83,6 +85,8 @@ pub struct Ingest {
     pub parsing: tokio::sync::Semaphore,
     /// How resends are dropped; `None` with `--dedupe-window 0`.
     pub dedupe: Option<dedupe::Dedupe>,
+    /// The spool's suppression list, kept current by [`crate::suppression::watch_spool`].
+    pub suppressed: crate::suppression::SpoolList,
 }
 
 /// How many requests are read, parsed and encoded at once (a turn ends before the commit is awaited): a few per
@@ -430,11 +434,38 @@ impl Ingest {
                 Err(refused) => rejected.push(refused),
             }
         }
+        self.drop_suppressed(live, source, &mut valid, &mut rejected);
         let ip = client_ip::client_ip(peer, headers, &self.trusted_proxies).to_string();
         for message in &mut valid {
             message.fill_ip(&ip, source.collect_ip);
         }
+        // The source's privacy controls, before dedupe and before any destination, the console or a log sees it.
+        if !source.privacy.is_empty() {
+            for message in &mut valid {
+                self.metrics.privacy(&source.privacy.apply(message));
+            }
+        }
         Ok(Parsed { source, valid, rejected })
+    }
+
+    /// Drops the messages, valid or not, of users either suppression list names, first of all: they are counted and
+    /// never stored, not even in the rejected table.
+    fn drop_suppressed(&self, live: &Live, source: &Source, valid: &mut Vec<Message>, rejected: &mut Vec<Rejected>) {
+        let spooled = self.suppressed.read().expect("suppression list lock poisoned").clone();
+        let lists = [&*live.suppressed, &*spooled];
+        if lists.iter().all(|list| list.is_empty()) {
+            return;
+        }
+        let before = valid.len() + rejected.len();
+        valid.retain(|message| !lists.iter().any(|list| list.suppresses(message)));
+        rejected.retain(|r| !r.json.as_deref().is_some_and(|json| lists.iter().any(|list| list.suppresses_json(json))));
+        let dropped = before - valid.len() - rejected.len();
+        if dropped > 0 {
+            self.metrics
+                .suppressed
+                .get_or_create(&crate::metrics::SourceLabel { source: source.id.clone() })
+                .inc_by(dropped as u64);
+        }
     }
 
     /// Drops the messages whose messageId was accepted within the dedupe window, earlier in this request or in a
@@ -558,7 +589,7 @@ impl Ingest {
         // Entries made without filters, by position in `targets`, which later destinations may share.
         let mut plain: Vec<Option<usize>> = Vec::with_capacity(targets.len());
         for (at, (destination, indices)) in targets.iter().enumerate() {
-            if destination.filters.applies_to(source) {
+            if destination.controls(source) {
                 plain.push(None);
                 if let Some(entry) = self.filtered_entry(destination, source, messages, indices, (&json, &encoded)) {
                     entries.push(entry);
@@ -585,8 +616,8 @@ impl Ingest {
         entries
     }
 
-    /// The entry of a destination whose filters apply to `source`: its messages as the filters leave them (the
-    /// dropped left out, each counted by the action that decided), or none when it drops them all.
+    /// The entry of a destination whose filters or privacy controls apply to `source`: its messages as they leave
+    /// them (the dropped left out, each counted by the action that decided), or none when its filters drop them all.
     fn filtered_entry(
         &self,
         destination: &crate::route::Target,
@@ -600,8 +631,11 @@ impl Ingest {
         for &i in indices {
             match destination.filter(source, &messages[i]) {
                 Filtered::Same(_) => kept.push(i),
-                Filtered::Changed(message, action) => {
-                    self.metrics.filtered(&destination.name, action);
+                Filtered::Changed(message, action, privacy) => {
+                    if let Some(action) = action {
+                        self.metrics.filtered(&destination.name, action);
+                    }
+                    self.metrics.privacy(&privacy);
                     changed.push((i, message.to_json_vec()));
                     kept.push(i);
                 }
