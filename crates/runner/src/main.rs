@@ -86,14 +86,25 @@ fn main() -> ExitCode {
 }
 
 /// Resolves on the first SIGTERM or SIGINT, and from then on exits the process at the second one: a second signal
-/// means "now", and everything acknowledged is in the spool already.
-async fn shutdown_on_signals() {
-    first_signal().await;
-    tokio::spawn(async {
-        first_signal().await;
-        runner::note!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
-        std::process::exit(130);
-    });
+/// means "now", and everything acknowledged is in the spool already. Both signals are listened for from the call
+/// on, on the same streams, so that a second signal sent before a new listener would be set up is not missed.
+fn shutdown_on_signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut interrupt) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            runner::note!("tributary: second signal; exiting now (acknowledged messages stay in the spool)");
+            std::process::exit(130);
+        });
+    })
 }
 
 /// Asks for a reload on each SIGHUP. Installed before the server starts, so that an early SIGHUP does not end
@@ -111,23 +122,13 @@ fn reload_on_sighup() -> anyhow::Result<serve::reload::Requests> {
     Ok(requests)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn first_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler installs");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 /// Runs the command: its output to standard output, its diagnostics to standard error.
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = cli.config.as_path();
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     match cli.command {
         Command::Validate => validate::run(dir, &mut out, &mut err),
-        Command::Serve(args) => serve::run(dir, *args, shutdown_on_signals(), reload_on_sighup()?, &mut err).await,
+        Command::Serve(args) => serve::run(dir, *args, shutdown_on_signals()?, reload_on_sighup()?, &mut err).await,
         Command::Reload(args) => reload::run(args, &mut out, &mut err).await,
         Command::Personas { action } => personas::run(dir, action, &mut out, &mut err).await,
         Command::Iam { action } => setup::run_iam(dir, action, &mut out, &mut err).await,
