@@ -10,6 +10,19 @@ use crate::diff::{Change, ChangeKind, Stored};
 /// The state file's name inside the state folder.
 pub const FILE_NAME: &str = "personas.sqlite3";
 
+/// What [`StateStore::erase`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Membership rows (one per computation the identity was in).
+    pub members: u64,
+    /// Lines of the sync log.
+    pub log_lines: u64,
+    /// Free pages overwritten with zeros.
+    pub free_pages: u64,
+    /// Whether the WAL was checkpointed and truncated.
+    pub checkpointed: bool,
+}
+
 /// A state store error, naming the database.
 #[derive(Debug, thiserror::Error)]
 #[error("personas state {path}: {source}")]
@@ -208,6 +221,47 @@ impl StateStore {
             )
             .map(|_| ())
             .map_err(|source| StateError { path: self.path.clone(), source })
+    }
+
+    /// Forgets what the state holds of `identities` (user and anonymous identities, and the accounts' rows of
+    /// those users): their memberships and their lines of the sync log, with `secure_delete` on, the free pages
+    /// scrubbed and the WAL truncated after, so their bytes do not linger. The next sync treats them as new.
+    pub fn erase(&mut self, identities: &[crate::Identity]) -> Result<Erased, StateError> {
+        let fail = |source| StateError { path: self.path.clone(), source };
+        let keys: Vec<String> = identities.iter().map(crate::Identity::storage_key).collect();
+        self.connection.pragma_update(None, "secure_delete", true).map_err(fail)?;
+        let transaction =
+            self.connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        let mut erased = Erased::default();
+        for (table, count) in [("members", &mut erased.members), ("sync_log", &mut erased.log_lines)] {
+            // An account's key ends in its user's: found by the suffix, confirmed by reading the key.
+            let mut found = transaction
+                .prepare(&format!("SELECT DISTINCT identity FROM {table} WHERE substr(identity, -length(?1)) = ?1"))
+                .map_err(fail)?;
+            let mut delete = transaction.prepare(&format!("DELETE FROM {table} WHERE identity = ?1")).map_err(fail)?;
+            for key in &keys {
+                let candidates: Vec<String> = found
+                    .query_map(params![key], |row| row.get(0))
+                    .map_err(fail)?
+                    .collect::<Result<_, _>>()
+                    .map_err(fail)?;
+                for candidate in candidates {
+                    let theirs = match crate::Identity::from_storage_key(&candidate) {
+                        Some(crate::Identity::Account { user, .. }) => user.storage_key() == *key,
+                        Some(_) => candidate == *key,
+                        None => false,
+                    };
+                    if theirs {
+                        *count += delete.execute(params![candidate]).map_err(fail)? as u64;
+                    }
+                }
+            }
+        }
+        erased.free_pages = sqlite_durable::scrub_free_pages(&transaction).map_err(fail)?;
+        transaction.commit().map_err(fail)?;
+        erased.checkpointed = sqlite_durable::checkpoint_truncate(&self.connection).map_err(fail)?;
+        self.connection.pragma_update(None, "secure_delete", "FAST").map_err(fail)?;
+        Ok(erased)
     }
 
     /// Forgets the runs of `computation` that started before `before_ms`, with their log; returns how many

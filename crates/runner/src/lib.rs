@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod config;
 pub mod delivery;
+pub mod erasure;
 pub mod faults;
 pub mod format;
 pub mod log;

@@ -136,7 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rejected(args) => rejected::run(args, &mut out, &mut err),
         Command::Dlq(args) => dlq::run(dir, args, &mut out, &mut err).await,
         Command::Filters { action } => filters::run(dir, action, &mut out, &mut err),
-        Command::Privacy(args) => privacy::run(dir, args, &mut out, &mut err),
+        Command::Privacy(args) => privacy::run(dir, args, &mut out, &mut err).await,
         Command::Send(args) => send::run(dir, args, &mut err).await,
         Command::Tail(args) => tail::run(dir, args, &mut out, &mut err).await,
         Command::Streams { action } => streams::run(dir, action, &mut out, &mut err).await,

@@ -26,6 +26,11 @@ impl Fresh {
         }
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+
     pub(crate) fn take(&mut self, id: i64) -> Option<Vec<u8>> {
         let items = self.items.remove(&id)?;
         self.bytes -= items.len();
@@ -59,6 +64,8 @@ pub(crate) struct Counts {
     pub(crate) commits: AtomicU64,
     /// The dedupe settings and what the key store holds.
     pub(crate) dedupe: crate::dedupe::DedupeState,
+    /// The erasures in force and the entries deliveries hold.
+    pub(crate) erasures: crate::erase::Erasures,
 }
 
 /// Reads every destination's backlog and the total depth from `totals` into `counts`.

@@ -12,6 +12,8 @@
 mod counts;
 mod dedupe;
 mod entry;
+mod erase;
+mod erasure;
 mod error;
 mod lock;
 mod read;
@@ -32,6 +34,8 @@ pub use crate::dedupe::{DISK_BYTES_PER_KEY, DedupeStats, MEMORY_BYTES_PER_KEY};
 pub use crate::entry::{
     Backlog, DeadLetter, Durability, Entry, NewEntry, NewRejection, Rejection, RejectionFilter, Retry, Settlement,
 };
+pub use crate::erase::{Erased, Eraser, Rewrite};
+pub use crate::erasure::{ErasureRequest, erasure_report, forget_erasure, request_erasure};
 pub use crate::error::SpoolError;
 pub use crate::lock::{LOCK_FILE, owner};
 use crate::lock::{create_folder, lock};
@@ -75,7 +79,17 @@ impl Spool {
     pub fn open(dir: &Path, max_depth: u64) -> Result<Spool, SpoolError> {
         create_folder(dir)?;
         let lock = lock(dir)?;
-        Spool::start(dir, max_depth, Some(lock))
+        Spool::start(dir, max_depth, Some(lock), true)
+    }
+
+    /// Opens the spool in `dir` as its owner for a command that works on it with no server running (`privacy
+    /// delete`): the folder is locked as [`Spool::open`] locks it, but no retry is made due.
+    pub fn open_to_maintain(dir: &Path) -> Result<Spool, SpoolError> {
+        if !dir.join(FILE_NAME).exists() {
+            return Err(SpoolError::Missing { path: dir.join(FILE_NAME) });
+        }
+        let lock = lock(dir)?;
+        Spool::start(dir, u64::MAX, Some(lock), false)
     }
 
     /// Opens the spool in `dir` beside whichever process owns it, for commands that read it or hand work to its
@@ -84,10 +98,10 @@ impl Spool {
         if !dir.join(FILE_NAME).exists() {
             return Err(SpoolError::Missing { path: dir.join(FILE_NAME) });
         }
-        Spool::start(dir, u64::MAX, None)
+        Spool::start(dir, u64::MAX, None, false)
     }
 
-    fn start(dir: &Path, max_depth: u64, lock: Option<std::fs::File>) -> Result<Spool, SpoolError> {
+    fn start(dir: &Path, max_depth: u64, lock: Option<std::fs::File>, due_now: bool) -> Result<Spool, SpoolError> {
         let path = dir.join(FILE_NAME);
         let database = |source| SpoolError::Database { path: path.clone(), source };
         let mut writer = open_connection(&path).map_err(database)?;
@@ -96,7 +110,7 @@ impl Spool {
             return Err(SpoolError::Newer { path, version, supported: SCHEMA_VERSION });
         }
         migrate(&mut writer).map_err(database)?;
-        if lock.is_some() {
+        if due_now {
             writer.execute("UPDATE spool SET next_attempt_at = 0 WHERE next_attempt_at > 0", []).map_err(database)?;
         }
         let reader = open_connection(&path).map_err(database)?;
@@ -114,6 +128,7 @@ impl Spool {
             rejections_dropped: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             dedupe: Default::default(),
+            erasures: Default::default(),
         });
         recount(&writer, &counts).map_err(database)?;
         let thread_counts = counts.clone();
@@ -197,7 +212,7 @@ impl Spool {
         self.inner.max_depth
     }
 
-    async fn submit(&self, op: Op) -> Result<(), SpoolError> {
+    pub(crate) async fn submit(&self, op: Op) -> Result<(), SpoolError> {
         let (done, result) = oneshot::channel();
         let sender = self.inner.writer.lock().expect("writer lock poisoned").clone().ok_or(SpoolError::Stopped)?;
         sender.send(Job { op, done }).map_err(|_| SpoolError::Stopped)?;

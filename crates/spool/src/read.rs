@@ -67,7 +67,7 @@ impl Spool {
     }
 
     /// Runs `query` on the read connection on a blocking thread; a SQLite error names the database.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, SpoolError> {
@@ -140,6 +140,8 @@ impl Spool {
                     entries.push(row);
                 }
             }
+            // Held until settled: an erasure names what a delivery holds as handed to a sink.
+            counts.erasures.in_flight.lock().expect("in-flight lock poisoned").extend(entries.iter().map(|e| e.id));
             Ok(entries)
         })
         .await

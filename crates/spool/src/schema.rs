@@ -25,7 +25,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error
 /// is kept by triggers, so that every process writing the spool (a server, `dlq replay`) keeps it exact. IDs never
 /// go back (`AUTOINCREMENT`), so a reader may resume after the highest fresh ID it took. `dedupe_blocks`
 /// holds the keys of accepted messages (see `dedupe.rs`); `suppressed` the users whose messages are not stored, with
-/// a counter of its changes that a server polls (see `suppress.rs`).
+/// a counter of its changes that a server polls (see `suppress.rs`); `erasure_requests` and `erasure_ids` the
+/// erasures a command asked of the spool's owner (see `erasure.rs`), the IDs only until the erasure is done.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -104,6 +105,17 @@ END;
 CREATE TRIGGER IF NOT EXISTS suppressed_out AFTER DELETE ON suppressed BEGIN
     UPDATE suppressed_changes SET changes = changes + 1;
 END;
+CREATE TABLE IF NOT EXISTS erasure_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    requested_at INTEGER NOT NULL,
+    report TEXT
+);
+CREATE TABLE IF NOT EXISTS erasure_ids (
+    request INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (request, kind, id)
+) WITHOUT ROWID;
 ";
 
 /// Brings a spool written by an earlier version (the blob before the small columns, no totals) to [`SCHEMA`], in
@@ -143,8 +155,9 @@ pub(crate) fn migrate(connection: &mut Connection) -> Result<(), rusqlite::Error
 }
 
 /// The spool's layout version, kept in `PRAGMA user_version`: 0 for the first layout (migrated on open), 2 for
-/// the layout before the dedupe keys, 3 for the layout before the suppression list, 4 for [`SCHEMA`].
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// the layout before the dedupe keys, 3 for the layout before the suppression list, 4 for the layout before the
+/// erasure requests, 5 for [`SCHEMA`].
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The layout version of the spool `connection` opened.
 pub(crate) fn version(connection: &Connection) -> Result<i64, rusqlite::Error> {

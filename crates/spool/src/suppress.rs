@@ -28,7 +28,7 @@ impl IdKind {
         }
     }
 
-    fn parse(text: &str) -> Option<IdKind> {
+    pub(crate) fn parse(text: &str) -> Option<IdKind> {
         match text {
             "user_id" => Some(IdKind::UserId),
             "anonymous_id" => Some(IdKind::AnonymousId),
@@ -54,7 +54,7 @@ fn database(path: &Path) -> impl Fn(rusqlite::Error) -> SpoolError + '_ {
 
 /// Opens the spool in `dir` for a change to the list, creating it (a list made before the first `serve` is in force
 /// when it starts) and bringing its layout up to date.
-fn open_writable(dir: &Path) -> Result<(Connection, PathBuf), SpoolError> {
+pub(crate) fn open_writable(dir: &Path) -> Result<(Connection, PathBuf), SpoolError> {
     create_folder(dir)?;
     let path = dir.join(FILE_NAME);
     let mut connection = open_connection(&path).map_err(database(&path))?;

@@ -9,7 +9,8 @@ use tokio::sync::oneshot;
 
 use crate::counts::{Counts, recount};
 use crate::dedupe;
-use crate::entry::{Durability, NewEntry, NewRejection, Settlement};
+use crate::entry::{Durability, NewEntry, NewRejection, Retry, Settlement};
+use crate::erase::{self, Erased, Eraser, Scanned};
 
 /// How many queued jobs one commit takes at most; bounds the latency a large backlog adds to one commit.
 const MAX_JOBS_PER_COMMIT: usize = 4096;
@@ -23,6 +24,15 @@ pub(crate) enum Op {
     /// Reads the writer connection's durability settings inside a commit, so the answer is about the connection
     /// that commits acknowledged entries and not about one opened to ask.
     Durability(mpsc::Sender<Durability>),
+    /// Begins an erasure; answers the highest entry ID it covers.
+    EraseBegin(Arc<dyn Eraser>, mpsc::Sender<i64>),
+    /// Rewrites entries an erasure read; answers what it removed.
+    EraseRewrite(Arc<dyn Eraser>, Vec<Scanned>, mpsc::Sender<Erased>),
+    /// Ends an erasure: the dead letters and rejections to remove, the request whose IDs to forget; answers the
+    /// free pages scrubbed and whether the checkpoint after the commit completed.
+    EraseEnd(Arc<dyn Eraser>, Vec<i64>, Vec<i64>, Option<i64>, mpsc::Sender<(u64, bool)>),
+    /// Records an erasure request's report.
+    EraseReport(i64, String),
 }
 
 /// A piece of work and whom to tell when its commit is done.
@@ -67,8 +77,8 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
         if evict {
             evicted_at = now;
         }
-        let result = match apply(&mut connection, &batch, max_rejections, &counts.dedupe, evict) {
-            Ok(Applied { rejections_dropped, appended, block, evicted }) => {
+        let result = match apply(&mut connection, &batch, max_rejections, counts, evict) {
+            Ok(Applied { rejections_dropped, appended, block, evicted, ended }) => {
                 counts.commits.fetch_add(1, Ordering::Relaxed);
                 // Committed: the new keys count from now, and the removed ones no longer do.
                 if let Some(block) = block {
@@ -86,6 +96,10 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
                     }
                 }
                 drop(fresh);
+                settled(&batch, counts);
+                for (eraser, free_pages, answer) in ended {
+                    let _ = answer.send((free_pages, erase::after_commit(&connection, &counts.erasures, &eraser)));
+                }
                 // The totals are exact whichever process wrote the spool; reading them back is one small query.
                 if let Err(e) = recount(&connection, counts) {
                     tracing::warn!(spool = %path.display(), error = %e, "reading the spool's totals failed");
@@ -100,6 +114,28 @@ pub(crate) fn write_loop(mut connection: Connection, jobs: mpsc::Receiver<Job>, 
     }
 }
 
+/// Forgets, once their settlements are committed, the entries deliveries held, and the erasures that were
+/// waiting for them.
+fn settled(batch: &[Job], counts: &Counts) {
+    let mut settled = batch
+        .iter()
+        .filter_map(|job| match &job.op {
+            Op::Settle(settlements, _) => Some(settlements.iter().map(|s| s.id)),
+            _ => None,
+        })
+        .flatten()
+        .peekable();
+    if settled.peek().is_none() {
+        return;
+    }
+    let mut in_flight = counts.erasures.in_flight.lock().expect("in-flight lock poisoned");
+    for id in settled {
+        in_flight.remove(&id);
+    }
+    drop(in_flight);
+    counts.erasures.prune();
+}
+
 /// The dedupe keys of an append.
 fn keys_of(op: &Op) -> &[i64] {
     match op {
@@ -107,6 +143,9 @@ fn keys_of(op: &Op) -> &[i64] {
         _ => &[],
     }
 }
+
+/// An erasure ended in a commit: its eraser, the free pages it scrubbed, and whom to answer after the checkpoint.
+type Ended = (Arc<dyn Eraser>, u64, mpsc::Sender<(u64, bool)>);
 
 /// What one commit changed in the counts.
 struct Applied {
@@ -118,6 +157,8 @@ struct Applied {
     appended: Vec<i64>,
     /// Rejections dropped to keep the table within its bound.
     rejections_dropped: u64,
+    /// Erasures ended in it, with the free pages they scrubbed, to checkpoint and answer after the commit.
+    ended: Vec<Ended>,
 }
 
 /// The durability settings of `connection`, for [`Op::Durability`] (whose asker may have gone: its answer is then
@@ -143,13 +184,15 @@ fn apply(
     connection: &mut Connection,
     batch: &[Job],
     max_rejections: u64,
-    dedupe: &dedupe::DedupeState,
+    counts: &Counts,
     evict: bool,
 ) -> Result<Applied, rusqlite::Error> {
+    let dedupe = &counts.dedupe;
     let transaction = connection.transaction()?;
     let mut rejected = false;
     let mut appended = Vec::new();
     let mut keyed_at = None;
+    let mut ended = Vec::new();
     for job in batch {
         match &job.op {
             Op::Append(entries, rejections, keys, at) => {
@@ -160,9 +203,25 @@ fn apply(
                     keyed_at = keyed_at.max(Some(*at));
                 }
             }
-            Op::Settle(settlements, at) => settle(&transaction, settlements, *at)?,
-            Op::Requeue(entries, ids, at) => requeue(&transaction, entries, ids, *at)?,
+            Op::Settle(settlements, at) => settle(&transaction, settlements, *at, counts)?,
+            Op::Requeue(entries, ids, at) => requeue(&transaction, entries, ids, *at, counts)?,
             Op::Durability(answer) => drop(answer.send(durability(&transaction)?)),
+            Op::EraseBegin(eraser, answer) => {
+                let up_to = erase::begin(&transaction, &counts.erasures, eraser.clone())?;
+                counts.fresh.lock().expect("fresh lock poisoned").clear();
+                let _ = answer.send(up_to);
+            }
+            Op::EraseRewrite(eraser, scanned, answer) => {
+                drop(answer.send(erase::rewrite(&transaction, &counts.erasures, &**eraser, scanned)?));
+            }
+            Op::EraseEnd(eraser, dead_letters, rejections, request, answer) => {
+                let free_pages = erase::end(&transaction, dead_letters, rejections, *request)?;
+                ended.push((eraser.clone(), free_pages, answer.clone()));
+            }
+            Op::EraseReport(request, report) => drop(
+                transaction
+                    .execute("UPDATE erasure_requests SET report = ?2 WHERE id = ?1", params![request, report])?,
+            ),
         }
     }
     let block = match keyed_at {
@@ -180,7 +239,7 @@ fn apply(
         false => 0,
     };
     transaction.commit()?;
-    Ok(Applied { rejections_dropped, appended, block, evicted })
+    Ok(Applied { rejections_dropped, appended, block, evicted, ended })
 }
 
 /// Inserts new entries; their IDs, in order.
@@ -210,7 +269,13 @@ fn reject(transaction: &Transaction, rejections: &[NewRejection], at: i64) -> Re
 }
 
 /// Records deliveries: dead letters moved out, delivered entries deleted, the rest rescheduled with what is left.
-fn settle(transaction: &Transaction, settlements: &[Settlement], at: i64) -> Result<(), rusqlite::Error> {
+/// What a delivery writes back of an entry an erasure covers passes through its eraser first.
+fn settle(
+    transaction: &Transaction,
+    settlements: &[Settlement],
+    at: i64,
+    counts: &Counts,
+) -> Result<(), rusqlite::Error> {
     let mut bury = transaction.prepare_cached(
         "INSERT INTO dead_letters (destination, source_id, message, enqueued_at, failed_at, reason)
          SELECT destination, source_id, ?2, enqueued_at, ?3, ?4 FROM spool WHERE id = ?1",
@@ -221,10 +286,15 @@ fn settle(transaction: &Transaction, settlements: &[Settlement], at: i64) -> Res
          next_attempt_at = ?4, last_error = ?5 WHERE id = ?1",
     )?;
     for settlement in settlements {
+        let erasers = counts.erasures.for_entry(settlement.id);
         for (message, reason) in &settlement.dead {
-            bury.execute(params![settlement.id, message, at, reason])?;
+            if !erasers.iter().any(|eraser| eraser.message(message)) {
+                bury.execute(params![settlement.id, message, at, reason])?;
+            }
         }
-        match &settlement.retry {
+        let erased = settlement.retry.as_ref().and_then(|retry| erased_retry(retry, &erasers));
+        match erased.as_ref().or(settlement.retry.as_ref()) {
+            Some(retry) if retry.count == 0 => drop(delete.execute(params![settlement.id])?),
             None => drop(delete.execute(params![settlement.id])?),
             Some(retry) => drop(reschedule.execute(params![
                 settlement.id,
@@ -239,15 +309,44 @@ fn settle(transaction: &Transaction, settlements: &[Settlement], at: i64) -> Res
     Ok(())
 }
 
-/// Moves dead letters back to the queue as replayed entries.
-fn requeue(transaction: &Transaction, entries: &[NewEntry], ids: &[i64], at: i64) -> Result<(), rusqlite::Error> {
+/// What is left of `retry` once `erasers` have taken their messages out, if they took any.
+fn erased_retry(retry: &Retry, erasers: &[Arc<dyn Eraser>]) -> Option<Retry> {
+    let mut left: Option<Retry> = None;
+    for eraser in erasers {
+        let items = left.as_ref().map_or(&retry.items, |l| &l.items);
+        if let Some(rewrite) = eraser.entry(items) {
+            left = Some(Retry { items: rewrite.items, count: rewrite.count, ..retry.clone() });
+        }
+    }
+    left
+}
+
+/// Moves dead letters back to the queue as replayed entries (through the erasures in force: a replay may have read
+/// its letters before one began).
+fn requeue(
+    transaction: &Transaction,
+    entries: &[NewEntry],
+    ids: &[i64],
+    at: i64,
+    counts: &Counts,
+) -> Result<(), rusqlite::Error> {
+    let erasers = counts.erasures.all();
     let mut insert = transaction.prepare_cached(
         "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, replayed, items)
          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
     )?;
     for entry in entries {
-        let bytes = entry.items.len() as i64;
-        insert.execute(params![entry.destination, entry.source_id, entry.count, bytes, at, entry.items])?;
+        let mut items = std::borrow::Cow::Borrowed(&entry.items);
+        let mut count = entry.count;
+        for eraser in &erasers {
+            if let Some(rewrite) = eraser.entry(&items) {
+                (items, count) = (std::borrow::Cow::Owned(rewrite.items), rewrite.count);
+            }
+        }
+        if count > 0 {
+            let bytes = items.len() as i64;
+            insert.execute(params![entry.destination, entry.source_id, count, bytes, at, &*items])?;
+        }
     }
     let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
     for id in ids {

@@ -1,13 +1,16 @@
 //! `tributary privacy suppress|unsuppress|list`: the users whose messages are dropped at ingest, kept in the spool
-//! beside a running server, which has a change in force within a second.
+//! beside a running server, which has a change in force within a second; `privacy delete`: their messages erased
+//! from the spool (by the server that owns it, when one runs) and from the personas state.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use serde_json::json;
-use spool::IdKind;
+use spool::{IdKind, Spool, SpoolError};
 
 use crate::config::Config;
+use crate::erasure::SpoolReport;
 
 /// `tributary privacy`.
 #[derive(Debug, clap::Args)]
@@ -31,6 +34,25 @@ pub enum Action {
     Unsuppress(Ids),
     /// Print every suppressed user as a JSON line: from the spool and from the config folder, with since when.
     List,
+    /// Erase these users' messages from the spool's waiting entries, dead letters and rejections, and their rows
+    /// from the personas state and sync log (Segment's DELETE_ONLY; SUPPRESS_WITH_DELETE is `privacy suppress`
+    /// first). Beside a running server, the server carries it out; says what it removed where, and names the
+    /// messages a delivery had already taken, which may still be delivered.
+    Delete(Delete),
+}
+
+/// `tributary privacy delete`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Delete {
+    /// Whose messages.
+    #[command(flatten)]
+    pub ids: Ids,
+    /// The personas state folder (`personas sync --state-dir`); left alone when it holds no state.
+    #[arg(long, default_value = ".tributary")]
+    pub personas_state_dir: PathBuf,
+    /// How long to wait for a running server to carry out the erasure (30s, 2m).
+    #[arg(long, default_value = "2m", value_parser = crate::config::parse_duration)]
+    pub wait: Duration,
 }
 
 /// The users a command names.
@@ -115,10 +137,134 @@ pub fn list(config: Option<&Config>, spool_dir: &Path, out: super::Out<'_>) -> a
     Ok(count)
 }
 
+/// Asks for the erasure in the spool and sees it carried out: by the server that owns the spool, or here when none
+/// does. `None` when there is no spool.
+pub async fn erase_from_spool(
+    spool_dir: &Path,
+    ids: &[(IdKind, String)],
+    wait: Duration,
+    err: super::Out<'_>,
+) -> anyhow::Result<Option<SpoolReport>> {
+    if !spool_dir.join(spool::FILE_NAME).exists() {
+        return Ok(None);
+    }
+    let request = spool::request_erasure(spool_dir, ids, spool::now_millis()).map_err(spool_error(spool_dir))?;
+    let owner = spool::owner(spool_dir).map_err(spool_error(spool_dir))?;
+    let carried_here = match owner {
+        Some(_) => false,
+        None => match Spool::open_to_maintain(spool_dir) {
+            Ok(spool) => {
+                let carried = crate::erasure::carry_out(&spool).await;
+                spool.close();
+                carried.map_err(spool_error(spool_dir))?;
+                true
+            }
+            // A server started meanwhile: it carries the request out.
+            Err(SpoolError::Locked { .. }) => false,
+            Err(e) => return Err(spool_error(spool_dir)(e)),
+        },
+    };
+    if !carried_here {
+        let pid = spool::owner(spool_dir).ok().flatten().map_or_else(String::new, |pid| format!(" (process {pid})"));
+        writeln!(err, "tributary: the server{pid} that owns {} carries out the erasure", spool_dir.display())?;
+    }
+    let give_up = tokio::time::Instant::now() + wait;
+    let report = loop {
+        if let Some(report) = spool::erasure_report(spool_dir, request).map_err(spool_error(spool_dir))? {
+            break report;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            bail!(
+                "the server that owns {} did not carry out the erasure within {}: the request stays in the spool, \
+                 and the server (or the next `serve` on it) carries it out; its log says when",
+                spool_dir.display(),
+                crate::format::format_duration(wait)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    spool::forget_erasure(spool_dir, request).map_err(spool_error(spool_dir))?;
+    Ok(Some(serde_json::from_str(&report).context("reading the erasure's report")?))
+}
+
+/// Erases the users' rows from the personas state in `dir`, if there is one there.
+fn erase_from_personas(dir: &Path, ids: &[(IdKind, String)]) -> anyhow::Result<Option<personas::state::Erased>> {
+    if !dir.join(personas::state::FILE_NAME).exists() {
+        return Ok(None);
+    }
+    let identities: Vec<personas::Identity> = ids
+        .iter()
+        .map(|(kind, id)| match kind {
+            IdKind::UserId => personas::Identity::User(id.clone()),
+            IdKind::AnonymousId => personas::Identity::Anonymous(id.clone()),
+        })
+        .collect();
+    let mut state = personas::state::StateStore::open(dir)?;
+    Ok(Some(state.erase(&identities)?))
+}
+
+/// `privacy delete`: the spool, then the personas state, each said as it is done.
+async fn delete(spool_dir: &Path, args: &Delete, out: super::Out<'_>, err: super::Out<'_>) -> anyhow::Result<()> {
+    let ids: Vec<(IdKind, String)> = args
+        .ids
+        .by_kind()?
+        .into_iter()
+        .flat_map(|(kind, list)| list.iter().map(move |id| (kind, id.clone())))
+        .collect();
+    match erase_from_spool(spool_dir, &ids, args.wait, err).await? {
+        None => writeln!(out, "spool {}: there is none, so nothing of theirs is stored there", spool_dir.display())?,
+        Some(report) => {
+            let waiting: u64 = report.waiting.values().sum();
+            let per: Vec<String> = report.waiting.iter().map(|(d, n)| format!("{n} for {d}")).collect();
+            writeln!(
+                out,
+                "spool {}: removed {waiting} waiting messages{} from {} entries, {} dead letters and {} rejected messages; {} free pages zeroed{}",
+                spool_dir.display(),
+                if per.is_empty() { String::new() } else { format!(" ({})", per.join(", ")) },
+                report.entries,
+                report.dead_letters,
+                report.rejected,
+                report.free_pages,
+                if report.checkpointed { ", the WAL checkpointed and truncated" } else { "" }
+            )?;
+            for handed in &report.handed {
+                writeln!(
+                    out,
+                    "already handed to {}: messageId {} (a delivery had taken it; it may still be delivered)",
+                    handed.destination, handed.message_id
+                )?;
+            }
+            if !report.checkpointed {
+                writeln!(err, "the WAL could not be checkpointed (a reader held it): run the command again later")?;
+            }
+        }
+    }
+    let dir = &args.personas_state_dir;
+    match erase_from_personas(dir, &ids)? {
+        None => writeln!(out, "personas state {}: there is none", dir.display())?,
+        Some(erased) => writeln!(
+            out,
+            "personas state {}: removed {} memberships and {} sync-log lines; {} free pages zeroed{}",
+            dir.display(),
+            erased.members,
+            erased.log_lines,
+            erased.free_pages,
+            if erased.checkpointed { ", the WAL checkpointed and truncated" } else { "" }
+        )?,
+    }
+    Ok(())
+}
+
 /// Runs `tributary privacy`.
-pub fn run(dir: &Path, args: Args, out: super::Out<'_>, err: super::Out<'_>) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(
+    dir: &Path,
+    args: Args,
+    out: super::Out<'_>,
+    err: super::Out<'_>,
+) -> anyhow::Result<std::process::ExitCode> {
     let spool_dir = &args.spool_dir;
     match args.action {
+        Action::Delete(delete_args) => delete(spool_dir, &delete_args, out, err).await?,
         Action::Suppress(ids) => {
             let added = suppress(spool_dir, &ids)?;
             let named = ids.user_ids.len() + ids.anonymous_ids.len();

@@ -235,6 +235,7 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let dedupe = start_dedupe(&spool, &options, stopped.clone()).await?;
     let suppressed = crate::suppression::watch_spool(&options.spool_dir, stopped.clone())?;
+    crate::erasure::watch(spool.clone(), stopped.clone());
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let stored = Arc::new(Notify::new());

@@ -317,3 +317,175 @@ async fn the_config_folders_list_suppresses_in_serve_send_and_a_reload_and_fails
     let (ok, _, stderr) = tributary(&["--config", config.to_str().unwrap(), "validate"], &[], None);
     assert!(!ok && stderr.contains("suppressions/gdpr-118.toml: user_ids[1]: must not be empty"), "{stderr}");
 }
+
+/// A batch of `users`' track calls tagged `tag`, each with a property that marks it as `marker`, and an invalid call
+/// (no event) of each, kept in the rejected table.
+fn tagged_batch(tag: &str, users: &[&str], marker: &str) -> Value {
+    let mut batch: Vec<Value> = users
+        .iter()
+        .map(|u| {
+            json!({"type": "track", "messageId": format!("{tag}-{u}"), "userId": u, "event": "Viewed",
+                        "properties": {"marker": format!("{marker}-{u}")}})
+        })
+        .collect();
+    batch.extend(users.iter().map(|u| {
+        json!({"type": "track", "messageId": format!("{tag}-{u}-bad"), "userId": u,
+               "properties": {"marker": format!("{marker}-{u}")}})
+    }));
+    json!({ "batch": batch })
+}
+
+/// The number written just before `words` in `text`.
+fn count_before(text: &str, words: &str) -> u64 {
+    let before = &text[..text.find(words).unwrap_or_else(|| panic!("no {words:?} in {text}"))];
+    let digits: String = before.chars().rev().take_while(char::is_ascii_digit).collect();
+    digits.chars().rev().collect::<String>().parse().unwrap_or_else(|_| panic!("no count before {words:?} in {text}"))
+}
+
+fn spool_files_hold(spool: &std::path::Path, text: &str) -> bool {
+    std::fs::read_dir(spool)
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with("spool.sqlite3"))
+        .any(|f| std::fs::read(f.path()).unwrap().windows(text.len()).any(|w| w == text.as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_beside_a_running_server_under_load_erases_the_user_everywhere_and_loses_nothing_else() {
+    // `held` waits (its stream does not exist yet), `doomed` gives up after a second (dead letters), `archive`
+    // delivers at once.
+    let standin = tests::standin::StandIn::start().await;
+    let archive = scratch("erase-out").join("out.ndjson");
+    let held = crate::server::kinesis_destination("held", "held", &standin.url, "");
+    let doomed = crate::server::kinesis_destination("doomed", "doomed", &standin.url, "")
+        .replace("[kinesis]", "max_retry_duration = \"1s\"\n[kinesis]");
+    let destinations =
+        [("held", held.as_str()), ("doomed", &doomed), ("archive", &file_destination("archive", &archive))];
+    let config = folder_with("erase", &destinations, "");
+    let spool = scratch("erase-spool");
+    let server = Server::start(&config, &spool, &[]).await;
+    let client = reqwest::Client::new();
+    let users = ["gone", "bob", "carol"];
+    for i in 0..20 {
+        let (status, body) =
+            server.post(&client, "/v1/batch", &tagged_batch(&format!("before{i}"), &users, "secret-before")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (ok, letters, stderr) = (0..100)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            tributary(&["dlq", "list", "--spool-dir", spool.to_str().unwrap()], &[], None)
+        })
+        .find(|(_, stdout, _)| stdout.lines().count() >= 60)
+        .expect("the doomed destination's dead letters");
+    assert!(ok && letters.contains("before0-gone"), "{stderr}");
+
+    // Load from every user, the erased one too, while the erasure runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, url, key, stop) = (client.clone(), server.url.clone(), server.key, stop.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch = tagged_batch(&format!("during{i}"), &["gone", "bob", "carol"], "during");
+                let response = client.post(format!("{url}/v1/batch")).basic_auth(key, Some("")).json(&batch);
+                if response.send().await.is_ok_and(|r| r.status() == 200) {
+                    acknowledged.push(i);
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (config_arg, spool_arg) = (config.to_str().unwrap().to_owned(), spool.to_str().unwrap().to_owned());
+    let deleted = tokio::task::spawn_blocking(move || {
+        let args = ["--config", &config_arg, "privacy", "--spool-dir", &spool_arg, "delete", "--user-id", "gone"];
+        tributary(&args, &[], None)
+    });
+    let (ok, said, stderr) = deleted.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = load.await.unwrap();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("the server (process"), "the running server carried it out: {stderr}");
+    assert!(acknowledged.len() >= 20, "the load ran beside the erasure: {}", acknowledged.len());
+    // The twenty from before waited for `held` (and more from the load, stored before the erasure began); `doomed`
+    // had dead-lettered its twenty.
+    assert!(count_before(&said, " for held") >= 20, "{said}");
+    assert!(count_before(&said, " dead letters") >= 20, "{said}");
+    assert!(count_before(&said, " rejected messages") >= 20, "{said}");
+    assert!(said.contains("WAL checkpointed"), "{said}");
+
+    // The stream appears: everything else that waited is delivered, and nothing of the user from before.
+    standin.create("held", 1, false);
+    let mut wanted: Vec<String> = (0..20).flat_map(|i| ["bob", "carol"].map(|u| format!("before{i}-{u}"))).collect();
+    wanted.extend(acknowledged.iter().flat_map(|i| ["bob", "carol"].map(|u| format!("during{i}-{u}"))));
+    let delivered = || -> std::collections::HashSet<String> {
+        standin
+            .records("held")
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.data).unwrap()["messageId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for _ in 0..200 {
+        if wanted.iter().all(|id| delivered().contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = delivered();
+    let missing: Vec<&String> = wanted.iter().filter(|id| !got.contains(*id)).collect();
+    assert!(missing.is_empty(), "lost beside the erasure: {missing:?}\n{}", server.log());
+    let erased_but_delivered: Vec<&String> =
+        got.iter().filter(|id| id.starts_with("before") && id.ends_with("-gone")).collect();
+    assert!(erased_but_delivered.is_empty(), "{erased_but_delivered:?}");
+
+    let (_, letters, _) = tributary(&["dlq", "list", "--spool-dir", spool.to_str().unwrap()], &[], None);
+    assert!(!letters.contains("secret-before-gone") && letters.contains("secret-before-bob"));
+    let listing = ["rejected", "--spool-dir", spool.to_str().unwrap(), "list", "--limit", "100000"];
+    let (_, rejected, _) = tributary(&listing, &[], None);
+    assert!(!rejected.contains("secret-before-gone") && rejected.contains("secret-before-carol"), "{rejected}");
+    drop(server);
+    assert!(!spool_files_hold(&spool, "secret-before-gone"), "the erased messages' bytes linger in the spool's files");
+    assert!(spool_files_hold(&spool, "secret-before-bob"), "the scan must see what is there");
+}
+
+#[test]
+fn a_deletion_with_no_server_is_carried_out_by_the_command_and_erases_the_personas_state() {
+    let spool = scratch("erase-alone-spool");
+    let config =
+        folder_with("erase-alone", &[("out", &file_destination("out", &scratch("erase-alone-out").join("o")))], "");
+    spool::suppress(&spool, spool::IdKind::UserId, &["someone-else".to_owned()], 1).unwrap();
+    let state = scratch("erase-alone-state");
+    {
+        let mut store = personas::state::StateStore::open(&state).unwrap();
+        let change = |key: &str| personas::diff::Change {
+            kind: personas::diff::ChangeKind::Added,
+            key: key.to_owned(),
+            value: "true".to_owned(),
+            version: 1,
+        };
+        let account = personas::Identity::Account {
+            group: "acme".into(),
+            user: Box::new(personas::Identity::User("gone".into())),
+        };
+        store
+            .record("vip", &[change("u:gone"), change("u:kept"), change(&account.storage_key()), change("u:xu:gone")])
+            .unwrap();
+    }
+    let args = ["--config", config.to_str().unwrap(), "privacy", "--spool-dir", spool.to_str().unwrap()];
+    let (ok, said, stderr) = tributary(
+        &[&args[..], &["delete", "--user-id", "gone", "--personas-state-dir", state.to_str().unwrap()]].concat(),
+        &[],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert!(said.contains("removed 0 waiting messages"), "{said}");
+    assert!(said.contains("removed 2 memberships"), "the user's and their account's: {said}");
+    let store = personas::state::StateStore::open(&state).unwrap();
+    assert_eq!(store.members("vip").unwrap(), 2, "u:kept and u:xu:gone (a user whose ID ends in u:gone) stay");
+    assert_eq!(spool::suppressions(&spool).unwrap().len(), 1, "the spool is otherwise untouched");
+}

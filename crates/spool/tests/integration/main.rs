@@ -513,3 +513,133 @@ async fn the_suppression_list_changes_beside_its_owner_and_the_owner_sees_each_c
     spool::suppress(&dir, spool::IdKind::UserId, &ids(&["u4"]), 4_000).unwrap();
     assert!(watch.poll().unwrap().unwrap().iter().any(|s| s.id == "u4"));
 }
+
+/// Test entries are lines of `messageId user payload`; the eraser takes out one user's lines.
+struct EraseUser(&'static str);
+
+impl spool::Eraser for EraseUser {
+    fn entry(&self, items: &[u8]) -> Option<spool::Rewrite> {
+        let text = std::str::from_utf8(items).ok()?;
+        let (theirs, kept): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|line| line.split(' ').nth(1) == Some(self.0));
+        if theirs.is_empty() {
+            return None;
+        }
+        let removed = theirs.iter().map(|line| line.split(' ').next().unwrap().to_owned()).collect();
+        let items = kept.iter().map(|line| format!("{line}\n")).collect::<String>().into_bytes();
+        Some(spool::Rewrite { items, count: kept.len() as u32, removed })
+    }
+
+    fn message(&self, message: &[u8]) -> bool {
+        std::str::from_utf8(message).is_ok_and(|m| m.split(' ').nth(1) == Some(self.0))
+    }
+}
+
+fn lines(destination: &str, lines: &[&str]) -> NewEntry {
+    let items = lines.iter().map(|line| format!("{line}\n")).collect::<String>().into_bytes();
+    NewEntry { destination: destination.into(), source_id: "src".into(), items, count: lines.len() as u32 }
+}
+
+/// Every byte of the spool's files, the WAL included.
+fn spool_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for name in [spool::FILE_NAME.to_owned(), format!("{}-wal", spool::FILE_NAME)] {
+        bytes.extend(std::fs::read(dir.join(name)).unwrap_or_default());
+    }
+    bytes
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn an_erasure_takes_a_users_messages_out_of_everything_and_leaves_no_bytes_behind() {
+    let dir = dir("erase");
+    let spool = Spool::open(&dir, 1_000).unwrap();
+    // Delivered before the erasure: its pages are free, with the old bytes in them.
+    let padding = "p".repeat(20_000);
+    spool.append(vec![lines("a", &[&format!("m0 alice SECRET-free {padding}")])]).await.unwrap();
+    let gone = due_now(&spool, "a", 10).await.unwrap();
+    spool.settle(vec![delivered(gone[0].id)]).await.unwrap();
+    spool
+        .append(vec![
+            lines("a", &[&format!("m1 alice SECRET-held {padding}"), "m2 bob kept-2"]),
+            lines("a", &["m3 bob kept-3"]),
+            lines("b", &["m4 alice SECRET-waiting"]),
+            lines("c", &["m5 alice SECRET-dead", "m6 bob kept-dead"]),
+        ])
+        .await
+        .unwrap();
+    let rejections = ["r1 alice SECRET-rejected", "r2 bob kept-rejected"].map(|m| spool::NewRejection {
+        source_id: "src".into(),
+        index: None,
+        field: Some("event".into()),
+        reason: "missing".into(),
+        message: Some(m.as_bytes().to_vec()),
+    });
+    spool.append_with(Vec::new(), rejections.to_vec()).await.unwrap();
+    let letters = due_now(&spool, "c", 10).await.unwrap();
+    let buried = Settlement {
+        id: letters[0].id,
+        retry: None,
+        dead: vec![
+            (b"m5 alice SECRET-dead".to_vec(), "refused".into()),
+            (b"m6 bob kept-dead".to_vec(), "refused".into()),
+        ],
+    };
+    spool.settle(vec![buried]).await.unwrap();
+    // A delivery holds the first entry of `a` while the erasure runs.
+    let held = due_now(&spool, "a", 1).await.unwrap();
+
+    let erased = spool.erase(std::sync::Arc::new(EraseUser("alice")), None).await.unwrap();
+    assert_eq!(erased.waiting, [("a".to_owned(), 1), ("b".to_owned(), 1)].into());
+    assert_eq!((erased.entries, erased.dead_letters, erased.rejected), (2, 1, 1));
+    assert_eq!(erased.handed, [("a".to_owned(), "m1".to_owned())], "the held entry's message was handed to a sink");
+    assert!(erased.free_pages >= 1, "{} free pages", erased.free_pages);
+    assert!(erased.checkpointed);
+
+    // The delivery fails and writes back what it held: the erasure still applies.
+    let written_back =
+        Retry { items: held[0].items.clone(), count: 2, at: spool::now_millis() - 1, reason: "throttled".into() };
+    spool.settle(vec![Settlement { id: held[0].id, retry: Some(written_back), dead: Vec::new() }]).await.unwrap();
+    assert_eq!(messages(&all_waiting(&spool, "a", 10).await.unwrap()), ["m2 bob kept-2\n", "m3 bob kept-3\n"]);
+    assert!(all_waiting(&spool, "b", 10).await.unwrap().is_empty(), "an entry with nothing left is removed");
+    assert_eq!(spool.depth(), 2);
+    let letters = dead_letters(&spool, None).await.unwrap();
+    assert_eq!(letters.iter().map(|l| l.message.as_slice()).collect::<Vec<_>>(), [b"m6 bob kept-dead".as_slice()]);
+    let kept = spool::read_rejections(&dir, &spool::RejectionFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(kept.len(), 1);
+    spool.close();
+    drop(spool);
+
+    let bytes = spool_bytes(&dir);
+    for secret in ["SECRET-free", "SECRET-held", "SECRET-waiting", "SECRET-dead", "SECRET-rejected"] {
+        assert!(!holds(&bytes, secret), "{secret} lingers in the spool's files");
+    }
+    for kept in ["kept-2", "kept-3", "kept-dead", "kept-rejected"] {
+        assert!(holds(&bytes, kept), "{kept} was lost");
+    }
+}
+
+#[tokio::test]
+async fn an_erasure_is_asked_of_the_owner_and_its_ids_leave_the_spool_with_it() {
+    let dir = dir("erase-request");
+    let spool = Spool::open(&dir, 1_000).unwrap();
+    spool.append(vec![lines("a", &["m1 carol-the-user x", "m2 bob y"])]).await.unwrap();
+    let ids = [(spool::IdKind::UserId, "carol-the-user".to_owned())];
+    let request = spool::request_erasure(&dir, &ids, 1_000).unwrap();
+    let asked = spool.erasure_requests().await.unwrap();
+    assert_eq!(asked, [spool::ErasureRequest { id: request, ids: ids.to_vec() }]);
+    assert_eq!(spool::erasure_report(&dir, request).unwrap(), None);
+    let erased = spool.erase(std::sync::Arc::new(EraseUser("carol-the-user")), Some(request)).await.unwrap();
+    assert_eq!(erased.waiting, [("a".to_owned(), 1)].into());
+    spool.report_erasure(request, "removed 1".into()).await.unwrap();
+    assert!(spool.erasure_requests().await.unwrap().is_empty());
+    assert_eq!(spool::erasure_report(&dir, request).unwrap().as_deref(), Some("removed 1"));
+    spool::forget_erasure(&dir, request).unwrap();
+    assert_eq!(spool::erasure_report(&dir, request).unwrap(), None);
+    spool.close();
+    drop(spool);
+    assert!(!holds(&spool_bytes(&dir), "carol-the-user"), "the request's ID lingers");
+}
