@@ -8,8 +8,10 @@
 pub mod filters;
 pub mod fql;
 pub mod matchers;
+pub mod plan;
 pub mod privacy;
 
 pub use filters::{Applied, FilterConfig, FilterProblem, Filters};
 pub use fql::Condition;
+pub use plan::{Checked, OnViolation, Plan, PlanFile, PlanProblem, SourcePlanConfig, Violation};
 pub use privacy::{Change, Privacy, PrivacyAction, PrivacyConfig, PrivacyProblem};

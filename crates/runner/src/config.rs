@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -81,6 +82,13 @@ pub struct SourceConfig {
     /// HMAC, and custom `[privacy.matchers.NAME]`. See [`governance::PrivacyConfig`].
     #[serde(default)]
     pub privacy: Option<governance::PrivacyConfig<SecretRef>>,
+    /// The tracking plan this source's messages are checked against, after suppression and before its privacy
+    /// controls: `name` (`tracking-plans/NAME.json`), `on_violation` (`"allow"`, the default: delivered, counted
+    /// and listed; `"omit_properties"`: delivered without the properties or traits that violate; `"block"`: kept
+    /// out, in the rejected table with the schema path and reason), and `forward_violations_to`, a destination
+    /// that gets a `Violation Generated` track call per violation. See [`governance::SourcePlanConfig`].
+    #[serde(default)]
+    pub tracking_plan: Option<governance::SourcePlanConfig>,
 }
 
 /// A file of suppressed users in the config folder (`suppressions/*.toml`), for instance one per request:
@@ -411,6 +419,8 @@ pub struct Config {
     pub audiences: Vec<Loaded<personas::definition::ComputationConfig>>,
     /// `suppressions/*.toml`: users whose messages are dropped, in file name order.
     pub suppressions: Vec<Loaded<SuppressionFile>>,
+    /// `tracking-plans/*.json`: the tracking plans sources name, compiled, by the file's name.
+    pub plans: Vec<Loaded<Arc<governance::Plan>>>,
     /// Warnings that did not stop loading.
     pub warnings: Problems,
 }
@@ -471,10 +481,12 @@ impl Config {
         let destinations = resolve_destinations(destinations, &mut problems);
         let suppressions = load_all(dir, "suppressions", &mut problems);
         check_suppressions(&suppressions, &mut problems);
+        let plans = load_plans(dir, &mut problems);
+        check_source_plans(&sources, &plans, &destinations, &mut problems);
         if problems.has_errors() {
             return Err(problems);
         }
-        Ok(Config { dir: dir.to_owned(), sources, destinations, audiences, suppressions, warnings: problems })
+        Ok(Config { dir: dir.to_owned(), sources, destinations, audiences, suppressions, plans, warnings: problems })
     }
 
     /// The source with `id`.
@@ -567,6 +579,13 @@ impl Config {
         self.privacy(&source.file, source.config.privacy.as_ref())
     }
 
+    /// The tracking plan the source `source` names, compiled, if it names one.
+    pub fn source_plan(&self, source: &SourceConfig) -> Option<crate::plans::SourcePlan> {
+        let table = source.tracking_plan.as_ref()?;
+        let plan = self.plans.iter().find(|p| p.file.file_stem().is_some_and(|s| s == &*table.name))?;
+        Some(crate::plans::SourcePlan::new(&source.id, &source.name, plan.config.clone(), table))
+    }
+
     /// The IDs of the sources connected to the destination `name`.
     pub fn sources_of(&self, name: &str) -> Vec<&str> {
         self.sources
@@ -625,6 +644,77 @@ fn load_all<T: for<'de> Deserialize<'de>>(dir: &Path, sub: &str, problems: &mut 
         }
     }
     loaded
+}
+
+/// Loads and compiles `tracking-plans/*.json`, each named by its file's name; a problem names the file and the key
+/// (`rules[2].jsonSchema`), or the line and column of JSON that does not parse.
+fn load_plans(dir: &Path, problems: &mut Problems) -> Vec<Loaded<Arc<governance::Plan>>> {
+    let Ok(read) = std::fs::read_dir(dir.join("tracking-plans")) else { return Vec::new() };
+    let mut files: Vec<PathBuf> =
+        read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    files.sort();
+    let mut plans = Vec::new();
+    for file in files {
+        let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let text = match std::fs::read(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                problems.error(&file, "", format!("cannot be read: {e}"));
+                continue;
+            }
+        };
+        let parsed: governance::PlanFile = match serde_json::from_slice(&text) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                problems.error(&file, "", format!("line {} column {}: {e}", e.line(), e.column()));
+                continue;
+            }
+        };
+        match governance::Plan::compile(&name, &parsed) {
+            Ok(plan) => plans.push(Loaded { file, config: Arc::new(plan) }),
+            Err(found) => found.into_iter().for_each(|p| problems.error(&file, p.key, p.message)),
+        }
+    }
+    plans
+}
+
+/// Checks that each source's plan and violations destination exist.
+fn check_source_plans(
+    sources: &[Loaded<SourceConfig>],
+    plans: &[Loaded<Arc<governance::Plan>>],
+    destinations: &[Loaded<Destination>],
+    problems: &mut Problems,
+) {
+    for source in sources {
+        let Some(table) = &source.config.tracking_plan else { continue };
+        let named =
+            |loaded: &&Loaded<Arc<governance::Plan>>| loaded.file.file_stem().is_some_and(|s| s == &*table.name);
+        if !plans.iter().any(|p| named(&p)) {
+            problems.error(
+                &source.file,
+                "tracking_plan.name",
+                format!(
+                    "no tracking plan {:?}: expected tracking-plans/{}.json in the config folder",
+                    table.name, table.name
+                ),
+            );
+        }
+        if let Some(forward) = &table.forward_violations_to {
+            match destinations.iter().find(|d| d.config.name == *forward) {
+                None => problems.error(
+                    &source.file,
+                    "tracking_plan.forward_violations_to",
+                    format!("no destination {forward:?}"),
+                ),
+                Some(d) if !d.config.enabled => problems.error(
+                    &source.file,
+                    "tracking_plan.forward_violations_to",
+                    format!("{forward:?} is disabled (enabled = false): violations would wait for it forever"),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// Checks each destination file on its own and turns those without errors into [`Destination`]s; names used

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod format;
 pub mod log;
 pub mod metrics;
+pub mod plans;
 pub mod reloads;
 pub mod route;
 pub mod serve;

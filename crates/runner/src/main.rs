@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use runner::commands::{dlq, filters, personas, privacy, rejected, reload, send, setup, streams, tail, validate};
+use runner::commands::{dlq, filters, personas, plan, privacy, rejected, reload, send, setup, streams, tail, validate};
 use runner::serve;
 
 /// Tributary: a self-hosted Segment-compatible event router for AWS Kinesis.
@@ -50,6 +50,11 @@ enum Command {
     Personas {
         #[command(subcommand)]
         action: personas::Action,
+    },
+    /// Check messages from a file against a source's tracking plan, without sending them.
+    Plan {
+        #[command(subcommand)]
+        action: plan::Action,
     },
     /// Try a destination's filters on messages from a file, without sending them.
     Filters {
@@ -136,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rejected(args) => rejected::run(args, &mut out, &mut err),
         Command::Dlq(args) => dlq::run(dir, args, &mut out, &mut err).await,
         Command::Filters { action } => filters::run(dir, action, &mut out, &mut err),
+        Command::Plan { action } => plan::run(dir, action, &mut out, &mut err),
         Command::Privacy(args) => privacy::run(dir, args, &mut out, &mut err).await,
         Command::Send(args) => send::run(dir, args, &mut err).await,
         Command::Tail(args) => tail::run(dir, args, &mut out, &mut err).await,

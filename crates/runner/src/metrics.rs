@@ -76,6 +76,16 @@ pub struct PrivacyChange {
     pub action: String,
 }
 
+/// A tracking plan's violation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanViolation {
+    /// The source whose plan it broke.
+    pub source: String,
+    /// `unplanned`, or the JSON Schema keyword that failed, in snake case (`required`, `type`,
+    /// `additional_properties`…).
+    pub kind: String,
+}
+
 /// A destination label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Destination {
@@ -146,6 +156,8 @@ pub struct Metrics {
     pub suppressed: Family<SourceLabel, Counter>,
     /// Fields privacy controls hashed or dropped, by matcher and action.
     pub privacy_changes: Family<PrivacyChange, Counter>,
+    /// Violations of sources' tracking plans, by source and kind.
+    pub plan_violations: Family<PlanViolation, Counter>,
     /// How far back the dedupe keys held reach, in seconds (the window, or less once the key budget is full).
     pub dedupe_window: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Dedupe keys held.
@@ -222,6 +234,14 @@ impl Metrics {
         self.filtered.get_or_create(&labels).inc();
     }
 
+    /// Counts one message's violations of `source`'s tracking plan, by kind.
+    pub fn plan_violations(&self, source: &str, violations: &[governance::Violation]) {
+        for violation in violations {
+            let labels = PlanViolation { source: source.to_owned(), kind: violation.kind.clone() };
+            self.plan_violations.get_or_create(&labels).inc();
+        }
+    }
+
     /// Counts the fields privacy controls changed in one message (never their values).
     pub fn privacy(&self, changes: &[governance::Change]) {
         for change in changes {
@@ -262,6 +282,7 @@ impl Default for Metrics {
             duplicates: Family::default(),
             filtered: Family::default(),
             privacy_changes: Family::default(),
+            plan_violations: Family::default(),
             suppressed: Family::default(),
             dedupe_window: Gauge::default(),
             dedupe_keys: Gauge::default(),
@@ -303,6 +324,11 @@ impl Default for Metrics {
             "privacy_changes",
             "Fields privacy controls hashed or dropped, by matcher (field: a path named in hash or drop) and action",
             metrics.privacy_changes.clone(),
+        );
+        registry.register(
+            "plan_violations",
+            "Violations of a source's tracking plan, by source and kind (unplanned, or the JSON Schema keyword that failed)",
+            metrics.plan_violations.clone(),
         );
         registry.register("delivery_retries", "Failed delivery attempts scheduled again", metrics.retried.clone());
         registry.register("messages_failed", "Messages moved to the dead-letter table", metrics.failed.clone());

@@ -2,4 +2,5 @@
 
 mod filters;
 mod fql;
+mod plan;
 mod privacy;

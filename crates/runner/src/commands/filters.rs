@@ -1,7 +1,7 @@
 //! `tributary filters test --destination NAME [--source ID] FILE`: what a destination's filters do to each message of
 //! an NDJSON file, for review in a pull request.
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use governance::filters::Step;
 use segment_model::Message;
 use serde_json::{Value, json};
@@ -84,19 +84,11 @@ pub fn run(
     {
         bail!("no source has the ID {id:?}");
     }
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    let (mut delivered, mut dropped, mut malformed) = (0, 0, 0);
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let mut message = match Message::from_slice(line.as_bytes()) {
-            Ok(message) => message,
-            Err(e) => {
-                malformed += 1;
-                writeln!(err, "{}:{}: {e}", file.display(), n + 1)?;
-                continue;
-            }
-        };
+    let (messages, malformed) = super::file_messages(&file, err)?;
+    let (mut delivered, mut dropped) = (0, 0);
+    for (n, mut message) in messages {
         message.enrich_with(time::OffsetDateTime::now_utc(), crate::format::new_message_id);
-        let line = report(n + 1, filters, source.as_deref().unwrap_or_default(), message);
+        let line = report(n, filters, source.as_deref().unwrap_or_default(), message);
         match line["delivered"].as_bool() {
             Some(true) => delivered += 1,
             _ => dropped += 1,

@@ -8,6 +8,7 @@ pub mod filters;
 #[cfg(feature = "firehose")]
 pub mod firehose;
 pub mod personas;
+pub mod plan;
 pub mod privacy;
 pub mod rejected;
 pub mod reload;
@@ -49,4 +50,25 @@ pub(crate) async fn kinesis_stream<'a>(
     let stream = kinesis.stream_for(stream).map_err(|e| anyhow::anyhow!("destination {name:?}: {e}"))?;
     let client = kinesis_sink::setup::admin::client(kinesis, identity, &crate::route::base_credentials()).await?;
     Ok((kinesis, client, stream))
+}
+
+/// The messages of the NDJSON file `file`, each with its line number (blank lines skipped); a line that is not a
+/// message is named on `err` with its number and counted. For the commands that try a config on a file.
+pub(crate) fn file_messages(
+    file: &std::path::Path,
+    err: Out<'_>,
+) -> anyhow::Result<(Vec<(usize, segment_model::Message)>, usize)> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let (mut messages, mut malformed) = (Vec::new(), 0);
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match segment_model::Message::from_slice(line.as_bytes()) {
+            Ok(message) => messages.push((n + 1, message)),
+            Err(e) => {
+                malformed += 1;
+                writeln!(err, "{}:{}: {e}", file.display(), n + 1)?;
+            }
+        }
+    }
+    Ok((messages, malformed))
 }

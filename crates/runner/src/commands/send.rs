@@ -34,6 +34,10 @@ pub struct Summary {
     pub malformed: usize,
     /// Valid messages not sent because the config folder's `suppressions/*.toml` name their user.
     pub suppressed: usize,
+    /// Violations of the source's tracking plan.
+    pub violations: usize,
+    /// Messages the source's tracking plan kept out (each reported with its line).
+    pub blocked: usize,
     /// Counts per destination name.
     pub destinations: BTreeMap<String, Tally>,
 }
@@ -61,6 +65,7 @@ pub async fn send(
         bail!("no source has the ID {source_id:?} (known: {})", known.join(", "));
     };
     let privacy = config.source_privacy(loaded)?;
+    let plan = config.source_plan(&loaded.config);
     let suppressed = crate::suppression::Suppressions::from_config(config);
     let mut summary = Summary::default();
     for destination in router.connected(source_id) {
@@ -78,6 +83,15 @@ pub async fn send(
         match Message::from_slice(line.as_bytes()) {
             Ok(message) if suppressed.suppresses(&message) => summary.suppressed += 1,
             Ok(mut message) => {
+                if let Some(plan) = &plan {
+                    let applied = plan.apply(&mut message);
+                    summary.violations += applied.violations.len();
+                    if let Some((field, reason)) = applied.blocked {
+                        summary.blocked += 1;
+                        writeln!(errors, "{input_name}:{line_number}: not sent ({field}): {reason}")?;
+                        continue;
+                    }
+                }
                 privacy.apply(&mut message);
                 message.enrich_with(time::OffsetDateTime::now_utc(), crate::format::new_message_id);
                 summary.messages += 1;
@@ -165,6 +179,13 @@ pub async fn run(dir: &std::path::Path, args: Args, err: super::Out<'_>) -> anyh
     writeln!(err, "read {} messages, {} malformed lines", summary.messages, summary.malformed)?;
     if summary.suppressed > 0 {
         writeln!(err, "{} messages not sent: their users are suppressed", summary.suppressed)?;
+    }
+    if summary.violations > 0 {
+        writeln!(
+            err,
+            "{} violations of the source's tracking plan; {} messages kept out (`tributary plan check` lists them)",
+            summary.violations, summary.blocked
+        )?;
     }
     for (name, tally) in &summary.destinations {
         let filtered = match tally.filtered {

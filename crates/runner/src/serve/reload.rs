@@ -78,6 +78,7 @@ pub fn live(config: &Config, keys: Vec<ReadSource<'_>>, routes: Routes, lag: &La
             dedupe_by_source: c.dedupe_scope == crate::config::DedupeScope::Source,
             destinations: routes.connected(&c.id).iter().filter_map(|d| lag.get(&d.name)).collect(),
             privacy: Arc::new(privacy),
+            plan: config.source_plan(c).map(Arc::new),
         };
         (key, source)
     });
@@ -273,10 +274,17 @@ pub async fn watch_config(
 /// A digest of the config files of `dir` and of `extra`: their paths and contents (a missing file counts as such).
 fn digest(dir: &Path, extra: &[PathBuf]) -> [u8; 32] {
     let mut files: Vec<PathBuf> = extra.to_vec();
-    for sub in ["sources", "destinations", "audiences"] {
+    let folders = [
+        ("sources", "toml"),
+        ("destinations", "toml"),
+        ("audiences", "toml"),
+        ("suppressions", "toml"),
+        ("tracking-plans", "json"),
+    ];
+    for (sub, extension) in folders {
         if let Ok(read) = std::fs::read_dir(dir.join(sub)) {
             files.extend(
-                read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")),
+                read.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == extension)),
             );
         }
     }

@@ -18,6 +18,7 @@ mod libraries;
 mod operations;
 mod overload;
 mod personas;
+mod plans;
 mod privacy;
 mod reload;
 mod serve;

@@ -49,6 +49,8 @@ pub struct Source {
     pub destinations: Vec<std::sync::Arc<crate::serve::lag::Lagging>>,
     /// Its privacy controls, with their key.
     pub privacy: std::sync::Arc<governance::Privacy>,
+    /// Its tracking plan, if it has one.
+    pub plan: Option<std::sync::Arc<crate::plans::SourcePlan>>,
 }
 
 /// Every source's write key, kept as its SHA-256 digest.

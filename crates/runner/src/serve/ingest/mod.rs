@@ -115,6 +115,16 @@ struct Parsed<'a> {
     source: &'a Source,
     valid: Vec<Message>,
     rejected: Vec<Rejected>,
+    planned: Planned,
+}
+
+/// What a source's tracking plan added to a request: the messages it kept out, and the `Violation Generated` calls
+/// for the destination it forwards them to.
+#[derive(Default)]
+struct Planned {
+    blocked: Vec<NewRejection>,
+    forwarded: Vec<Message>,
+    forward_to: Option<String>,
 }
 
 impl Ingest {
@@ -301,13 +311,14 @@ impl Ingest {
         messages: &mut u64,
     ) -> Result<u64, Refusal> {
         let (bytes, turn) = body::read(headers, body, limit, self.read_timeout, &self.parsing).await?;
-        let Parsed { source, valid, rejected } =
+        let Parsed { source, valid, rejected, planned } =
             self.prepare(live, endpoint, header_source, (peer, headers), &bytes, messages)?;
         if let Some(dedupe @ dedupe::Dedupe { shared: Some(store), .. }) = &self.dedupe {
-            return self.accept_shared(live, source, (valid, rejected), (bytes, turn), (store, dedupe.required)).await;
+            let parsed = (valid, rejected, planned);
+            return self.accept_shared(live, source, parsed, (bytes, turn), (store, dedupe.required)).await;
         }
         let (valid, keys) = self.drop_duplicates(source, valid);
-        let prepared = self.encode(&live.routes, &source.id, valid, rejected, keys);
+        let prepared = self.encode(&live.routes, &source.id, (valid, rejected, planned), keys);
         // The body, the parsed messages and the turn are let go before the commit is awaited: a request holds
         // only its compressed entries while it waits, so the requests being parsed meanwhile find their memory
         // in the cache, and the commit the wait shares takes as many requests as arrive.
@@ -323,7 +334,7 @@ impl Ingest {
         &self,
         live: &Live,
         source: &Source,
-        (valid, rejected): (Vec<Message>, Vec<Rejected>),
+        (valid, rejected, planned): (Vec<Message>, Vec<Rejected>, Planned),
         turn: (bytes::Bytes, tokio::sync::SemaphorePermit<'_>),
         (store, required): (&Arc<dedupe::shared::Store>, bool),
     ) -> Result<u64, Refusal> {
@@ -342,11 +353,10 @@ impl Ingest {
             }
         }
         self.enrich(&source.id, &mut valid);
-        let encoded = dedupe::request::Encoded {
-            count: valid.len() as u64,
-            entries: self.entries(&live.routes, &source.id, &valid),
-            rejections: self.rejections(&source.id, rejected),
-        };
+        let mut entries = self.entries(&live.routes, &source.id, &valid);
+        let rejections =
+            self.planned(&live.routes, &source.id, planned, &mut entries, self.rejections(&source.id, rejected));
+        let encoded = dedupe::request::Encoded { count: valid.len() as u64, entries, rejections };
         drop((valid, keys, turn));
         let settle = dedupe::request::settle(store.clone(), self.spool.clone(), asked, encoded, required);
         let settled = store.spawn(settle).await.map_err(|e| {
@@ -435,6 +445,10 @@ impl Ingest {
             }
         }
         self.drop_suppressed(live, source, &mut valid, &mut rejected);
+        let planned = match &source.plan {
+            Some(plan) => self.apply_plan(plan, source, &mut valid)?,
+            None => Planned::default(),
+        };
         let ip = client_ip::client_ip(peer, headers, &self.trusted_proxies).to_string();
         for message in &mut valid {
             message.fill_ip(&ip, source.collect_ip);
@@ -445,7 +459,51 @@ impl Ingest {
                 self.metrics.privacy(&source.privacy.apply(message));
             }
         }
-        Ok(Parsed { source, valid, rejected })
+        Ok(Parsed { source, valid, rejected, planned })
+    }
+
+    /// The source's tracking plan, after suppression and before its privacy controls: violations counted (and
+    /// forwarded, when the source asks), and each violating message delivered, delivered without what violates, or
+    /// kept out in the rejected table, as the source and the plan say. A strict source refuses a request with a
+    /// message it keeps out.
+    fn apply_plan(
+        &self,
+        plan: &crate::plans::SourcePlan,
+        source: &Source,
+        valid: &mut Vec<Message>,
+    ) -> Result<Planned, Refusal> {
+        let mut planned = Planned { forward_to: plan.forward_to.clone(), ..Planned::default() };
+        let mut now = None;
+        let mut kept = Vec::with_capacity(valid.len());
+        for mut message in valid.drain(..) {
+            let applied = plan.apply(&mut message);
+            if applied.violations.is_empty() {
+                kept.push(message);
+                continue;
+            }
+            self.metrics.plan_violations(&source.id, &applied.violations);
+            if plan.forward_to.is_some() {
+                let now = now.get_or_insert_with(|| crate::format::format_millis(spool::now_millis()));
+                planned.forwarded.extend(applied.violations.iter().map(|v| plan.violation_message(&message, v, now)));
+            }
+            let Some((field, reason)) = applied.blocked else {
+                kept.push(message);
+                continue;
+            };
+            if source.strict {
+                return Err(Refusal::bad_request("invalid_message", reason));
+            }
+            self.metrics.drop_invalid(&field, "tracking_plan");
+            planned.blocked.push(NewRejection {
+                source_id: source.id.clone(),
+                index: None,
+                field: Some(field),
+                reason,
+                message: Some(message.to_json_vec()),
+            });
+        }
+        *valid = kept;
+        Ok(planned)
     }
 
     /// Drops the messages, valid or not, of users either suppression list names, first of all: they are counted and
@@ -542,17 +600,48 @@ impl Ingest {
         &self,
         routes: &Routes,
         source: &str,
-        mut messages: Vec<Message>,
-        rejected: Vec<Rejected>,
+        (mut messages, rejected, planned): (Vec<Message>, Vec<Rejected>, Planned),
         keys: Vec<i64>,
     ) -> Prepared {
         self.enrich(source, &mut messages);
-        Prepared {
-            count: messages.len() as u64,
-            entries: self.entries(routes, source, &messages),
-            rejections: self.rejections(source, rejected),
-            keys,
+        let mut entries = self.entries(routes, source, &messages);
+        let rejections = self.planned(routes, source, planned, &mut entries, self.rejections(source, rejected));
+        Prepared { count: messages.len() as u64, entries, rejections, keys }
+    }
+
+    /// Adds what a tracking plan made of a request: the `Violation Generated` calls, as one entry for the
+    /// destination they are forwarded to (when it runs), and the messages it kept out to `rejections`.
+    fn planned(
+        &self,
+        routes: &Routes,
+        source: &str,
+        mut planned: Planned,
+        entries: &mut Vec<NewEntry>,
+        mut rejections: Vec<NewRejection>,
+    ) -> Vec<NewRejection> {
+        rejections.append(&mut planned.blocked);
+        let Some(destination) = planned.forward_to.filter(|name| routes.all().any(|d| d.name == *name)) else {
+            return rejections;
+        };
+        if planned.forwarded.is_empty() {
+            return rejections;
         }
+        self.enrich(source, &mut planned.forwarded);
+        let json: Vec<Vec<u8>> = planned.forwarded.iter().map(Message::to_json_vec).collect();
+        let items = crate::delivery::stored::encode(
+            planned
+                .forwarded
+                .iter()
+                .zip(&json)
+                .map(|(m, json)| (m.message_id().unwrap_or_default(), "schema-violations", json.as_slice())),
+        );
+        entries.push(NewEntry {
+            destination,
+            source_id: source.to_owned(),
+            count: planned.forwarded.len() as u32,
+            items,
+        });
+        rejections
     }
 
     /// Enriches `messages` on receipt: a messageId where there is none, receivedAt, and timestamp corrected with
