@@ -1,5 +1,6 @@
 //! Inputs and set-up shared by the benchmarks.
 
+pub mod governance;
 pub mod null_firehose;
 pub mod null_kinesis;
 pub mod traffic;
@@ -110,10 +111,42 @@ impl Served {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> anyhow::Result<Served> {
+        Served::start_in_with(tributary, dir, (name, destination), "", env, args).await
+    }
+
+    /// As [`Served::start`], with the governance of [`governance`]: the destination's ten filters, the source's
+    /// 50-event tracking plan and privacy controls.
+    pub async fn start_governed(tributary: &Path, name: &str, args: &[&str]) -> anyhow::Result<Served> {
+        let dir = scratch(name)?;
+        let out = dir.join("out.ndjson");
+        std::fs::create_dir_all(dir.join("configs/tracking-plans"))?;
+        std::fs::write(dir.join("configs/tracking-plans/bench.json"), governance::plan())?;
+        let destination = format!(
+            "name = \"archive\"\ntype = \"file\"\n{}\n[file]\npath = {:?}\n",
+            governance::FILTERS,
+            out.display().to_string()
+        );
+        let env = [("BENCH_PRIVACY_KEY", governance::PRIVACY_KEY)];
+        let archive = ("archive", destination.as_str());
+        let mut served =
+            Served::start_in_with(tributary, &dir, archive, governance::SOURCE_CONTROLS, &env, args).await?;
+        served.owns_dir = true;
+        Ok(served)
+    }
+
+    /// As [`Served::start_in`], with `source_extra` (TOML) at the end of the source's file.
+    pub async fn start_in_with(
+        tributary: &Path,
+        dir: &Path,
+        (name, destination): (&str, &str),
+        source_extra: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Served> {
         std::fs::write(
             dir.join("configs/sources/bench.toml"),
             format!(
-                "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = {{ env = \"BENCH_WRITE_KEY\" }}\ndestinations = [\"{name}\"]\n"
+                "id = \"src_bench\"\nname = \"Bench\"\nwrite_key = {{ env = \"BENCH_WRITE_KEY\" }}\ndestinations = [\"{name}\"]\n{source_extra}\n"
             ),
         )?;
         std::fs::write(dir.join(format!("configs/destinations/{name}.toml")), destination)?;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Digest as _;
 
-use crate::fql::{Condition, field_path};
+use crate::fql::{Condition, PathTree, Prefetched, field_path};
 
 /// One `[[filters]]` table of a destination file.
 ///
@@ -126,6 +126,8 @@ pub struct Filters {
     filters: Vec<Filter>,
     /// Mixed into the sampling hash, so that two destinations sampling 10% do not keep the same tenth.
     salt: String,
+    /// Every path the conditions read, read from a message at once.
+    paths: PathTree,
 }
 
 /// What one filter did to one message.
@@ -227,8 +229,9 @@ impl Filters {
         }
         // Stable: filters of one action keep the order written.
         filters.sort_by_key(|f| f.action.rank());
+        let paths = PathTree::of(filters.iter().filter_map(|f| f.condition.as_ref()).flat_map(Condition::paths));
         match problems.is_empty() {
-            true => Ok(Filters { filters, salt: salt.to_owned() }),
+            true => Ok(Filters { filters, salt: salt.to_owned(), paths }),
             false => Err(problems),
         }
     }
@@ -245,12 +248,26 @@ impl Filters {
 
     /// Applies the filters to `message` from `source_id`, changing it in place when a filter removes fields.
     pub fn apply(&self, source_id: &str, message: &mut Message) -> Applied {
-        let mut applied = Applied { kept: true, changed: false, decided_by: None, steps: Vec::new() };
+        let mut cow = std::borrow::Cow::Borrowed(&*message);
+        let applied = self.apply_to(source_id, &mut cow);
+        if let std::borrow::Cow::Owned(changed) = cow {
+            *message = changed;
+        }
+        applied
+    }
+
+    /// As [`Filters::apply`], copying `message` only when a filter changes it. The paths the conditions read are
+    /// read once, and again after a change.
+    pub fn apply_to(&self, source_id: &str, message: &mut std::borrow::Cow<'_, Message>) -> Applied {
+        let mut applied =
+            Applied { kept: true, changed: false, decided_by: None, steps: Vec::with_capacity(self.filters.len()) };
+        let mut fetched: Option<Prefetched> = None;
         for filter in &self.filters {
             if filter.source.as_deref().is_some_and(|s| s != source_id) {
                 continue;
             }
-            let step = self.step(filter, message);
+            let fields = fetched.get_or_insert_with(|| Prefetched::read(message, &self.paths));
+            let step = self.step(filter, fields, message);
             let ends = matches!(step, Step::Dropped | Step::Failed(_));
             if ends {
                 applied.kept = false;
@@ -258,6 +275,7 @@ impl Filters {
             } else if matches!(step, Step::Removed(ref fields) if !fields.is_empty()) {
                 applied.changed = true;
                 applied.decided_by = Some(filter.action.name());
+                fetched = None;
             }
             applied.steps.push((filter.position, filter.action, step));
             if ends {
@@ -267,8 +285,8 @@ impl Filters {
         applied
     }
 
-    fn step(&self, filter: &Filter, message: &mut Message) -> Step {
-        match filter.condition.as_ref().map(|c| c.eval(message)) {
+    fn step(&self, filter: &Filter, fields: &Prefetched, message: &mut std::borrow::Cow<'_, Message>) -> Step {
+        match filter.condition.as_ref().map(|c| c.eval(fields)) {
             Some(Err(e)) => return Step::Failed(e.0),
             Some(Ok(false)) => return Step::Skipped,
             Some(Ok(true)) | None => {}
@@ -279,8 +297,9 @@ impl Filters {
                 true => Step::Sampled,
                 false => Step::Dropped,
             },
-            Effect::DropFields(fields) => Step::Removed(remove(message, fields, false)),
-            Effect::AllowFields(fields) => Step::Removed(remove(message, fields, true)),
+            Effect::DropFields(fields) if !may_remove(message, fields) => Step::Removed(Vec::new()),
+            Effect::DropFields(fields) => Step::Removed(remove(message.to_mut(), fields, false)),
+            Effect::AllowFields(fields) => Step::Removed(remove(message.to_mut(), fields, true)),
         }
     }
 
@@ -300,6 +319,15 @@ impl Filters {
         let draw = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) % 1_000_000;
         (draw as f64) < percent * 10_000.0
     }
+}
+
+/// Whether one of `fields` may be in `message` (a byte test of the objects they are in): when none can be, dropping
+/// them changes nothing and the message is not copied.
+fn may_remove(message: &Message, fields: &[Field]) -> bool {
+    fields.iter().any(|(top, path)| {
+        let last = path.last().map_or(top.as_str(), String::as_str);
+        message.raw(top).is_some_and(|raw| crate::raw::may_have(raw.get(), last))
+    })
 }
 
 /// Removes `fields` from `message` (or, with `allow`, everything but them from each object they name), writing back

@@ -10,6 +10,7 @@ pub mod fql;
 pub mod matchers;
 pub mod plan;
 pub mod privacy;
+pub mod raw;
 
 pub use filters::{Applied, FilterConfig, FilterProblem, Filters};
 pub use fql::Condition;

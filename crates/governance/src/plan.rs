@@ -149,6 +149,105 @@ impl Violation {
 /// A compiled rule.
 struct Rule {
     validator: jsonschema::Validator,
+    /// What of a message its schema reads (with the common rule's, for an event's rule): the message is read as
+    /// far as that and no further.
+    need: Need,
+}
+
+/// What of a value a schema reads: all of it, or only some members of an object (and what of each).
+#[derive(Debug, Clone, PartialEq)]
+enum Need {
+    All,
+    Members(std::collections::BTreeMap<String, Need>),
+}
+
+/// The keywords a schema may use and still read only the members it names: with any other (`additionalProperties`,
+/// `patternProperties`, `enum`, `allOf`, `$ref`…) it reads the whole value.
+const MEMBERS_ONLY: [&str; 12] = [
+    "$schema",
+    "$id",
+    "id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "type",
+    "properties",
+    "required",
+    "definitions",
+];
+
+impl Need {
+    /// What `schema` reads of the value it validates.
+    fn of(schema: &Value) -> Need {
+        let Value::Object(keywords) = schema else { return Need::All };
+        if keywords.keys().any(|k| !MEMBERS_ONLY.contains(&k.as_str())) {
+            return Need::All;
+        }
+        let mut members = std::collections::BTreeMap::new();
+        if let Some(Value::Object(properties)) = keywords.get("properties") {
+            for (name, sub) in properties {
+                members.insert(name.clone(), Need::of(sub));
+            }
+        }
+        // A required member is read for its presence: nothing of it is validated unless `properties` names it.
+        if let Some(Value::Array(required)) = keywords.get("required") {
+            for name in required.iter().filter_map(Value::as_str) {
+                members.entry(name.to_owned()).or_insert_with(|| Need::Members(Default::default()));
+            }
+        }
+        Need::Members(members)
+    }
+
+    /// What two schemas read together.
+    fn and(self, other: &Need) -> Need {
+        match (self, other) {
+            (Need::Members(mut mine), Need::Members(theirs)) => {
+                for (name, need) in theirs {
+                    let merged = match mine.remove(name) {
+                        Some(own) => own.and(need),
+                        None => need.clone(),
+                    };
+                    mine.insert(name.clone(), merged);
+                }
+                Need::Members(mine)
+            }
+            _ => Need::All,
+        }
+    }
+
+    /// The part of `raw` this reads, as a tree: the same answer from a schema that reads only this part as from the
+    /// whole value.
+    fn project(&self, raw: &str) -> Value {
+        match self {
+            Need::Members(members) if raw.trim_start().starts_with('{') => {
+                let names: Vec<&str> = members.keys().map(String::as_str).collect();
+                let found = crate::raw::members(raw, &names);
+                let mut object = Map::with_capacity(members.len());
+                for ((name, need), value) in members.iter().zip(found) {
+                    if let Some(value) = value {
+                        object.insert(name.clone(), need.project(value));
+                    }
+                }
+                Value::Object(object)
+            }
+            _ => crate::raw::parse(raw),
+        }
+    }
+
+    /// The part of `message` this reads.
+    fn instance(&self, message: &Message) -> Value {
+        match self {
+            Need::Members(members) => Value::Object(
+                members
+                    .iter()
+                    .filter_map(|(name, need)| Some((name.clone(), need.project(message.raw(name)?.get()))))
+                    .collect(),
+            ),
+            Need::All => Value::Object(message.to_map().into_iter().collect()),
+        }
+    }
 }
 
 /// A compiled plan.
@@ -224,7 +323,7 @@ impl Plan {
         for (i, rule) in file.rules.iter().enumerate() {
             let problem = |key: &str, message: String| PlanProblem { key: format!("rules[{i}].{key}"), message };
             let validator = match compile_schema(&rule.json_schema) {
-                Ok(validator) => Rule { validator },
+                Ok(validator) => Rule { validator, need: Need::of(&rule.json_schema) },
                 Err(message) => {
                     problems.push(problem("jsonSchema", message));
                     continue;
@@ -255,6 +354,12 @@ impl Plan {
             };
             if twice {
                 problems.push(problem("type", "a rule of this type and key comes earlier in the plan".to_owned()));
+            }
+        }
+        if let Some(common) = plan.common.as_ref().map(|c| c.need.clone()) {
+            let rules = plan.identify.iter_mut().chain(plan.group.iter_mut()).chain(plan.keyed.values_mut());
+            for rule in rules {
+                rule.need = std::mem::replace(&mut rule.need, Need::All).and(&common);
             }
         }
         match problems.is_empty() {
@@ -306,10 +411,9 @@ impl Plan {
             });
         }
         let rules: Vec<&Rule> = self.common.iter().chain(rule).collect();
-        if rules.is_empty() {
-            return checked;
-        }
-        let instance = Value::Object(message.to_map().into_iter().collect::<Map<String, Value>>());
+        // The event's rule reads what the common one does too.
+        let Some(need) = rule.or(self.common.as_ref()).map(|r| &r.need) else { return checked };
+        let instance = need.instance(message);
         for rule in rules {
             if rule.validator.is_valid(&instance) {
                 continue;

@@ -239,6 +239,24 @@ impl Privacy {
         self.paths.is_empty() && self.matchers.is_empty()
     }
 
+    /// Whether the controls may change the object `top` of `message`: always with matchers; with paths only, when
+    /// one of their keys may be in it (a byte test, no parse).
+    fn reaches(&self, message: &Message, top: &str) -> bool {
+        match self.matchers.is_empty() {
+            false => message.raw(top).is_some(),
+            true => message.raw(top).is_some_and(|raw| {
+                self.paths.iter().any(|rule| {
+                    rule.top == top && rule.path.last().is_some_and(|key| crate::raw::may_have(raw.get(), key))
+                })
+            }),
+        }
+    }
+
+    /// Whether [`Privacy::apply`] may change `message`; when not, a caller need not copy it first.
+    pub fn may_change(&self, message: &Message) -> bool {
+        !self.is_empty() && TOPS.iter().any(|top| self.reaches(message, top))
+    }
+
     /// Applies the controls to `message`, in place; returns one [`Change`] per field changed.
     pub fn apply(&self, message: &mut Message) -> Vec<Change> {
         let mut changes = Vec::new();
@@ -246,8 +264,7 @@ impl Privacy {
             return changes;
         }
         for top in TOPS {
-            let reached = !self.matchers.is_empty() || self.paths.iter().any(|rule| rule.top == top);
-            if !reached {
+            if !self.reaches(message, top) {
                 continue;
             }
             let Some(Value::Object(mut object)) = message.get(top) else { continue };

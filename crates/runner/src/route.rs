@@ -66,16 +66,22 @@ impl Target {
         if !self.controls(source) {
             return Filtered::Same(message);
         }
-        let mut changed = message.clone();
-        let applied = self.filters.apply(source, &mut changed);
+        // Copied only once a filter or a privacy control changes it.
+        let mut changed = std::borrow::Cow::Borrowed(message);
+        let applied = self.filters.apply_to(source, &mut changed);
         if !applied.kept {
             return Filtered::Dropped(applied.decided_by.unwrap_or("drop"));
         }
         let filtered = applied.changed.then(|| applied.decided_by.unwrap_or("drop_properties"));
-        let privacy = self.privacy.apply(&mut changed);
-        match filtered.is_some() || !privacy.is_empty() {
-            true => Filtered::Changed(changed, filtered, privacy),
-            false => Filtered::Same(message),
+        let privacy = match self.privacy.may_change(&changed) {
+            true => self.privacy.apply(changed.to_mut()),
+            false => Vec::new(),
+        };
+        match changed {
+            std::borrow::Cow::Owned(changed) if filtered.is_some() || !privacy.is_empty() => {
+                Filtered::Changed(changed, filtered, privacy)
+            }
+            _ => Filtered::Same(message),
         }
     }
 }

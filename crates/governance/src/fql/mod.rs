@@ -12,6 +12,9 @@ mod ast;
 mod glob;
 mod parse;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 pub use ast::{Expr, Func, Op, Val};
@@ -23,21 +26,120 @@ pub use parse::{ParseError, field_path};
 #[error("{0}")]
 pub struct EvalError(pub String);
 
-/// Where paths are looked up: the top-level fields of a message.
+/// Where paths are looked up: a message's fields.
 pub trait Fields {
-    /// The top-level field `name`, parsed, if the message has it.
-    fn field(&self, name: &str) -> Option<Value>;
+    /// The value at `path` (a top-level field and the members below it), if there is one.
+    fn value_at(&self, path: &[String]) -> Option<Cow<'_, Val>>;
 }
 
 impl Fields for segment_model::Message {
-    fn field(&self, name: &str) -> Option<Value> {
-        self.get(name)
+    /// Read from the message's raw JSON: only the value found is parsed, the objects on the way are scanned.
+    fn value_at(&self, path: &[String]) -> Option<Cow<'_, Val>> {
+        let top = self.raw(path.first()?)?;
+        crate::raw::at_path(top.get(), &path[1..]).map(|raw| Cow::Owned(Val::of(&crate::raw::parse(raw))))
     }
 }
 
 impl Fields for serde_json::Map<String, Value> {
-    fn field(&self, name: &str) -> Option<Value> {
-        self.get(name).cloned()
+    fn value_at(&self, path: &[String]) -> Option<Cow<'_, Val>> {
+        tree_at(self.get(path.first()?)?, &path[1..]).map(|value| Cow::Owned(Val::of(value)))
+    }
+}
+
+/// The value at `path` below `value`.
+fn tree_at<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut at = value;
+    for segment in path {
+        at = at.as_object()?.get(segment)?;
+    }
+    Some(at)
+}
+
+/// The paths some conditions read, as a tree of their segments.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathTree {
+    /// Every path, once; a node where one ends holds its position here.
+    paths: Vec<Vec<String>>,
+    root: PathNode,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PathNode {
+    children: BTreeMap<String, PathNode>,
+    /// The path that ends here, if one does: the value here is read whole.
+    ends: Option<usize>,
+}
+
+impl PathTree {
+    /// The tree of `paths`.
+    pub fn of<'a>(paths: impl IntoIterator<Item = &'a [String]>) -> PathTree {
+        let mut tree = PathTree::default();
+        for path in paths {
+            let mut at = &mut tree.root;
+            for segment in path {
+                at = at.children.entry(segment.clone()).or_default();
+            }
+            if at.ends.is_none() {
+                at.ends = Some(tree.paths.len());
+                tree.paths.push(path.to_vec());
+            }
+        }
+        tree
+    }
+}
+
+/// The values at the paths of a [`PathTree`] in one message, each object on the way scanned once for all the
+/// members read from it: conditions that read several fields of `context` cost one pass over it, not one a field.
+#[derive(Debug)]
+pub struct Prefetched<'t> {
+    tree: &'t PathTree,
+    values: Vec<Option<Val>>,
+}
+
+impl<'t> Prefetched<'t> {
+    /// Reads the values at `tree`'s paths in `message`.
+    pub fn read(message: &segment_model::Message, tree: &'t PathTree) -> Prefetched<'t> {
+        let mut fetched = Prefetched { tree, values: vec![None; tree.paths.len()] };
+        for (name, node) in &tree.root.children {
+            if let Some(raw) = message.raw(name) {
+                fetched.read_raw(raw.get(), node);
+            }
+        }
+        fetched
+    }
+
+    fn read_raw(&mut self, raw: &str, node: &PathNode) {
+        if let Some(at) = node.ends {
+            let value = crate::raw::parse(raw);
+            self.read_tree(&value, node);
+            self.values[at] = Some(Val::of(&value));
+            return;
+        }
+        let names: Vec<&str> = node.children.keys().map(String::as_str).collect();
+        for (child, found) in node.children.values().zip(crate::raw::members(raw, &names)) {
+            if let Some(found) = found {
+                self.read_raw(found, child);
+            }
+        }
+    }
+
+    /// The paths below a value read whole, from the tree already built.
+    fn read_tree(&mut self, value: &Value, node: &PathNode) {
+        for (name, child) in &node.children {
+            if let Some(found) = value.as_object().and_then(|object| object.get(name)) {
+                self.read_tree(found, child);
+                if let Some(at) = child.ends {
+                    self.values[at] = Some(Val::of(found));
+                }
+            }
+        }
+    }
+}
+
+impl Fields for Prefetched<'_> {
+    fn value_at(&self, path: &[String]) -> Option<Cow<'_, Val>> {
+        let at = self.tree.paths.iter().position(|p| p == path)?;
+        self.values[at].as_ref().map(Cow::Borrowed)
     }
 }
 
@@ -62,6 +164,13 @@ impl Condition {
         }
     }
 
+    /// Every path the condition reads.
+    pub fn paths(&self) -> Vec<&[String]> {
+        let mut paths = Vec::new();
+        paths_of(&self.expr, &mut paths);
+        paths
+    }
+
     /// The value of the condition for `message`, whatever its type (for tests and `filters test`).
     pub fn value(&self, message: &dyn Fields) -> Result<Val, EvalError> {
         eval(&self.expr, message)
@@ -70,18 +179,31 @@ impl Condition {
 
 /// The value at `path` in `message`, `Null` where it has none.
 fn lookup(path: &[String], message: &dyn Fields) -> Val {
-    let Some(top) = message.field(&path[0]) else { return Val::Null };
-    let mut at = &top;
-    for segment in &path[1..] {
-        match at {
-            Value::Object(map) => match map.get(segment) {
-                Some(next) => at = next,
-                None => return Val::Null,
-            },
-            _ => return Val::Null,
+    message.value_at(path).map_or(Val::Null, Cow::into_owned)
+}
+
+/// An operand's value, borrowed where it can be (a literal, a value already read): comparing `type = 'track'` copies
+/// neither side.
+fn operand<'e>(expr: &'e Expr, message: &'e dyn Fields) -> Result<Cow<'e, Val>, EvalError> {
+    Ok(match expr {
+        Expr::Literal(value) => Cow::Borrowed(value),
+        Expr::Path(path) => message.value_at(path).unwrap_or(Cow::Owned(Val::Null)),
+        other => Cow::Owned(eval(other, message)?),
+    })
+}
+
+/// Adds the paths `expr` reads to `paths`.
+fn paths_of<'a>(expr: &'a Expr, paths: &mut Vec<&'a [String]>) {
+    match expr {
+        Expr::Literal(_) => {}
+        Expr::Path(path) => paths.push(path),
+        Expr::List(items) | Expr::Call(_, items) => items.iter().for_each(|e| paths_of(e, paths)),
+        Expr::Not(inner) | Expr::Match(inner, _) => paths_of(inner, paths),
+        Expr::And(a, b) | Expr::Or(a, b) | Expr::Compare(_, a, b) | Expr::In(a, b) => {
+            paths_of(a, paths);
+            paths_of(b, paths);
         }
     }
-    Val::of(at)
 }
 
 /// `and` and `or` take booleans and `null` (as false).
@@ -108,18 +230,21 @@ fn eval(expr: &Expr, message: &dyn Fields) -> Result<Val, EvalError> {
             Val::Bool(truth(eval(left, message)?, "and")? && truth(eval(right, message)?, "and")?)
         }
         Expr::Or(left, right) => Val::Bool(truth(eval(left, message)?, "or")? || truth(eval(right, message)?, "or")?),
-        Expr::Compare(op, left, right) => Val::Bool(compare(*op, &eval(left, message)?, &eval(right, message)?)),
-        Expr::In(needle, list) => match eval(list, message)? {
+        Expr::Compare(op, left, right) => {
+            let (left, right) = (operand(left, message)?, operand(right, message)?);
+            Val::Bool(compare(*op, &left, &right))
+        }
+        Expr::In(needle, list) => match &*operand(list, message)? {
             Val::List(items) => {
-                let needle = eval(needle, message)?;
+                let needle = operand(needle, message)?;
                 Val::Bool(items.contains(&needle))
             }
             // A missing list holds nothing.
             Val::Null => Val::Bool(false),
             other => return Err(EvalError(format!("in takes a list on its right, not a {}", other.type_name()))),
         },
-        Expr::Match(subject, glob) => match eval(subject, message)? {
-            Val::Str(s) => Val::Bool(glob.is_match(&s)),
+        Expr::Match(subject, glob) => match &*operand(subject, message)? {
+            Val::Str(s) => Val::Bool(glob.is_match(s)),
             Val::Null => Val::Bool(false),
             other => return Err(EvalError(format!("match() takes a string, not a {}", other.type_name()))),
         },
