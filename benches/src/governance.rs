@@ -162,21 +162,8 @@ fn traffic_event(event: &str) -> Value {
 
 /// The plan file, `tracking-plans/bench.json`.
 pub fn plan() -> String {
-    let ours = [
-        "Product Viewed",
-        "Product Added",
-        "Product Clicked",
-        "Cart Viewed",
-        "Checkout Started",
-        "Order Completed",
-        "Products Searched",
-        "Signed In",
-        "Promotion Viewed",
-        "Coupon Applied",
-        "Subscription Renewed",
-        "Invoice Paid",
-        "Signed Up",
-    ];
+    let mut ours: Vec<&str> = crate::traffic::EVENTS.to_vec();
+    ours.extend(crate::traffic::SERVER_EVENTS.iter().filter(|e| !crate::traffic::EVENTS.contains(e)));
     let mut rules = vec![json!({"type": "COMMON", "jsonSchema": {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "type": "object",

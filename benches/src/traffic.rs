@@ -201,7 +201,11 @@ const WORDS: &[&str] = &[
     "family", "pocket", "deluxe", "coffee", "yoga", "winter", "pro", "mini", "max", "nordic", "alpine", "coastal",
     "velvet", "crystal", "harbor", "maple", "cedar", "river", "canyon", "meadow", "ember", "atlas", "lumen", "vista",
 ];
-const EVENTS: &[&str] = &[
+/// The track events of the server calls.
+pub const SERVER_EVENTS: &[&str] = &["Order Completed", "Subscription Renewed", "Invoice Paid", "Signed Up"];
+
+/// The track events of the browser and mobile calls.
+pub const EVENTS: &[&str] = &[
     "Product Viewed",
     "Product Added",
     "Product Clicked",
@@ -416,7 +420,7 @@ fn server(random: &mut Random) -> Value {
         message["type"] = json!("identify");
         message["traits"] = traits(random);
     } else {
-        let event = random.pick(&["Order Completed", "Subscription Renewed", "Invoice Paid", "Signed Up"]);
+        let event = random.pick(SERVER_EVENTS);
         message["type"] = json!("track");
         message["event"] = json!(event);
         message["properties"] = properties(random, event);
