@@ -294,9 +294,11 @@ pub struct Checked {
     pub omit: Vec<(String, String)>,
 }
 
-/// Compiles a rule's schema with the draft it names, or draft-07.
+/// Compiles a rule's schema with the draft it names, or draft-07. Patterns (`pattern`, `patternProperties`) are the
+/// `regex` crate's, which matches in time linear in the text: a client's string never meets a backtracking engine,
+/// and a pattern that needs one (a backreference, a lookaround) is refused when the plan loads.
 fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
-    let mut options = jsonschema::options();
+    let mut options = jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex());
     if schema.get("$schema").is_none() {
         options = options.with_draft(jsonschema::Draft::Draft7);
     }

@@ -161,3 +161,21 @@ fn a_broken_plan_names_each_rule_at_fault() {
     assert_eq!(keys, ["rules[0].key", "rules[1].key", "rules[2].jsonSchema", "rules[4].type"], "{problems:?}");
     assert!(serde_json::from_value::<PlanFile>(json!({"rules": [{"type": "SOMETHING", "jsonSchema": {}}]})).is_err());
 }
+
+#[test]
+fn patterns_match_in_linear_time_and_one_that_needs_backtracking_is_refused() {
+    let rule = |pattern: &str| -> PlanFile {
+        serde_json::from_value(json!({"rules": [{"type": "TRACK", "key": "E", "jsonSchema":
+            {"properties": {"properties": {"properties": {"code": {"type": "string", "pattern": pattern}}}}}}]}))
+        .unwrap()
+    };
+    let problems = Plan::compile("p", &rule(r"^(a)\1$")).unwrap_err();
+    assert_eq!(problems[0].key, "rules[0].jsonSchema", "{problems:?}");
+    // Catastrophic for a backtracking engine; linear here.
+    let plan = Plan::compile("p", &rule("^(a+)+$")).unwrap();
+    let hostile = format!("{}b", "a".repeat(30_000));
+    let event = message(json!({"type": "track", "event": "E", "userId": "u", "properties": {"code": hostile}}));
+    let started = std::time::Instant::now();
+    assert_eq!(found(&plan, &event), pairs(&[("pattern", "properties.code")]));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+}
