@@ -303,8 +303,12 @@ impl Spool {
     /// Moves dead letters back to the queue in one commit: `entries` (the letters' messages, encoded by the
     /// caller) are stored as new waiting entries, and the letters `ids` are removed. Whoever delivers the spool
     /// (its owner) delivers them; an interruption leaves each letter either still a letter or queued, never both.
-    pub async fn requeue(&self, entries: Vec<NewEntry>, ids: Vec<i64>) -> Result<(), SpoolError> {
-        self.submit(Op::Requeue(entries, ids, now_millis())).await
+    /// Returns `false`, having changed nothing, when one of the letters is gone since the caller read it (erased, or
+    /// replayed by another process): its message must not come back; read the letters again.
+    pub async fn requeue(&self, entries: Vec<NewEntry>, ids: Vec<i64>) -> Result<bool, SpoolError> {
+        let (answer, done) = mpsc::channel();
+        self.submit(Op::Requeue(entries, ids, now_millis(), answer)).await?;
+        done.try_recv().map_err(|_| SpoolError::Stopped)
     }
 
     /// Keeps the keys of appended messages for `window` (zero keeps none, and removes those held), in at most

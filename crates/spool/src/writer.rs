@@ -20,7 +20,8 @@ pub(crate) enum Op {
     /// Entries, rejections, the dedupe keys of the entries' messages, and when.
     Append(Vec<NewEntry>, Vec<NewRejection>, Vec<i64>, i64),
     Settle(Vec<Settlement>, i64),
-    Requeue(Vec<NewEntry>, Vec<i64>, i64),
+    /// Entries replayed from dead letters, the letters, when, and whom to tell whether they were all still there.
+    Requeue(Vec<NewEntry>, Vec<i64>, i64, mpsc::Sender<bool>),
     /// Reads the writer connection's durability settings inside a commit, so the answer is about the connection
     /// that commits acknowledged entries and not about one opened to ask.
     Durability(mpsc::Sender<Durability>),
@@ -204,7 +205,9 @@ fn apply(
                 }
             }
             Op::Settle(settlements, at) => settle(&transaction, settlements, *at, counts)?,
-            Op::Requeue(entries, ids, at) => requeue(&transaction, entries, ids, *at, counts)?,
+            Op::Requeue(entries, ids, at, answer) => {
+                let _ = answer.send(requeue(&transaction, entries, ids, *at, counts)?);
+            }
             Op::Durability(answer) => drop(answer.send(durability(&transaction)?)),
             Op::EraseBegin(eraser, answer) => {
                 let up_to = erase::begin(&transaction, &counts.erasures, eraser.clone())?;
@@ -322,14 +325,26 @@ fn erased_retry(retry: &Retry, erasers: &[Arc<dyn Eraser>]) -> Option<Retry> {
 }
 
 /// Moves dead letters back to the queue as replayed entries (through the erasures in force: a replay may have read
-/// its letters before one began).
+/// its letters before one began). When a letter is gone since the replay read it (an erasure removed it, another
+/// replay moved it), nothing of the job is kept (a savepoint of its own, so the other jobs of the commit stand) and
+/// it answers `false`: a message erased or already queued again must not come back.
 fn requeue(
     transaction: &Transaction,
     entries: &[NewEntry],
     ids: &[i64],
     at: i64,
     counts: &Counts,
-) -> Result<(), rusqlite::Error> {
+) -> Result<bool, rusqlite::Error> {
+    transaction.execute_batch("SAVEPOINT requeue")?;
+    let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+    let mut removed = 0;
+    for id in ids {
+        removed += delete.execute(params![id])?;
+    }
+    if removed < ids.len() {
+        transaction.execute_batch("ROLLBACK TO requeue; RELEASE requeue")?;
+        return Ok(false);
+    }
     let erasers = counts.erasures.all();
     let mut insert = transaction.prepare_cached(
         "INSERT INTO spool (destination, source_id, count, bytes, enqueued_at, replayed, items)
@@ -348,9 +363,6 @@ fn requeue(
             insert.execute(params![entry.destination, entry.source_id, count, bytes, at, &*items])?;
         }
     }
-    let mut delete = transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
-    for id in ids {
-        delete.execute(params![id])?;
-    }
-    Ok(())
+    transaction.execute_batch("RELEASE requeue")?;
+    Ok(true)
 }

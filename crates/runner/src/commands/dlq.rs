@@ -90,6 +90,7 @@ pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> any
     let mut left = options.limit.unwrap_or(usize::MAX);
     let mut after = 0;
     while left > 0 && result.failing.is_none() {
+        let page_from = after;
         let letters = spool.dead_letter_page(options.destination.as_deref(), after, PAGE).await?;
         let Some(last) = letters.last() else { break };
         after = last.id;
@@ -123,8 +124,14 @@ pub async fn replay(dir: &Path, routes: &Routes, options: &ReplayOptions) -> any
                 });
             }
         }
-        result.queued += ids.len();
-        spool.requeue(entries, ids).await?;
+        let count = ids.len();
+        if !spool.requeue(entries, ids).await? {
+            // A letter of the page went meanwhile (an erasure, another replay): the page is read again as it is now.
+            after = page_from;
+            left += count;
+            continue;
+        }
+        result.queued += count;
         if let Some(delivery) = &delivery {
             result.failing = delivery.until_empty(&spool).await;
         }

@@ -88,8 +88,11 @@ async fn complete_retry_and_dead_letter() {
     assert_eq!(spool.dead_letter_page(None, 0, 10).await.unwrap(), dead);
     // Requeued, a letter leaves the table and its message waits again, in one commit.
     let again = NewEntry { destination: "a".into(), source_id: "src".into(), items: b"m2".to_vec(), count: 1 };
-    spool.requeue(vec![again], vec![dead[0].id]).await.unwrap();
+    assert!(spool.requeue(vec![again.clone()], vec![dead[0].id]).await.unwrap());
     assert!(dead_letters(&spool, None).await.unwrap().is_empty());
+    assert_eq!(spool.depth(), 3);
+    // A second replay that read the same letter before the first moved it changes nothing: no message twice.
+    assert!(!spool.requeue(vec![again], vec![dead[0].id]).await.unwrap());
     assert_eq!(spool.depth(), 3);
     // A replayed entry counts in the backlog, marked as replayed, and is never among the oldest a budget moves.
     assert_eq!(spool.backlog("a").replayed_bytes, 2);
@@ -608,6 +611,15 @@ async fn an_erasure_takes_a_users_messages_out_of_everything_and_leaves_no_bytes
     assert_eq!(spool.depth(), 2);
     let letters = dead_letters(&spool, None).await.unwrap();
     assert_eq!(letters.iter().map(|l| l.message.as_slice()).collect::<Vec<_>>(), [b"m6 bob kept-dead".as_slice()]);
+    // A replay (another process, which sees no erasure in force) read the user's letter before the erasure removed
+    // it: its requeue is refused whole, and the user's message does not come back.
+    let replayed = lines("c", &["m5 alice SECRET-dead", "m6 bob kept-dead"]);
+    let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
+    let shared = Spool::open_shared(&dir).unwrap();
+    assert!(!shared.requeue(vec![replayed], vec![letters[0].id - 1, ids[0]]).await.unwrap());
+    shared.close();
+    assert_eq!(dead_letters(&spool, None).await.unwrap().len(), 1, "the other letter is still a letter");
+    assert!(all_waiting(&spool, "c", 10).await.unwrap().is_empty());
     let kept = spool::read_rejections(&dir, &spool::RejectionFilter { limit: 10, ..Default::default() }).unwrap();
     assert_eq!(kept.len(), 1);
     spool.close();
