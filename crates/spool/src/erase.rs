@@ -190,6 +190,14 @@ pub(crate) fn end(
 /// checkpoint completed.
 pub(crate) fn after_commit(connection: &rusqlite::Connection, erasures: &Erasures, eraser: &Arc<dyn Eraser>) -> bool {
     let checkpointed = sqlite_durable::checkpoint_truncate(connection).unwrap_or(false);
+    stop(connection, erasures, eraser);
+    checkpointed
+}
+
+/// Ends `eraser`, whether its erasure finished or failed half way (the request stays, to be carried out again): it
+/// stays in force only until the deliveries in flight settle, and `secure_delete` goes back to `FAST` once no
+/// erasure is in force, so that a failed erasure does not cost every later delete.
+pub(crate) fn stop(connection: &rusqlite::Connection, erasures: &Erasures, eraser: &Arc<dyn Eraser>) {
     for active in erasures.active.lock().expect("erasures lock poisoned").iter_mut() {
         if Arc::ptr_eq(&active.eraser, eraser) {
             active.ended = true;
@@ -199,5 +207,4 @@ pub(crate) fn after_commit(connection: &rusqlite::Connection, erasures: &Erasure
     if erasures.is_idle() {
         let _ = connection.pragma_update(None, "secure_delete", "FAST");
     }
-    checkpointed
 }

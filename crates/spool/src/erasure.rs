@@ -29,6 +29,21 @@ impl Spool {
         let (answer, up_to) = mpsc::channel();
         self.submit(Op::EraseBegin(eraser.clone(), answer)).await?;
         let up_to = up_to.try_recv().map_err(|_| SpoolError::Stopped)?;
+        let erased = self.erase_up_to(&eraser, up_to, request).await;
+        if erased.is_err() {
+            // Ended all the same; a failed stop leaves it to the process's end.
+            let _ = self.submit(Op::EraseStop(eraser)).await;
+        }
+        erased
+    }
+
+    /// The rest of [`Spool::erase`], once the eraser is in force for entries up to `up_to`.
+    async fn erase_up_to(
+        &self,
+        eraser: &Arc<dyn Eraser>,
+        up_to: i64,
+        request: Option<i64>,
+    ) -> Result<Erased, SpoolError> {
         let mut erased = Erased::default();
         let mut after = 0;
         loop {
@@ -48,12 +63,12 @@ impl Spool {
             erased.entries += part.entries;
             erased.handed.extend(part.handed);
         }
-        let dead_letters = self.matching_rows("dead_letters", &eraser).await?;
-        let rejected = self.matching_rows("rejected", &eraser).await?;
+        let dead_letters = self.matching_rows("dead_letters", eraser).await?;
+        let rejected = self.matching_rows("rejected", eraser).await?;
         erased.dead_letters = dead_letters.len() as u64;
         erased.rejected = rejected.len() as u64;
         let (answer, ended) = mpsc::channel();
-        self.submit(Op::EraseEnd(eraser, dead_letters, rejected, request, answer)).await?;
+        self.submit(Op::EraseEnd(eraser.clone(), dead_letters, rejected, request, answer)).await?;
         (erased.free_pages, erased.checkpointed) = ended.try_recv().map_err(|_| SpoolError::Stopped)?;
         Ok(erased)
     }

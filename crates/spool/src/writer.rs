@@ -34,6 +34,8 @@ pub(crate) enum Op {
     EraseEnd(Arc<dyn Eraser>, Vec<i64>, Vec<i64>, Option<i64>, mpsc::Sender<(u64, bool)>),
     /// Records an erasure request's report.
     EraseReport(i64, String),
+    /// Ends an erasure that failed half way.
+    EraseStop(Arc<dyn Eraser>),
 }
 
 /// A piece of work and whom to tell when its commit is done.
@@ -221,6 +223,7 @@ fn apply(
                 let free_pages = erase::end(&transaction, dead_letters, rejections, *request)?;
                 ended.push((eraser.clone(), free_pages, answer.clone()));
             }
+            Op::EraseStop(eraser) => erase::stop(&transaction, &counts.erasures, eraser),
             Op::EraseReport(request, report) => drop(
                 transaction
                     .execute("UPDATE erasure_requests SET report = ?2 WHERE id = ?1", params![request, report])?,
