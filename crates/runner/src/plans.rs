@@ -9,6 +9,11 @@ use segment_model::{Message, MessageType};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
+/// The most violations a rejection's reason lists, and the most `Violation Generated` calls one message makes: a
+/// message of a few thousand unexpected properties is a few thousand violations, and must not cost a few thousand
+/// stored calls (they are all counted).
+pub const REASONS: usize = 10;
+
 /// A source's plan and what the source does with its violations.
 #[derive(Debug, Clone)]
 pub struct SourcePlan {
@@ -60,8 +65,11 @@ impl SourcePlan {
                 format!("tracking plan {:?}: {}", self.plan.name, checked.violations[0].description),
             ))
         } else if self.on_violation == OnViolation::Block && !planned.is_empty() {
-            let reasons: Vec<String> =
-                planned.iter().map(|v| format!("{} ({})", v.description, v.schema_path)).collect();
+            let mut reasons: Vec<String> =
+                planned.iter().take(REASONS).map(|v| format!("{} ({})", v.description, v.schema_path)).collect();
+            if planned.len() > REASONS {
+                reasons.push(format!("and {} more", planned.len() - REASONS));
+            }
             let field = if planned[0].field.is_empty() { "message".to_owned() } else { planned[0].field.clone() };
             Some((field, format!("tracking plan {:?}: {}", self.plan.name, reasons.join("; "))))
         } else {

@@ -222,3 +222,31 @@ fn validate_names_the_plan_file_and_rule_at_fault() {
     assert!(stderr.contains("ecommerce.json") && stderr.contains("rules[1].jsonSchema"), "{stderr}");
     assert!(stderr.contains("torn.json") && stderr.contains("line 2 column"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_message_of_many_violations_costs_ten_forwarded_calls_and_a_bounded_reason() {
+    let dir = scratch("plan-many");
+    let (out, violations) = (dir.join("out.ndjson"), dir.join("violations.ndjson"));
+    let table =
+        "[tracking_plan]\nname = \"ecommerce\"\non_violation = \"block\"\nforward_violations_to = \"violations\"\n";
+    let config = folder("plan-many", &out, &violations, table);
+    let spool = scratch("plan-many-spool");
+    let server = Server::start(&config, &spool, &[]).await;
+    let client = reqwest::Client::new();
+    let mut properties = json!({"order_id": "o", "total": 1, "products": []});
+    for i in 0..50 {
+        properties[format!("extra_{i}")] = json!(i);
+    }
+    let order = json!({"type": "track", "messageId": "many", "userId": "u", "event": "Order Completed", "properties": properties});
+    let (status, _) = server.post(&client, "/v1/track", &order).await;
+    assert_eq!(status, 200);
+    let forwarded = wait_for(&violations, 10).await;
+    assert_eq!(forwarded.len(), 10, "one message, ten calls");
+    let series = "tributary_plan_violations_total{source=\"src_test\",kind=\"additional_properties\"}";
+    assert_eq!(server.metric(&client, series).await, 50.0, "every violation is counted");
+    let (_, rejected, _) = tributary(&["rejected", "--spool-dir", spool.to_str().unwrap(), "list"], &[], None);
+    let reason =
+        serde_json::from_str::<Value>(rejected.lines().next().unwrap()).unwrap()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.ends_with("; and 40 more"), "{reason}");
+    assert_eq!(reason.matches("is not allowed by the tracking plan").count(), 10, "{reason}");
+}

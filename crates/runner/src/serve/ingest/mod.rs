@@ -484,7 +484,8 @@ impl Ingest {
             self.metrics.plan_violations(&source.id, &applied.violations);
             if plan.forward_to.is_some() {
                 let now = now.get_or_insert_with(|| crate::format::format_millis(spool::now_millis()));
-                planned.forwarded.extend(applied.violations.iter().map(|v| plan.violation_message(&message, v, now)));
+                let forwarded = applied.violations.iter().take(crate::plans::REASONS);
+                planned.forwarded.extend(forwarded.map(|v| plan.violation_message(&message, v, now)));
             }
             let Some((field, reason)) = applied.blocked else {
                 kept.push(message);
