@@ -4,7 +4,7 @@
 //!   need them and stopped at the end.
 //! - `demo`: the end-to-end job on local defaults: an emulator, a stream, example events sent with
 //!   `tributary send`, and the records shown with `tributary tail`.
-//! - `bench [NAME]`: the criterion benchmarks (`model`, `records`) and the drivers (`ingest`, `e2e`, `firehose`, `hostile`,
+//! - `bench [NAME]`: the criterion benchmarks (`model`, `records`, `governance`) and the drivers (`ingest`, `e2e`, `firehose`, `hostile`,
 //!   `kinesis`, `personas`), or the one named; every figure an issue limits is printed as PASS or FAIL beside its
 //!   limit, and any FAIL makes the command exit non-zero.
 //! - `image`: the container image of the release binary, built with buildah from scratch, as an OCI archive and a
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         Some("image") => image::image(&sh).map(drop),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | e2e | firehose | hostile | kinesis | personas | model \
+                "usage: cargo xtask <test [-- CARGO TEST ARGS] | demo | bench [ingest | e2e | firehose | hostile | kinesis | personas | model | governance \
                  | records | CRITERION FILTER] [ARGS] | fuzz [--cases N] [--seed S] | image>"
             );
             bail!("unknown or missing command")
@@ -281,7 +281,7 @@ fn demo(sh: &Shell) -> anyhow::Result<()> {
 const DRIVERS: [&str; 6] = ["ingest", "e2e", "firehose", "hostile", "kinesis", "personas"];
 
 /// The criterion benches of the benches package.
-const CRITERION: [&str; 2] = ["model", "records"];
+const CRITERION: [&str; 3] = ["model", "records", "governance"];
 
 /// `bench`: every benchmark, or the one named (a driver's further arguments go to it, a criterion filter to
 /// criterion). Each figure an issue limits is printed as PASS or FAIL; any FAIL, or a benchmark that fails to run,

@@ -230,6 +230,9 @@ impl Filters {
         // Stable: filters of one action keep the order written.
         filters.sort_by_key(|f| f.action.rank());
         let paths = PathTree::of(filters.iter().filter_map(|f| f.condition.as_ref()).flat_map(Condition::paths));
+        for condition in filters.iter_mut().filter_map(|f| f.condition.as_mut()) {
+            condition.bind(&paths);
+        }
         match problems.is_empty() {
             true => Ok(Filters { filters, salt: salt.to_owned(), paths }),
             false => Err(problems),
@@ -324,9 +327,12 @@ impl Filters {
 /// Whether one of `fields` may be in `message` (a byte test of the objects they are in): when none can be, dropping
 /// them changes nothing and the message is not copied.
 fn may_remove(message: &Message, fields: &[Field]) -> bool {
-    fields.iter().any(|(top, path)| {
-        let last = path.last().map_or(top.as_str(), String::as_str);
-        message.raw(top).is_some_and(|raw| crate::raw::may_have(raw.get(), last))
+    fields.iter().any(|(top, path)| match path.as_slice() {
+        [key] => message.object_member(top, key).is_some(),
+        _ => {
+            let last = path.last().map_or(top.as_str(), String::as_str);
+            message.raw(top).is_some_and(|raw| crate::raw::may_have(raw.get(), last))
+        }
     })
 }
 
@@ -337,6 +343,30 @@ fn remove(message: &mut Message, fields: &[Field], allow: bool) -> Vec<String> {
     for top in ["properties", "traits", "context"] {
         let wanted: Vec<&Vec<String>> = fields.iter().filter(|(t, _)| t == top).map(|(_, p)| p).collect();
         if wanted.is_empty() {
+            continue;
+        }
+        // Members of the object itself: its text is rewritten without them, in one pass and without a tree.
+        if wanted.iter().all(|path| path.len() == 1) {
+            let Some(raw) = message.raw(top) else { continue };
+            let mut gone: Vec<String> = Vec::new();
+            let rebuilt = crate::raw::rebuild(raw.get(), |key, _| {
+                let named = wanted.iter().any(|path| path[0] == key);
+                match named != allow {
+                    false => crate::raw::Edit::Keep,
+                    true => {
+                        let dotted = format!("{top}.{key}");
+                        if !gone.contains(&dotted) {
+                            gone.push(dotted);
+                        }
+                        crate::raw::Edit::Drop
+                    }
+                }
+            });
+            if let Some(rebuilt) = rebuilt
+                && message.replace_object_json(top, rebuilt)
+            {
+                removed.extend(gone);
+            }
             continue;
         }
         let Some(Value::Object(mut object)) = message.get(top) else { continue };

@@ -9,6 +9,7 @@ pub mod filters;
 pub mod fql;
 pub mod matchers;
 pub mod plan;
+mod precheck;
 pub mod privacy;
 pub mod raw;
 

@@ -149,6 +149,8 @@ impl Violation {
 /// A compiled rule.
 struct Rule {
     validator: jsonschema::Validator,
+    /// The schema compiled for prechecks on the message's raw JSON, when it uses only keywords they read.
+    precheck: Option<crate::precheck::Node>,
     /// What of a message its schema reads (with the common rule's, for an event's rule): the message is read as
     /// far as that and no further.
     need: Need,
@@ -261,7 +263,8 @@ pub struct Plan {
     common: Option<Rule>,
     identify: Option<Rule>,
     group: Option<Rule>,
-    keyed: HashMap<(RuleKind, String), Rule>,
+    /// The rules of `TRACK`, `PAGE` and `SCREEN`, by their key.
+    keyed: HashMap<RuleKind, HashMap<String, Rule>>,
     has_pages: bool,
     has_screens: bool,
     /// How many rules it has.
@@ -294,17 +297,6 @@ pub struct Checked {
     pub omit: Vec<(String, String)>,
 }
 
-/// Compiles a rule's schema with the draft it names, or draft-07. Patterns (`pattern`, `patternProperties`) are the
-/// `regex` crate's, which matches in time linear in the text: a client's string never meets a backtracking engine,
-/// and a pattern that needs one (a backreference, a lookaround) is refused when the plan loads.
-fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
-    let mut options = jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex());
-    if schema.get("$schema").is_none() {
-        options = options.with_draft(jsonschema::Draft::Draft7);
-    }
-    options.build(schema).map_err(|e| e.to_string())
-}
-
 impl Plan {
     /// Compiles `file` (named `name` when it names no plan itself), reporting every problem by its key.
     pub fn compile(name: &str, file: &PlanFile) -> Result<Plan, Vec<PlanProblem>> {
@@ -324,8 +316,12 @@ impl Plan {
         };
         for (i, rule) in file.rules.iter().enumerate() {
             let problem = |key: &str, message: String| PlanProblem { key: format!("rules[{i}].{key}"), message };
-            let validator = match compile_schema(&rule.json_schema) {
-                Ok(validator) => Rule { validator, need: Need::of(&rule.json_schema) },
+            let validator = match crate::precheck::compile_schema(&rule.json_schema) {
+                Ok(validator) => Rule {
+                    validator,
+                    precheck: crate::precheck::compile(&rule.json_schema),
+                    need: Need::of(&rule.json_schema),
+                },
                 Err(message) => {
                     problems.push(problem("jsonSchema", message));
                     continue;
@@ -350,7 +346,7 @@ impl Plan {
                 (kind, Some(key)) => {
                     plan.has_pages |= kind == RuleKind::Page;
                     plan.has_screens |= kind == RuleKind::Screen;
-                    plan.keyed.insert((kind, key.clone()), validator).is_some()
+                    plan.keyed.entry(kind).or_default().insert(key.clone(), validator).is_some()
                 }
                 (_, None) => false,
             };
@@ -359,7 +355,11 @@ impl Plan {
             }
         }
         if let Some(common) = plan.common.as_ref().map(|c| c.need.clone()) {
-            let rules = plan.identify.iter_mut().chain(plan.group.iter_mut()).chain(plan.keyed.values_mut());
+            let rules = plan
+                .identify
+                .iter_mut()
+                .chain(plan.group.iter_mut())
+                .chain(plan.keyed.values_mut().flat_map(HashMap::values_mut));
             for rule in rules {
                 rule.need = std::mem::replace(&mut rule.need, Need::All).and(&common);
             }
@@ -373,11 +373,16 @@ impl Plan {
     /// The rule for `message` beside the common one, and whether the event is unplanned.
     fn rule_for(&self, message: &Message) -> (Option<&Rule>, bool) {
         let keyed = |kind: RuleKind, field: &str, planned_kind: bool| {
-            let name = match message.get(field) {
-                Some(Value::String(name)) => name,
-                _ => return (None, planned_kind),
+            let Some(raw) = message.raw(field) else { return (None, planned_kind) };
+            // The name as sent, unescaped only when it has escapes.
+            let name: std::borrow::Cow<'_, str> = match crate::raw::plain_str(raw.get()) {
+                Some(name) => name.into(),
+                None => match serde_json::from_str::<String>(raw.get()) {
+                    Ok(name) => name.into(),
+                    Err(_) => return (None, planned_kind),
+                },
             };
-            match self.keyed.get(&(kind, name)) {
+            match self.keyed.get(&kind).and_then(|rules| rules.get(&*name)) {
                 Some(rule) => (Some(rule), false),
                 None => (None, planned_kind),
             }
@@ -412,11 +417,14 @@ impl Plan {
                 schema_path: String::new(),
             });
         }
-        let rules: Vec<&Rule> = self.common.iter().chain(rule).collect();
+        let rules = || self.common.iter().chain(rule);
+        if rules().all(|rule| rule.precheck.as_ref().is_some_and(|node| node.holds_message(message))) {
+            return checked;
+        }
         // The event's rule reads what the common one does too.
         let Some(need) = rule.or(self.common.as_ref()).map(|r| &r.need) else { return checked };
         let instance = need.instance(message);
-        for rule in rules {
+        for rule in rules() {
             if rule.validator.is_valid(&instance) {
                 continue;
             }

@@ -244,10 +244,9 @@ impl Privacy {
     fn reaches(&self, message: &Message, top: &str) -> bool {
         match self.matchers.is_empty() {
             false => message.raw(top).is_some(),
-            true => message.raw(top).is_some_and(|raw| {
-                self.paths.iter().any(|rule| {
-                    rule.top == top && rule.path.last().is_some_and(|key| crate::raw::may_have(raw.get(), key))
-                })
+            // The first key of a path, looked up in the members the message keeps.
+            true => self.paths.iter().any(|rule| {
+                rule.top == top && rule.path.first().is_some_and(|key| message.object_member(top, key).is_some())
             }),
         }
     }
@@ -267,6 +266,10 @@ impl Privacy {
             if !self.reaches(message, top) {
                 continue;
             }
+            if self.matchers.is_empty() && self.paths.iter().all(|rule| rule.top != top || rule.path.len() == 1) {
+                self.apply_members(message, top, &mut changes);
+                continue;
+            }
             let Some(Value::Object(mut object)) = message.get(top) else { continue };
             let before = changes.len();
             match self.matchers.is_empty() {
@@ -279,6 +282,35 @@ impl Privacy {
             }
         }
         changes
+    }
+
+    /// Rules that name members of `top` itself, applied to its text without a tree: each member dropped or its
+    /// value replaced by its hash, the others' bytes as they were.
+    fn apply_members(&self, message: &mut Message, top: &str, changes: &mut Vec<Change>) {
+        let Some(raw) = message.raw(top) else { return };
+        let mut made = Vec::new();
+        let rebuilt = crate::raw::rebuild(raw.get(), |key, value| {
+            let Some(rule) = self.paths.iter().find(|rule| rule.top == top && rule.path[0] == key) else {
+                return crate::raw::Edit::Keep;
+            };
+            let edit = match rule.action {
+                PrivacyAction::Drop => crate::raw::Edit::Drop,
+                PrivacyAction::Hash => {
+                    let mut parsed = crate::raw::parse(value);
+                    match self.hash_in_place(&mut parsed) {
+                        true => crate::raw::Edit::Replace(parsed.to_string()),
+                        false => return crate::raw::Edit::Keep,
+                    }
+                }
+            };
+            made.push(Change { matcher: Arc::from("field"), action: rule.action });
+            edit
+        });
+        if let Some(rebuilt) = rebuilt
+            && message.replace_object_json(top, rebuilt)
+        {
+            changes.extend(made);
+        }
     }
 
     fn apply_paths(&self, top: &str, object: &mut Map<String, Value>, changes: &mut Vec<Change>) {

@@ -50,7 +50,7 @@ pub enum Filtered<'m> {
     Same(&'m Message),
     /// The message goes on, changed: by a filter (the action that last changed it), by privacy controls (each
     /// field's change), or both.
-    Changed(Message, Option<&'static str>, Vec<governance::Change>),
+    Changed(Box<Message>, Option<&'static str>, Vec<governance::Change>),
     /// The message does not go to the destination; the action that decided (`error` for a condition that failed).
     Dropped(&'static str),
 }
@@ -79,7 +79,7 @@ impl Target {
         };
         match changed {
             std::borrow::Cow::Owned(changed) if filtered.is_some() || !privacy.is_empty() => {
-                Filtered::Changed(changed, filtered, privacy)
+                Filtered::Changed(Box::new(changed), filtered, privacy)
             }
             _ => Filtered::Same(message),
         }

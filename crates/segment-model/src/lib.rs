@@ -12,8 +12,10 @@ mod config_problem;
 mod enrich;
 mod error;
 mod id;
+mod members;
 mod message;
 mod raw;
+pub mod scan;
 mod timestamp;
 mod user_key;
 
@@ -22,6 +24,7 @@ pub use config_problem::ConfigProblem;
 pub use enrich::{Enrichment, Receipt};
 pub use error::{ParseError, Problem, ValidationError};
 pub use id::Id;
+pub use members::ObjectMembersIter;
 pub use message::{Call, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS, Message, MessageType, Rejected, Single};
 pub use raw::MAX_DEPTH;
 pub use timestamp::format_timestamp;

@@ -149,6 +149,8 @@ pub struct Message {
     anonymous_id: Option<IdValue>,
     pub(crate) message_id: Option<String>,
     pub(crate) times: crate::timestamp::ClientTimes,
+    /// The members of `context`, `properties` and `traits`, once read.
+    pub(crate) members: crate::members::ObjectMembers,
 }
 
 /// An owned identifier.
@@ -309,8 +311,15 @@ impl Message {
                 return invalid(ValidationError::new("type", problem), fields);
             }
         };
-        let mut message =
-            Message { kind, fields, user_id: None, anonymous_id: None, message_id: None, times: Default::default() };
+        let mut message = Message {
+            kind,
+            fields,
+            user_id: None,
+            anonymous_id: None,
+            message_id: None,
+            times: Default::default(),
+            members: Default::default(),
+        };
         match validate(kind, &message) {
             Ok(checked) => {
                 message.user_id = checked.user_id.and_then(IdValue::from_value);
@@ -372,6 +381,11 @@ impl Message {
     /// One field's raw JSON, as sent.
     pub fn raw(&self, field: &str) -> Option<&RawValue> {
         crate::raw::position(&self.fields, field).map(|at| &*self.fields[at].1)
+    }
+
+    /// Every field's name and raw JSON, in the client's order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), &**v))
     }
 
     /// One field, parsed.
@@ -458,8 +472,24 @@ impl Message {
         true
     }
 
+    /// As [`Message::replace_object`], with the object's JSON text (left as it is written). Returns `false`,
+    /// changing nothing, for another field or for text that is not a JSON object.
+    pub fn replace_object_json(&mut self, field: &str, json: String) -> bool {
+        if !matches!(field, "properties" | "traits" | "context") || !json.trim_start().starts_with('{') {
+            return false;
+        }
+        match RawValue::from_string(json) {
+            Ok(raw) => {
+                self.set(field, raw);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Sets a field, replacing its value in place or appending it. Callers keep any cache of the field up to date.
     pub(crate) fn set(&mut self, field: &str, value: Box<RawValue>) {
+        self.members.forget(field);
         match crate::raw::position(&self.fields, field) {
             Some(at) => self.fields[at].1 = value,
             None => self.fields.push((crate::raw::key(field), value)),

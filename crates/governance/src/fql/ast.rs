@@ -107,6 +107,22 @@ impl Val {
         }
     }
 
+    /// The value of the raw JSON `json` (as a message holds it): a string, number, boolean or `null` read straight
+    /// from its text; a list or an object parsed.
+    pub fn of_raw(json: &str) -> Val {
+        match json.as_bytes().first() {
+            Some(b'"') => match crate::raw::plain_str(json) {
+                Some(text) => Val::Str(text.to_owned()),
+                None => serde_json::from_str(json).map_or(Val::Null, Val::Str),
+            },
+            Some(b't') => Val::Bool(true),
+            Some(b'f') => Val::Bool(false),
+            Some(b'n') => Val::Null,
+            Some(b'{' | b'[') => Val::of(&crate::raw::parse(json)),
+            _ => json.parse::<f64>().map_or(Val::Null, Val::Num),
+        }
+    }
+
     /// `typeof`'s answer.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -127,6 +143,8 @@ pub enum Expr {
     Literal(Val),
     /// A dotted path into the message.
     Path(Vec<String>),
+    /// A path bound to a place in the values read for a set of conditions ([`super::Condition::bind`]).
+    Slot(usize, Vec<String>),
     /// `[a, b]`
     List(Vec<Expr>),
     /// `!x`
@@ -143,4 +161,36 @@ pub enum Expr {
     Call(Func, Vec<Expr>),
     /// `match(s, 'literal pattern')`, its pattern compiled when parsed.
     Match(Box<Expr>, Glob),
+    /// `contains(s, 'literal')`, its substring prepared for searching when parsed.
+    Contains(Box<Expr>, Box<Needle>),
+}
+
+/// A substring `contains()` looks for, prepared once for searching.
+#[derive(Debug, Clone)]
+pub struct Needle {
+    text: String,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Needle {
+    /// Prepares `text`.
+    pub fn new(text: &str) -> Needle {
+        Needle { text: text.to_owned(), finder: memchr::memmem::Finder::new(text.as_bytes()).into_owned() }
+    }
+
+    /// Whether `haystack` holds it.
+    pub fn is_in(&self, haystack: &str) -> bool {
+        self.finder.find(haystack.as_bytes()).is_some()
+    }
+
+    /// The substring.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Needle {
+    fn eq(&self, other: &Needle) -> bool {
+        self.text == other.text
+    }
 }

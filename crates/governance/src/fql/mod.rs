@@ -30,13 +30,23 @@ pub struct EvalError(pub String);
 pub trait Fields {
     /// The value at `path` (a top-level field and the members below it), if there is one.
     fn value_at(&self, path: &[String]) -> Option<Cow<'_, Val>>;
+
+    /// The value at the path bound to `slot` (by [`Condition::bind`] to the tree these fields were read for), or
+    /// `None` when these fields know no slots and the path must be looked up.
+    fn slot(&self, _slot: usize) -> Option<Option<Cow<'_, Val>>> {
+        None
+    }
 }
 
 impl Fields for segment_model::Message {
     /// Read from the message's raw JSON: only the value found is parsed, the objects on the way are scanned.
     fn value_at(&self, path: &[String]) -> Option<Cow<'_, Val>> {
-        let top = self.raw(path.first()?)?;
-        crate::raw::at_path(top.get(), &path[1..]).map(|raw| Cow::Owned(Val::of(&crate::raw::parse(raw))))
+        let (top, rest) = path.split_first()?;
+        let raw = match rest.split_first() {
+            None => self.raw(top)?.get(),
+            Some((first, deeper)) => crate::raw::at_path(self.object_member(top, first)?, deeper)?,
+        };
+        Some(Cow::Owned(Val::of_raw(raw)))
     }
 }
 
@@ -101,7 +111,21 @@ impl<'t> Prefetched<'t> {
     pub fn read(message: &segment_model::Message, tree: &'t PathTree) -> Prefetched<'t> {
         let mut fetched = Prefetched { tree, values: vec![None; tree.paths.len()] };
         for (name, node) in &tree.root.children {
-            if let Some(raw) = message.raw(name) {
+            // The members of `context`, `properties` and `traits` the message keeps, when only members are read.
+            let members = if node.ends.is_none() { message.object_members(name) } else { None };
+            if let Some(members) = members {
+                // One walk over the members, from the last: a member sent twice counts once, the last, as a
+                // parser takes it.
+                let mut read = vec![false; node.children.len()];
+                for (key, raw) in members.rev() {
+                    if let Some(at) = node.children.keys().position(|k| k == key)
+                        && !std::mem::replace(&mut read[at], true)
+                    {
+                        let child = node.children.values().nth(at).expect("a child at a found position");
+                        fetched.read_raw(raw, child);
+                    }
+                }
+            } else if let Some(raw) = message.raw(name) {
                 fetched.read_raw(raw.get(), node);
             }
         }
@@ -109,6 +133,10 @@ impl<'t> Prefetched<'t> {
     }
 
     fn read_raw(&mut self, raw: &str, node: &PathNode) {
+        if let (Some(at), true) = (node.ends, node.children.is_empty()) {
+            self.values[at] = Some(Val::of_raw(raw));
+            return;
+        }
         if let Some(at) = node.ends {
             let value = crate::raw::parse(raw);
             self.read_tree(&value, node);
@@ -137,6 +165,10 @@ impl<'t> Prefetched<'t> {
 }
 
 impl Fields for Prefetched<'_> {
+    fn slot(&self, slot: usize) -> Option<Option<Cow<'_, Val>>> {
+        self.values.get(slot).map(|value| value.as_ref().map(Cow::Borrowed))
+    }
+
     fn value_at(&self, path: &[String]) -> Option<Cow<'_, Val>> {
         let at = self.tree.paths.iter().position(|p| p == path)?;
         self.values[at].as_ref().map(Cow::Borrowed)
@@ -164,6 +196,12 @@ impl Condition {
         }
     }
 
+    /// Binds each path the condition reads to its place in `tree` (which must hold them all), so that values
+    /// read for the tree ([`Prefetched`]) are found without comparing paths.
+    pub fn bind(&mut self, tree: &PathTree) {
+        bind(&mut self.expr, tree);
+    }
+
     /// Every path the condition reads.
     pub fn paths(&self) -> Vec<&[String]> {
         let mut paths = Vec::new();
@@ -188,17 +226,43 @@ fn operand<'e>(expr: &'e Expr, message: &'e dyn Fields) -> Result<Cow<'e, Val>, 
     Ok(match expr {
         Expr::Literal(value) => Cow::Borrowed(value),
         Expr::Path(path) => message.value_at(path).unwrap_or(Cow::Owned(Val::Null)),
+        Expr::Slot(at, path) => slot(*at, path, message).unwrap_or(Cow::Owned(Val::Null)),
         other => Cow::Owned(eval(other, message)?),
     })
+}
+
+fn bind(expr: &mut Expr, tree: &PathTree) {
+    match expr {
+        Expr::Path(path) => {
+            if let Some(slot) = tree.paths.iter().position(|p| p == path) {
+                *expr = Expr::Slot(slot, std::mem::take(path));
+            }
+        }
+        Expr::Literal(_) | Expr::Slot(..) => {}
+        Expr::List(items) | Expr::Call(_, items) => items.iter_mut().for_each(|e| bind(e, tree)),
+        Expr::Not(inner) | Expr::Match(inner, _) | Expr::Contains(inner, _) => bind(inner, tree),
+        Expr::And(a, b) | Expr::Or(a, b) | Expr::Compare(_, a, b) | Expr::In(a, b) => {
+            bind(a, tree);
+            bind(b, tree);
+        }
+    }
+}
+
+/// The value at a bound path.
+fn slot<'e>(slot: usize, path: &[String], message: &'e dyn Fields) -> Option<Cow<'e, Val>> {
+    match message.slot(slot) {
+        Some(value) => value,
+        None => message.value_at(path),
+    }
 }
 
 /// Adds the paths `expr` reads to `paths`.
 fn paths_of<'a>(expr: &'a Expr, paths: &mut Vec<&'a [String]>) {
     match expr {
         Expr::Literal(_) => {}
-        Expr::Path(path) => paths.push(path),
+        Expr::Path(path) | Expr::Slot(_, path) => paths.push(path),
         Expr::List(items) | Expr::Call(_, items) => items.iter().for_each(|e| paths_of(e, paths)),
-        Expr::Not(inner) | Expr::Match(inner, _) => paths_of(inner, paths),
+        Expr::Not(inner) | Expr::Match(inner, _) | Expr::Contains(inner, _) => paths_of(inner, paths),
         Expr::And(a, b) | Expr::Or(a, b) | Expr::Compare(_, a, b) | Expr::In(a, b) => {
             paths_of(a, paths);
             paths_of(b, paths);
@@ -219,6 +283,7 @@ fn eval(expr: &Expr, message: &dyn Fields) -> Result<Val, EvalError> {
     Ok(match expr {
         Expr::Literal(value) => value.clone(),
         Expr::Path(path) => lookup(path, message),
+        Expr::Slot(at, path) => slot(*at, path, message).map_or(Val::Null, Cow::into_owned),
         Expr::List(items) => Val::List(items.iter().map(|e| eval(e, message)).collect::<Result<_, _>>()?),
         Expr::Not(inner) => match eval(inner, message)? {
             Val::Bool(b) => Val::Bool(!b),
@@ -243,14 +308,25 @@ fn eval(expr: &Expr, message: &dyn Fields) -> Result<Val, EvalError> {
             Val::Null => Val::Bool(false),
             other => return Err(EvalError(format!("in takes a list on its right, not a {}", other.type_name()))),
         },
+        Expr::Contains(subject, needle) => match &*operand(subject, message)? {
+            Val::Str(s) => Val::Bool(needle.is_in(s)),
+            Val::Null => Val::Bool(false),
+            other => {
+                return Err(EvalError(format!(
+                    "contains() takes two strings, not a {} and a string",
+                    other.type_name()
+                )));
+            }
+        },
         Expr::Match(subject, glob) => match &*operand(subject, message)? {
             Val::Str(s) => Val::Bool(glob.is_match(s)),
             Val::Null => Val::Bool(false),
             other => return Err(EvalError(format!("match() takes a string, not a {}", other.type_name()))),
         },
         Expr::Call(func, args) => {
-            let values = args.iter().map(|a| eval(a, message)).collect::<Result<Vec<_>, _>>()?;
-            call(*func, values)?
+            let first = operand(&args[0], message)?;
+            let second = args.get(1).map(|arg| operand(arg, message)).transpose()?;
+            call(*func, &first, second.as_deref())?
         }
     })
 }
@@ -274,7 +350,7 @@ fn compare(op: Op, left: &Val, right: &Val) -> bool {
 }
 
 /// A string function's argument: `null` stays `null`.
-fn text(func: &str, value: Val, apply: impl FnOnce(String) -> String) -> Result<Val, EvalError> {
+fn text(func: &str, value: &Val, apply: impl FnOnce(&str) -> String) -> Result<Val, EvalError> {
     match value {
         Val::Str(s) => Ok(Val::Str(apply(s))),
         Val::Null => Ok(Val::Null),
@@ -282,11 +358,12 @@ fn text(func: &str, value: Val, apply: impl FnOnce(String) -> String) -> Result<
     }
 }
 
-fn call(func: Func, mut args: Vec<Val>) -> Result<Val, EvalError> {
-    let first = args.remove(0);
+/// A function of one argument (`second` is `None`) or two (the parser checked the count).
+fn call(func: Func, first: &Val, second: Option<&Val>) -> Result<Val, EvalError> {
+    let second = || second.unwrap_or(&Val::Null);
     Ok(match func {
-        Func::Contains => match (first, args.remove(0)) {
-            (Val::Str(s), Val::Str(sub)) => Val::Bool(s.contains(&sub)),
+        Func::Contains => match (first, second()) {
+            (Val::Str(s), Val::Str(sub)) => Val::Bool(s.contains(sub.as_str())),
             (Val::Null, _) => Val::Bool(false),
             (s, sub) => {
                 return Err(EvalError(format!(
@@ -296,8 +373,8 @@ fn call(func: Func, mut args: Vec<Val>) -> Result<Val, EvalError> {
                 )));
             }
         },
-        Func::Match => match (first, args.remove(0)) {
-            (Val::Str(s), Val::Str(pattern)) => Val::Bool(Glob::new(&pattern).map_err(EvalError)?.is_match(&s)),
+        Func::Match => match (first, second()) {
+            (Val::Str(s), Val::Str(pattern)) => Val::Bool(Glob::new(pattern).map_err(EvalError)?.is_match(s)),
             (Val::Null, _) => Val::Bool(false),
             (s, p) => {
                 return Err(EvalError(format!(
@@ -313,14 +390,14 @@ fn call(func: Func, mut args: Vec<Val>) -> Result<Val, EvalError> {
             Val::Null => Val::Num(0.0),
             other => return Err(EvalError(format!("length() takes a list or a string, not a {}", other.type_name()))),
         },
-        Func::Lowercase => text("lowercase", first, |s| s.to_lowercase())?,
-        Func::Uppercase => text("uppercase", first, |s| s.to_uppercase())?,
+        Func::Lowercase => text("lowercase", first, str::to_lowercase)?,
+        Func::Uppercase => text("uppercase", first, str::to_uppercase)?,
         Func::Snakecase => text("snakecase", first, |s| s.replace(' ', "_"))?,
         Func::Kebabcase => text("kebabcase", first, |s| s.replace(' ', "-"))?,
-        Func::Titlecase => text("titlecase", first, |s| titlecase(&s))?,
+        Func::Titlecase => text("titlecase", first, titlecase)?,
         Func::Typeof => Val::Str(first.type_name().to_owned()),
-        Func::Bool => Val::Bool(to_bool(&first)),
-        Func::String => Val::Str(to_string(&first)),
+        Func::Bool => Val::Bool(to_bool(first)),
+        Func::String => Val::Str(to_string(first)),
         Func::Number => to_number(first)?,
     })
 }
@@ -376,9 +453,9 @@ fn to_json(value: &Val) -> Value {
 }
 
 /// `number()`: a number as it is, a string parsed (surrounding spaces allowed), `null` stays `null`.
-fn to_number(value: Val) -> Result<Val, EvalError> {
+fn to_number(value: &Val) -> Result<Val, EvalError> {
     match value {
-        Val::Num(n) => Ok(Val::Num(n)),
+        Val::Num(n) => Ok(Val::Num(*n)),
         Val::Null => Ok(Val::Null),
         Val::Str(s) => s
             .trim()

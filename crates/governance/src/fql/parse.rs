@@ -1,7 +1,7 @@
 //! FQL text to an [`Expr`]: a lexer and a recursive-descent parser, one pass each over the text, with every error
 //! naming its column.
 
-use super::ast::{Expr, Func, Op, Val};
+use super::ast::{Expr, Func, Needle, Op, Val};
 use super::glob::Glob;
 
 /// Why a condition could not be parsed, and where.
@@ -382,6 +382,14 @@ impl Parser {
             let glob = Glob::new(pattern).map_err(|why| at(format!("match() pattern {pattern:?}: {why}")))?;
             let subject = args.swap_remove(0);
             return Ok(Expr::Match(Box::new(subject), glob));
+        }
+        if func == Func::Contains
+            && let Expr::Literal(Val::Str(needle)) = &args[1]
+        {
+            // A substring written in the condition is prepared for searching once, here.
+            let needle = Box::new(Needle::new(needle));
+            let subject = args.swap_remove(0);
+            return Ok(Expr::Contains(Box::new(subject), needle));
         }
         Ok(Expr::Call(func, args))
     }

@@ -124,7 +124,7 @@ async fn deliver(
         for i in indices {
             match target.filter(source, &messages[i]) {
                 Filtered::Same(message) => records.push(Record::new(source.clone(), message.clone())),
-                Filtered::Changed(message, ..) => records.push(Record::new(source.clone(), message)),
+                Filtered::Changed(message, ..) => records.push(Record::new(source.clone(), *message)),
                 Filtered::Dropped(_) => summary.destinations.entry(target.name.clone()).or_default().filtered += 1,
             }
         }

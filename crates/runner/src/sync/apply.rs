@@ -131,7 +131,7 @@ pub(super) async fn send_chunk(
                 // filters drop is done.
                 let message = match delivery.target.filter(source, &message) {
                     Filtered::Same(_) => message,
-                    Filtered::Changed(changed, ..) => changed,
+                    Filtered::Changed(changed, ..) => *changed,
                     Filtered::Dropped(_) => continue,
                 };
                 calls.push((index, *call));

@@ -735,9 +735,12 @@ impl Ingest {
         if kept.is_empty() {
             return None;
         }
+        // Both in the order of `indices`, each changed message also kept: one walk finds them, not a search each
+        // (a batch of thousands of tiny messages a filter changes would cost a square of them).
+        let mut changed = changed.iter().peekable();
         let items = crate::delivery::stored::encode(kept.iter().map(|&i| {
             let (id, key, span) = &encoded[i];
-            let bytes = match changed.iter().find(|(at, _)| *at == i) {
+            let bytes = match changed.next_if(|(at, _)| *at == i) {
                 Some((_, bytes)) => bytes.as_slice(),
                 None => &json[span.clone()],
             };
