@@ -163,28 +163,17 @@ enum Need {
     Members(std::collections::BTreeMap<String, Need>),
 }
 
-/// The keywords a schema may use and still read only the members it names: with any other (`additionalProperties`,
-/// `patternProperties`, `enum`, `allOf`, `$ref`…) it reads the whole value.
-const MEMBERS_ONLY: [&str; 12] = [
-    "$schema",
-    "$id",
-    "id",
-    "$comment",
-    "title",
-    "description",
-    "default",
-    "examples",
-    "type",
-    "properties",
-    "required",
-    "definitions",
-];
+/// The keywords a schema may use and still read only the members it names, besides those that validate nothing
+/// ([`crate::precheck::ANNOTATIONS`]): with any other (`additionalProperties`, `patternProperties`, `enum`, `allOf`,
+/// `$ref`…) it reads the whole value.
+const MEMBERS_ONLY: [&str; 3] = ["type", "properties", "required"];
 
 impl Need {
     /// What `schema` reads of the value it validates.
     fn of(schema: &Value) -> Need {
         let Value::Object(keywords) = schema else { return Need::All };
-        if keywords.keys().any(|k| !MEMBERS_ONLY.contains(&k.as_str())) {
+        let reads_members_only = |k: &str| MEMBERS_ONLY.contains(&k) || crate::precheck::ANNOTATIONS.contains(&k);
+        if keywords.keys().any(|k| !reads_members_only(k)) {
             return Need::All;
         }
         let mut members = std::collections::BTreeMap::new();

@@ -10,21 +10,14 @@
 use segment_model::Message;
 use serde_json::{Map, Value};
 
-/// The keywords a precheck reads nothing of: annotations, and the definitions only a `$ref` (which sends a schema
-/// to the full validator) would reach.
-const INERT: [&str; 11] = [
-    "$schema",
-    "$id",
-    "id",
-    "$comment",
-    "title",
-    "description",
-    "default",
-    "examples",
-    "definitions",
-    "$defs",
-    "readOnly",
-];
+/// The keywords that validate nothing (annotations, and `definitions`, which only a `$ref` reaches): what a schema
+/// reads does not depend on them, for a precheck or for the plan's instance (`plan::Need`).
+pub(crate) const ANNOTATIONS: [&str; 9] =
+    ["$schema", "$id", "id", "$comment", "title", "description", "default", "examples", "definitions"];
+
+/// The keywords a precheck reads nothing of: [`ANNOTATIONS`], and these, which only a `$ref` (which sends a schema
+/// to the full validator) would reach, or which annotate.
+const INERT: [&str; 2] = ["$defs", "readOnly"];
 
 /// The keywords of one value that `jsonschema` checks for a precheck, on that value alone.
 const LEAF: [&str; 5] = ["pattern", "format", "minLength", "maxLength", "multipleOf"];
@@ -127,7 +120,7 @@ fn node(schema: &Value, draft: Option<&str>) -> Option<Node> {
     let mut leaf = Map::new();
     for (keyword, value) in keywords {
         match keyword.as_str() {
-            k if INERT.contains(&k) => {}
+            k if ANNOTATIONS.contains(&k) || INERT.contains(&k) => {}
             k if LEAF.contains(&k) => {
                 leaf.insert(k.to_owned(), value.clone());
             }

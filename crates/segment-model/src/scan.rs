@@ -153,7 +153,8 @@ fn scan_members<'a>(json: &'a str, mut visit: impl FnMut(&'a str, &str, &'a str)
             return false;
         }
         let start = skip_space(bytes, at + 1);
-        let Some(end) = value_end(bytes, start) else { return false };
+        // No value (`"a": }`) is no object: as `each_element` refuses an empty element.
+        let Some(end) = value_end(bytes, start).filter(|end| *end > start) else { return false };
         let whole = &json[key_at..end];
         let go_on = match memchr::memchr(b'\\', key_text.as_bytes()) {
             None => visit(whole, key_text, &json[start..end]),
@@ -295,7 +296,18 @@ mod tests {
         );
         assert_eq!(at_path(json, &["o", "x", "y"]), Some("true"));
         assert_eq!(at_path(json, &["n", "x"]), None);
-        for broken in ["", "[1]", "{", "{\"a\"", "{\"a\":", "{\"a\": \"open", "{\"a\": [1, 2", "\"text\""] {
+        for broken in [
+            "",
+            "[1]",
+            "{",
+            "{\"a\"",
+            "{\"a\":",
+            "{\"a\": }",
+            "{\"a\":,\"b\": 1}",
+            "{\"a\": \"open",
+            "{\"a\": [1, 2",
+            "\"text\"",
+        ] {
             assert!(members(broken, &["a"]).iter().all(Option::is_none), "{broken}");
         }
         let rebuilt = rebuild(json, |key, _| match key {
